@@ -1,0 +1,36 @@
+#include "omniflux/runtime.h"
+
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+#include "omniflux/error.h"
+
+namespace omniflux {
+
+c10::Device RuntimeOptions::torch_device() const {
+  try {
+    return c10::Device(device);
+  } catch (const std::exception&) {
+    throw Error("invalid device", "RuntimeOptions::device", "cpu, cuda or cuda:N", "'" + device + "'");
+  }
+}
+
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "float") return c10::kFloat;
+  if (name == "bfloat16" || name == "bf16") return c10::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return c10::kHalf;
+  throw Error("unknown dtype", "dtype option", "float32, bfloat16 or float16", "'" + name + "'");
+}
+
+c10::ScalarType RuntimeOptions::compute_dtype() const {
+  if (dtype == "auto") return torch_device().is_cuda() ? c10::kBFloat16 : c10::kFloat;
+  return parse_dtype(dtype);
+}
+
+void set_num_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+}
+
+}  // namespace omniflux
