@@ -1,0 +1,111 @@
+#pragma once
+// safetensors: memory-mapped reading (single files and sharded checkpoints) and writing.
+// Every malformed file is an omniflux::Error naming the file and, where it applies, the tensor.
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace omniflux {
+
+enum class Dtype { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, BOOL };
+
+const char* dtype_name(Dtype d);  // "F32", ...
+size_t dtype_size(Dtype d);       // bytes per element
+// Parses a safetensors dtype string; false if it is not one of the supported ones.
+bool parse_safetensors_dtype(const std::string& s, Dtype* out);
+// The LibTorch scalar type that holds the dtype. F8 types map to Byte (raw bits) on LibTorch 1.x;
+// convert them with f8_to_float().
+c10::ScalarType dtype_to_scalar_type(Dtype d);
+Dtype scalar_type_to_dtype(c10::ScalarType t);
+// Decodes raw F8 bits (uint8 tensor) to float32.
+at::Tensor f8_to_float(const at::Tensor& bits, Dtype d);
+
+struct TensorInfo {
+  std::string name;
+  Dtype dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte offsets inside the data region
+  int64_t numel() const;
+  uint64_t nbytes() const { return end - begin; }
+};
+
+class MappedFile;  // read-only memory map, shared by every tensor that views it
+
+// One .safetensors file, validated on open like the reference implementation does.
+class SafetensorsFile {
+ public:
+  static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+  // Maps and validates the file. Throws Error on any problem.
+  static SafetensorsFile open(const std::string& path);
+  // Validates an in-memory buffer (the fuzzer and the tests use it). `name` appears in errors.
+  // The buffer must outlive the returned object.
+  static SafetensorsFile from_buffer(const uint8_t* data, size_t size, const std::string& name);
+
+  const std::string& path() const { return path_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // sorted by offset
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const;  // throws Error if absent
+  // CPU tensor viewing the mapping (no copy) when the data is aligned for its dtype, else a copy.
+  // F8 tensors come back as raw uint8 bits on LibTorch 1.x.
+  at::Tensor get(const std::string& name) const;
+  // Pointer to the raw bytes of a tensor inside the mapping.
+  const uint8_t* data(const TensorInfo& info) const;
+  uint64_t file_size() const { return size_; }
+
+ private:
+  std::string path_;
+  std::shared_ptr<MappedFile> map_;
+  const uint8_t* base_ = nullptr;  // start of the data region
+  uint64_t size_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// A checkpoint: one file, or a folder/index of shards (`*.safetensors.index.json`).
+class Checkpoint {
+ public:
+  // `path` is a .safetensors file, a .safetensors.index.json file, or a folder holding exactly one
+  // index file, or else `model.safetensors` / `diffusion_pytorch_model.safetensors`, or else
+  // exactly one .safetensors file.
+  static Checkpoint open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  std::vector<std::string> names() const;  // sorted
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const;
+  const SafetensorsFile& file_of(const std::string& name) const;
+  at::Tensor get(const std::string& name) const;
+  const std::vector<SafetensorsFile>& files() const { return files_; }
+  // Metadata of the first file (the converter stores the config there).
+  const std::map<std::string, std::string>& metadata() const;
+
+ private:
+  std::string path_;
+  std::vector<SafetensorsFile> files_;
+  std::map<std::string, size_t> where_;  // tensor name -> index into files_
+};
+
+// Writing. Tensors are written in the given order, contiguous, in their own dtype (an F8
+// dtype can be forced for raw uint8 bits through `dtype_override`).
+struct TensorToWrite {
+  std::string name;
+  at::Tensor tensor;
+  bool has_dtype_override = false;
+  Dtype dtype_override = Dtype::U8;
+};
+void save_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+// Convenience overload: name -> tensor, written in name order.
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace omniflux
