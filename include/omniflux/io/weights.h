@@ -1,0 +1,83 @@
+#pragma once
+// WeightStore: strict, tracked access to a checkpoint's tensors by their published names, with
+// prefix views in the style of candle's VarBuilder:
+//   auto w = store.root().sub("model.layers").sub(3);
+//   at::Tensor q = w.get("self_attn.q_proj.weight", {3584, 3584});
+// Shapes are checked (-1 matches any size), floating tensors are converted to the runtime dtype and
+// device on the way, every fetched key is recorded, and finish() fails on keys left unused.
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "omniflux/io/safetensors.h"
+#include "omniflux/runtime.h"
+
+namespace omniflux {
+
+class WeightView;
+
+class WeightStore {
+ public:
+  WeightStore(Checkpoint checkpoint, RuntimeOptions rt);
+  // Opens a file, a folder or a shard index (see Checkpoint::open).
+  static std::shared_ptr<WeightStore> open(const std::string& path, const RuntimeOptions& rt = {});
+
+  WeightView root();
+  const Checkpoint& checkpoint() const { return ckpt_; }
+  const RuntimeOptions& runtime() const { return rt_; }
+
+  bool contains(const std::string& name) const { return ckpt_.contains(name); }
+  const TensorInfo& info(const std::string& name) const;  // throws Error naming key and file
+  // Fetches a tensor, checks its shape, converts it: floating-point tensors to `dtype` (the
+  // runtime's compute dtype when `dtype` is Undefined), integer and bool tensors keep theirs; then
+  // moves it to the runtime device. A tensor that needs no conversion views the file mapping.
+  at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
+                 c10::ScalarType dtype = c10::ScalarType::Undefined);
+  // As stored, on the CPU, with F8 as raw bits on LibTorch 1.x. Marks the key used.
+  at::Tensor get_raw(const std::string& name);
+
+  // Declares keys under `prefix` as ignorable (training-only weights, an unused head...).
+  void ignore_prefix(const std::string& prefix);
+  void mark_used(const std::string& name);
+  std::vector<std::string> unused() const;  // neither fetched nor ignorable, sorted
+  // Throws Error listing the keys left unused.
+  void finish() const;
+
+ private:
+  Checkpoint ckpt_;
+  RuntimeOptions rt_;
+  std::set<std::string> used_;
+  std::vector<std::string> ignored_prefixes_;
+};
+
+class WeightView {
+ public:
+  WeightView(WeightStore* store, std::string prefix) : store_(store), prefix_(std::move(prefix)) {}
+
+  WeightView sub(const std::string& name) const;
+  WeightView sub(int64_t index) const { return sub(std::to_string(index)); }
+  const std::string& prefix() const { return prefix_; }
+  std::string key(const std::string& name) const { return prefix_.empty() ? name : prefix_ + "." + name; }
+
+  bool contains(const std::string& name) const { return store_->contains(key(name)); }
+  at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
+                 c10::ScalarType dtype = c10::ScalarType::Undefined) const {
+    return store_->get(key(name), shape, dtype);
+  }
+  // Undefined tensor when absent.
+  at::Tensor get_optional(const std::string& name, const std::vector<int64_t>& shape,
+                          c10::ScalarType dtype = c10::ScalarType::Undefined) const {
+    return contains(name) ? get(name, shape, dtype) : at::Tensor();
+  }
+  WeightStore& store() const { return *store_; }
+
+ private:
+  WeightStore* store_;
+  std::string prefix_;
+};
+
+}  // namespace omniflux
