@@ -11,14 +11,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "omniflux/io/safetensors_format.h"
+
 namespace omniflux {
 
-enum class Dtype { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, BOOL };
-
-const char* dtype_name(Dtype d);  // "F32", ...
-size_t dtype_size(Dtype d);       // bytes per element
-// Parses a safetensors dtype string; false if it is not one of the supported ones.
-bool parse_safetensors_dtype(const std::string& s, Dtype* out);
 // The LibTorch scalar type that holds the dtype. F8 types map to Byte (raw bits) on LibTorch 1.x;
 // convert them with f8_to_float().
 c10::ScalarType dtype_to_scalar_type(Dtype d);
@@ -26,22 +22,11 @@ Dtype scalar_type_to_dtype(c10::ScalarType t);
 // Decodes raw F8 bits (uint8 tensor) to float32.
 at::Tensor f8_to_float(const at::Tensor& bits, Dtype d);
 
-struct TensorInfo {
-  std::string name;
-  Dtype dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;  // byte offsets inside the data region
-  int64_t numel() const;
-  uint64_t nbytes() const { return end - begin; }
-};
-
 class MappedFile;  // read-only memory map, shared by every tensor that views it
 
 // One .safetensors file, validated on open like the reference implementation does.
 class SafetensorsFile {
  public:
-  static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-
   // Maps and validates the file. Throws Error on any problem.
   static SafetensorsFile open(const std::string& path);
   // Validates an in-memory buffer (the fuzzer and the tests use it). `name` appears in errors.

@@ -1,0 +1,211 @@
+// omniflux-parity FIXTURES_DIR [--case NAME] [--device D] [--dtype T] [--list]
+// Prints one JSON line per compared tensor: case, output, max_abs_err, tolerance, pass. A case with
+// no runner yet is reported as not supported. Exit status: 0 when everything asked for passed,
+// 1 when any output failed or any case could not run, 2 on a usage error.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "parity.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace omniflux::parity {
+
+std::map<std::string, ParityRunner>& registry() {
+  static std::map<std::string, ParityRunner> r;
+  return r;
+}
+
+std::string ParityContext::file(const std::string& key) const {
+  const json& files = spec->at("files");
+  if (!files.contains(key) || !files[key].is_string())
+    throw Error("fixture case has no such file entry", case_name + ": files." + key);
+  return (fs::path(root) / files[key].get<std::string>()).string();
+}
+
+namespace {
+
+struct Check {
+  double max_abs = 0;
+  bool pass = false;
+  std::string why;  // on failure
+};
+
+Check compare(const at::Tensor& got_in, const at::Tensor& ref_in, const json& meta) {
+  Check c;
+  at::Tensor got = got_in.detach().to(at::kCPU), ref = ref_in.detach().to(at::kCPU);
+  if (got.sizes() != ref.sizes()) {
+    c.why = "shape " + shape_str(got.sizes().vec()) + " != reference " + shape_str(ref.sizes().vec());
+    c.max_abs = INFINITY;
+    return c;
+  }
+  const bool exact = meta.contains("tolerance") && meta["tolerance"].is_string() &&
+                     meta["tolerance"].get<std::string>() == "exact";
+  if (ref.numel() == 0) {
+    c.pass = true;
+    return c;
+  }
+  at::Tensor g = got.to(at::kDouble), r = ref.to(at::kDouble);
+  at::Tensor diff = (g - r).abs();
+  // NaN anywhere in the result fails, unless it sits where the reference has NaN too.
+  at::Tensor nan_mismatch = at::isnan(g).logical_xor(at::isnan(r));
+  c.max_abs = nan_mismatch.any().item<bool>() ? INFINITY : at::nan_to_num(diff, 0.0).max().item<double>();
+  if (exact) {
+    c.pass = c.max_abs == 0.0;
+    if (!c.pass) c.why = "not exactly equal";
+  } else if (meta.contains("tolerance_max_abs")) {
+    const double tol = meta["tolerance_max_abs"].get<double>();
+    c.pass = c.max_abs <= tol;
+    if (!c.pass) c.why = "above tolerance";
+  } else if (meta.contains("tolerance") && meta["tolerance"].is_number()) {
+    // uint8 images: an integer tolerance in levels.
+    c.pass = c.max_abs <= meta["tolerance"].get<double>();
+    if (!c.pass) c.why = "above tolerance";
+  } else {
+    c.why = "manifest gives no tolerance";
+  }
+  return c;
+}
+
+json tolerance_of(const json& meta) {
+  if (meta.contains("tolerance_max_abs")) return meta["tolerance_max_abs"];
+  if (meta.contains("tolerance")) return meta["tolerance"];
+  return nullptr;
+}
+
+// Runs one case; prints its lines; returns true when every compared tensor passed.
+bool run_case(const std::string& root, const std::string& name, const json& spec,
+              const RuntimeOptions& rt) {
+  auto emit = [&](json line) { std::cout << line.dump() << std::endl; };
+  auto it = registry().find(name);
+  if (it == registry().end()) {
+    emit({{"case", name}, {"status", "not_supported"}, {"pass", false},
+          {"detail", "no omniflux component implements this case yet"}});
+    return false;
+  }
+  ParityOutputs got;
+  SafetensorsFile io;
+  ParityContext ctx;
+  try {
+    io = SafetensorsFile::open((fs::path(root) / spec.at("files").at("io").get<std::string>()).string());
+    ctx.root = root;
+    ctx.case_name = name;
+    ctx.spec = &spec;
+    ctx.io = &io;
+    ctx.rt = rt;
+    got = it->second(ctx);
+  } catch (const std::exception& e) {
+    emit({{"case", name}, {"status", "error"}, {"pass", false}, {"detail", e.what()}});
+    return false;
+  }
+  bool all = true;
+  auto check_group = [&](const char* group, bool required) {
+    if (!spec.contains(group)) return;
+    for (auto o = spec[group].begin(); o != spec[group].end(); ++o) {
+      const json& meta = o.value();
+      if (!required && tolerance_of(meta).is_null()) continue;  // plain inputs are not checked
+      auto g = got.find(o.key());
+      if (g == got.end()) {
+        if (!required) continue;
+        emit({{"case", name}, {"output", o.key()}, {"status", "not_produced"}, {"pass", false}});
+        all = false;
+        continue;
+      }
+      json line = {{"case", name}, {"output", o.key()}, {"tolerance", tolerance_of(meta)}};
+      if (!io.contains(o.key())) {
+        line["status"] = "no_reference";
+        line["pass"] = false;
+        emit(line);
+        all = false;
+        continue;
+      }
+      Check c = compare(g->second, io.get(o.key()), meta);
+      line["max_abs_err"] = std::isfinite(c.max_abs) ? json(c.max_abs) : json("inf");
+      line["pass"] = c.pass;
+      if (!required) line["group"] = group;
+      if (!c.pass) line["detail"] = c.why;
+      emit(line);
+      all = all && c.pass;
+    }
+  };
+  check_group("outputs", true);
+  check_group("inputs", false);
+  check_group("intermediates", false);
+  return all;
+}
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: omniflux-parity FIXTURES_DIR [--case NAME]... [--device cpu|cuda] "
+               "[--dtype float32|bfloat16] [--threads N] [--list]\n");
+}
+
+}  // namespace
+}  // namespace omniflux::parity
+
+int main(int argc, char** argv) {
+  using namespace omniflux::parity;
+  std::string root;
+  std::vector<std::string> only;
+  bool list = false;
+  omniflux::RuntimeOptions rt;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "omniflux-parity: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--case") only.push_back(value("--case"));
+    else if (a == "--device") rt.device = value("--device");
+    else if (a == "--dtype") rt.dtype = value("--dtype");
+    else if (a == "--threads") rt.num_threads = std::atoi(value("--threads").c_str());
+    else if (a == "--list") list = true;
+    else if (a == "-h" || a == "--help") { usage(); return 0; }
+    else if (!a.empty() && a[0] == '-') { usage(); return 2; }
+    else if (root.empty()) root = a;
+    else { usage(); return 2; }
+  }
+  if (root.empty()) { usage(); return 2; }
+  json manifest;
+  try {
+    std::ifstream in(fs::path(root) / "MANIFEST.json");
+    if (!in) throw omniflux::Error("cannot open MANIFEST.json", root);
+    manifest = json::parse(in);
+    if (!manifest.contains("cases") || !manifest["cases"].is_object())
+      throw omniflux::Error("MANIFEST.json has no cases object", root);
+    (void)rt.compute_dtype();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "omniflux-parity: %s\n", e.what());
+    return 2;
+  }
+  omniflux::set_num_threads(rt.num_threads);
+  const json& cases = manifest["cases"];
+  if (list) {
+    for (auto c = cases.begin(); c != cases.end(); ++c)
+      std::cout << json({{"case", c.key()}, {"supported", registry().count(c.key()) > 0}}).dump() << "\n";
+    return 0;
+  }
+  for (const auto& name : only) {
+    if (!cases.contains(name)) {
+      std::fprintf(stderr, "omniflux-parity: no case '%s' in %s/MANIFEST.json\n", name.c_str(), root.c_str());
+      return 2;
+    }
+  }
+  bool ok = true;
+  for (auto c = cases.begin(); c != cases.end(); ++c) {
+    if (!only.empty() && std::find(only.begin(), only.end(), c.key()) == only.end()) continue;
+    ok = run_case(root, c.key(), c.value(), rt) && ok;
+  }
+  return ok ? 0 : 1;
+}
