@@ -327,9 +327,10 @@ const std::map<std::string, std::string>& Checkpoint::metadata() const {
 
 void save_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  // Header first, from shapes alone; then the data one tensor at a time, so writing a large
+  // checkpoint never holds more than one extra contiguous copy.
   json hdr = json::object();
   if (!metadata.empty()) hdr["__metadata__"] = metadata;
-  std::vector<at::Tensor> data;
   uint64_t offset = 0;
   std::set<std::string> names;
   for (const auto& t : tensors) {
@@ -337,21 +338,19 @@ void save_safetensors(const std::string& path, const std::vector<TensorToWrite>&
       throw Error("invalid tensor name", path, "a non-empty name other than __metadata__", t.name);
     if (!names.insert(t.name).second) throw Error("duplicate tensor name", path + ": " + t.name);
     if (!t.tensor.defined()) throw Error("undefined tensor", path + ": " + t.name);
-    at::Tensor c = t.tensor.detach().to(at::kCPU).contiguous();
-    Dtype d = scalar_type_to_dtype(c.scalar_type());
+    Dtype d = scalar_type_to_dtype(t.tensor.scalar_type());
     if (t.has_dtype_override) {
-      if (dtype_size(t.dtype_override) != static_cast<size_t>(c.element_size()))
+      if (dtype_size(t.dtype_override) != static_cast<size_t>(t.tensor.element_size()))
         throw Error("dtype override does not match the element size", path + ": " + t.name,
                     std::to_string(dtype_size(t.dtype_override)) + " bytes",
-                    std::to_string(c.element_size()) + " bytes");
+                    std::to_string(t.tensor.element_size()) + " bytes");
       d = t.dtype_override;
     }
-    const uint64_t nbytes = static_cast<uint64_t>(c.numel()) * c.element_size();
+    const uint64_t nbytes = static_cast<uint64_t>(t.tensor.numel()) * t.tensor.element_size();
     hdr[t.name] = {{"dtype", dtype_name(d)},
-                   {"shape", c.sizes().vec()},
+                   {"shape", t.tensor.sizes().vec()},
                    {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
-    data.push_back(c);
   }
   std::string h = hdr.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data region 8-byte aligned
@@ -363,11 +362,17 @@ void save_safetensors(const std::string& path, const std::vector<TensorToWrite>&
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((h.size() >> (8 * i)) & 0xFF);
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(h.data(), static_cast<std::streamsize>(h.size()));
-    for (const auto& c : data)
+    for (const auto& t : tensors) {
+      at::Tensor c = t.tensor.detach().to(at::kCPU).contiguous();
       out.write(static_cast<const char*>(c.data_ptr()),
                 static_cast<std::streamsize>(c.numel() * c.element_size()));
+    }
     out.flush();
-    if (!out) throw Error("write failed", tmp, "", std::strerror(errno));
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw Error("write failed", tmp, "", std::strerror(errno));
+    }
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
