@@ -1,0 +1,30 @@
+#pragma once
+// The one attention function (DESIGN §3). On LibTorch 2.x it calls
+// at::scaled_dot_product_attention (flash / memory-efficient kernels on CUDA); on 1.13 it runs an
+// exact math path like HF eager attention: scores in the input dtype, softmax in fp32, cast back.
+// Causal, padded (mask), block-diagonal (a mask, or `segments`) and joint uses all go through it.
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+namespace omniflux::nn {
+
+struct AttentionOptions {
+  bool causal = false;  // query i sees keys <= i + (Lk - Lq): aligned to the end, as with a KV cache
+  std::optional<double> scale;  // default 1/sqrt(head_dim)
+  // Additive float mask or bool mask (true = attend), broadcastable to [B, Hq, Lq, Lk].
+  at::Tensor mask;
+};
+
+// q: [B, Hq, Lq, D]; k, v: [B, Hkv, Lk, D] with Hq % Hkv == 0 (grouped-query attention).
+// Returns [B, Hq, Lq, D].
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionOptions& opt = {});
+
+// Block-diagonal attention over variable-length segments of one packed sequence (the Qwen2.5-VL
+// vision windows, SigLIP images): q, k, v [H, L, D]; cu_seqlens [S + 1] int64 cumulative lengths
+// (CPU). Tokens attend within their own segment only.
+at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& cu_seqlens, std::optional<double> scale = std::nullopt);
+
+}  // namespace omniflux::nn

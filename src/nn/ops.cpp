@@ -1,0 +1,46 @@
+#include "omniflux/nn/ops.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+namespace omniflux::nn {
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  h = h * at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  h = h.to(x.scalar_type());
+  return weight.defined() ? weight * h : h;
+}
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+  const int64_t d = x.size(-1);
+  at::Tensor w = weight.defined() ? weight.to(at::kFloat) : at::Tensor();
+  at::Tensor b = bias.defined() ? bias.to(at::kFloat) : at::Tensor();
+  return at::layer_norm(x.to(at::kFloat), {d}, w, b, eps).to(x.scalar_type());
+}
+
+at::Tensor group_norm(const at::Tensor& x, int64_t groups, const at::Tensor& weight,
+                      const at::Tensor& bias, double eps) {
+  at::Tensor w = weight.defined() ? weight.to(at::kFloat) : at::Tensor();
+  at::Tensor b = bias.defined() ? bias.to(at::kFloat) : at::Tensor();
+  return at::group_norm(x.to(at::kFloat), groups, w, b, eps).to(x.scalar_type());
+}
+
+at::Tensor silu(const at::Tensor& x) { return at::silu(x); }
+at::Tensor gelu(const at::Tensor& x) { return at::gelu(x); }
+at::Tensor gelu_tanh(const at::Tensor& x) { return at::gelu(x, "tanh"); }
+at::Tensor quick_gelu(const at::Tensor& x) { return x * at::sigmoid(1.702 * x); }
+
+at::Tensor gated_mlp(const at::Tensor& x, const at::Tensor& w_gate, const at::Tensor& w_up,
+                     const at::Tensor& w_down, bool gelu_tanh_act) {
+  at::Tensor g = at::linear(x, w_gate);
+  g = gelu_tanh_act ? gelu_tanh(g) : at::silu(g);
+  return at::linear(g * at::linear(x, w_up), w_down);
+}
+
+}  // namespace omniflux::nn

@@ -1,0 +1,160 @@
+// Shared blocks against independent computations (explicit loops or textbook formulas).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/nn/attention.h"
+#include "omniflux/nn/debug.h"
+#include "omniflux/nn/ops.h"
+#include "omniflux/nn/rotary.h"
+
+using namespace omniflux;
+
+namespace {
+// softmax(q.k / sqrt(d) over allowed keys) . v, one query at a time, in double.
+at::Tensor naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const std::function<bool(int64_t, int64_t, int64_t)>& allowed) {
+  const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3), Hkv = k.size(1), Lk = k.size(2);
+  at::Tensor out = at::zeros({B, H, Lq, D}, at::kDouble);
+  auto qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t hk = h / (H / Hkv);
+      for (int64_t i = 0; i < Lq; ++i) {
+        std::vector<double> w(Lk, 0.0);
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < Lk; ++j)
+          if (allowed(b, i, j)) {
+            w[j] = (qd[b][h][i] * kd[b][hk][j]).sum().item<double>() / std::sqrt(double(D));
+            mx = std::max(mx, w[j]);
+          }
+        for (int64_t j = 0; j < Lk; ++j) {
+          w[j] = allowed(b, i, j) ? std::exp(w[j] - mx) : 0.0;
+          sum += w[j];
+        }
+        for (int64_t j = 0; j < Lk; ++j) out[b][h][i] += (w[j] / sum) * vd[b][hk][j];
+      }
+    }
+  return out.to(at::kFloat);
+}
+}  // namespace
+
+TEST(Attention, GroupedQueryCausalMatchesNaive) {
+  at::manual_seed(0);
+  at::Tensor q = at::randn({2, 4, 5, 8}), k = at::randn({2, 2, 5, 8}), v = at::randn({2, 2, 5, 8});
+  nn::AttentionOptions opt;
+  opt.causal = true;
+  at::Tensor got = nn::attention(q, k, v, opt);
+  at::Tensor ref = naive_attention(q, k, v, [](int64_t, int64_t i, int64_t j) { return j <= i; });
+  EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Attention, CausalWithCacheIsEndAligned) {
+  // 2 new queries against 6 keys (4 cached): query i sees keys <= 4 + i.
+  at::manual_seed(1);
+  at::Tensor q = at::randn({1, 2, 2, 4}), k = at::randn({1, 2, 6, 4}), v = at::randn({1, 2, 6, 4});
+  nn::AttentionOptions opt;
+  opt.causal = true;
+  at::Tensor ref = naive_attention(q, k, v, [](int64_t, int64_t i, int64_t j) { return j <= 4 + i; });
+  EXPECT_LT((nn::attention(q, k, v, opt) - ref).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Attention, PaddingMaskBoolAndAdditiveAgree) {
+  at::manual_seed(2);
+  at::Tensor q = at::randn({2, 2, 3, 4}), k = at::randn({2, 2, 5, 4}), v = at::randn({2, 2, 5, 4});
+  at::Tensor keep = at::ones({2, 1, 1, 5}, at::kBool);
+  keep[1][0][0].slice(0, 3) = false;  // batch 1: last two keys are padding
+  nn::AttentionOptions ob;
+  ob.mask = keep;
+  nn::AttentionOptions oa;
+  oa.mask = at::zeros({2, 1, 1, 5}).masked_fill(keep.logical_not(), -1e9);
+  at::Tensor ref = naive_attention(q, k, v, [](int64_t b, int64_t, int64_t j) { return b == 0 || j < 3; });
+  EXPECT_LT((nn::attention(q, k, v, ob) - ref).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((nn::attention(q, k, v, oa) - ref).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Attention, SegmentsAreBlockDiagonal) {
+  at::manual_seed(3);
+  at::Tensor q = at::randn({3, 7, 4}), k = at::randn({3, 7, 4}), v = at::randn({3, 7, 4});
+  at::Tensor cu = at::tensor({0, 2, 7}, at::kLong);
+  at::Tensor got = nn::segment_attention(q, k, v, cu);
+  auto seg = [](int64_t t) { return t < 2 ? 0 : 1; };
+  at::Tensor ref = naive_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+                                   [&](int64_t, int64_t i, int64_t j) { return seg(i) == seg(j); });
+  EXPECT_LT((got - ref.squeeze(0)).abs().max().item<double>(), 1e-5);
+  EXPECT_THROW(nn::segment_attention(q, k, v, at::tensor({0, 5}, at::kLong)), Error);
+}
+
+TEST(Attention, BadShapesAreErrors) {
+  EXPECT_THROW(nn::attention(at::randn({1, 3, 2, 4}), at::randn({1, 2, 2, 4}), at::randn({1, 2, 2, 4})), Error);
+  EXPECT_THROW(nn::attention(at::randn({3, 2, 4}), at::randn({3, 2, 4}), at::randn({3, 2, 4})), Error);
+}
+
+TEST(Norms, RmsAndLayerNormMatchFormulas) {
+  at::manual_seed(4);
+  at::Tensor x = at::randn({3, 16}), w = at::randn({16}), b = at::randn({16});
+  at::Tensor xd = x.to(at::kDouble);
+  at::Tensor rms_ref = xd / (xd.pow(2).mean(-1, true) + 1e-6).sqrt() * w.to(at::kDouble);
+  EXPECT_LT((nn::rms_norm(x, w, 1e-6).to(at::kDouble) - rms_ref).abs().max().item<double>(), 1e-5);
+  at::Tensor mu = xd.mean(-1, true), var = (xd - mu).pow(2).mean(-1, true);
+  at::Tensor ln_ref = (xd - mu) / (var + 1e-5).sqrt() * w.to(at::kDouble) + b.to(at::kDouble);
+  EXPECT_LT((nn::layer_norm(x, w, b, 1e-5).to(at::kDouble) - ln_ref).abs().max().item<double>(), 1e-5);
+  // bf16 input: computed in fp32, returned in bf16.
+  EXPECT_EQ(nn::rms_norm(x.to(at::kBFloat16), w.to(at::kBFloat16), 1e-6).scalar_type(), at::kBFloat16);
+}
+
+TEST(Activations, MatchFormulas) {
+  at::Tensor x = at::linspace(-4, 4, 33);
+  at::Tensor xd = x.to(at::kDouble);
+  auto close = [](const at::Tensor& a, const at::Tensor& b) { return (a.to(at::kDouble) - b).abs().max().item<double>(); };
+  EXPECT_LT(close(nn::quick_gelu(x), xd / (1 + (-1.702 * xd).exp())), 1e-6);
+  EXPECT_LT(close(nn::gelu(x), 0.5 * xd * (1 + (xd / std::sqrt(2.0)).erf())), 1e-6);
+  EXPECT_LT(close(nn::gelu_tanh(x), 0.5 * xd * (1 + (std::sqrt(2.0 / M_PI) * (xd + 0.044715 * xd.pow(3))).tanh())), 1e-6);
+  EXPECT_LT(close(nn::silu(x), xd / (1 + (-xd).exp())), 1e-6);
+}
+
+TEST(Rotary, HalfAndInterleavedMatchComplexRotation) {
+  at::manual_seed(5);
+  const int64_t L = 6, D = 8;
+  at::Tensor inv = nn::rope_inv_freq(D, 10000.0);
+  EXPECT_NEAR(inv[1].item<double>(), std::pow(10000.0, -2.0 / D), 1e-7);
+  at::Tensor pos = at::arange(L, at::kLong);
+  auto [cos, sin] = nn::rope_cos_sin(pos, inv);
+  at::Tensor x = at::randn({1, 1, L, D});
+  // rotate-half: pair (x[i], x[i + D/2]) rotates by angle pos * inv[i].
+  at::Tensor got = nn::apply_rope_half(x, cos, sin);
+  for (int64_t p = 0; p < L; ++p)
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const double a = p * inv[i].item<double>();
+      const double x0 = x[0][0][p][i].item<double>(), x1 = x[0][0][p][i + D / 2].item<double>();
+      EXPECT_NEAR(got[0][0][p][i].item<double>(), x0 * std::cos(a) - x1 * std::sin(a), 1e-5);
+      EXPECT_NEAR(got[0][0][p][i + D / 2].item<double>(), x1 * std::cos(a) + x0 * std::sin(a), 1e-5);
+    }
+  // interleaved: pair (x[2i], x[2i+1]) rotates by angle theta_i.
+  at::Tensor ang = pos.to(at::kDouble).unsqueeze(1) * inv.to(at::kDouble).unsqueeze(0);  // [L, D/2]
+  at::Tensor c2 = ang.cos().repeat_interleave(2, 1).to(at::kFloat), s2 = ang.sin().repeat_interleave(2, 1).to(at::kFloat);
+  at::Tensor gi = nn::apply_rope_interleaved(x, c2, s2);
+  for (int64_t p = 0; p < L; ++p)
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const double a = ang[p][i].item<double>();
+      const double x0 = x[0][0][p][2 * i].item<double>(), x1 = x[0][0][p][2 * i + 1].item<double>();
+      EXPECT_NEAR(gi[0][0][p][2 * i].item<double>(), x0 * std::cos(a) - x1 * std::sin(a), 1e-5);
+      EXPECT_NEAR(gi[0][0][p][2 * i + 1].item<double>(), x1 * std::cos(a) + x0 * std::sin(a), 1e-5);
+    }
+}
+
+TEST(Debug, TapReachesTheInstalledHookOnly) {
+  int calls = 0;
+  tap("before", at::ones({1}));
+  {
+    DebugScope scope([&](const std::string& name, const at::Tensor&) { calls += name == "x" ? 1 : 100; });
+    EXPECT_TRUE(tapping());
+    tap("x", at::ones({1}));
+  }
+  EXPECT_FALSE(tapping());
+  tap("x", at::ones({1}));
+  EXPECT_EQ(calls, 1);
+}
