@@ -1,0 +1,133 @@
+// omniflux-bench [CASE ...] [--device D] [--dtype T] [--threads N] [--warmup N] [--iters N]
+//                [key=value ...] [--list]
+// Runs the named cases (all when none is named) and prints one JSON line per measurement.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "bench.h"
+#include "omniflux/error.h"
+
+using nlohmann::json;
+
+namespace omniflux::bench {
+
+std::map<std::string, BenchCase>& registry() {
+  static std::map<std::string, BenchCase> r;
+  return r;
+}
+
+std::string BenchContext::arg(const std::string& key, const std::string& def) const {
+  auto it = args.find(key);
+  return it == args.end() ? def : it->second;
+}
+
+int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
+  auto it = args.find(key);
+  if (it == args.end()) return def;
+  try {
+    size_t used = 0;
+    int64_t v = std::stoll(it->second, &used);
+    if (used == it->second.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("bench argument is not an integer", key, "an integer", it->second);
+}
+
+double BenchContext::arg_double(const std::string& key, double def) const {
+  auto it = args.find(key);
+  if (it == args.end()) return def;
+  try {
+    size_t used = 0;
+    double v = std::stod(it->second, &used);
+    if (used == it->second.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("bench argument is not a number", key, "a number", it->second);
+}
+
+void BenchContext::sync() const {
+  if (rt.torch_device().is_cuda()) torch::cuda::synchronize();
+}
+
+double BenchContext::time_ms(const std::function<void()>& fn) const {
+  for (int i = 0; i < warmup; ++i) fn();
+  sync();
+  std::vector<double> ms;
+  for (int i = 0; i < std::max(1, iters); ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void BenchContext::report(json line) const {
+  json out = {{"case", case_name}, {"device", rt.device},
+              {"dtype", std::string(c10::toString(rt.compute_dtype()))}};
+  if (!rt.torch_device().is_cuda()) out["threads"] = at::get_num_threads();
+  for (auto it = line.begin(); it != line.end(); ++it) out[it.key()] = it.value();
+  std::cout << out.dump() << std::endl;
+}
+
+}  // namespace omniflux::bench
+
+int main(int argc, char** argv) {
+  using namespace omniflux::bench;
+  BenchContext base;
+  std::vector<std::string> names;
+  bool list = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "omniflux-bench: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--device") base.rt.device = value();
+    else if (a == "--dtype") base.rt.dtype = value();
+    else if (a == "--threads") base.rt.num_threads = std::atoi(value().c_str());
+    else if (a == "--warmup") base.warmup = std::atoi(value().c_str());
+    else if (a == "--iters") base.iters = std::atoi(value().c_str());
+    else if (a == "--list") list = true;
+    else if (a.find('=') != std::string::npos && a[0] != '-') base.args[a.substr(0, a.find('='))] = a.substr(a.find('=') + 1);
+    else if (!a.empty() && a[0] != '-') names.push_back(a);
+    else {
+      std::fprintf(stderr, "usage: omniflux-bench [CASE ...] [--device D] [--dtype T] [--threads N] "
+                           "[--warmup N] [--iters N] [key=value ...] [--list]\n");
+      return 2;
+    }
+  }
+  if (list) {
+    for (const auto& [name, c] : registry()) std::printf("%-24s %s\n", name.c_str(), c.help.c_str());
+    return 0;
+  }
+  try {
+    (void)base.rt.compute_dtype();
+    omniflux::set_num_threads(base.rt.num_threads);
+    if (names.empty())
+      for (const auto& kv : registry()) names.push_back(kv.first);
+    for (const auto& n : names)
+      if (!registry().count(n)) throw omniflux::Error("unknown bench case", n, "one of --list", n);
+    for (const auto& n : names) {
+      BenchContext ctx = base;
+      ctx.case_name = n;
+      at::NoGradGuard no_grad;
+      registry()[n].run(ctx);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "omniflux-bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
