@@ -1,0 +1,59 @@
+#pragma once
+// Static KV cache (gpt-fast KVCache): per layer, k and v of [B, Hkv, capacity, D], allocated once
+// for a batch and a maximum length, then written in place. A step writes its new k/v at
+// [length, length + S) in every layer and then advances `length` (a host counter, so the token loop
+// never reads device memory back).
+//
+// Rows of a batch may be left-padded (a CFG pair of prompts of different lengths, a padded batch):
+// the first prefill then takes an attention mask, the cache keeps an additive key mask and a
+// per-row position delta (-pads), and every later step sees the pads masked out.
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "omniflux/nn/attention.h"
+
+namespace omniflux::nn {
+
+class KVCache {
+ public:
+  KVCache() = default;
+  KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity, int64_t head_dim,
+          at::TensorOptions options);
+
+  int64_t layers() const { return static_cast<int64_t>(k_.size()); }
+  int64_t batch() const { return batch_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t length() const { return length_; }  // tokens written by completed steps
+
+  // Starts a step of `new_tokens` tokens: checks the capacity and, for the first step only, takes
+  // an optional left-padding mask [B, new_tokens] (nonzero = real token). Returns the attention
+  // options the step's layers use: end-aligned causal, plus the key mask when rows are padded.
+  AttentionOptions begin_step(int64_t new_tokens, const at::Tensor& attention_mask = {});
+  // Writes k, v [B, Hkv, S, D] of `layer` at [length, length + S) and returns views of everything
+  // written so far, [B, Hkv, length + S, D].
+  std::pair<at::Tensor, at::Tensor> write(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  // Ends the step begun by begin_step: length += S.
+  void end_step();
+  // Forgets everything written (the memory stays allocated).
+  void reset();
+
+  // Positions of the current step's tokens, [B, S] int64 on the cache device:
+  // length + i + position_delta[b] (HF: cumsum(attention_mask) - 1 for real tokens).
+  at::Tensor positions() const;
+  // Per-row offset added to the sequence index to get the rotary position, [B] int64: -pads for
+  // left-padded rows; models with their own position scheme (M-RoPE rope_deltas) may set it.
+  const at::Tensor& position_delta() const { return delta_; }
+  void set_position_delta(const at::Tensor& delta);
+
+ private:
+  std::vector<at::Tensor> k_, v_;
+  at::Tensor key_mask_;  // [B, capacity] additive (0 / lowest), undefined when no row is padded
+  at::Tensor delta_;     // [B] int64
+  int64_t batch_ = 0, capacity_ = 0, length_ = 0, step_ = 0;
+  bool in_step_ = false;
+};
+
+}  // namespace omniflux::nn

@@ -1,0 +1,239 @@
+// Qwen2ForCausalLM, after transformers models/qwen2/modeling_qwen2.py (4.51).
+#include "omniflux/models/qwen2.h"
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/nn/debug.h"
+#include "omniflux/nn/ops.h"
+#include "omniflux/nn/rotary.h"
+
+namespace omniflux::qwen2 {
+
+namespace {
+
+void require_positive(int64_t v, const char* field, const omniflux::Config& json) {
+  if (v < 1) throw Error("config value must be positive", json.source() + ": " + field, ">= 1", std::to_string(v));
+}
+
+}  // namespace
+
+Config Config::from_json(const omniflux::Config& root) {
+  // Newer transformers nest the text fields of multimodal models under text_config.
+  const omniflux::Config json = (!root.has("hidden_size") && root.has("text_config")) ? root.sub("text_config") : root;
+  Config c;
+  c.vocab_size = json.get_int("vocab_size", c.vocab_size);
+  c.hidden_size = json.get_int("hidden_size", c.hidden_size);
+  c.intermediate_size = json.get_int("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = json.get_int("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = json.get_int("num_attention_heads", c.num_attention_heads);
+  c.num_key_value_heads = json.get_int("num_key_value_heads", c.num_attention_heads);
+  c.max_position_embeddings = json.get_int("max_position_embeddings", c.max_position_embeddings);
+  c.rms_norm_eps = json.get_double("rms_norm_eps", c.rms_norm_eps);
+  c.rope_theta = json.get_double("rope_theta", c.rope_theta);
+  c.tie_word_embeddings = json.get_bool("tie_word_embeddings", c.tie_word_embeddings);
+  const std::pair<int64_t, const char*> sizes[] = {
+      {c.vocab_size, "vocab_size"}, {c.hidden_size, "hidden_size"}, {c.intermediate_size, "intermediate_size"},
+      {c.num_hidden_layers, "num_hidden_layers"}, {c.num_attention_heads, "num_attention_heads"},
+      {c.num_key_value_heads, "num_key_value_heads"}};
+  for (const auto& [v, f] : sizes) require_positive(v, f, json);
+  if (c.hidden_size % c.num_attention_heads != 0 && !json.has("head_dim"))
+    throw Error("hidden_size is not a multiple of num_attention_heads", json.source(),
+                "a multiple of " + std::to_string(c.num_attention_heads), std::to_string(c.hidden_size));
+  c.head_dim = json.get_int("head_dim", c.hidden_size / c.num_attention_heads);
+  if (c.head_dim % 2 != 0) throw Error("head_dim must be even for rotary embeddings", json.source() + ": head_dim");
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    throw Error("num_attention_heads is not a multiple of num_key_value_heads", json.source(),
+                "a multiple of " + std::to_string(c.num_key_value_heads), std::to_string(c.num_attention_heads));
+  if (json.get_bool("use_sliding_window", false))
+    throw Error("sliding-window attention is not supported", json.source() + ": use_sliding_window", "false", "true");
+  if (json.has("rope_scaling")) {
+    // "mrope" is rewritten to default RoPE by transformers (Qwen2.5-VL); others change the math.
+    const omniflux::Config rs = json.sub("rope_scaling");
+    const std::string type = rs.get_string("type", rs.get_string("rope_type", "default"));
+    if (type != "default" && type != "mrope")
+      throw Error("unsupported rope_scaling type", json.source() + ": rope_scaling.type", "default or mrope", type);
+  }
+  return c;
+}
+
+Config Config::qwen2_5_7b() {
+  Config c;
+  c.vocab_size = 152064;
+  c.hidden_size = 3584;
+  c.intermediate_size = 18944;
+  c.num_hidden_layers = 28;
+  c.num_attention_heads = 28;
+  c.num_key_value_heads = 4;
+  c.head_dim = 128;
+  c.max_position_embeddings = 131072;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 1e6;
+  c.tie_word_embeddings = false;
+  return c;
+}
+
+// --- DecoderLayer ---------------------------------------------------------------------------
+
+DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
+  const int64_t H = cfg.hidden_size, D = cfg.head_dim, q = cfg.num_attention_heads * D,
+                kv = cfg.num_key_value_heads * D, I = cfg.intermediate_size;
+  DecoderLayer l;
+  l.heads_ = cfg.num_attention_heads;
+  l.kv_heads_ = cfg.num_key_value_heads;
+  l.head_dim_ = D;
+  l.eps_ = cfg.rms_norm_eps;
+  l.input_norm_ = w.get("input_layernorm.weight", {H});
+  l.post_norm_ = w.get("post_attention_layernorm.weight", {H});
+  const WeightView a = w.sub("self_attn");
+  // Fused at load (gpt-fast): one matmul for q|k|v and one for gate|up.
+  l.w_qkv_ = at::cat({a.get("q_proj.weight", {q, H}), a.get("k_proj.weight", {kv, H}), a.get("v_proj.weight", {kv, H})});
+  l.b_qkv_ = at::cat({a.get("q_proj.bias", {q}), a.get("k_proj.bias", {kv}), a.get("v_proj.bias", {kv})});
+  l.w_o_ = a.get("o_proj.weight", {H, q});
+  const WeightView m = w.sub("mlp");
+  l.w_gate_up_ = at::cat({m.get("gate_proj.weight", {I, H}), m.get("up_proj.weight", {I, H})});
+  l.w_down_ = m.get("down_proj.weight", {H, I});
+  // rotary_emb.inv_freq is a non-persistent buffer; some third-party files still carry it.
+  w.store().ignore_prefix(a.key("rotary_emb."));
+  return l;
+}
+
+DecoderLayer DecoderLayer::random(const Config& cfg, at::TensorOptions o) {
+  const int64_t H = cfg.hidden_size, D = cfg.head_dim, q = cfg.num_attention_heads * D,
+                kv = cfg.num_key_value_heads * D, I = cfg.intermediate_size;
+  DecoderLayer l;
+  l.heads_ = cfg.num_attention_heads;
+  l.kv_heads_ = cfg.num_key_value_heads;
+  l.head_dim_ = D;
+  l.eps_ = cfg.rms_norm_eps;
+  l.input_norm_ = at::ones({H}, o);
+  l.post_norm_ = at::ones({H}, o);
+  l.w_qkv_ = at::randn({q + 2 * kv, H}, o) * (1.0 / std::sqrt(double(H)));
+  l.b_qkv_ = at::randn({q + 2 * kv}, o) * 0.02;
+  l.w_o_ = at::randn({H, q}, o) * (1.0 / std::sqrt(double(q)));
+  l.w_gate_up_ = at::randn({2 * I, H}, o) * (1.0 / std::sqrt(double(H)));
+  l.w_down_ = at::randn({H, I}, o) * (1.0 / std::sqrt(double(I)));
+  return l;
+}
+
+at::Tensor DecoderLayer::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                 nn::KVCache& cache, int64_t layer, const nn::AttentionOptions& attn) const {
+  const int64_t B = x.size(0), S = x.size(1), D = head_dim_, q = heads_ * D, kv = kv_heads_ * D;
+  at::Tensor h = nn::rms_norm(x, input_norm_, eps_);
+  at::Tensor qkv = nn::linear(h, w_qkv_, b_qkv_);  // [B, S, (Hq + 2 Hkv) D]
+  // [B, S, H, D] -> [B, H, S, D]
+  at::Tensor qs = qkv.slice(-1, 0, q).view({B, S, heads_, D}).transpose(1, 2);
+  at::Tensor ks = qkv.slice(-1, q, q + kv).view({B, S, kv_heads_, D}).transpose(1, 2);
+  at::Tensor vs = qkv.slice(-1, q + kv).view({B, S, kv_heads_, D}).transpose(1, 2);
+  at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // [B, 1, S, D]
+  qs = nn::apply_rope_half(qs, c, s);
+  ks = nn::apply_rope_half(ks, c, s);
+  auto [kc, vc] = cache.write(layer, ks, vs);  // post-RoPE keys, as HF caches them
+  at::Tensor o = nn::attention(qs, kc, vc, attn).transpose(1, 2).reshape({B, S, q});
+  at::Tensor r = x + nn::linear(o, w_o_);
+  at::Tensor gu = nn::linear(nn::rms_norm(r, post_norm_, eps_), w_gate_up_);
+  const int64_t I = gu.size(-1) / 2;
+  return r + nn::linear(at::silu(gu.slice(-1, 0, I)) * gu.slice(-1, I), w_down_);
+}
+
+// --- Qwen2ForCausalLM -----------------------------------------------------------------------
+
+void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::string& where) {
+  if (!ids.defined() || ids.dim() != 2 || ids.size(0) < 1 || ids.size(1) < 1)
+    throw Error("token ids must be a non-empty [B, S] tensor", where, "[B, S]",
+                ids.defined() ? shape_str(ids.sizes().vec()) : "undefined");
+  if (at::isFloatingType(ids.scalar_type()) || ids.scalar_type() == at::kBool)
+    throw Error("token ids must be integers", where, "int64", std::string(c10::toString(ids.scalar_type())));
+  const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+  if (lo < 0 || hi >= vocab_size)
+    throw Error("token id out of range", where, "0 <= id < " + std::to_string(vocab_size),
+                std::to_string(lo < 0 ? lo : hi));
+}
+
+Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const RuntimeOptions& rt) {
+  Qwen2ForCausalLM lm;
+  lm.rt_ = rt;
+  lm.cfg_ = Config::from_json(omniflux::Config::load(folder));
+  const Config& c = lm.cfg_;
+  auto store = WeightStore::open(folder, rt);
+  const WeightView m = store->root().sub("model");
+  lm.embed_tokens_ = m.get("embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
+    lm.layers_.push_back(DecoderLayer::load(m.sub("layers").sub(i), c));
+  lm.norm_ = m.get("norm.weight", {c.hidden_size});
+  if (c.tie_word_embeddings) {
+    lm.lm_head_ = lm.embed_tokens_;
+    store->ignore_prefix("lm_head.");  // transformers ties it over whatever the file holds
+  } else {
+    lm.lm_head_ = store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size});
+  }
+  store->ignore_prefix("model.rotary_emb.");
+  store->finish();
+  lm.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
+  return lm;
+}
+
+Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions& rt, uint64_t seed) {
+  Qwen2ForCausalLM lm;
+  lm.rt_ = rt;
+  lm.cfg_ = c;
+  at::manual_seed(seed);
+  auto o = at::TensorOptions().dtype(rt.compute_dtype()).device(rt.torch_device());
+  lm.embed_tokens_ = at::randn({c.vocab_size, c.hidden_size}, o);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) lm.layers_.push_back(DecoderLayer::random(c, o));
+  lm.norm_ = at::ones({c.hidden_size}, o);
+  lm.lm_head_ = c.tie_word_embeddings ? lm.embed_tokens_
+                                      : at::randn({c.vocab_size, c.hidden_size}, o) * (1.0 / std::sqrt(double(c.hidden_size)));
+  lm.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
+  return lm;
+}
+
+nn::KVCache Qwen2ForCausalLM::new_cache(int64_t batch, int64_t capacity) const {
+  return nn::KVCache(cfg_.num_hidden_layers, batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim,
+                     at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
+}
+
+at::Tensor Qwen2ForCausalLM::embed(const at::Tensor& ids) const { return at::embedding(embed_tokens_, ids); }
+
+at::Tensor Qwen2ForCausalLM::lm_head(const at::Tensor& h) const { return nn::linear(h, lm_head_); }
+
+at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& ids, nn::KVCache& cache,
+                                           const at::Tensor& attention_mask) const {
+  nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
+  auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);  // [B, S, D] fp32
+  at::Tensor x = embed(ids.to(embed_tokens_.device()));
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    x = layers_[i].forward(x, cos, sin, cache, static_cast<int64_t>(i), attn);
+    if (tapping()) tap("qwen2.layer_output", x);
+  }
+  cache.end_step();
+  return nn::rms_norm(x, norm_, cfg_.rms_norm_eps);
+}
+
+at::Tensor Qwen2ForCausalLM::prefill(const at::Tensor& ids, nn::KVCache& cache, const at::Tensor& attention_mask,
+                                     int64_t logits_to_keep) const {
+  check_token_ids(ids, cfg_.vocab_size, "Qwen2ForCausalLM::prefill");
+  if (ids.size(0) != cache.batch())
+    throw Error("batch size differs from the cache's", "Qwen2ForCausalLM::prefill", std::to_string(cache.batch()),
+                std::to_string(ids.size(0)));
+  at::Tensor h = hidden_states(ids, cache, attention_mask);
+  const int64_t S = h.size(1);
+  if (logits_to_keep > 0 && logits_to_keep < S) h = h.slice(1, S - logits_to_keep);
+  return lm_head(h);
+}
+
+at::Tensor Qwen2ForCausalLM::decode_one(const at::Tensor& ids, nn::KVCache& cache) const {
+  if (ids.dim() != 1 || ids.size(0) != cache.batch())
+    throw Error("decode_one takes one token per row", "Qwen2ForCausalLM::decode_one",
+                "[" + std::to_string(cache.batch()) + "]", shape_str(ids.sizes().vec()));
+  // No host check of the ids here: they come from the sampler on the device.
+  return lm_head(hidden_states(ids.unsqueeze(1), cache)).squeeze(1);
+}
+
+at::Tensor Qwen2ForCausalLM::forward(const at::Tensor& ids) const {
+  check_token_ids(ids, cfg_.vocab_size, "Qwen2ForCausalLM::forward");
+  nn::KVCache cache = new_cache(ids.size(0), ids.size(1));
+  return prefill(ids, cache, {}, 0);
+}
+
+}  // namespace omniflux::qwen2

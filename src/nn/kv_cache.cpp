@@ -1,0 +1,106 @@
+#include "omniflux/nn/kv_cache.h"
+
+#include <limits>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+
+namespace omniflux::nn {
+
+KVCache::KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity, int64_t head_dim,
+                 at::TensorOptions options)
+    : batch_(batch), capacity_(capacity) {
+  if (layers < 1 || batch < 1 || kv_heads < 1 || capacity < 1 || head_dim < 1)
+    throw Error("impossible KV cache size", "nn::KVCache", "layers, batch, heads, capacity, head_dim >= 1",
+                shape_str({layers, batch, kv_heads, capacity, head_dim}));
+  k_.reserve(layers);
+  v_.reserve(layers);
+  for (int64_t i = 0; i < layers; ++i) {
+    k_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
+    v_.push_back(at::zeros({batch, kv_heads, capacity, head_dim}, options));
+  }
+  delta_ = at::zeros({batch}, options.dtype(at::kLong));
+}
+
+AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& attention_mask) {
+  if (k_.empty()) throw Error("KV cache was never allocated", "nn::KVCache::begin_step");
+  if (new_tokens < 1) throw Error("a step needs at least one token", "nn::KVCache::begin_step");
+  if (length_ + new_tokens > capacity_)
+    throw Error("KV cache is full", "nn::KVCache::begin_step",
+                "at most " + std::to_string(capacity_) + " tokens",
+                std::to_string(length_) + " + " + std::to_string(new_tokens));
+  step_ = new_tokens;
+  in_step_ = true;
+  if (attention_mask.defined()) {
+    if (length_ != 0)
+      throw Error("an attention mask is only accepted on the first step", "nn::KVCache::begin_step");
+    if (attention_mask.dim() != 2 || attention_mask.size(0) != batch_ || attention_mask.size(1) != new_tokens)
+      throw Error("attention mask has the wrong shape", "nn::KVCache::begin_step",
+                  shape_str({batch_, new_tokens}), shape_str(attention_mask.sizes().vec()));
+    // Checked on the host: this is user input of the prefill, not part of the token loop.
+    at::Tensor m = attention_mask.to(at::kCPU).ne(0);
+    at::Tensor m_long = m.to(at::kLong);
+    if (m_long.diff(1, 1).lt(0).any().item<bool>() || m_long.select(1, new_tokens - 1).eq(0).any().item<bool>())
+      throw Error("only left padding is supported", "nn::KVCache::begin_step",
+                  "each row 0...0 1...1", "a mask with a gap or right padding");
+    const auto dev = k_[0].device();
+    const auto dtype = k_[0].scalar_type();
+    delta_ = (m_long.sum(1) - new_tokens).to(dev);
+    if (!m.all().item<bool>()) {
+      // Additive key mask: lowest (finite, as HF's finfo.min) at pads, so a pad query attending
+      // only to pads still gets a finite softmax instead of NaN.
+      key_mask_ = at::zeros({batch_, capacity_}, at::TensorOptions().dtype(dtype).device(dev));
+      key_mask_.slice(1, 0, new_tokens).masked_fill_(m.logical_not().to(dev), std::numeric_limits<float>::lowest());
+    }
+  }
+  AttentionOptions opt;
+  opt.causal = true;
+  // [B, 1, 1, L] broadcast over heads and queries; causal still applies on top.
+  if (key_mask_.defined()) opt.mask = key_mask_.slice(1, 0, length_ + new_tokens).unsqueeze(1).unsqueeze(1);
+  return opt;
+}
+
+std::pair<at::Tensor, at::Tensor> KVCache::write(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  if (!in_step_) throw Error("KV cache write outside a step", "nn::KVCache::write");
+  if (layer < 0 || layer >= layers())
+    throw Error("KV cache layer out of range", "nn::KVCache::write", "< " + std::to_string(layers()),
+                std::to_string(layer));
+  const at::Tensor& kc = k_[layer];
+  if (k.dim() != 4 || k.size(0) != batch_ || k.size(1) != kc.size(1) || k.size(2) != step_ ||
+      k.size(3) != kc.size(3) || v.sizes() != k.sizes())
+    throw Error("KV cache write has the wrong shape", "nn::KVCache::write",
+                shape_str({batch_, kc.size(1), step_, kc.size(3)}), shape_str(k.sizes().vec()));
+  const int64_t end = length_ + step_;
+  k_[layer].slice(2, length_, end).copy_(k);
+  v_[layer].slice(2, length_, end).copy_(v);
+  return {k_[layer].slice(2, 0, end), v_[layer].slice(2, 0, end)};
+}
+
+void KVCache::end_step() {
+  if (!in_step_) throw Error("KV cache end_step without begin_step", "nn::KVCache::end_step");
+  length_ += step_;
+  in_step_ = false;
+}
+
+void KVCache::reset() {
+  length_ = 0;
+  step_ = 0;
+  in_step_ = false;
+  key_mask_ = at::Tensor();
+  if (delta_.defined()) delta_.zero_();
+}
+
+at::Tensor KVCache::positions() const {
+  at::Tensor idx = at::arange(length_, length_ + std::max<int64_t>(step_, 1), delta_.options());
+  return idx.unsqueeze(0) + delta_.unsqueeze(1);
+}
+
+void KVCache::set_position_delta(const at::Tensor& delta) {
+  if (delta.numel() != batch_)
+    throw Error("position delta needs one value per row", "nn::KVCache::set_position_delta",
+                std::to_string(batch_), shape_str(delta.sizes().vec()));
+  delta_ = delta.reshape({batch_}).to(delta_.device(), at::kLong);
+}
+
+}  // namespace omniflux::nn
