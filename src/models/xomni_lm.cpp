@@ -1,0 +1,205 @@
+// X-Omni LM, after the HF remote code modeling_xomni.py (XOmniModel, XOmniDecoderLayer,
+// XOmniForCausalLM) on transformers 4.51 Qwen2 layers.
+#include "omniflux/models/xomni_lm.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "omniflux/error.h"
+#include "omniflux/nn/debug.h"
+#include "omniflux/nn/ops.h"
+#include "omniflux/nn/rotary.h"
+
+namespace omniflux::xomni {
+
+LMConfig LMConfig::from_json(const omniflux::Config& json) {
+  LMConfig c;
+  c.text = qwen2::Config::from_json(json);
+  c.num_mm_adap_layers = json.get_int("num_mm_adap_layers", c.num_mm_adap_layers);
+  c.num_mm_head_layers = json.get_int("num_mm_head_layers", c.num_mm_head_layers);
+  c.mm_vocab_size = json.get_int("mm_vocab_size", c.mm_vocab_size);
+  c.image_vocab_size = json.get_int("image_vocab_size", c.image_vocab_size);
+  if (json.has("mm_special_tokens")) c.mm_special_tokens = json.get_string_list("mm_special_tokens");
+  if (c.num_mm_adap_layers < 0 || c.num_mm_head_layers < 0 ||
+      c.num_mm_adap_layers + c.num_mm_head_layers > c.text.num_hidden_layers)
+    throw Error("adapter and head layers do not fit in the stack", json.source() + ": num_mm_adap_layers",
+                "adap + head <= " + std::to_string(c.text.num_hidden_layers),
+                std::to_string(c.num_mm_adap_layers) + " + " + std::to_string(c.num_mm_head_layers));
+  if (c.image_vocab_size < 1 || c.image_vocab_size > c.mm_vocab_size)
+    throw Error("image_vocab_size must be within mm_vocab_size", json.source() + ": image_vocab_size",
+                "1.." + std::to_string(c.mm_vocab_size), std::to_string(c.image_vocab_size));
+  return c;
+}
+
+namespace {
+
+// Token lookup from a tokenizers tokenizer.json: added tokens first, then the BPE vocabulary.
+std::function<std::optional<int64_t>(const std::string&)> tokenizer_json_lookup(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot open tokenizer", path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error("tokenizer.json is not valid JSON", path, "", e.what());
+  }
+  auto table = std::make_shared<std::map<std::string, int64_t>>();
+  if (j.contains("model") && j["model"].contains("vocab") && j["model"]["vocab"].is_object())
+    for (auto it = j["model"]["vocab"].begin(); it != j["model"]["vocab"].end(); ++it)
+      if (it.value().is_number_integer()) (*table)[it.key()] = it.value().get<int64_t>();
+  if (j.contains("added_tokens") && j["added_tokens"].is_array())
+    for (const auto& t : j["added_tokens"])
+      if (t.contains("content") && t.contains("id") && t["id"].is_number_integer())
+        (*table)[t["content"].get<std::string>()] = t["id"].get<int64_t>();
+  return [table](const std::string& tok) -> std::optional<int64_t> {
+    auto it = table->find(tok);
+    if (it == table->end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+}  // namespace
+
+void XOmniLM::check_image_token_ids(
+    const std::function<std::optional<int64_t>(const std::string&)>& token_to_id) const {
+  const int64_t V = cfg_.text.vocab_size;
+  for (int64_t k : {int64_t(0), int64_t(1), cfg_.image_vocab_size - 1}) {
+    const std::string tok = "<MM-Token-" + std::to_string(k) + ">";
+    std::optional<int64_t> id = token_to_id(tok);
+    if (!id) throw Error("the tokenizer has no image-code token", tok, "id " + std::to_string(V + k), "absent");
+    if (*id != V + k)
+      throw Error("image code ids do not follow vocab_size + k", tok, std::to_string(V + k), std::to_string(*id));
+  }
+}
+
+XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
+  XOmniLM lm;
+  lm.rt_ = rt;
+  lm.cfg_ = LMConfig::from_json(omniflux::Config::load(folder));
+  const qwen2::Config& c = lm.cfg_.text;
+  const int64_t H = c.hidden_size, V = c.vocab_size, M = lm.cfg_.mm_vocab_size;
+  auto store = WeightStore::open(folder, rt);
+  const WeightView m = store->root().sub("model");
+  lm.lm_embed_ = m.get("lm_embed_tokens.weight", {V, H});
+  lm.mm_embed_ = m.get("mm_embed_tokens.weight", {M, H});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) lm.layers_.push_back(qwen2::DecoderLayer::load(m.sub("layers").sub(i), c));
+  lm.lm_norm_ = m.get("lm_norm.weight", {H});
+  lm.mm_norm_ = m.get("mm_norm.weight", {H});
+  lm.lm_head_ = store->root().get("lm_head.weight", {V, H});
+  // Only the image-code rows of mm_head are ever used (image mode); the view keeps the mapping.
+  lm.image_head_ = store->root().get("mm_head.weight", {M, H}).slice(0, 0, lm.cfg_.image_vocab_size);
+  store->ignore_prefix("image_tokenizer.");  // declared ignorable by the remote code
+  store->ignore_prefix("model.rotary_emb.");
+  store->finish();
+  lm.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
+  const auto tok = std::filesystem::path(folder) / "tokenizer.json";
+  if (std::filesystem::is_directory(folder) && std::filesystem::exists(tok))
+    lm.check_image_token_ids(tokenizer_json_lookup(tok.string()));
+  return lm;
+}
+
+nn::KVCache XOmniLM::new_cache(int64_t batch, int64_t capacity) const {
+  const qwen2::Config& c = cfg_.text;
+  return nn::KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim,
+                     at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
+}
+
+at::Tensor XOmniLM::hidden_states(const at::Tensor& ids_in, nn::KVCache& cache, const at::Tensor& attention_mask) const {
+  const int64_t V = cfg_.text.vocab_size;
+  at::Tensor ids = ids_in.to(lm_embed_.device());
+  at::Tensor is_mm = ids >= V;  // [B, S]
+  at::Tensor mm3 = is_mm.unsqueeze(-1);
+  // XOmniModel.embed_tokens: each id embedded by its own table.
+  at::Tensor x = at::where(mm3, at::embedding(mm_embed_, (ids - V).clamp_min(0)),
+                           at::embedding(lm_embed_, ids.clamp_max(V - 1)));
+  if (tapping()) {
+    tap("xomni.is_mm", is_mm);
+    tap("xomni.embeddings", x);
+  }
+  nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
+  auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    at::Tensor y = layers_[i].forward(x, cos, sin, cache, static_cast<int64_t>(i), attn);
+    // Adapter / head layers: text positions keep their state (their K/V were still written).
+    x = cfg_.routed(static_cast<int64_t>(i)) ? at::where(mm3, y, x) : y;
+    if (tapping()) tap("xomni.layer_output", x);
+  }
+  cache.end_step();
+  const double eps = cfg_.text.rms_norm_eps;
+  return at::where(mm3, nn::rms_norm(x, mm_norm_, eps), nn::rms_norm(x, lm_norm_, eps));
+}
+
+at::Tensor XOmniLM::logits(const at::Tensor& hidden, Mode mode) const {
+  return nn::linear(hidden, mode == Mode::Image ? image_head_ : lm_head_);
+}
+
+at::Tensor XOmniLM::prefill(const at::Tensor& ids, nn::KVCache& cache, Mode mode, const at::Tensor& attention_mask,
+                            int64_t logits_to_keep) const {
+  qwen2::check_token_ids(ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::prefill");
+  if (ids.size(0) != cache.batch())
+    throw Error("batch size differs from the cache's", "XOmniLM::prefill", std::to_string(cache.batch()),
+                std::to_string(ids.size(0)));
+  at::Tensor h = hidden_states(ids, cache, attention_mask);
+  const int64_t S = h.size(1);
+  if (logits_to_keep > 0 && logits_to_keep < S) h = h.slice(1, S - logits_to_keep);
+  return logits(h, mode);
+}
+
+at::Tensor XOmniLM::decode_one(const at::Tensor& ids, nn::KVCache& cache, Mode mode) const {
+  if (ids.dim() != 1 || ids.size(0) != cache.batch())
+    throw Error("decode_one takes one token per row", "XOmniLM::decode_one", "[" + std::to_string(cache.batch()) + "]",
+                shape_str(ids.sizes().vec()));
+  return logits(hidden_states(ids.unsqueeze(1), cache), mode).squeeze(1);
+}
+
+sampling::SamplingOptions XOmniLM::ImageGeneration::xomni_defaults() {
+  // generate.py: do_sample, temperature 1, top_p 1, min_p 0.03; top_k is GenerationConfig's 50.
+  sampling::SamplingOptions s;
+  s.do_sample = true;
+  s.top_k = 50;
+  s.min_p = 0.03;
+  return s;
+}
+
+at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,
+                                         const ImageGeneration& opt) const {
+  if (n_codes < 1) throw Error("n_codes must be >= 1", "XOmniLM::generate_image_codes", ">= 1", std::to_string(n_codes));
+  qwen2::check_token_ids(prompt_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::generate_image_codes prompt");
+  if (prompt_ids.size(0) != 1)
+    throw Error("one prompt at a time", "XOmniLM::generate_image_codes", "[1, L]", shape_str(prompt_ids.sizes().vec()));
+  const auto dev = rt_.torch_device();
+  const bool cfg = opt.guidance_scale != 1.0;
+  at::Tensor ids = prompt_ids.to(dev, at::kLong), mask;
+  if (cfg) {
+    qwen2::check_token_ids(negative_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size,
+                           "XOmniLM::generate_image_codes negative prompt");
+    const int64_t L = ids.size(1), Ln = negative_ids.size(1), S = std::max(L, Ln);
+    // Rows [cond; uncond], each left-padded to S (pads are masked keys; their id is irrelevant).
+    auto pad = [&](const at::Tensor& t) {
+      return at::cat({at::zeros({1, S - t.size(1)}, ids.options()), t.to(dev, at::kLong)}, 1);
+    };
+    auto pad_mask = [&](int64_t len) {
+      return at::cat({at::zeros({1, S - len}, ids.options()), at::ones({1, len}, ids.options())}, 1);
+    };
+    ids = at::cat({pad(ids), pad(negative_ids)});
+    mask = at::cat({pad_mask(L), pad_mask(Ln)});
+  }
+  nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + n_codes);
+  at::Tensor first = prefill(ids, cache, Mode::Image, mask).squeeze(1);
+  sampling::GenerateOptions g;
+  g.max_new_tokens = n_codes;
+  g.sampling = opt.sampling;
+  g.guidance_scale = opt.guidance_scale;
+  g.token_offset = token_offset(Mode::Image);
+  // Suppressed ids are absolute; the scores cover only the image codes.
+  for (int64_t& id : g.sampling.suppress_tokens) id -= g.token_offset;
+  auto r = sampling::generate(first, [&](const at::Tensor& next) { return decode_one(next, cache, Mode::Image); }, g,
+                              prompt_ids.to(dev, at::kLong));
+  return r.tokens - g.token_offset;
+}
+
+}  // namespace omniflux::xomni
