@@ -1,0 +1,209 @@
+// Language models: cached decoding against full-sequence forwards (teacher forcing), left-padded
+// batches against single rows, the KV cache's checks, and loaders rejecting bad folders.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/io/safetensors.h"
+#include "omniflux/models/qwen2.h"
+#include "omniflux/models/xomni_lm.h"
+#include "omniflux/nn/kv_cache.h"
+#include "test_util.h"
+
+using namespace omniflux;
+namespace fs = std::filesystem;
+
+namespace {
+double max_abs(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+// Copies a fixture folder's files into `dir`, optionally replacing config.json's text.
+void copy_fixture(const std::string& name, const fs::path& dir) {
+  for (const auto& e : fs::directory_iterator(fixture(name))) fs::copy(e.path(), dir / e.path().filename());
+}
+void replace_in_file(const fs::path& p, const std::string& from, const std::string& to) {
+  std::ifstream in(p);
+  std::string s((std::istreambuf_iterator<char>(in)), {});
+  const auto pos = s.find(from);
+  ASSERT_NE(pos, std::string::npos) << from;
+  s.replace(pos, from.size(), to);
+  std::ofstream(p) << s;
+}
+}  // namespace
+
+TEST(KVCache, ChecksCapacityShapesAndPadding) {
+  nn::KVCache c(2, 1, 2, 4, 8, at::kFloat);
+  EXPECT_THROW(c.begin_step(5), Error);
+  c.begin_step(3);
+  EXPECT_THROW(c.write(0, at::zeros({1, 2, 2, 8}), at::zeros({1, 2, 2, 8})), Error);  // wrong S
+  EXPECT_THROW(c.write(2, at::zeros({1, 2, 3, 8}), at::zeros({1, 2, 3, 8})), Error);  // no layer 2
+  auto kv = c.write(0, at::ones({1, 2, 3, 8}), at::ones({1, 2, 3, 8}));
+  EXPECT_EQ(kv.first.size(2), 3);
+  c.end_step();
+  EXPECT_EQ(c.length(), 3);
+  EXPECT_THROW(c.begin_step(2), Error);  // 3 + 2 > 4
+  c.begin_step(1);
+  EXPECT_TRUE(at::equal(c.positions(), at::full({1, 1}, 3, at::kLong)));
+  c.end_step();
+  EXPECT_THROW(nn::KVCache(1, 1, 1, 0, 8, at::kFloat), Error);
+
+  nn::KVCache p(1, 2, 1, 8, 4, at::kFloat);
+  EXPECT_THROW(p.begin_step(3, at::tensor({1, 1, 0, 1, 1, 1}, at::kLong).view({2, 3})), Error);  // right pad
+  p.begin_step(3, at::tensor({0, 1, 1, 1, 1, 1}, at::kLong).view({2, 3}));
+  // Row 0 has one pad: its real tokens get positions 0, 1 (HF cumsum(mask) - 1).
+  EXPECT_TRUE(at::equal(p.positions(), at::tensor({-1, 0, 1, 0, 1, 2}, at::kLong).view({2, 3})));
+}
+
+TEST(Qwen2, TeacherForcedCachedLogitsMatchFullSequence) {
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  at::manual_seed(3);
+  at::Tensor ids = at::randint(0, lm.config().vocab_size, {2, 14}, at::kLong);
+  at::Tensor full = lm.forward(ids);  // [2, 14, V]
+  // Prefill 5 tokens, a chunk of 4, then one token per step.
+  auto cache = lm.new_cache(2, 14);
+  std::vector<at::Tensor> got = {lm.prefill(ids.slice(1, 0, 5), cache, {}, 0),
+                                 lm.prefill(ids.slice(1, 5, 9), cache, {}, 0)};
+  for (int64_t i = 9; i < 14; ++i) got.push_back(lm.decode_one(ids.select(1, i), cache).unsqueeze(1));
+  EXPECT_LT(max_abs(at::cat(got, 1), full), 1e-4);
+  EXPECT_THROW(lm.decode_one(ids.select(1, 0), cache), Error);  // the cache is full
+}
+
+TEST(Qwen2, LeftPaddedRowMatchesUnpaddedForward) {
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  at::manual_seed(4);
+  at::Tensor a = at::randint(0, 512, {1, 9}, at::kLong), b = at::randint(0, 512, {1, 6}, at::kLong);
+  at::Tensor batch = at::cat({a, at::cat({at::full({1, 3}, 7, at::kLong), b}, 1)});
+  at::Tensor mask = at::ones({2, 9}, at::kLong);
+  mask[1].slice(0, 0, 3).zero_();
+  auto cache = lm.new_cache(2, 12);
+  at::Tensor got = lm.prefill(batch, cache, mask, 0);
+  EXPECT_LT(max_abs(got[0], lm.forward(a)[0]), 1e-4);
+  EXPECT_LT(max_abs(got[1].slice(0, 3), lm.forward(b)[0]), 1e-4);
+  EXPECT_FALSE(at::isnan(got).any().item<bool>());  // pad queries stay finite
+  // Decoding continues both rows at their own positions.
+  at::Tensor next = at::tensor({11, 12}, at::kLong);
+  at::Tensor step = lm.decode_one(next, cache);
+  EXPECT_LT(max_abs(step[0], lm.forward(at::cat({a, next.slice(0, 0, 1).unsqueeze(0)}, 1))[0][-1]), 1e-4);
+  EXPECT_LT(max_abs(step[1], lm.forward(at::cat({b, next.slice(0, 1, 2).unsqueeze(0)}, 1))[0][-1]), 1e-4);
+}
+
+TEST(Qwen2, RejectsBadIdsAndBadFolders) {
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  EXPECT_THROW(lm.forward(at::full({1, 3}, 512, at::kLong)), Error);
+  EXPECT_THROW(lm.forward(at::full({1, 3}, -1, at::kLong)), Error);
+  EXPECT_THROW(lm.forward(at::zeros({3}, at::kLong)), Error);
+  EXPECT_THROW(lm.forward(at::zeros({1, 3}, at::kFloat)), Error);
+  auto cache = lm.new_cache(1, 4);
+  EXPECT_THROW(lm.prefill(at::zeros({2, 2}, at::kLong), cache), Error);  // batch differs
+  EXPECT_THROW(qwen2::Qwen2ForCausalLM::load("/nonexistent/qwen2"), Error);
+  {
+    TempDir d;  // untied config: the file has no lm_head.weight
+    copy_fixture("qwen2_lm", d.path());
+    replace_in_file(d.path() / "config.json", "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+    try {
+      qwen2::Qwen2ForCausalLM::load(d.path().string());
+      FAIL() << "expected an Error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("lm_head.weight"), std::string::npos) << e.what();
+    }
+  }
+  {
+    TempDir d;  // one layer more in the config than in the file
+    copy_fixture("qwen2_lm", d.path());
+    replace_in_file(d.path() / "config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    EXPECT_THROW(qwen2::Qwen2ForCausalLM::load(d.path().string()), Error);
+  }
+  {
+    TempDir d;  // one layer fewer: the file's extra layer is an unused key
+    copy_fixture("qwen2_lm", d.path());
+    replace_in_file(d.path() / "config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+    EXPECT_THROW(qwen2::Qwen2ForCausalLM::load(d.path().string()), Error);
+  }
+}
+
+TEST(XOmniLM, TeacherForcedCachedLogitsMatchFullSequenceInBothModes) {
+  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  const int64_t V = lm.config().text.vocab_size, K = lm.config().image_vocab_size;
+  at::manual_seed(5);
+  // text prefix, then image codes
+  at::Tensor ids = at::cat({at::randint(0, V, {1, 7}, at::kLong), V + at::randint(0, K, {1, 9}, at::kLong)}, 1);
+  for (auto mode : {xomni::Mode::Text, xomni::Mode::Image}) {
+    auto full_cache = lm.new_cache(1, 16);
+    at::Tensor full = lm.prefill(ids, full_cache, mode, {}, 0);
+    auto cache = lm.new_cache(1, 16);
+    std::vector<at::Tensor> got = {lm.prefill(ids.slice(1, 0, 8), cache, mode, {}, 0)};
+    for (int64_t i = 8; i < 16; ++i) got.push_back(lm.decode_one(ids.select(1, i), cache, mode).unsqueeze(1));
+    EXPECT_LT(max_abs(at::cat(got, 1), full), 1e-4);
+    EXPECT_EQ(full.size(2), mode == xomni::Mode::Text ? V : K);
+  }
+}
+
+TEST(XOmniLM, RoutedLayersLeaveTextPositionsAlone) {
+  // A text-only sequence must give the same text logits whatever image tokens follow it.
+  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  const int64_t V = lm.config().text.vocab_size;
+  at::Tensor text = at::arange(5, 11, at::kLong).unsqueeze(0);
+  auto c1 = lm.new_cache(1, 6), c2 = lm.new_cache(1, 9);
+  at::Tensor a = lm.prefill(text, c1, xomni::Mode::Text, {}, 0);
+  at::Tensor b = lm.prefill(at::cat({text, at::tensor({V, V + 3, V + 1}, at::kLong).unsqueeze(0)}, 1), c2,
+                            xomni::Mode::Text, {}, 0);
+  EXPECT_LT(max_abs(a, b.slice(1, 0, 6)), 1e-5);
+  EXPECT_TRUE(lm.config().routed(0));
+  EXPECT_FALSE(lm.config().routed(1));
+  EXPECT_TRUE(lm.config().routed(lm.config().text.num_hidden_layers - 1));
+}
+
+TEST(XOmniLM, ImageCodeGenerationIsReproducibleAndInRange) {
+  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  at::Tensor prompt = at::arange(1, 11, at::kLong).unsqueeze(0), neg = at::arange(8, 11, at::kLong).unsqueeze(0);
+  xomni::XOmniLM::ImageGeneration g;
+  g.sampling.seed = 1234;
+  g.guidance_scale = 3.0;
+  at::Tensor a = lm.generate_image_codes(prompt, neg, 12, g), b = lm.generate_image_codes(prompt, neg, 12, g);
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{1, 12}));
+  EXPECT_GE(a.min().item<int64_t>(), 0);
+  EXPECT_LT(a.max().item<int64_t>(), lm.config().image_vocab_size);
+  g.sampling.seed = 99;
+  EXPECT_FALSE(at::equal(a, lm.generate_image_codes(prompt, neg, 12, g)));
+  g.guidance_scale = 1.0;
+  EXPECT_EQ(lm.generate_image_codes(prompt, {}, 5, g).size(1), 5);
+  EXPECT_THROW(lm.generate_image_codes(prompt, {}, 0, g), Error);
+  EXPECT_THROW(lm.generate_image_codes(at::full({1, 2}, 10000, at::kLong), {}, 3, g), Error);
+}
+
+TEST(XOmniLM, ChecksImageCodeIdsAgainstTheTokenizer) {
+  const int64_t V = 300;
+  auto write_tokenizer = [&](const fs::path& dir, int64_t first_id) {
+    std::ofstream(dir / "tokenizer.json")
+        << "{\"model\": {\"vocab\": {}}, \"added_tokens\": [" << "{\"id\": " << first_id
+        << ", \"content\": \"<MM-Token-0>\"}, {\"id\": " << first_id + 1 << ", \"content\": \"<MM-Token-1>\"},"
+        << "{\"id\": " << first_id + 63 << ", \"content\": \"<MM-Token-63>\"}]}";
+  };
+  {
+    TempDir d;
+    copy_fixture("xomni_lm", d.path());
+    write_tokenizer(d.path(), V);
+    EXPECT_NO_THROW(xomni::XOmniLM::load(d.path().string()));
+  }
+  {
+    TempDir d;
+    copy_fixture("xomni_lm", d.path());
+    write_tokenizer(d.path(), V + 3);  // "<MM-Token-0>" is not vocab_size
+    try {
+      xomni::XOmniLM::load(d.path().string());
+      FAIL() << "expected an Error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("<MM-Token-0>"), std::string::npos) << e.what();
+    }
+  }
+  {
+    TempDir d;  // adapter + head layers exceed the stack
+    copy_fixture("xomni_lm", d.path());
+    replace_in_file(d.path() / "config.json", "\"num_mm_head_layers\": 1", "\"num_mm_head_layers\": 6");
+    EXPECT_THROW(xomni::XOmniLM::load(d.path().string()), Error);
+  }
+}
