@@ -1,0 +1,67 @@
+// Parity case qwen2_5_vl: the image processor, the vision tower (window order, merger), the M-RoPE
+// position ids, the prefill logits with image features in place of <|image_pad|>, and greedy decoding
+// with rope_deltas.
+#include <filesystem>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/models/qwen2_5_vl.h"
+#include "omniflux/nn/debug.h"
+#include "omniflux/sampling/token_sampling.h"
+#include "parity.h"
+
+using omniflux::parity::ParityOutputs;
+using namespace omniflux;
+
+OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
+  ParityOutputs out;
+  auto model = qwen2_5_vl::Qwen2_5_VL::load(std::filesystem::path(ctx.file("config")).parent_path().string(), ctx.rt);
+  const auto& pre = model.preprocessor();
+
+  // Image processor: smart_resize of the raw size, then rescale/normalise/flatten.
+  at::Tensor raw = ctx.input("raw_image_0");
+  const int64_t factor = pre.patch_size * pre.merge_size;
+  auto [h, w] = qwen2_5_vl::smart_resize(raw.size(0), raw.size(1), factor, pre.min_pixels, pre.max_pixels);
+  // TODO(image branch): resize raw with the PIL-exact bicubic resize; until then the reference
+  // resized image feeds the rest of the chain (resized_image_0 is not produced).
+  at::Tensor resized = ctx.input("resized_image_0");
+  if (resized.size(0) != h || resized.size(1) != w)
+    throw Error("smart_resize size differs from the reference", "qwen2_5_vl parity", shape_str({resized.size(0), resized.size(1)}),
+                shape_str({h, w}));
+  auto px = qwen2_5_vl::patchify({resized}, pre);
+  out["pixel_values"] = px.pixel_values;
+  out["image_grid_thw"] = px.grid_thw;
+
+  at::Tensor ids = ctx.input("input_ids");
+  std::vector<at::Tensor> blocks, lm_layers;
+  {
+    DebugScope scope([&](const std::string& name, const at::Tensor& t) {
+      if (name == "qwen2_5_vl.vision_patch_embed") out["inter_vision_patch_embed"] = t.to(at::kFloat).cpu();
+      if (name == "qwen2_5_vl.vision_block_output") blocks.push_back(t.to(at::kFloat).cpu());
+      if (name == "qwen2_5_vl.vision_window_index") out["inter_vision_window_index"] = t.cpu();
+      if (name == "qwen2_5_vl.vision_cu_window_seqlens") out["inter_vision_cu_window_seqlens"] = t.cpu();
+      if (name == "qwen2_5_vl.vision_cu_seqlens") out["inter_vision_cu_seqlens"] = t.cpu();
+      if (name == "qwen2_5_vl.lm_layer_output") lm_layers.push_back(t.to(at::kFloat).cpu());
+    });
+    out["vision_embeds"] = model.visual().forward(px.pixel_values, px.grid_thw).to(at::kFloat).cpu();
+    out["inter_vision_block_outputs"] = at::stack(blocks);
+    auto cache = model.new_cache(ids.size(0), ids.size(1));
+    out["logits"] = model.prefill(ids, px.pixel_values, px.grid_thw, cache, {}, 0).to(at::kFloat).cpu();
+    out["inter_lm_layer_outputs"] = at::stack(lm_layers);
+  }
+  auto ri = qwen2_5_vl::get_rope_index(ids, px.grid_thw, model.config());
+  out["position_ids"] = ri.position_ids;
+  out["rope_deltas"] = ri.rope_deltas;
+
+  const int64_t n_new = ctx.spec->at("outputs").at("generated_ids").at("shape")[1].get<int64_t>();
+  auto cache = model.new_cache(ids.size(0), ids.size(1) + n_new);
+  at::Tensor first = model.prefill(ids, px.pixel_values, px.grid_thw, cache).squeeze(1);
+  sampling::GenerateOptions g;
+  g.max_new_tokens = n_new;
+  g.keep_step_logits = true;
+  auto r = sampling::generate(first, [&](const at::Tensor& t) { return model.decode_one(t, cache); }, g);
+  out["generated_ids"] = r.tokens.cpu();
+  out["generated_step_logits"] = r.step_logits.to(at::kFloat).cpu();
+  return out;
+}

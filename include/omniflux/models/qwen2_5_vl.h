@@ -1,0 +1,149 @@
+#pragma once
+// Qwen2.5-VL (transformers 4.50/4.51 modeling_qwen2_5_vl.py, image_processing_qwen2_vl.py):
+// the image preprocessor, the windowed ViT with its PatchMerger, get_rope_index (M-RoPE positions
+// and rope_deltas), and the Qwen2 LM with <|image_pad|> embeddings replaced by vision features.
+// Images only (no video).
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "omniflux/io/config.h"
+#include "omniflux/io/weights.h"
+#include "omniflux/models/qwen2.h"
+#include "omniflux/nn/kv_cache.h"
+#include "omniflux/runtime.h"
+#include "omniflux/sampling/token_sampling.h"
+
+namespace omniflux::qwen2_5_vl {
+
+// --- Image preprocessing (Qwen2VLImageProcessor, the slow PIL path) ---------------------------
+
+struct PreprocessorConfig {  // defaults: the class defaults; checkpoints override max_pixels
+  int64_t min_pixels = 56 * 56;
+  int64_t max_pixels = 28 * 28 * 1280;
+  int64_t patch_size = 14;
+  int64_t temporal_patch_size = 2;
+  int64_t merge_size = 2;
+  double rescale_factor = 1.0 / 255.0;
+  std::vector<double> image_mean = {0.48145466, 0.4578275, 0.40821073};
+  std::vector<double> image_std = {0.26862954, 0.26130258, 0.27577711};
+
+  // preprocessor_config.json (a file, or a folder holding it).
+  static PreprocessorConfig load(const std::string& path);
+  static PreprocessorConfig from_json(const omniflux::Config& json);
+};
+
+// Target (height, width), multiples of `factor`, with min_pixels <= h * w <= max_pixels; Python's
+// round-half-to-even as the reference. Throws Error for an aspect ratio above 200 or a zero size.
+std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
+                                         int64_t max_pixels);
+
+struct PixelBatch {
+  at::Tensor pixel_values;  // [sum(t * gh * gw), C * T * P * P] float32
+  at::Tensor grid_thw;      // [n_images, 3] int64, in patches
+};
+
+// Rescales, normalises, repeats to temporal_patch_size frames and flattens already-resized images
+// (uint8 [H, W, 3], H and W multiples of patch * merge) in the processor's patch order.
+PixelBatch patchify(const std::vector<at::Tensor>& resized_rgb, const PreprocessorConfig& cfg);
+
+// --- Model ------------------------------------------------------------------------------------
+
+struct VisionConfig {  // defaults: Qwen2_5_VLVisionConfig
+  int64_t depth = 32;
+  int64_t hidden_size = 3584;
+  int64_t intermediate_size = 3420;
+  int64_t num_heads = 16;
+  int64_t in_channels = 3;
+  int64_t out_hidden_size = 3584;
+  int64_t patch_size = 14;
+  int64_t spatial_merge_size = 2;
+  int64_t temporal_patch_size = 2;
+  int64_t window_size = 112;
+  std::vector<int64_t> fullatt_block_indexes = {7, 15, 23, 31};
+
+  static VisionConfig from_json(const omniflux::Config& json);
+};
+
+struct Config {
+  qwen2::Config text;
+  VisionConfig vision;
+  std::vector<int64_t> mrope_section;
+  int64_t image_token_id = 151655, video_token_id = 151656, vision_start_token_id = 151652;
+  int64_t eos_token_id = 151645;
+
+  static Config from_json(const omniflux::Config& json);
+};
+
+// Window attention layout of the ViT (get_window_index).
+struct WindowIndex {
+  at::Tensor window_index;       // [N / merge^2] int64: merged-token order inside windows
+  at::Tensor cu_window_seqlens;  // [W + 1] int64, in patches, after unique_consecutive
+};
+WindowIndex get_window_index(const at::Tensor& grid_thw, const VisionConfig& cfg);
+
+struct RopeIndex {
+  at::Tensor position_ids;  // [3, B, L] int64
+  at::Tensor rope_deltas;   // [B, 1] int64
+};
+// M-RoPE positions of a prompt (get_rope_index): text advances by 1 per token, an image takes
+// (t, h, w) grid positions and advances by max(h, w) / merge. Left-padded rows (attention_mask 0)
+// get position 1 at the pads.
+RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_grid_thw, const Config& cfg,
+                         const at::Tensor& attention_mask = {});
+
+class VisionTower {
+ public:
+  static VisionTower load(const WeightView& w, const VisionConfig& cfg);
+  // pixel_values [N, C*T*P*P], grid_thw [n, 3] -> merged features [N / merge^2, out_hidden] in
+  // the processor's (un-windowed) order.
+  at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const;
+
+ private:
+  struct Block {
+    at::Tensor norm1, norm2, w_qkv, b_qkv, w_proj, b_proj, w_gate, b_gate, w_up, b_up, w_down, b_down;
+  };
+  VisionConfig cfg_;
+  at::Tensor patch_w_;  // [hidden, C*T*P*P] (the Conv3d kernel flattened)
+  std::vector<Block> blocks_;
+  at::Tensor ln_q_, mlp0_w_, mlp0_b_, mlp2_w_, mlp2_b_;
+};
+
+class Qwen2_5_VL {
+ public:
+  // A Hugging Face folder: config.json, safetensors (hub layout visual.* / model.* / lm_head, or the
+  // 4.52+ layout model.visual.* / model.language_model.*), optionally preprocessor_config.json.
+  static Qwen2_5_VL load(const std::string& folder, const RuntimeOptions& rt = {});
+
+  const Config& config() const { return cfg_; }
+  const PreprocessorConfig& preprocessor() const { return pre_; }
+  const VisionTower& visual() const { return visual_; }
+  nn::KVCache new_cache(int64_t batch, int64_t capacity) const;
+
+  // The prompt step: ids [B, L] with t*gh*gw/merge^2 <|image_pad|> per image, pixel values and
+  // grids from the preprocessor (undefined when there is no image). Stores rope_deltas in the
+  // cache for decode_one. Returns logits of the last `logits_to_keep` positions (0 = all).
+  at::Tensor prefill(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
+                     nn::KVCache& cache, const at::Tensor& attention_mask = {}, int64_t logits_to_keep = 1) const;
+  // ids [B] on the device; position = sequence index + rope_delta on all three rows.
+  at::Tensor decode_one(const at::Tensor& ids, nn::KVCache& cache) const;
+
+  // Greedy (or sampled) continuation of a tokenised prompt, stopping at eos_token_id.
+  at::Tensor generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
+                      sampling::GenerateOptions opt) const;
+
+ private:
+  at::Tensor run(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache,
+                 const nn::AttentionOptions& attn) const;
+  Config cfg_;
+  PreprocessorConfig pre_;
+  RuntimeOptions rt_;
+  VisionTower visual_;
+  at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
+  std::vector<qwen2::DecoderLayer> layers_;
+};
+
+}  // namespace omniflux::qwen2_5_vl
