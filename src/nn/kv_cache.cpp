@@ -91,6 +91,13 @@ void KVCache::reset() {
   if (delta_.defined()) delta_.zero_();
 }
 
+void KVCache::rewind(int64_t length) {
+  if (in_step_ || length < 0 || length > length_)
+    throw Error("cannot rewind the KV cache there", "nn::KVCache::rewind", "0.." + std::to_string(length_) + " outside a step",
+                std::to_string(length));
+  length_ = length;
+}
+
 at::Tensor KVCache::positions() const {
   at::Tensor idx = at::arange(length_, length_ + std::max<int64_t>(step_, 1), delta_.options());
   return idx.unsqueeze(0) + delta_.unsqueeze(1);

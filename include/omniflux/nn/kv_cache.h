@@ -39,6 +39,8 @@ class KVCache {
   void end_step();
   // Forgets everything written (the memory stays allocated).
   void reset();
+  // Forgets the tokens from `length` on, keeping the prefix (reuse of a prompt, benchmarks).
+  void rewind(int64_t length);
 
   // Positions of the current step's tokens, [B, S] int64 on the cache device:
   // length + i + position_delta[b] (HF: cumsum(attention_mask) - 1 for real tokens).
