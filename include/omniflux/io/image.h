@@ -1,6 +1,6 @@
 #pragma once
 // Image I/O: decoding (PNG, JPEG, BMP, GIF, TGA, PSD, PNM through stb_image), PNG encoding with
-// tEXt chunks.
+// tEXt chunks, and a resampler that reproduces PIL's Image.resize byte for byte.
 // Every problem with user input is an omniflux::Error naming the file (or the buffer's name).
 #include <cstddef>
 #include <cstdint>
@@ -44,5 +44,11 @@ void save_png(const std::string& path, const Image& image, const PngText& text =
 // zTXt and iTXt chunks are not read.
 PngText read_png_text(const std::string& path);
 PngText read_png_text(const uint8_t* data, size_t size, const std::string& name);
+
+enum class Resample { Bilinear, Bicubic };
+
+// PIL's Image.resize((width, height), resample) on an RGB image (box=None, reducing_gap=None),
+// byte for byte: separable fixed-point convolution, horizontal pass first. Same size is a copy.
+Image resize(const Image& image, int width, int height, Resample filter);
 
 }  // namespace omniflux
