@@ -283,6 +283,50 @@ void check_pnm(const uint8_t* data, size_t size, const std::string& name) {
   }
 }
 
+// stb_image 2.27 builds each JPEG Huffman table into fixed arrays of 256 symbols without checking
+// that the DHT code counts sum to at most 256: a crafted file writes past them (found by fuzzing
+// under UBSan). Walk the marker segments as stb does (skipping each segment by its length and each
+// scan's entropy-coded data up to the next marker) and refuse such tables. Other problems are left
+// to stb.
+void check_jpeg_huffman_tables(const uint8_t* data, size_t size, const std::string& name) {
+  if (size < 2 || data[0] != 0xFF || data[1] != 0xD8) return;
+  size_t pos = 2;
+  while (pos < size) {
+    // Bytes that are not a marker: stb skips them before the frame header and fails after it;
+    // skipping them here too checks at least every table stb reads.
+    while (pos < size && data[pos] != 0xFF) ++pos;
+    while (pos < size && data[pos] == 0xFF) ++pos;  // fill bytes
+    if (pos >= size) return;
+    const uint8_t marker = data[pos++];
+    if (marker == 0xD9) return;                                          // EOI
+    if (marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    if (size - pos < 2) return;
+    const size_t len = (size_t(data[pos]) << 8) | data[pos + 1];
+    if (len < 2) return;
+    if (marker == 0xC4) {  // DHT: tables of (class/id byte, 16 code counts, symbols)
+      // Like stb, read the 16 counts even past the segment's end (missing bytes read as 0).
+      for (size_t p = pos + 2; p < pos + len && p < size;) {
+        size_t symbols = 0;
+        for (size_t i = 0; i < 16; ++i) symbols += p + 1 + i < size ? data[p + 1 + i] : 0;
+        if (symbols > 256) {
+          throw Error("corrupt JPEG Huffman table",
+                      name + ": DHT at byte " + std::to_string(pos - 2), "at most 256 codes",
+                      std::to_string(symbols) + " codes");
+        }
+        p += 17 + symbols;
+      }
+    }
+    pos += len;
+    if (marker == 0xDA) {  // SOS: entropy-coded data runs to the next marker other than RSTn
+      auto at_marker = [&](size_t i) {
+        const uint8_t next = data[i + 1];
+        return data[i] == 0xFF && next != 0x00 && next != 0xFF && (next < 0xD0 || next > 0xD7);
+      };
+      while (pos + 1 < size && !at_marker(pos)) ++pos;
+    }
+  }
+}
+
 // PNG tEXt rules (PNG spec 11.3.4.3): keyword 1-79 printable Latin-1 bytes, no leading, trailing
 // or consecutive spaces; text without NUL.
 void check_text_entry(const std::pair<std::string, std::string>& entry, const std::string& where) {
@@ -376,6 +420,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
       check_png_format(body[8], body[9], body[10], body[11], body[12], name);
     });
   }
+  check_jpeg_huffman_tables(data, size, name);  // before stbi_info, which reads them too
   // Read the declared size first, so a small file declaring a huge image never allocates it.
   int width = 0, height = 0, channels = 0;
   if (!stbi_info_from_memory(data, int(size), &width, &height, &channels)) {
