@@ -51,14 +51,21 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& data) {
   f.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
 }
 
-// A fresh folder per test binary run.
+// A fresh folder per test process, removed when the process exits.
 std::string temp_dir() {
-  static const std::string dir = [] {
-    fs::path p = fs::temp_directory_path() / ("omniflux_image_test_" + std::to_string(::getpid()));
-    fs::create_directories(p);
-    return p.string();
-  }();
-  return dir;
+  struct TempDir {
+    fs::path path;
+    TempDir() {
+      path = fs::temp_directory_path() / ("omniflux_image_test_" + std::to_string(::getpid()));
+      fs::create_directories(path);
+    }
+    ~TempDir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  };
+  static const TempDir dir;
+  return dir.path.string();
 }
 
 // Compares two images; on mismatch reports the first differing byte and how many differ.
@@ -325,6 +332,21 @@ TEST(ImageLoad, CorruptPngsThrow) {
   } catch (const Error& e) {
     EXPECT_EQ(e.where().rfind(path, 0), 0u) << e.where();
     EXPECT_FALSE(e.got().empty());
+  }
+}
+
+TEST(ImageLoad, OversizedJpegHuffmanTableThrows) {
+  // stb_image 2.27 would write past its 256-entry tables for a DHT declaring more codes.
+  std::vector<uint8_t> jpeg = read_bytes(kImagesDir + "smooth.jpg");
+  size_t dht = 2;
+  while (dht + 1 < jpeg.size() && !(jpeg[dht] == 0xFF && jpeg[dht + 1] == 0xC4)) ++dht;
+  ASSERT_LT(dht + 21, jpeg.size());
+  for (size_t i = 0; i < 16; ++i) jpeg[dht + 5 + i] = 0xFF;  // 16 x 255 codes
+  try {
+    omniflux::decode_image(jpeg.data(), jpeg.size(), "dht.jpg");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Huffman"), std::string::npos) << e.what();
   }
 }
 
