@@ -24,9 +24,11 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 
 // Reads and decodes an image file. Like PIL's Image.open(path).convert("RGB"): grey is replicated,
 // alpha is dropped (not composited), palettes are expanded; GIF gives its first frame. EXIF
-// orientation is not applied (PIL does not either). 16-bit PNGs keep the high byte of each sample
-// (stb_image's reduction; PIL would clip instead). PNM must be binary (P5, P6) with maximum value
-// 255. PNG chunk CRCs are checked. Radiance HDR is not supported.
+// orientation is not applied (PIL does not either). Known differences from PIL: 16-bit PNGs keep
+// the high byte of each sample (stb_image's reduction; PIL clips), JPEGs are decoded by stb_image
+// (within a few levels of libjpeg, not equal), and transparent GIF pixels come out black (PIL
+// gives their palette colour). PNM must be binary (P5, P6) with maximum value 255. PNG chunk CRCs
+// are checked; truncated data is an error in every format. Radiance HDR is not supported.
 Image load_image(const std::string& path);
 // Same, from memory. `name` appears in errors.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);
