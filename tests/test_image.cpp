@@ -232,8 +232,9 @@ TEST(ImageLoad, JpegHasTheRightSizeAndCloseToLibjpeg) {
     sum += d;
     worst = std::max(worst, d);
   }
-  EXPECT_LT(sum / got.rgb.size(), 1.0);
-  EXPECT_LE(worst, 8);
+  // Measured with stb 2.27 against Pillow 9.4: mean 0.10, max 3.
+  EXPECT_LT(sum / got.rgb.size(), 0.5);
+  EXPECT_LE(worst, 4);
 }
 
 TEST(ImageLoad, MissingEmptyAndUnreadableFilesThrow) {
