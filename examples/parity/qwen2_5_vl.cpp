@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/error.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/models/qwen2_5_vl.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/sampling/token_sampling.h"
@@ -19,17 +19,11 @@ OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
   auto model = qwen2_5_vl::Qwen2_5_VL::load(std::filesystem::path(ctx.file("config")).parent_path().string(), ctx.rt);
   const auto& pre = model.preprocessor();
 
-  // Image processor: smart_resize of the raw size, then rescale/normalise/flatten.
+  // Image processor: raw uint8 image -> smart_resize + PIL bicubic -> normalised patches.
   at::Tensor raw = ctx.input("raw_image_0");
-  const int64_t factor = pre.patch_size * pre.merge_size;
-  auto [h, w] = qwen2_5_vl::smart_resize(raw.size(0), raw.size(1), factor, pre.min_pixels, pre.max_pixels);
-  // TODO(image branch): resize raw with the PIL-exact bicubic resize; until then the reference
-  // resized image feeds the rest of the chain (resized_image_0 is not produced).
-  at::Tensor resized = ctx.input("resized_image_0");
-  if (resized.size(0) != h || resized.size(1) != w)
-    throw Error("smart_resize size differs from the reference", "qwen2_5_vl parity", shape_str({resized.size(0), resized.size(1)}),
-                shape_str({h, w}));
-  auto px = qwen2_5_vl::patchify({resized}, pre);
+  std::vector<at::Tensor> resized;
+  auto px = qwen2_5_vl::preprocess({image_from_tensor(raw)}, pre, &resized);
+  out["resized_image_0"] = resized[0];
   out["pixel_values"] = px.pixel_values;
   out["image_grid_thw"] = px.grid_thw;
 

@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/nn/attention.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/ops.h"
@@ -95,6 +96,19 @@ PixelBatch patchify(const std::vector<at::Tensor>& resized_rgb, const Preprocess
     grids.push_back(at::tensor({int64_t(1), gh, gw}, at::kLong));
   }
   return {at::cat(rows), at::stack(grids)};
+}
+
+PixelBatch preprocess(const std::vector<Image>& images, const PreprocessorConfig& cfg, std::vector<at::Tensor>* resized) {
+  if (images.empty()) throw Error("no images", "qwen2_5_vl::preprocess");
+  std::vector<at::Tensor> rs;
+  for (const Image& img : images) {
+    auto [h, w] = smart_resize(img.height, img.width, cfg.patch_size * cfg.merge_size, cfg.min_pixels, cfg.max_pixels);
+    // resample=3: PIL BICUBIC on uint8 (the processor resizes through PIL and keeps uint8).
+    rs.push_back(image_to_tensor(resize(img, static_cast<int>(w), static_cast<int>(h), Resample::Bicubic)));
+  }
+  PixelBatch b = patchify(rs, cfg);
+  if (resized) *resized = std::move(rs);
+  return b;
 }
 
 // --- Configs ----------------------------------------------------------------------------------

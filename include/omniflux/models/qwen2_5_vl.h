@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "omniflux/io/config.h"
+#include "omniflux/io/image.h"
 #include "omniflux/io/weights.h"
 #include "omniflux/models/qwen2.h"
 #include "omniflux/nn/kv_cache.h"
@@ -49,6 +50,11 @@ struct PixelBatch {
 // Rescales, normalises, repeats to temporal_patch_size frames and flattens already-resized images
 // (uint8 [H, W, 3], H and W multiples of patch * merge) in the processor's patch order.
 PixelBatch patchify(const std::vector<at::Tensor>& resized_rgb, const PreprocessorConfig& cfg);
+
+// The whole processor: smart_resize (factor patch * merge), PIL-exact bicubic resize of the uint8
+// image, then patchify. `resized` (optional) receives the resized images as uint8 [H, W, 3].
+PixelBatch preprocess(const std::vector<Image>& images, const PreprocessorConfig& cfg,
+                      std::vector<at::Tensor>* resized = nullptr);
 
 // --- Model ------------------------------------------------------------------------------------
 
