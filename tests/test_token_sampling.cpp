@@ -198,3 +198,19 @@ TEST(TokenSampling, BadScoresShape) {
   o.max_new_tokens = 0;
   EXPECT_THROW(generate(at::zeros({1, 4}), [](const at::Tensor& t) { return t; }, o), Error);
 }
+
+TEST(TokenSampling, GenerateSuppressesTokensAndPenalisesRepeats) {
+  // Every step favours token 2 (10) over token 4 (9): suppressing 2 gives 4 each time.
+  auto step = [](const at::Tensor&) { return row({0, 0, 10, 0, 9, 0}); };
+  GenerateOptions o;
+  o.max_new_tokens = 3;
+  o.sampling.suppress_tokens = {2};
+  EXPECT_TRUE(at::equal(generate(step(at::Tensor()), step, o).tokens, at::full({1, 3}, 4, at::kLong)));
+  // A repetition penalty of 2 on a prompt holding 2: 10 / 2 = 5 < 9, so 4 first; then 4 is
+  // penalised too (9 / 2 = 4.5 < 5) and 2 wins.
+  o.sampling.suppress_tokens.clear();
+  o.sampling.repetition_penalty = 2.0;
+  at::Tensor prompt = at::tensor({2}, at::kLong).unsqueeze(0);
+  EXPECT_TRUE(at::equal(generate(step(at::Tensor()), step, o, prompt).tokens,
+                        at::tensor({4, 2, 2}, at::kLong).unsqueeze(0)));
+}

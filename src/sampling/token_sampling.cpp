@@ -107,17 +107,25 @@ at::Tensor cfg_combine(const at::Tensor& cond_logits, const at::Tensor& uncond_l
   return guidance_scale * (s - u) + u;
 }
 
-at::Tensor process_scores(const at::Tensor& logits, const at::Tensor& previous_ids, const SamplingOptions& o) {
-  check_scores(logits, "sampling::process_scores");
+at::Tensor apply_processors(const at::Tensor& logits, const at::Tensor& previous_ids, const SamplingOptions& o) {
+  check_scores(logits, "sampling::apply_processors");
   at::Tensor s = logits.to(at::kFloat);
   s = apply_repetition_penalty(s, previous_ids, o.repetition_penalty);
-  s = suppress_tokens(s, o.suppress_tokens);
-  if (!o.do_sample) return s;
+  return suppress_tokens(s, o.suppress_tokens);
+}
+
+at::Tensor apply_warpers(const at::Tensor& scores, const SamplingOptions& o) {
+  check_scores(scores, "sampling::apply_warpers");
+  at::Tensor s = scores.to(at::kFloat);
   if (o.temperature != 1.0) s = apply_temperature(s, o.temperature);
   s = apply_top_k(s, o.top_k);
   s = apply_top_p(s, o.top_p);
-  s = apply_min_p(s, o.min_p);
-  return s;
+  return apply_min_p(s, o.min_p);
+}
+
+at::Tensor process_scores(const at::Tensor& logits, const at::Tensor& previous_ids, const SamplingOptions& o) {
+  at::Tensor s = apply_processors(logits, previous_ids, o);
+  return o.do_sample ? apply_warpers(s, o) : s;
 }
 
 at::Generator make_generator(uint64_t seed, const c10::Device& device) {
@@ -165,6 +173,14 @@ GenerateResult generate(const at::Tensor& first_logits, const std::function<at::
   at::Tensor tokens = at::empty({B, opt.max_new_tokens}, lopt);
   std::vector<at::Tensor> kept;
 
+  // Suppressed ids as a device mask built once: a per-step host-to-device copy would block.
+  SamplingOptions sopt = opt.sampling;
+  at::Tensor suppress;
+  if (!sopt.suppress_tokens.empty()) {
+    suppress = suppress_tokens(at::zeros({1, first_logits.size(1)}), sopt.suppress_tokens).isinf().to(dev);
+    sopt.suppress_tokens.clear();
+  }
+
   at::Tensor logits = first_logits;
   int64_t n = 0;
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
@@ -172,8 +188,10 @@ GenerateResult generate(const at::Tensor& first_logits, const std::function<at::
     at::Tensor scores = cfg ? cfg_combine(raw.slice(0, 0, B), raw.slice(0, B), opt.guidance_scale) : raw;
     if (opt.keep_step_logits) kept.push_back(raw.slice(0, 0, B));
     at::Tensor prev = history.defined() ? history.slice(1, 0, prompt_len + i) - opt.token_offset : at::Tensor();
-    scores = process_scores(scores, prev, opt.sampling);
-    at::Tensor next = (opt.sampling.do_sample ? sample_categorical(scores, gen) : scores.argmax(-1)) + opt.token_offset;
+    scores = apply_processors(scores, prev, sopt);
+    if (suppress.defined()) scores = scores.masked_fill(suppress, -std::numeric_limits<float>::infinity());
+    if (sopt.do_sample) scores = apply_warpers(scores, sopt);
+    at::Tensor next = (sopt.do_sample ? sample_categorical(scores, gen) : scores.argmax(-1)) + opt.token_offset;
     if (eos.defined()) {
       next = at::where(finished, at::full_like(next, opt.pad_token_id), next);
       finished = finished.logical_or(at::isin(next, eos));

@@ -46,8 +46,11 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
-// The processors (and, when do_sample, the warpers) above in HF order. previous_ids [B, L] feeds
-// the repetition penalty (may be undefined when it is off).
+// The processors (repetition penalty, suppress tokens; applied also when greedy), the warpers
+// (temperature, top-k, top-p, min-p; only when sampling), and both in HF order. previous_ids
+// [B, L] feeds the repetition penalty (may be undefined when it is off).
+at::Tensor apply_processors(const at::Tensor& logits, const at::Tensor& previous_ids, const SamplingOptions& opt);
+at::Tensor apply_warpers(const at::Tensor& scores, const SamplingOptions& opt);
 at::Tensor process_scores(const at::Tensor& logits, const at::Tensor& previous_ids, const SamplingOptions& opt);
 
 // A seeded generator on `device`: the same seed gives the same draws.
