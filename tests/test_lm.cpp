@@ -207,3 +207,21 @@ TEST(XOmniLM, ChecksImageCodeIdsAgainstTheTokenizer) {
     EXPECT_THROW(xomni::XOmniLM::load(d.path().string()), Error);
   }
 }
+
+TEST(Qwen2, LeftPaddingStaysFiniteInBfloat16) {
+  // The pad mask uses bf16's own finfo.min: float's lowest would round to -inf and turn the
+  // all-pad query rows into NaN.
+  RuntimeOptions rt;
+  rt.dtype = "bfloat16";
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"), rt);
+  at::Tensor ids = at::tensor({0, 0, 0, 5, 6, 7, 1, 2, 3, 4, 5, 6}, at::kLong).view({2, 6});
+  at::Tensor mask = (ids != 0).to(at::kLong);
+  mask[1].fill_(1);
+  auto cache = lm.new_cache(2, 7);
+  at::Tensor logits = lm.prefill(ids, cache, mask, 0).to(at::kFloat);
+  EXPECT_TRUE(at::isfinite(logits).all().item<bool>());
+  at::Tensor step = lm.decode_one(at::tensor({8, 9}, at::kLong), cache).to(at::kFloat);
+  EXPECT_TRUE(at::isfinite(step).all().item<bool>());
+  at::Tensor alone = lm.forward(ids[0].slice(0, 3).unsqueeze(0)).to(at::kFloat);
+  EXPECT_LT(max_abs(logits[0].slice(0, 3), alone[0]), 1.0);
+}

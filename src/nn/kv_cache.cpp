@@ -8,6 +8,21 @@
 
 namespace omniflux::nn {
 
+namespace {
+
+// The most negative finite value of a floating dtype (torch.finfo(dtype).min): float's lowest
+// would round to -inf in bfloat16 and float16.
+double finite_lowest(at::ScalarType t) {
+  switch (t) {
+    case at::kDouble: return std::numeric_limits<double>::lowest();
+    case at::kBFloat16: return -3.3895313892515355e38;
+    case at::kHalf: return -65504.0;
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
+
+}  // namespace
+
 KVCache::KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity, int64_t head_dim,
                  at::TensorOptions options)
     : batch_(batch), capacity_(capacity) {
@@ -51,7 +66,7 @@ AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& atten
       // Additive key mask: lowest (finite, as HF's finfo.min) at pads, so a pad query attending
       // only to pads still gets a finite softmax instead of NaN.
       key_mask_ = at::zeros({batch_, capacity_}, at::TensorOptions().dtype(dtype).device(dev));
-      key_mask_.slice(1, 0, new_tokens).masked_fill_(m.logical_not().to(dev), std::numeric_limits<float>::lowest());
+      key_mask_.slice(1, 0, new_tokens).masked_fill_(m.logical_not().to(dev), finite_lowest(dtype));
     }
   }
   AttentionOptions opt;
