@@ -1,0 +1,65 @@
+// SigLIP vision towers: the classic SiglipVisionModel against the uniworld_pipeline fixture's
+// SigLIP stage (siglip_pixel_values -> siglip_features), and bad inputs for both towers.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/io/safetensors.h"
+#include "omniflux/models/siglip2.h"
+#include "test_util.h"
+
+using namespace omniflux;
+
+TEST(SiglipVisionModel, MatchesTheUniWorldFixtureSiglipStage) {
+  auto io = SafetensorsFile::open(fixture("uniworld_pipeline/io.safetensors"));
+  auto model = SiglipVisionModel::load(fixture("uniworld_pipeline/siglip2"));
+  EXPECT_FALSE(model.has_head());
+  EXPECT_EQ(model.config().image_size, 64);
+  auto out = model.forward(io.get("siglip_pixel_values"));
+  EXPECT_FALSE(out.pooler_output.defined());
+  at::Tensor ref = io.get("siglip_features");
+  ASSERT_EQ(out.last_hidden_state.sizes(), ref.sizes());
+  // MANIFEST uniworld_pipeline.outputs.siglip_features.tolerance_max_abs
+  EXPECT_LT((out.last_hidden_state - ref).abs().max().item<double>(), 2e-5);
+}
+
+TEST(SiglipVisionModel, HeadLoadsOnRequestAndPools) {
+  auto model = SiglipVisionModel::load(fixture("uniworld_pipeline/siglip2"), {}, /*with_head=*/true);
+  EXPECT_TRUE(model.has_head());
+  auto out = model.forward(at::zeros({2, 3, 64, 64}));
+  ASSERT_EQ(out.pooler_output.sizes(), at::IntArrayRef({2, 16}));
+}
+
+TEST(SiglipVisionModel, BadInputsAreErrors) {
+  auto model = SiglipVisionModel::load(fixture("uniworld_pipeline/siglip2"));
+  EXPECT_THROW(model.forward(at::zeros({1, 3, 48, 64})), Error);  // not the fixed size
+  EXPECT_THROW(model.forward(at::zeros({1, 1, 64, 64})), Error);  // grey: one channel
+  EXPECT_THROW(model.forward(at::zeros({3, 64, 64})), Error);
+}
+
+TEST(Siglip2VisionModel, WrongPatchEmbeddingShapeIsAnError) {
+  // A classic (Conv2d) checkpoint is not a NaFlex one: the Linear weight shape check names the key.
+  try {
+    Siglip2VisionModel::load(fixture("uniworld_pipeline/siglip2"));
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("vision_model.embeddings.patch_embedding.weight"), std::string::npos)
+        << e.what();
+  }
+  // And the other way round.
+  EXPECT_THROW(SiglipVisionModel::load(fixture("siglip2_vision")), Error);
+}
+
+TEST(Siglip2VisionModel, RejectsInconsistentProcessorTensors) {
+  auto model = Siglip2VisionModel::load(fixture("siglip2_vision"));
+  EXPECT_FALSE(model.has_head());
+  auto io = SafetensorsFile::open(fixture("siglip2_vision/io.safetensors"));
+  at::Tensor pv = io.get("pixel_values"), mask = io.get("pixel_attention_mask"), shapes = io.get("spatial_shapes");
+  auto out = model.forward(pv, mask, shapes);
+  EXPECT_LT((out.last_hidden_state - io.get("last_hidden_state")).abs().max().item<double>(), 4e-5);
+  EXPECT_THROW(model.forward(pv, mask, at::tensor(std::vector<int64_t>{6, 9}).view({1, 2})), Error);    // 54 != 48 real rows
+  EXPECT_THROW(model.forward(pv, mask, at::tensor(std::vector<float>{6, 8}).view({1, 2})), Error);           // float shapes
+  EXPECT_THROW(model.forward(pv, mask.slice(1, 0, 40), shapes), Error);             // mask length
+  EXPECT_THROW(model.forward(pv.slice(2, 0, 700), mask, shapes), Error);            // patch row width
+}
