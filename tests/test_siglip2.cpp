@@ -63,3 +63,18 @@ TEST(Siglip2VisionModel, RejectsInconsistentProcessorTensors) {
   EXPECT_THROW(model.forward(pv, mask.slice(1, 0, 40), shapes), Error);             // mask length
   EXPECT_THROW(model.forward(pv.slice(2, 0, 700), mask, shapes), Error);            // patch row width
 }
+
+TEST(Siglip2Processor, NaflexTargetSize) {
+  using P = std::pair<int64_t, int64_t>;
+  // The fixture image: 90 x 130 with at most 50 patches -> 6 x 8 patches (MANIFEST sanity).
+  EXPECT_EQ(naflex_target_size(90, 130, 16, 50), P(96, 128));
+  // A square image with a square budget fills it exactly; a tiny one is scaled up.
+  EXPECT_EQ(naflex_target_size(512, 512, 16, 256), P(256, 256));
+  EXPECT_EQ(naflex_target_size(10, 10, 16, 256), P(256, 256));
+  // Extreme aspect: each side keeps at least one patch.
+  auto [h, w] = naflex_target_size(16, 4000, 16, 64);
+  EXPECT_EQ(h, 16);
+  EXPECT_LE((h / 16) * (w / 16), 64);
+  EXPECT_THROW(naflex_target_size(0, 10, 16, 64), Error);
+  EXPECT_THROW(naflex_target_size(10, 10, 16, 0), Error);
+}

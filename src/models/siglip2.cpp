@@ -250,4 +250,34 @@ SiglipVisionOutput SiglipVisionModel::forward(const at::Tensor& pixel_values) co
   return tower_->run(x, at::Tensor());
 }
 
+// ---- image processors ---------------------------------------------------------------------------
+
+std::pair<int64_t, int64_t> naflex_target_size(int64_t height, int64_t width, int64_t patch_size,
+                                               int64_t max_num_patches) {
+  if (height <= 0 || width <= 0 || patch_size <= 0 || max_num_patches <= 0)
+    throw Error("impossible NaFlex resize arguments", "naflex_target_size",
+                "positive image size, patch_size and max_num_patches",
+                std::to_string(height) + "x" + std::to_string(width) + ", patch " + std::to_string(patch_size) +
+                    ", max " + std::to_string(max_num_patches));
+  // ceil(side * scale / p) * p, at least one patch (get_scaled_image_size).
+  auto scaled = [&](double scale, int64_t side) {
+    const double s = static_cast<double>(side) * scale;
+    return std::max<int64_t>(patch_size, static_cast<int64_t>(std::ceil(s / patch_size)) * patch_size);
+  };
+  const double eps = 1e-5;
+  double lo = eps / 10, hi = 100.0;
+  while (hi - lo >= eps) {
+    const double scale = (lo + hi) / 2;
+    const int64_t n = (scaled(scale, height) / patch_size) * (scaled(scale, width) / patch_size);
+    if (n <= max_num_patches) lo = scale;
+    else hi = scale;
+  }
+  const int64_t th = scaled(lo, height), tw = scaled(lo, width);
+  if ((th / patch_size) * (tw / patch_size) > max_num_patches)
+    throw Error("the image cannot fit max_num_patches even at one patch per side", "naflex_target_size",
+                "<= " + std::to_string(max_num_patches) + " patches",
+                std::to_string(th / patch_size) + "x" + std::to_string(tw / patch_size));
+  return {th, tw};
+}
+
 }  // namespace omniflux

@@ -9,6 +9,7 @@
 // multihead-attention pooling head (pooler_output), loaded only when asked for.
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -83,5 +84,13 @@ class SiglipVisionModel {
   std::shared_ptr<const detail::SiglipTower> tower_;
   at::Tensor patch_w_, patch_b_, pos_table_;
 };
+
+// ---- image processors ---------------------------------------------------------------------------
+
+// Siglip2ImageProcessor.get_image_size_for_max_num_patches: the (height, width) in pixels, each a
+// multiple of patch_size, of the largest scaling with at most max_num_patches patches (binary
+// search over the scale in double, as the reference). Throws Error on impossible arguments.
+std::pair<int64_t, int64_t> naflex_target_size(int64_t height, int64_t width, int64_t patch_size,
+                                               int64_t max_num_patches);
 
 }  // namespace omniflux
