@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/models/siglip2.h"
 #include "test_util.h"
@@ -77,4 +79,43 @@ TEST(Siglip2Processor, NaflexTargetSize) {
   EXPECT_LE((h / 16) * (w / 16), 64);
   EXPECT_THROW(naflex_target_size(0, 10, 16, 64), Error);
   EXPECT_THROW(naflex_target_size(10, 10, 16, 0), Error);
+}
+
+TEST(SiglipProcessor, MatchesTheUniWorldFixtureSiglipPixels) {
+  // SiglipImageProcessor on ref_image_0 (100 x 120): PIL bilinear to 64 x 64, rescale, normalise.
+  auto io = SafetensorsFile::open(fixture("uniworld_pipeline/io.safetensors"));
+  auto cfg = SiglipImageProcessorConfig::load(fixture("uniworld_pipeline/siglip2"));
+  EXPECT_EQ(cfg.resample, 2);
+  EXPECT_EQ(cfg.height, 64);
+  at::Tensor px = siglip_preprocess({image_from_tensor(io.get("ref_image_0"))}, cfg);
+  at::Tensor ref = io.get("siglip_pixel_values");
+  ASSERT_EQ(px.sizes(), ref.sizes());
+  EXPECT_LT((px - ref).abs().max().item<double>(), 1e-5);
+  // Image to features end to end.
+  auto model = SiglipVisionModel::load(fixture("uniworld_pipeline/siglip2"));
+  EXPECT_LT((model.forward(px).last_hidden_state - io.get("siglip_features")).abs().max().item<double>(), 2e-5);
+}
+
+TEST(Siglip2Processor, MatchesTheFixtureAndRejectsNonRgb) {
+  auto io = SafetensorsFile::open(fixture("siglip2_vision/io.safetensors"));
+  auto cfg = SiglipImageProcessorConfig::load(fixture("siglip2_vision/preprocessor_config.json"));
+  EXPECT_EQ(cfg.max_num_patches, 50);
+  auto in = siglip2_preprocess({image_from_tensor(io.get("raw_image_0"))}, cfg);
+  EXPECT_TRUE(at::equal(in.spatial_shapes, io.get("spatial_shapes")));
+  EXPECT_TRUE(at::equal(in.pixel_attention_mask, io.get("pixel_attention_mask")));
+  EXPECT_LT((in.pixel_values - io.get("pixel_values")).abs().max().item<double>(), 1e-5);
+
+  Image grey;
+  grey.width = 20;
+  grey.height = 10;
+  grey.rgb.assign(200, 128);  // one byte per pixel
+  try {
+    siglip2_preprocess({grey}, cfg);
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("grey"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(siglip_preprocess({grey}, SiglipImageProcessorConfig{}), Error);
+  Image empty;
+  EXPECT_THROW(siglip2_preprocess({empty}, cfg), Error);
 }

@@ -10,6 +10,8 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/models/siglip_vq.h"
 #include "test_util.h"
@@ -376,4 +378,68 @@ TEST(Anyres, RejectsTooSmallAndTooElongatedImagesNamingTheRule) {
   off.filtering = false;
   EXPECT_NO_THROW(anyres_target_size(100, 400, off));
   EXPECT_THROW(anyres_target_size(0, 400, off), Error);
+}
+
+// ---- any-resolution preprocessing and the whole tokenizer -----------------------------------------
+
+namespace {
+Image random_image(int w, int h, uint64_t seed) {
+  at::manual_seed(seed);
+  return image_from_tensor(at::randint(0, 256, {h, w, 3}, at::kByte));
+}
+}  // namespace
+
+TEST(Anyres, PreprocessResizesBicubicAndScalesToPlusMinusOne) {
+  Image img = random_image(200, 300, 21);
+  at::Tensor x = anyres_preprocess(img);
+  ASSERT_EQ(x.sizes(), at::IntArrayRef({1, 3, 576, 384}));  // W 200 -> 384, H 300 -> 576
+  EXPECT_GE(x.min().item<float>(), -1.0f);
+  EXPECT_LE(x.max().item<float>(), 1.0f);
+  // Pixel (y, x) channel c is (u8 / 255 - 0.5) / 0.5 of the PIL-bicubic resized image.
+  at::Tensor u8 = image_to_tensor(resize(img, 384, 576, Resample::Bicubic)).to(at::kDouble);
+  at::Tensor want = ((u8 / 255.0 - 0.5) / 0.5).permute({2, 0, 1}).unsqueeze(0);
+  EXPECT_LT((x.to(at::kDouble) - want).abs().max().item<double>(), 1e-6);
+}
+
+TEST(Anyres, PreprocessRejectsBadImagesNamingTheRule) {
+  auto expect_rule = [](const Image& img, const std::string& rule) {
+    try {
+      anyres_preprocess(img);
+      FAIL() << "expected an Error mentioning " << rule;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(rule), std::string::npos) << e.what();
+    }
+  };
+  expect_rule(random_image(100, 300, 1), "min_short_size");     // too small
+  expect_rule(random_image(1000, 200, 2), "max_aspect_ratio");  // too elongated (5:1)
+  Image grey;
+  grey.width = 256;
+  grey.height = 256;
+  grey.rgb.assign(256 * 256, 100);  // one channel
+  expect_rule(grey, "grey");
+}
+
+TEST(SiglipVQTokenizer, EncodesAnImageAndDecodesItsCodes) {
+  // Tiny ViT with patch 16 so that the real transform applies: 150 x 130 -> 448 x 384 -> 28 x 24.
+  TempDir dir;
+  TinyViT t = make_vit(false);
+  t.patch = 16;
+  t.w["patch_embed.proj.weight"] = at::randn({t.d, 3, 16, 16}) / 16.0;
+  SiglipViT vit = SiglipViT::load(write_model(dir, "vit", t, t.w));
+  auto w = make_vq(t.d, 32, 50, 14);
+  SiglipVQTokenizer tok(vit, SiglipVQ::load(write_vq(dir, "vq", w, t.d, 32, 50)));
+  Image img = random_image(150, 130, 22);
+  auto codes = tok.encode(img);
+  EXPECT_EQ(codes.h, 24);
+  EXPECT_EQ(codes.w, 28);
+  ASSERT_EQ(codes.codes.sizes(), at::IntArrayRef({24 * 28}));
+  // Same codes as running the pieces by hand.
+  at::Tensor feats = vit.forward(anyres_preprocess(img));
+  EXPECT_TRUE(at::equal(codes.codes, tok.vq().encode(feats, 24, 28)[0]));
+  at::Tensor dec = tok.decode(codes.codes, codes.h, codes.w);
+  ASSERT_EQ(dec.sizes(), at::IntArrayRef({24 * 28, t.d}));
+  EXPECT_LT((dec - reference_decode(w, codes.codes, 24, 28)).abs().max().item<double>(), 1e-4);
+  // A projector of another width does not fit this ViT.
+  auto w2 = make_vq(64, 32, 50, 15);
+  EXPECT_THROW(SiglipVQTokenizer(vit, SiglipVQ::load(write_vq(dir, "vq64", w2, 64, 32, 50))), Error);
 }

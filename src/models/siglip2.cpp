@@ -3,10 +3,13 @@
 #include "omniflux/models/siglip2.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/encoder_layer.h"
 #include "omniflux/nn/ops.h"
@@ -120,10 +123,9 @@ struct SiglipTower {
   at::Tensor pool(const at::Tensor& hidden, const at::Tensor& mask) const {
     const int64_t b = hidden.size(0), l = hidden.size(1), d = cfg.hidden_size, nh = cfg.num_attention_heads;
     auto heads = [&](const at::Tensor& t, int64_t len) { return t.view({b, len, nh, d / nh}).transpose(1, 2); };
-    at::Tensor w = in_proj_w.chunk(3, 0)[0], wk = in_proj_w.chunk(3, 0)[1], wv = in_proj_w.chunk(3, 0)[2];
-    at::Tensor bq = in_proj_b.chunk(3, 0)[0], bk = in_proj_b.chunk(3, 0)[1], bv = in_proj_b.chunk(3, 0)[2];
-    at::Tensor q = heads(nn::linear(probe.expand({b, 1, d}), w, bq), 1);
-    at::Tensor k = heads(nn::linear(hidden, wk, bk), l), v = heads(nn::linear(hidden, wv, bv), l);
+    const auto w = in_proj_w.chunk(3, 0), bias = in_proj_b.chunk(3, 0);  // [Wq; Wk; Wv]
+    at::Tensor q = heads(nn::linear(probe.expand({b, 1, d}), w[0], bias[0]), 1);
+    at::Tensor k = heads(nn::linear(hidden, w[1], bias[1]), l), v = heads(nn::linear(hidden, w[2], bias[2]), l);
     nn::AttentionOptions ao;
     ao.mask = mask;
     at::Tensor h = nn::attention(q, k, v, ao).transpose(1, 2).reshape({b, 1, d});
@@ -278,6 +280,119 @@ std::pair<int64_t, int64_t> naflex_target_size(int64_t height, int64_t width, in
                 "<= " + std::to_string(max_num_patches) + " patches",
                 std::to_string(th / patch_size) + "x" + std::to_string(tw / patch_size));
   return {th, tw};
+}
+
+SiglipImageProcessorConfig SiglipImageProcessorConfig::from(const Config& c) {
+  SiglipImageProcessorConfig cfg;
+  const bool naflex = c.get_string("image_processor_type", "") == "Siglip2ImageProcessor";
+  if (naflex) cfg.resample = 2;  // Siglip2ImageProcessor's default is BILINEAR
+  cfg.do_resize = c.get_bool("do_resize", cfg.do_resize);
+  cfg.do_rescale = c.get_bool("do_rescale", cfg.do_rescale);
+  cfg.do_normalize = c.get_bool("do_normalize", cfg.do_normalize);
+  cfg.resample = c.get_int("resample", cfg.resample);
+  cfg.rescale_factor = c.get_double("rescale_factor", cfg.rescale_factor);
+  if (c.has("image_mean")) cfg.image_mean = c.get_double_list("image_mean");
+  if (c.has("image_std")) cfg.image_std = c.get_double_list("image_std");
+  if (c.has("size")) {
+    const Config size = c.sub("size");
+    cfg.height = size.get_int("height", cfg.height);
+    cfg.width = size.get_int("width", cfg.width);
+  }
+  cfg.patch_size = c.get_int("patch_size", cfg.patch_size);
+  cfg.max_num_patches = c.get_int("max_num_patches", cfg.max_num_patches);
+  if (cfg.image_mean.size() != 3 || cfg.image_std.size() != 3)
+    throw Error("image_mean and image_std need one value per RGB channel", c.source(), "3 values each",
+                std::to_string(cfg.image_mean.size()) + " and " + std::to_string(cfg.image_std.size()));
+  if (cfg.resample != 2 && cfg.resample != 3)
+    throw Error("unsupported resample filter", c.source() + ": resample", "2 (BILINEAR) or 3 (BICUBIC)",
+                std::to_string(cfg.resample));
+  if (cfg.height <= 0 || cfg.width <= 0 || cfg.patch_size <= 0 || cfg.max_num_patches <= 0)
+    throw Error("impossible processor sizes", c.source(), "positive size, patch_size, max_num_patches");
+  return cfg;
+}
+
+SiglipImageProcessorConfig SiglipImageProcessorConfig::load(const std::string& file_or_folder) {
+  std::filesystem::path p(file_or_folder);
+  if (std::filesystem::is_directory(p)) p /= "preprocessor_config.json";
+  return from(Config::load(p.string()));
+}
+
+namespace {
+
+// Checks an Image is what it claims: 8-bit RGB, 3 bytes per pixel.
+void check_rgb(const Image& img, const std::string& where) {
+  const int64_t want = int64_t(img.width) * img.height * 3;
+  if (img.width <= 0 || img.height <= 0 || static_cast<int64_t>(img.rgb.size()) != want)
+    throw Error("image is not 8-bit RGB", where,
+                std::to_string(img.width) + "x" + std::to_string(img.height) + "x3 = " + std::to_string(want) + " bytes",
+                std::to_string(img.rgb.size()) + " bytes" +
+                    (img.rgb.size() * 3 == static_cast<size_t>(want) ? " (one channel: a grey image?)" : ""));
+}
+
+// uint8 HWC -> float32 HWC like HF's slow processors: rescale in float64 then float32, normalise in
+// float32.
+at::Tensor rescale_normalize(const at::Tensor& u8, const SiglipImageProcessorConfig& cfg) {
+  at::Tensor x = cfg.do_rescale ? (u8.to(at::kDouble) * cfg.rescale_factor).to(at::kFloat) : u8.to(at::kFloat);
+  if (cfg.do_normalize) {
+    at::Tensor mean = at::tensor(std::vector<double>(cfg.image_mean)).to(at::kFloat);
+    at::Tensor std = at::tensor(std::vector<double>(cfg.image_std)).to(at::kFloat);
+    x = (x - mean) / std;
+  }
+  return x;
+}
+
+Resample pil_filter(int64_t code) { return code == 2 ? Resample::Bilinear : Resample::Bicubic; }
+
+}  // namespace
+
+Siglip2Inputs siglip2_preprocess(const std::vector<Image>& images, const SiglipImageProcessorConfig& cfg) {
+  const int64_t p = cfg.patch_size, n = cfg.max_num_patches, b = static_cast<int64_t>(images.size());
+  Siglip2Inputs out;
+  out.pixel_values = at::zeros({b, n, p * p * 3}, at::kFloat);
+  out.pixel_attention_mask = at::zeros({b, n}, at::kInt);
+  out.spatial_shapes = at::zeros({b, 2}, at::kLong);
+  for (int64_t i = 0; i < b; ++i) {
+    const Image& img = images[i];
+    const std::string where = "siglip2_preprocess: image " + std::to_string(i);
+    check_rgb(img, where);
+    Image resized = img;
+    if (cfg.do_resize) {
+      auto [th, tw] = naflex_target_size(img.height, img.width, p, n);
+      resized = resize(img, static_cast<int>(tw), static_cast<int>(th), pil_filter(cfg.resample));
+    } else if (img.height % p != 0 || img.width % p != 0 || (img.height / p) * (img.width / p) > n) {
+      throw Error("without do_resize the image must already fit the patch grid", where,
+                  "sides multiple of " + std::to_string(p) + ", <= " + std::to_string(n) + " patches",
+                  std::to_string(img.width) + "x" + std::to_string(img.height));
+    }
+    const int64_t nh = resized.height / p, nw = resized.width / p;
+    at::Tensor x = rescale_normalize(image_to_tensor(resized), cfg);  // [H, W, 3]
+    // (nh, p, nw, p, C) -> (nh, nw, p, p, C) -> [nh*nw, p*p*C]
+    x = x.view({nh, p, nw, p, 3}).permute({0, 2, 1, 3, 4}).reshape({nh * nw, p * p * 3});
+    out.pixel_values[i].slice(0, 0, nh * nw).copy_(x);
+    out.pixel_attention_mask[i].slice(0, 0, nh * nw).fill_(1);
+    out.spatial_shapes[i][0] = nh;
+    out.spatial_shapes[i][1] = nw;
+  }
+  return out;
+}
+
+at::Tensor siglip_preprocess(const std::vector<Image>& images, const SiglipImageProcessorConfig& cfg) {
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::string where = "siglip_preprocess: image " + std::to_string(i);
+    check_rgb(images[i], where);
+    Image r = images[i];
+    if (cfg.do_resize) {
+      r = resize(images[i], static_cast<int>(cfg.width), static_cast<int>(cfg.height), pil_filter(cfg.resample));
+    } else if (r.height != cfg.height || r.width != cfg.width) {
+      throw Error("without do_resize the image must have the processor's size", where,
+                  std::to_string(cfg.width) + "x" + std::to_string(cfg.height),
+                  std::to_string(r.width) + "x" + std::to_string(r.height));
+    }
+    out.push_back(rescale_normalize(image_to_tensor(r), cfg).permute({2, 0, 1}));  // CHW
+  }
+  if (out.empty()) return at::zeros({0, 3, cfg.height, cfg.width}, at::kFloat);
+  return at::stack(out).contiguous();
 }
 
 }  // namespace omniflux

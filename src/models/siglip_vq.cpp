@@ -11,6 +11,8 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/encoder_layer.h"
 #include "omniflux/nn/ops.h"
@@ -349,6 +351,40 @@ std::pair<int64_t, int64_t> anyres_target_size(int64_t width, int64_t height, co
     throw Error("image rounds to an empty token grid", where, "at least one patch per side",
                 std::to_string(ow) + "x" + std::to_string(oh));
   return {ow, oh};
+}
+
+at::Tensor anyres_preprocess(const Image& image, const AnyresTransform& t) {
+  const int64_t want = int64_t(image.width) * image.height * 3;
+  if (image.width <= 0 || image.height <= 0 || static_cast<int64_t>(image.rgb.size()) != want)
+    throw Error("image is not 8-bit RGB", "anyres_preprocess",
+                std::to_string(image.width) + "x" + std::to_string(image.height) + "x3 = " + std::to_string(want) + " bytes",
+                std::to_string(image.rgb.size()) + " bytes" +
+                    (image.rgb.size() * 3 == static_cast<size_t>(want) ? " (one channel: a grey image?)" : ""));
+  auto [tw, th] = anyres_target_size(image.width, image.height, t);
+  Image r = resize(image, static_cast<int>(tw), static_cast<int>(th), Resample::Bicubic);
+  // torchvision ToTensor (float32 / 255) then Normalize(0.5, 0.5), both in float32.
+  at::Tensor x = image_to_tensor(r).to(at::kFloat).div(255);
+  x = (x - 0.5f) / 0.5f;
+  return x.permute({2, 0, 1}).unsqueeze(0).contiguous();  // [1, 3, H, W]
+}
+
+SiglipVQTokenizer::SiglipVQTokenizer(SiglipViT vit, SiglipVQ vq, AnyresTransform transform)
+    : vit_(std::move(vit)), vq_(std::move(vq)), transform_(transform) {
+  if (vit_.config().hidden_size != vq_.config().z_channels)
+    throw Error("the ViT width and the projector's z_channels differ", "SiglipVQTokenizer",
+                std::to_string(vq_.config().z_channels), std::to_string(vit_.config().hidden_size));
+  if (vit_.config().patch_size != transform_.patch_size)
+    throw Error("the ViT patch size and the transform's patch_size differ", "SiglipVQTokenizer",
+                std::to_string(transform_.patch_size), std::to_string(vit_.config().patch_size));
+}
+
+SiglipVQTokenizer::Tokens SiglipVQTokenizer::encode(const Image& image) const {
+  at::Tensor x = anyres_preprocess(image, transform_);
+  Tokens t;
+  t.h = x.size(2) / transform_.patch_size;
+  t.w = x.size(3) / transform_.patch_size;
+  t.codes = vq_.encode(vit_.forward(x), t.h, t.w)[0].to(at::kCPU);
+  return t;
 }
 
 }  // namespace omniflux

@@ -86,6 +86,37 @@ class SiglipVisionModel {
 };
 
 // ---- image processors ---------------------------------------------------------------------------
+// HF slow (PIL) processors: PIL-exact resize of the uint8 image, rescale in float64 then cast to
+// float32 (image_transforms.rescale), normalise in float32.
+
+struct Image;  // omniflux/io/image.h
+
+struct SiglipImageProcessorConfig {
+  bool do_resize = true, do_rescale = true, do_normalize = true;
+  int64_t resample = 3;  // PIL code: 2 BILINEAR, 3 BICUBIC (SiglipImageProcessor default; Siglip2: 2)
+  double rescale_factor = 1.0 / 255.0;
+  std::vector<double> image_mean = {0.5, 0.5, 0.5}, image_std = {0.5, 0.5, 0.5};
+  int64_t height = 224, width = 224;                  // SiglipImageProcessor size
+  int64_t patch_size = 16, max_num_patches = 256;     // Siglip2ImageProcessor (NaFlex)
+
+  // A preprocessor_config.json object; defaults follow its image_processor_type.
+  static SiglipImageProcessorConfig from(const Config& c);
+  // A preprocessor_config.json file, or a folder holding one.
+  static SiglipImageProcessorConfig load(const std::string& file_or_folder);
+};
+
+struct Siglip2Inputs {
+  at::Tensor pixel_values;          // [B, max_num_patches, P*P*3] float32, zero padded
+  at::Tensor pixel_attention_mask;  // [B, max_num_patches] int32, 1 = real patch
+  at::Tensor spatial_shapes;        // [B, 2] int64 (patches_h, patches_w)
+};
+
+// Siglip2ImageProcessor: resize to naflex_target_size, rescale, normalise, patchify channels-last
+// ((py, px, c) inside a row, rows in raster order), pad to max_num_patches.
+Siglip2Inputs siglip2_preprocess(const std::vector<Image>& images, const SiglipImageProcessorConfig& cfg);
+// SiglipImageProcessor: resize to exactly height x width (aspect not kept), rescale, normalise,
+// CHW. Returns [B, 3, height, width] float32.
+at::Tensor siglip_preprocess(const std::vector<Image>& images, const SiglipImageProcessorConfig& cfg);
 
 // Siglip2ImageProcessor.get_image_size_for_max_num_patches: the (height, width) in pixels, each a
 // multiple of patch_size, of the largest scaling with at most max_num_patches patches (binary

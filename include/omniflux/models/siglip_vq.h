@@ -134,4 +134,36 @@ struct AnyresTransform {
 // Throws Error naming the rule (min_short_size, max_aspect_ratio) an image breaks.
 std::pair<int64_t, int64_t> anyres_target_size(int64_t width, int64_t height, const AnyresTransform& t = {});
 
+struct Image;  // omniflux/io/image.h
+
+// create_anyres_preprocess: the image resized (PIL bicubic) to anyres_target_size, ToTensor then
+// Normalize(0.5, 0.5) in float32. Returns [1, 3, H, W] in [-1, 1] on the CPU.
+at::Tensor anyres_preprocess(const Image& image, const AnyresTransform& t = {});
+
+// ---- the whole tokenizer (SiglipTokenizer) ----------------------------------------------------------
+
+class SiglipVQTokenizer {
+ public:
+  struct Tokens {
+    at::Tensor codes;  // [h*w] int64, row-major
+    int64_t h = 0, w = 0;
+  };
+
+  SiglipVQTokenizer(SiglipViT vit, SiglipVQ vq, AnyresTransform transform = {});
+
+  // Image -> codes: preprocessing, ViT, quantizer. Throws Error on images the transform rejects.
+  Tokens encode(const Image& image) const;
+  // Codes -> [h*w, z_channels] features for the FLUX decoder.
+  at::Tensor decode(const at::Tensor& codes, int64_t h, int64_t w) const { return vq_.decode(codes, h, w); }
+
+  const SiglipViT& vit() const { return vit_; }
+  const SiglipVQ& vq() const { return vq_; }
+  const AnyresTransform& transform() const { return transform_; }
+
+ private:
+  SiglipViT vit_;
+  SiglipVQ vq_;
+  AnyresTransform transform_;
+};
+
 }  // namespace omniflux
