@@ -175,10 +175,11 @@ void apply_config(ByteLevelBpeTokenizer::Impl& impl, const detail::TokenizerConf
 }  // namespace
 
 std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_tokenizer_json(const std::string& path) {
-  return detail::byte_level_bpe_from_json(detail::read_json(path), path);
+  return detail::byte_level_bpe_from_json(detail::read_tokenizer_json(path), path);
 }
 
-std::unique_ptr<ByteLevelBpeTokenizer> detail::byte_level_bpe_from_json(const nlohmann::json& j, const std::string& path) {
+std::unique_ptr<ByteLevelBpeTokenizer> detail::byte_level_bpe_from_json(TokenizerJson tj, const std::string& path) {
+  const nlohmann::json& j = tj.doc;
   using Impl = ByteLevelBpeTokenizer::Impl;
   auto impl = std::make_unique<Impl>();
   impl->where = path;
@@ -200,9 +201,11 @@ std::unique_ptr<ByteLevelBpeTokenizer> detail::byte_level_bpe_from_json(const nl
       throw Error("unsupported BPE word markers (CLIP's </w> is handled by ClipTokenizer)", path + ": model",
                   "empty end_of_word_suffix and continuing_subword_prefix", "\"" + suffix + "\" / \"" + prefix + "\"");
     }
-    auto vocab = detail::parse_vocab(m.at("vocab"), path + ": model.vocab");
-    const auto merges = detail::parse_merges(m.at("merges"), path + ": model.merges");
-    impl->model = std::make_unique<detail::BpeModel>(std::move(vocab), merges, "", m.value("ignore_merges", false), path);
+    if (!tj.vocab || !tj.merges) {
+      throw Error("BPE model without vocab or merges", path + ": model", "\"vocab\": {...} and \"merges\": [...]",
+                  std::string(tj.vocab ? "" : "no vocab ") + (tj.merges ? "" : "no merges"));
+    }
+    impl->model = std::make_unique<detail::BpeModel>(std::move(*tj.vocab), *tj.merges, "", m.value("ignore_merges", false), path);
 
     // Normaliser: NFC or nothing.
     const auto& norm = j.contains("normalizer") ? j["normalizer"] : nlohmann::json();
@@ -250,9 +253,8 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
   const std::string merges_path = detail::join_path(dir, "merges.txt");
   auto impl = std::make_unique<Impl>();
   impl->where = dir;
-  auto vocab = detail::parse_vocab(detail::read_json(vocab_path), vocab_path);
-  const auto merges = detail::read_merges_txt(merges_path, 0);
-  impl->model = std::make_unique<detail::BpeModel>(std::move(vocab), merges, "", false, dir);
+  impl->model = std::make_unique<detail::BpeModel>(detail::read_vocab_json(vocab_path),
+                                                   detail::read_merges_txt(merges_path, 0), "", false, dir);
   impl->nfc = true;
   impl->steps.push_back({std::make_unique<detail::Regex>(kQwen2PretokenizeRegex, dir), {true, true}});
   const detail::TokenizerConfig cfg = detail::read_tokenizer_config(dir);

@@ -269,25 +269,54 @@ void AddedTokenMatcher::split(std::string_view text, const std::function<void(st
 // ---------------------------------------------------------------------------------------------
 // BPE
 
-BpeModel::BpeModel(std::unordered_map<std::string, int64_t> vocab,
+namespace {
+
+constexpr uint64_t kEmptyKey = ~0ULL;
+
+uint64_t pair_key(int32_t a, int32_t b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
+
+size_t slot_of(uint64_t key, int bits) { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ULL) >> (64 - bits)); }
+
+int bits_for(size_t n) {  // a power of two at least twice n
+  int bits = 4;
+  while ((size_t{1} << bits) < 2 * n) ++bits;
+  return bits;
+}
+
+}  // namespace
+
+BpeModel::BpeModel(std::vector<std::pair<std::string, int64_t>> vocab,
                    const std::vector<std::pair<std::string, std::string>>& merges, std::string suffix,
                    bool ignore_merges, const std::string& where)
-    : vocab_(std::move(vocab)), suffix_(std::move(suffix)), ignore_merges_(ignore_merges) {
+    : suffix_(std::move(suffix)), ignore_merges_(ignore_merges) {
   int64_t max_id = -1;
-  for (const auto& [tok, id] : vocab_) {
+  for (const auto& [tok, id] : vocab) {
     if (id < 0 || id > INT32_MAX) throw Error("vocabulary id out of range", where + ": \"" + tok + "\"", "0..2^31-1", std::to_string(id));
     max_id = std::max(max_id, id);
   }
-  id_to_token_.resize(static_cast<size_t>(max_id + 1));
-  has_id_.assign(static_cast<size_t>(max_id + 1), false);
-  for (const auto& [tok, id] : vocab_) {
-    id_to_token_[id] = tok;
-    has_id_[id] = true;
+  if (static_cast<uint64_t>(max_id) >= 2 * vocab.size() + 65536) {
+    throw Error("vocabulary ids are too sparse", where, "ids below " + std::to_string(2 * vocab.size() + 65536),
+                "largest id " + std::to_string(max_id));
+  }
+  tokens_.resize(static_cast<size_t>(max_id + 1));
+  present_.assign(tokens_.size(), 0);
+  const int token_bits = bits_for(vocab.size());
+  token_slots_.assign(size_t{1} << token_bits, -1);
+  const size_t token_mask = token_slots_.size() - 1;
+  for (auto& [tok, id] : vocab) {
+    size_t h = std::hash<std::string_view>()(tok) & token_mask;
+    while (token_slots_[h] >= 0 && tokens_[token_slots_[h]] != tok) h = (h + 1) & token_mask;
+    // A repeated token keeps its last id, as a JSON object would; the earlier id keeps its text.
+    token_slots_[h] = static_cast<int32_t>(id);
+    if (!present_[id] || tok < tokens_[id]) tokens_[id] = std::move(tok);  // two texts, one id: deterministic
+    present_[id] = 1;
   }
   const auto lookup = [&](const std::string& tok, const std::string& what) -> int32_t {
-    const auto it = vocab_.find(tok);
-    if (it == vocab_.end()) throw Error("token missing from the vocabulary", where + ": " + what, "\"" + tok + "\" in vocab", "no such token");
-    return static_cast<int32_t>(it->second);
+    const int32_t id = find(tok);
+    if (id < 0) throw Error("token missing from the vocabulary", where + ": " + what, "\"" + tok + "\" in vocab", "no such token");
+    return id;
   };
   const auto& fwd = byte_to_unicode();
   for (int b = 0; b < 256; ++b) {
@@ -296,28 +325,50 @@ BpeModel::BpeModel(std::unordered_map<std::string, int64_t> vocab,
     byte_id_[b] = lookup(s, "byte-level alphabet (byte " + std::to_string(b) + ")");
     byte_suffix_id_[b] = suffix_.empty() ? byte_id_[b] : lookup(s + suffix_, "byte-level alphabet with end-of-word suffix");
   }
-  merges_.reserve(merges.size() * 2);
+  merge_bits_ = bits_for(merges.size());
+  merge_slots_.assign(size_t{1} << merge_bits_, {kEmptyKey, Merge{0, 0}});
+  const size_t merge_mask = merge_slots_.size() - 1;
+  std::string ab;
   for (size_t r = 0; r < merges.size(); ++r) {
     const auto& [a, b] = merges[r];
-    const std::string line = "merge " + std::to_string(r) + " \"" + a + " " + b + "\"";
-    const int32_t ia = lookup(a, line), ib = lookup(b, line), im = lookup(a + b, line);
-    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(ia)) << 32) | static_cast<uint32_t>(ib);
-    merges_.emplace(key, Merge{static_cast<int32_t>(r), im});  // a repeated pair keeps its first rank
+    ab.assign(a).append(b);
+    const int32_t ia = find(a), ib = find(b), im = find(ab);
+    if (ia < 0 || ib < 0 || im < 0) {  // Hugging Face refuses such merges too
+      const std::string line = "merge " + std::to_string(r) + " \"" + a + " " + b + "\"";
+      lookup(a, line);
+      lookup(b, line);
+      lookup(ab, line);
+    }
+    const uint64_t key = pair_key(ia, ib);
+    size_t h = slot_of(key, merge_bits_);
+    while (merge_slots_[h].first != kEmptyKey && merge_slots_[h].first != key) h = (h + 1) & merge_mask;
+    if (merge_slots_[h].first == kEmptyKey) merge_slots_[h] = {key, Merge{static_cast<int32_t>(r), im}};
+    // else: a repeated pair keeps its first (lowest) rank
   }
 }
 
-std::optional<int64_t> BpeModel::id_of(std::string_view token) const {
-  const auto it = vocab_.find(std::string(token));
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
+int32_t BpeModel::find(std::string_view token) const {
+  const size_t mask = token_slots_.size() - 1;
+  for (size_t h = std::hash<std::string_view>()(token) & mask;; h = (h + 1) & mask) {
+    const int32_t id = token_slots_[h];
+    if (id < 0) return -1;
+    if (tokens_[id] == token) return id;
+  }
+}
+
+const BpeModel::Merge* BpeModel::find_merge(int32_t left, int32_t right) const {
+  const uint64_t key = pair_key(left, right);
+  const size_t mask = merge_slots_.size() - 1;
+  for (size_t h = slot_of(key, merge_bits_);; h = (h + 1) & mask) {
+    const auto& slot = merge_slots_[h];
+    if (slot.first == key) return &slot.second;
+    if (slot.first == kEmptyKey) return nullptr;
+  }
 }
 
 void BpeModel::merge(std::vector<int32_t>& sym, size_t* work) const {
   const size_t n = sym.size();
-  const auto rank_of = [&](int32_t a, int32_t b) -> const Merge* {
-    const auto it = merges_.find((static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b));
-    return it == merges_.end() ? nullptr : &it->second;
-  };
+  const auto rank_of = [&](int32_t a, int32_t b) { return find_merge(a, b); };
   if (n <= 24) {
     // Short pieces: scan for the lowest-ranked pair (leftmost on ties), merge, repeat.
     size_t steps = 0;
@@ -389,8 +440,8 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int64_t>& out, s
   if (piece.empty()) return;
   if (ignore_merges_) {
     // Models with ignore_merges take a whole piece that is itself a token as is.
-    if (const auto it = vocab_.find(bytes_to_byte_level(piece) + suffix_); it != vocab_.end()) {
-      out.push_back(it->second);
+    if (const int32_t id = find(bytes_to_byte_level(piece) + suffix_); id >= 0) {
+      out.push_back(id);
       return;
     }
   }

@@ -76,9 +76,9 @@ class AddedTokenMatcher {
 // Vocabulary + merges of a byte-level BPE model, with the merge loop.
 class BpeModel {
  public:
-  // vocab: token string -> id. merges: pairs of token strings in rank order.
-  // suffix: CLIP's "</w>" end-of-word marker ("" for GPT-2 style models).
-  BpeModel(std::unordered_map<std::string, int64_t> vocab,
+  // vocab: (token string, id) pairs; ids must be dense enough to index an array. merges: pairs
+  // of token strings in rank order. suffix: CLIP's "</w>" end-of-word marker ("" for GPT-2 style).
+  BpeModel(std::vector<std::pair<std::string, int64_t>> vocab,
            const std::vector<std::pair<std::string, std::string>>& merges, std::string suffix,
            bool ignore_merges, const std::string& where);
 
@@ -86,25 +86,33 @@ class BpeModel {
   void encode_piece(std::string_view piece, std::vector<int64_t>& out, size_t* work) const;
 
   const std::string* token_of(int64_t id) const {
-    return id >= 0 && static_cast<size_t>(id) < id_to_token_.size() && has_id_[id] ? &id_to_token_[id] : nullptr;
+    return id >= 0 && static_cast<size_t>(id) < tokens_.size() && present_[id] ? &tokens_[id] : nullptr;
   }
-  std::optional<int64_t> id_of(std::string_view token) const;
-  int64_t size() const { return static_cast<int64_t>(id_to_token_.size()); }
+  std::optional<int64_t> id_of(std::string_view token) const {
+    const int32_t id = find(token);
+    return id < 0 ? std::nullopt : std::optional<int64_t>(id);
+  }
+  int64_t size() const { return static_cast<int64_t>(tokens_.size()); }
   const std::string& suffix() const { return suffix_; }
 
  private:
-  void merge(std::vector<int32_t>& symbols, size_t* work) const;
-
   struct Merge {
     int32_t rank;
     int32_t merged;
   };
-  std::unordered_map<std::string, int64_t> vocab_;
-  std::vector<std::string> id_to_token_;
-  std::vector<bool> has_id_;
-  std::unordered_map<uint64_t, Merge> merges_;  // (left id << 32 | right id) -> rank, merged id
-  std::array<int32_t, 256> byte_id_{};           // id of each single byte
-  std::array<int32_t, 256> byte_suffix_id_{};    // id of each single byte + suffix
+  // Open-addressing tables: loading Qwen2's 151k tokens and merges through std::unordered_map
+  // took most of the load time, and the merge lookup is the BPE inner loop.
+  int32_t find(std::string_view token) const;
+  const Merge* find_merge(int32_t left, int32_t right) const;
+  void merge(std::vector<int32_t>& symbols, size_t* work) const;
+
+  std::vector<std::string> tokens_;  // id -> token ("" where present_ is 0)
+  std::vector<uint8_t> present_;
+  std::vector<int32_t> token_slots_;  // hash slot -> id, -1 when empty
+  std::vector<std::pair<uint64_t, Merge>> merge_slots_;  // (left << 32 | right) -> merge; key ~0 when empty
+  int merge_bits_ = 0;
+  std::array<int32_t, 256> byte_id_{};         // id of each single byte
+  std::array<int32_t, 256> byte_suffix_id_{};  // id of each single byte + suffix
   std::string suffix_;
   bool ignore_merges_ = false;
 

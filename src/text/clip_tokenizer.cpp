@@ -96,7 +96,7 @@ std::unique_ptr<ClipTokenizer> ClipTokenizer::from_vocab_merges(const std::strin
   const std::string merges_path = detail::join_path(dir, "merges.txt");
   auto impl = std::make_unique<Impl>();
   impl->where = dir;
-  impl->model = std::make_unique<detail::BpeModel>(detail::parse_vocab(detail::read_json(vocab_path), vocab_path),
+  impl->model = std::make_unique<detail::BpeModel>(detail::read_vocab_json(vocab_path),
                                                    detail::read_merges_txt(merges_path, kClipMergeLimit), "</w>",
                                                    false, dir);
   const detail::TokenizerConfig cfg = detail::read_tokenizer_config(dir);
@@ -107,10 +107,11 @@ std::unique_ptr<ClipTokenizer> ClipTokenizer::from_vocab_merges(const std::strin
 }
 
 std::unique_ptr<ClipTokenizer> ClipTokenizer::from_tokenizer_json(const std::string& path) {
-  return detail::clip_from_json(detail::read_json(path), path);
+  return detail::clip_from_json(detail::read_tokenizer_json(path), path);
 }
 
-std::unique_ptr<ClipTokenizer> detail::clip_from_json(const nlohmann::json& j, const std::string& path) {
+std::unique_ptr<ClipTokenizer> detail::clip_from_json(TokenizerJson tj, const std::string& path) {
+  const nlohmann::json& j = tj.doc;
   auto impl = std::make_unique<ClipTokenizer::Impl>();
   impl->where = path;
   std::vector<AddedToken> added;
@@ -120,9 +121,11 @@ std::unique_ptr<ClipTokenizer> detail::clip_from_json(const nlohmann::json& j, c
       throw Error("not a CLIP tokenizer.json", path + ": model", "BPE with end_of_word_suffix \"</w>\"",
                   m.value("type", "?") + " / \"" + m.value("end_of_word_suffix", "") + "\"");
     }
-    impl->model = std::make_unique<detail::BpeModel>(detail::parse_vocab(m.at("vocab"), path + ": model.vocab"),
-                                                     detail::parse_merges(m.at("merges"), path + ": model.merges"),
-                                                     "</w>", false, path);
+    if (!tj.vocab || !tj.merges) {
+      throw Error("BPE model without vocab or merges", path + ": model", "\"vocab\": {...} and \"merges\": [...]",
+                  "missing");
+    }
+    impl->model = std::make_unique<detail::BpeModel>(std::move(*tj.vocab), *tj.merges, "</w>", false, path);
     if (j.contains("added_tokens")) {
       for (const auto& t : j["added_tokens"]) added.push_back(detail::parse_added_token(t, path + ": added_tokens"));
     }

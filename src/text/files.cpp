@@ -115,49 +115,249 @@ TokenizerConfig read_tokenizer_config(const std::string& dir) {
   return c;
 }
 
-std::unordered_map<std::string, int64_t> parse_vocab(const nlohmann::json& j, const std::string& where) {
-  if (!j.is_object()) throw Error("vocabulary is not an object", where, "{token: id}", j.type_name());
-  std::unordered_map<std::string, int64_t> vocab;
-  vocab.reserve(j.size());
-  for (const auto& [tok, id] : j.items()) {
-    if (!id.is_number_integer()) throw Error("vocabulary id is not an integer", where + ": \"" + tok + "\"", "an integer", id.dump());
-    vocab.emplace(tok, id.get<int64_t>());
-  }
-  return vocab;
-}
-
 namespace {
 
-std::pair<std::string, std::string> split_merge(const std::string& s, const std::string& where) {
+// "a b" -> {a, b}; false when the line is not exactly two non-empty parts.
+bool split_merge(const std::string& s, std::pair<std::string, std::string>& out) {
   const size_t sp = s.find(' ');
-  if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos) {
-    throw Error("malformed merge", where, "\"a b\"", s);
-  }
-  return {s.substr(0, sp), s.substr(sp + 1)};
+  if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos) return false;
+  out.first.assign(s, 0, sp);
+  out.second.assign(s, sp + 1, std::string::npos);
+  return true;
 }
+
+// SAX handler that builds the JSON tree of a tokenizer.json except model.vocab (captured as a
+// flat vector when it is an object, skipped when it is Unigram's array) and model.merges.
+class TokenizerJsonSax {
+ public:
+  using json = nlohmann::json;
+  TokenizerJsonSax(TokenizerJson& out, std::string path) : out_(out), path_(std::move(path)) {}
+
+  bool null() { return value(json(nullptr)); }
+  bool boolean(bool v) { return value(json(v)); }
+  bool number_integer(json::number_integer_t v) {
+    if (mode_ == Mode::Vocab) return vocab_id(v);
+    return value(json(v));
+  }
+  bool number_unsigned(json::number_unsigned_t v) {
+    if (mode_ == Mode::Vocab) {
+      if (v > static_cast<json::number_unsigned_t>(INT64_MAX)) return fail("vocabulary id out of range");
+      return vocab_id(static_cast<int64_t>(v));
+    }
+    return value(json(v));
+  }
+  bool number_float(json::number_float_t v, const json::string_t&) { return value(json(v)); }
+  bool string(json::string_t& v) {
+    switch (mode_) {
+      case Mode::Merges: {
+        std::pair<std::string, std::string> m;
+        if (!split_merge(v, m)) {
+          return fail("merge " + std::to_string(out_.merges->size()) + " is not \"a b\": \"" + v + "\"");
+        }
+        out_.merges->push_back(std::move(m));
+        return true;
+      }
+      case Mode::MergePair:
+        pair_.push_back(std::move(v));
+        return true;
+      default:
+        return value(json(std::move(v)));
+    }
+  }
+  bool binary(json::binary_t&) { return fail("binary values are not JSON"); }
+  bool start_object(std::size_t) {
+    switch (mode_) {
+      case Mode::Skip: ++skip_; return true;
+      case Mode::Dom: break;
+      default: return fail("unexpected object in model.vocab or model.merges");
+    }
+    if (at_model_member("vocab")) {
+      mode_ = Mode::Vocab;
+      out_.vocab.emplace();
+      return true;
+    }
+    json* o = put(json::object());
+    if (stack_.size() == 1 && key_ == "model") model_ = o;
+    stack_.push_back(o);
+    return true;
+  }
+  bool key(json::string_t& k) {
+    if (mode_ == Mode::Vocab) {
+      vocab_key_ = std::move(k);
+    } else if (mode_ == Mode::Dom) {
+      key_ = std::move(k);
+    }
+    return true;
+  }
+  bool end_object() {
+    switch (mode_) {
+      case Mode::Vocab: mode_ = Mode::Dom; return true;
+      case Mode::Skip: if (--skip_ == 0) mode_ = Mode::Dom; return true;
+      case Mode::Dom: stack_.pop_back(); return true;
+      default: return fail("unbalanced object");
+    }
+  }
+  bool start_array(std::size_t) {
+    switch (mode_) {
+      case Mode::Skip: ++skip_; return true;
+      case Mode::Merges: mode_ = Mode::MergePair; pair_.clear(); return true;
+      case Mode::Dom: break;
+      default: return fail("unexpected array in model.vocab or model.merges");
+    }
+    if (at_model_member("vocab")) {  // Unigram's [piece, score] list: not needed, skipped
+      mode_ = Mode::Skip;
+      skip_ = 1;
+      return true;
+    }
+    if (at_model_member("merges")) {
+      mode_ = Mode::Merges;
+      out_.merges.emplace();
+      return true;
+    }
+    stack_.push_back(put(json::array()));
+    return true;
+  }
+  bool end_array() {
+    switch (mode_) {
+      case Mode::Skip: if (--skip_ == 0) mode_ = Mode::Dom; return true;
+      case Mode::Merges: mode_ = Mode::Dom; return true;
+      case Mode::MergePair:
+        if (pair_.size() != 2) return fail("a merge pair must hold two strings");
+        out_.merges->emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+        mode_ = Mode::Merges;
+        return true;
+      case Mode::Dom: stack_.pop_back(); return true;
+      default: return fail("unbalanced array");
+    }
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) { return fail(e.what()); }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  enum class Mode { Dom, Vocab, Skip, Merges, MergePair };
+
+  bool at_model_member(const char* name) const {
+    return model_ && !stack_.empty() && stack_.back() == model_ && key_ == name;
+  }
+  json* put(json&& v) {
+    if (stack_.empty()) {
+      out_.doc = std::move(v);
+      return &out_.doc;
+    }
+    json& top = *stack_.back();
+    if (top.is_object()) {
+      json& slot = top[key_];
+      slot = std::move(v);
+      return &slot;
+    }
+    top.push_back(std::move(v));
+    return &top.back();
+  }
+  bool value(json&& v) {
+    switch (mode_) {
+      case Mode::Skip: return true;
+      case Mode::Dom: put(std::move(v)); return true;
+      case Mode::Vocab: return fail("vocabulary id is not an integer");
+      default: return fail("merges must be strings or pairs of strings");
+    }
+  }
+  bool vocab_id(int64_t id) {
+    out_.vocab->emplace_back(std::move(vocab_key_), id);
+    return true;
+  }
+  bool fail(std::string msg) {
+    if (error_.empty()) error_ = std::move(msg);
+    return false;
+  }
+
+  TokenizerJson& out_;
+  std::string path_;
+  std::vector<json*> stack_;
+  json* model_ = nullptr;
+  std::string key_, vocab_key_, error_;
+  std::vector<std::string> pair_;
+  Mode mode_ = Mode::Dom;
+  int skip_ = 0;
+};
+
+// SAX handler for vocab.json: one object of integers.
+class VocabSax {
+ public:
+  using json = nlohmann::json;
+  explicit VocabSax(Vocab& out) : out_(out) {}
+  bool null() { return fail("vocabulary id is not an integer"); }
+  bool boolean(bool) { return fail("vocabulary id is not an integer"); }
+  bool number_integer(json::number_integer_t v) { return add(v); }
+  bool number_unsigned(json::number_unsigned_t v) {
+    if (v > static_cast<json::number_unsigned_t>(INT64_MAX)) return fail("vocabulary id out of range");
+    return add(static_cast<int64_t>(v));
+  }
+  bool number_float(json::number_float_t, const json::string_t&) { return fail("vocabulary id is not an integer"); }
+  bool string(json::string_t&) { return fail("vocabulary id is not an integer"); }
+  bool binary(json::binary_t&) { return fail("binary values are not JSON"); }
+  bool start_object(std::size_t) { return ++depth_ == 1 || fail("nested object in a vocabulary"); }
+  bool key(json::string_t& k) {
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() {
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) { return fail("a vocabulary is a {token: id} object"); }
+  bool end_array() { return fail("a vocabulary is a {token: id} object"); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) { return fail(e.what()); }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool add(int64_t id) {
+    if (depth_ != 1) return fail("a vocabulary is a {token: id} object");
+    out_.emplace_back(std::move(key_), id);
+    return true;
+  }
+  bool fail(std::string msg) {
+    if (error_.empty()) error_ = std::move(msg);
+    return false;
+  }
+  Vocab& out_;
+  std::string key_, error_;
+  int depth_ = 0;
+};
 
 }  // namespace
 
-std::vector<std::pair<std::string, std::string>> parse_merges(const nlohmann::json& j, const std::string& where) {
-  if (!j.is_array()) throw Error("merges is not an array", where, "an array", j.type_name());
-  std::vector<std::pair<std::string, std::string>> merges;
-  merges.reserve(j.size());
-  for (const auto& e : j) {
-    const std::string at = where + "[" + std::to_string(merges.size()) + "]";
-    if (e.is_string()) {
-      merges.push_back(split_merge(e.get<std::string>(), at));
-    } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-      merges.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
-    } else {
-      throw Error("malformed merge", at, "\"a b\" or [\"a\", \"b\"]", e.dump().substr(0, 200));
-    }
+TokenizerJson read_tokenizer_json(const std::string& path) {
+  const std::string text = read_file(path);
+  TokenizerJson out;
+  TokenizerJsonSax sax(out, path);
+  bool ok = false;
+  try {
+    ok = nlohmann::json::sax_parse(text, &sax);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("invalid JSON", path, "a JSON document", e.what());
   }
-  return merges;
+  if (!ok) throw Error("malformed tokenizer.json", path, "the Hugging Face tokenizers format", sax.error());
+  return out;
 }
 
-std::vector<std::pair<std::string, std::string>> read_merges_txt(const std::string& path, size_t limit) {
+Vocab read_vocab_json(const std::string& path) {
   const std::string text = read_file(path);
-  std::vector<std::pair<std::string, std::string>> merges;
+  Vocab out;
+  VocabSax sax(out);
+  bool ok = false;
+  try {
+    ok = nlohmann::json::sax_parse(text, &sax);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("invalid JSON", path, "a JSON document", e.what());
+  }
+  if (!ok) throw Error("malformed vocab.json", path, "a {token: id} object", sax.error());
+  return out;
+}
+
+Merges read_merges_txt(const std::string& path, size_t limit) {
+  const std::string text = read_file(path);
+  Merges merges;
   size_t line_no = 0;
   for (size_t pos = 0; pos < text.size();) {
     size_t end = text.find('\n', pos);
@@ -168,7 +368,9 @@ std::vector<std::pair<std::string, std::string>> read_merges_txt(const std::stri
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
     if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
     if (limit && merges.size() == limit) break;
-    merges.push_back(split_merge(line, path + ":" + std::to_string(line_no)));
+    std::pair<std::string, std::string> m;
+    if (!split_merge(line, m)) throw Error("malformed merge line", path + ":" + std::to_string(line_no), "\"a b\"", line);
+    merges.push_back(std::move(m));
   }
   return merges;
 }

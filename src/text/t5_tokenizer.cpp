@@ -47,7 +47,7 @@ std::unique_ptr<T5Tokenizer> detail::t5_from_spiece(const std::string& path,
     if (!cfg.added_tokens.empty()) {
       added = cfg.added_tokens;
     } else if (detail::is_file(json_path)) {
-      const nlohmann::json j = detail::read_json(json_path);
+      const nlohmann::json j = detail::read_tokenizer_json(json_path).doc;
       added.emplace();
       if (j.contains("added_tokens")) {
         for (const auto& t : j["added_tokens"]) added->push_back(detail::parse_added_token(t, json_path + ": added_tokens"));

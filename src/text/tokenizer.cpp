@@ -48,17 +48,18 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, const EncodeOption
 namespace {
 
 std::unique_ptr<Tokenizer> from_tokenizer_json(const std::string& path) {
-  const nlohmann::json j = detail::read_json(path);
+  detail::TokenizerJson tj = detail::read_tokenizer_json(path);
+  const nlohmann::json& j = tj.doc;
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) {
     throw Error("not a Hugging Face tokenizer.json", path, "an object with \"model\"", j.type_name());
   }
   const auto& m = j["model"];
-  const std::string type = m.value("type", m.contains("merges") ? "BPE" : "");
+  const std::string type = m.value("type", tj.merges ? "BPE" : "");
   if (type == "BPE") {
     const bool clip = m.contains("end_of_word_suffix") && m["end_of_word_suffix"].is_string() &&
                       m["end_of_word_suffix"].get<std::string>() == "</w>";
-    if (clip) return detail::clip_from_json(j, path);
-    return detail::byte_level_bpe_from_json(j, path);
+    if (clip) return detail::clip_from_json(std::move(tj), path);
+    return detail::byte_level_bpe_from_json(std::move(tj), path);
   }
   if (type == "Unigram") {
     // The sentencepiece model beside it is what runs; the tokenizer.json gives the added tokens.
