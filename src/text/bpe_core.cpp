@@ -104,13 +104,14 @@ std::string rewrite_pattern(const std::string& p, const std::string& where) {
   return out;
 }
 
-// One JIT stack and match context per thread, grown on demand up to 64 MiB.
+// One JIT stack and match context per thread, grown on demand up to 16 MiB (a match that needs
+// more falls back to the interpreter, which uses the heap).
 struct JitScratch {
   pcre2_match_context* context = nullptr;
   pcre2_jit_stack* stack = nullptr;
   JitScratch() {
     context = pcre2_match_context_create(nullptr);
-    stack = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, nullptr);
+    stack = pcre2_jit_stack_create(64 * 1024, 16 * 1024 * 1024, nullptr);
     if (context && stack) pcre2_jit_stack_assign(context, nullptr, stack);
   }
   ~JitScratch() {
@@ -138,7 +139,7 @@ Regex::Regex(const std::string& pattern, const std::string& where) : where_(wher
                 pcre2_message(err) + " at offset " + std::to_string(err_off) + " of " + p);
   }
   code_ = code;
-  jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // when JIT is unavailable pcre2_match interprets
 }
 
 Regex::~Regex() {
@@ -157,7 +158,10 @@ void Regex::for_each_match(std::string_view text, const std::function<void(size_
   while (off < n) {
     // NO_UTF_CHECK: the caller validated the text; without it PCRE2 re-checks the whole rest of
     // the subject on every call, which is quadratic.
-    const int rc = pcre2_match(code, subject, n, off, PCRE2_NO_UTF_CHECK, md.get(), scratch.context);
+    int rc = pcre2_match(code, subject, n, off, PCRE2_NO_UTF_CHECK, md.get(), scratch.context);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+      rc = pcre2_match(code, subject, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md.get(), scratch.context);
+    }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       throw Error("pre-tokenizer regex failed", where_, "a match or no match",

@@ -40,7 +40,6 @@ class Regex {
 
  private:
   void* code_ = nullptr;  // pcre2_code_8
-  bool jit_ = false;
   std::string where_;
 };
 
