@@ -13,6 +13,7 @@
 #include "omniflux/models/xomni_lm.h"
 #include "omniflux/nn/kv_cache.h"
 #include "test_util.h"
+#include "tiny_tokenizer.h"
 
 using namespace omniflux;
 namespace fs = std::filesystem;
@@ -177,28 +178,32 @@ TEST(XOmniLM, ImageCodeGenerationIsReproducibleAndInRange) {
 
 TEST(XOmniLM, ChecksImageCodeIdsAgainstTheTokenizer) {
   const int64_t V = 300;
-  auto write_tokenizer = [&](const fs::path& dir, int64_t first_id) {
-    std::ofstream(dir / "tokenizer.json")
-        << "{\"model\": {\"vocab\": {}}, \"added_tokens\": [" << "{\"id\": " << first_id
-        << ", \"content\": \"<MM-Token-0>\"}, {\"id\": " << first_id + 1 << ", \"content\": \"<MM-Token-1>\"},"
-        << "{\"id\": " << first_id + 63 << ", \"content\": \"<MM-Token-63>\"}]}";
+  auto mm_tokens = [](int64_t first_id) {
+    return std::vector<std::pair<std::string, int64_t>>{
+        {"<MM-Token-0>", first_id}, {"<MM-Token-1>", first_id + 1}, {"<MM-Token-63>", first_id + 63}};
   };
   {
     TempDir d;
     copy_fixture("xomni_lm", d.path());
-    write_tokenizer(d.path(), V);
+    write_tiny_tokenizer((d.path() / "tokenizer.json").string(), V, mm_tokens(V));
     EXPECT_NO_THROW(xomni::XOmniLM::load(d.path().string()));
   }
   {
     TempDir d;
     copy_fixture("xomni_lm", d.path());
-    write_tokenizer(d.path(), V + 3);  // "<MM-Token-0>" is not vocab_size
+    write_tiny_tokenizer((d.path() / "tokenizer.json").string(), V + 3, mm_tokens(V + 3));  // "<MM-Token-0>" != vocab_size
     try {
       xomni::XOmniLM::load(d.path().string());
       FAIL() << "expected an Error";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("<MM-Token-0>"), std::string::npos) << e.what();
     }
+  }
+  {
+    TempDir d;  // the plain Qwen2 tokenizer has no image-code tokens at all
+    copy_fixture("xomni_lm", d.path());
+    fs::copy(fixture("tokenizers/qwen2/tokenizer.json"), d.path() / "tokenizer.json");
+    EXPECT_THROW(xomni::XOmniLM::load(d.path().string()), Error);
   }
   {
     TempDir d;  // adapter + head layers exceed the stack

@@ -12,7 +12,10 @@
 #include "omniflux/models/qwen2_5_vl.h"
 #include "omniflux/nn/rotary.h"
 #include "omniflux/nn/rotary_multimodal.h"
+#include "omniflux/io/image_tensor.h"
+#include "omniflux/text/tokenizer.h"
 #include "test_util.h"
+#include "tiny_tokenizer.h"
 
 using namespace omniflux;
 using namespace omniflux::qwen2_5_vl;
@@ -193,4 +196,52 @@ TEST(Qwen2_5_VL, RejectsMismatchedImagesAndBadInputs) {
     EXPECT_THROW(m.prefill(in.ids.slice(1, 0, 1), {}, {}, c), Error);
   }
   EXPECT_THROW(m.visual().forward(in.pixel_values, longs({1, 8, 10})), Error);  // grid not [n, 3]
+}
+
+namespace {
+// The fixture model (vocab 600) with a tiny byte-level tokenizer whose special tokens carry the
+// config's ids.
+fs::path vl_folder_with_tokenizer(const TempDir& d) {
+  for (const auto& e : fs::directory_iterator(fixture("qwen2_5_vl"))) fs::copy(e.path(), d.path() / e.path().filename());
+  write_tiny_tokenizer((d.path() / "tokenizer.json").string(), 590,
+                       {{"<|vision_start|>", 590}, {"<|vision_end|>", 591}, {"<|vision_pad|>", 592},
+                        {"<|image_pad|>", 593}, {"<|video_pad|>", 594}, {"<|im_start|>", 595},
+                        {"<|im_end|>", 596}, {"<|endoftext|>", 597}});
+  return d.path();
+}
+}  // namespace
+
+TEST(Qwen2_5_VL, AnswerBuildsTheChatPromptAndDecodesGreedily) {
+  TempDir d;
+  auto m = Qwen2_5_VL::load(vl_folder_with_tokenizer(d).string());
+  ASSERT_NE(m.tokenizer(), nullptr);
+  auto io = SafetensorsFile::open(fixture("qwen2_5_vl/io.safetensors"));
+  Image img = image_from_tensor(io.get("raw_image_0"));
+  auto p = m.build_prompt({img}, "Hi?");
+  std::vector<int64_t> ids(p.ids.data_ptr<int64_t>(), p.ids.data_ptr<int64_t>() + p.ids.numel());
+  // <|im_start|>system ... <|vision_start|> 20 x <|image_pad|> <|vision_end|> Hi? <|im_end|> ...
+  EXPECT_EQ(ids.front(), 595);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 593), 20);
+  const auto vs = std::find(ids.begin(), ids.end(), 590) - ids.begin();
+  EXPECT_EQ(ids[vs + 21], 591);
+  EXPECT_EQ(ids[vs + 22], 'H');  // byte symbols are ids 0..255
+  EXPECT_TRUE(at::equal(p.pixels.pixel_values, io.get("pixel_values")));
+  // The greedy answer is the decoded generate() of that prompt, up to <|im_end|>.
+  Qwen2_5_VL::AnswerOptions o;
+  o.max_new_tokens = 6;
+  const std::string a = m.answer({img}, "Hi?", o);
+  sampling::GenerateOptions g;
+  g.max_new_tokens = 6;
+  g.eos_token_ids = {596, 597};
+  at::Tensor t = m.generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g);
+  std::vector<int64_t> gen;
+  for (int64_t i = 0; i < t.size(1) && t[0][i].item<int64_t>() < 596; ++i) gen.push_back(t[0][i].item<int64_t>());
+  EXPECT_EQ(a, m.tokenizer()->decode(gen, true));
+  EXPECT_EQ(a, m.answer({img}, "Hi?", o));
+}
+
+TEST(Qwen2_5_VL, AnswerNeedsAMatchingTokenizer) {
+  auto m = Qwen2_5_VL::load(fixture("qwen2_5_vl"));
+  EXPECT_THROW(m.answer({}, "Hi?"), Error);  // no tokenizer.json in the fixture
+  EXPECT_THROW(m.set_tokenizer(text::load_tokenizer(fixture("tokenizers/qwen2/tokenizer.json"))), Error);  // 151655 != 593
 }

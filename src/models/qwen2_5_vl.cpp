@@ -15,6 +15,7 @@
 #include "omniflux/nn/ops.h"
 #include "omniflux/nn/rotary.h"
 #include "omniflux/nn/rotary_multimodal.h"
+#include "omniflux/text/chat_template.h"
 
 namespace omniflux::qwen2_5_vl {
 
@@ -416,7 +417,56 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, const RuntimeOptions& rt)
   m.visual_ = VisionTower::load(store->root().sub(new_layout ? "model.visual" : "visual"), m.cfg_.vision);
   store->finish();
   m.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
+  if (std::filesystem::is_directory(folder) && std::filesystem::exists(std::filesystem::path(folder) / "tokenizer.json"))
+    m.set_tokenizer(text::load_tokenizer(folder));
   return m;
+}
+
+void Qwen2_5_VL::set_tokenizer(std::shared_ptr<const text::Tokenizer> tok) {
+  if (tok) {
+    const auto pad = tok->token_to_id("<|image_pad|>");
+    if (!pad || *pad != cfg_.image_token_id)
+      throw Error("the tokenizer's <|image_pad|> is not the config's image_token_id", "Qwen2_5_VL::set_tokenizer",
+                  std::to_string(cfg_.image_token_id), pad ? std::to_string(*pad) : "absent");
+  }
+  tokenizer_ = std::move(tok);
+}
+
+Qwen2_5_VL::Prompt Qwen2_5_VL::build_prompt(const std::vector<Image>& images, const std::string& question) const {
+  if (!tokenizer_) throw Error("no tokenizer: the model folder has no tokenizer.json and none was set", "Qwen2_5_VL::build_prompt");
+  text::ChatMessage user{"user", {}};
+  for (size_t i = 0; i < images.size(); ++i) user.content.push_back(text::ChatContent::image());
+  user.content.push_back(text::ChatContent::make_text(question));
+  std::vector<int64_t> ids = tokenizer_->encode(text::render_qwen2_5_vl({user}));
+  Prompt p;
+  if (!images.empty()) {
+    p.pixels = preprocess(images, pre_);
+    std::vector<int64_t> counts;
+    const int64_t unit = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
+    for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
+    ids = text::expand_image_pads(ids, cfg_.image_token_id, counts);
+  }
+  p.ids = at::tensor(ids, at::kLong).unsqueeze(0);
+  return p;
+}
+
+std::string Qwen2_5_VL::answer(const std::vector<Image>& images, const std::string& question,
+                               const AnswerOptions& opt) const {
+  Prompt p = build_prompt(images, question);
+  sampling::GenerateOptions g;
+  g.max_new_tokens = opt.max_new_tokens;
+  g.sampling = opt.sampling;
+  g.eos_token_ids = {cfg_.eos_token_id};
+  if (auto eot = tokenizer_->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
+  g.pad_token_id = g.eos_token_ids[0];
+  at::Tensor out = generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g).cpu();
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < out.size(1); ++i) {
+    const int64_t id = out[0][i].item<int64_t>();
+    if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) != g.eos_token_ids.end()) break;
+    ids.push_back(id);
+  }
+  return tokenizer_->decode(ids, /*skip_special_tokens=*/true);
 }
 
 nn::KVCache Qwen2_5_VL::new_cache(int64_t batch, int64_t capacity) const {

@@ -3,11 +3,8 @@
 #include "omniflux/models/xomni_lm.h"
 
 #include <filesystem>
-#include <fstream>
-#include <map>
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
 #include "omniflux/nn/debug.h"
@@ -35,34 +32,6 @@ LMConfig LMConfig::from_json(const omniflux::Config& json) {
   return c;
 }
 
-namespace {
-
-// Token lookup from a tokenizers tokenizer.json: added tokens first, then the BPE vocabulary.
-std::function<std::optional<int64_t>(const std::string&)> tokenizer_json_lookup(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot open tokenizer", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error("tokenizer.json is not valid JSON", path, "", e.what());
-  }
-  auto table = std::make_shared<std::map<std::string, int64_t>>();
-  if (j.contains("model") && j["model"].contains("vocab") && j["model"]["vocab"].is_object())
-    for (auto it = j["model"]["vocab"].begin(); it != j["model"]["vocab"].end(); ++it)
-      if (it.value().is_number_integer()) (*table)[it.key()] = it.value().get<int64_t>();
-  if (j.contains("added_tokens") && j["added_tokens"].is_array())
-    for (const auto& t : j["added_tokens"])
-      if (t.contains("content") && t.contains("id") && t["id"].is_number_integer())
-        (*table)[t["content"].get<std::string>()] = t["id"].get<int64_t>();
-  return [table](const std::string& tok) -> std::optional<int64_t> {
-    auto it = table->find(tok);
-    if (it == table->end()) return std::nullopt;
-    return it->second;
-  };
-}
-
-}  // namespace
 
 void XOmniLM::check_image_token_ids(
     const std::function<std::optional<int64_t>(const std::string&)>& token_to_id) const {
@@ -74,6 +43,10 @@ void XOmniLM::check_image_token_ids(
     if (*id != V + k)
       throw Error("image code ids do not follow vocab_size + k", tok, std::to_string(V + k), std::to_string(*id));
   }
+}
+
+void XOmniLM::check_image_token_ids(const text::Tokenizer& tokenizer) const {
+  check_image_token_ids([&](const std::string& t) { return tokenizer.token_to_id(t); });
 }
 
 XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
@@ -98,7 +71,7 @@ XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
   lm.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
   const auto tok = std::filesystem::path(folder) / "tokenizer.json";
   if (std::filesystem::is_directory(folder) && std::filesystem::exists(tok))
-    lm.check_image_token_ids(tokenizer_json_lookup(tok.string()));
+    lm.check_image_token_ids(*text::load_tokenizer(folder));
   return lm;
 }
 

@@ -4,6 +4,7 @@
 // and rope_deltas), and the Qwen2 LM with <|image_pad|> embeddings replaced by vision features.
 // Images only (no video).
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "omniflux/nn/kv_cache.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
+#include "omniflux/text/tokenizer.h"
 
 namespace omniflux::qwen2_5_vl {
 
@@ -141,6 +143,29 @@ class Qwen2_5_VL {
   at::Tensor generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                       sampling::GenerateOptions opt) const;
 
+  // --- Chat (needs a tokenizer: the folder's tokenizer.json, or set_tokenizer) ---
+  // Checks that the tokenizer's <|image_pad|> is config.image_token_id.
+  void set_tokenizer(std::shared_ptr<const text::Tokenizer> tokenizer);
+  const text::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+
+  struct Prompt {
+    at::Tensor ids;  // [1, L] with the image pads expanded
+    PixelBatch pixels;
+  };
+  // One user turn of the Qwen2.5-VL chat template: the images, then the question; tokenised, the
+  // k-th <|image_pad|> repeated t*gh*gw / merge^2 times, and the images preprocessed.
+  Prompt build_prompt(const std::vector<Image>& images, const std::string& question) const;
+
+  struct AnswerOptions {
+    int64_t max_new_tokens = 256;
+    sampling::SamplingOptions sampling;  // greedy unless sampling.do_sample
+  };
+  // The assistant's reply, decoded without special tokens; stops at <|im_end|> (or <|endoftext|>).
+  std::string answer(const std::vector<Image>& images, const std::string& question, const AnswerOptions& opt) const;
+  std::string answer(const std::vector<Image>& images, const std::string& question) const {
+    return answer(images, question, AnswerOptions{});
+  }
+
  private:
   at::Tensor run(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache,
                  const nn::AttentionOptions& attn) const;
@@ -150,6 +175,7 @@ class Qwen2_5_VL {
   VisionTower visual_;
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
   std::vector<qwen2::DecoderLayer> layers_;
+  std::shared_ptr<const text::Tokenizer> tokenizer_;
 };
 
 }  // namespace omniflux::qwen2_5_vl

@@ -19,6 +19,7 @@
 #include "omniflux/nn/kv_cache.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
+#include "omniflux/text/tokenizer.h"
 
 namespace omniflux::xomni {
 
@@ -41,8 +42,8 @@ enum class Mode { Text, Image };
 
 class XOmniLM {
  public:
-  // A folder with config.json and the LM safetensors. When the folder holds a tokenizer.json, the
-  // image-code ids are checked against it (check_image_token_ids).
+  // A folder with config.json and the LM safetensors. When the folder holds a tokenizer.json, it
+  // is loaded and the image-code ids are checked against it (check_image_token_ids).
   static XOmniLM load(const std::string& folder, const RuntimeOptions& rt = {});
 
   const LMConfig& config() const { return cfg_; }
@@ -79,6 +80,7 @@ class XOmniLM {
   // Checks that "<MM-Token-k>" is id vocab_size + k (k = 0, 1 and image_vocab_size - 1) with the
   // tokenizer's lookup; throws Error naming the token otherwise.
   void check_image_token_ids(const std::function<std::optional<int64_t>(const std::string&)>& token_to_id) const;
+  void check_image_token_ids(const text::Tokenizer& tokenizer) const;
 
  private:
   LMConfig cfg_;
