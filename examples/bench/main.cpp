@@ -28,28 +28,31 @@ std::string BenchContext::arg(const std::string& key, const std::string& def) co
   return it == args.end() ? def : it->second;
 }
 
-int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
+namespace {
+// Parses the whole string with `parse` (std::stoll or std::stod), or throws naming the argument.
+template <typename T, typename Parse>
+T parse_arg(const std::map<std::string, std::string>& args, const std::string& key, T def,
+            Parse parse, const char* kind) {
   auto it = args.find(key);
   if (it == args.end()) return def;
   try {
     size_t used = 0;
-    int64_t v = std::stoll(it->second, &used);
+    T v = parse(it->second, &used);
     if (used == it->second.size()) return v;
   } catch (const std::exception&) {
   }
-  throw Error("bench argument is not an integer", key, "an integer", it->second);
+  throw Error(std::string("bench argument is not ") + kind, key, kind, it->second);
+}
+}  // namespace
+
+int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
+  return parse_arg<int64_t>(args, key, def, [](const std::string& s, size_t* u) { return std::stoll(s, u); },
+                            "an integer");
 }
 
 double BenchContext::arg_double(const std::string& key, double def) const {
-  auto it = args.find(key);
-  if (it == args.end()) return def;
-  try {
-    size_t used = 0;
-    double v = std::stod(it->second, &used);
-    if (used == it->second.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error("bench argument is not a number", key, "a number", it->second);
+  return parse_arg<double>(args, key, def, [](const std::string& s, size_t* u) { return std::stod(s, u); },
+                           "a number");
 }
 
 void BenchContext::sync() const {

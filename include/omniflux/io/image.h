@@ -1,0 +1,56 @@
+#pragma once
+// Image I/O: decoding (PNG, JPEG, BMP, GIF, TGA, PSD, PNM through stb_image), PNG encoding with
+// tEXt chunks, and a resampler that reproduces PIL's Image.resize byte for byte.
+// Every problem with user input is an omniflux::Error naming the file (or the buffer's name).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace omniflux {
+
+// 8-bit RGB, [height, width, 3] row-major (HWC), no padding between rows.
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;
+};
+
+// Largest image accepted anywhere (decode, encode, resize, the resampler's intermediate): each
+// side at most kMaxImageSide and at most kMaxImagePixels pixels (768 MiB of RGB). Decoding checks
+// the declared size before allocating, so a tiny file declaring a huge image is rejected cheaply.
+constexpr int kMaxImageSide = 65535;
+constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
+
+// Reads and decodes an image file. Like PIL's Image.open(path).convert("RGB"): grey is replicated,
+// alpha is dropped (not composited), palettes are expanded; GIF gives its first frame. EXIF
+// orientation is not applied (PIL does not either). Known differences from PIL: 16-bit PNGs keep
+// the high byte of each sample (stb_image's reduction; PIL clips), JPEGs are decoded by stb_image
+// (within a few levels of libjpeg, not equal), and transparent GIF pixels come out black (PIL
+// gives their palette colour). PNM must be binary (P5, P6) with maximum value 255. PNG chunk CRCs
+// are checked; truncated data is an error in every format. Radiance HDR is not supported.
+Image load_image(const std::string& path);
+// Same, from memory. `name` appears in errors.
+Image decode_image(const uint8_t* data, size_t size, const std::string& name);
+
+// PNG tEXt entries: (keyword, text). Keywords are 1-79 printable Latin-1 bytes (32-126, 161-255)
+// without leading, trailing or consecutive spaces; text is any bytes except NUL. Both are written
+// as given: tEXt is defined as Latin-1, so UTF-8 text reads back as the same bytes but other PNG
+// readers show non-ASCII characters as Latin-1.
+using PngText = std::vector<std::pair<std::string, std::string>>;
+
+// Encodes an 8-bit RGB PNG (stb_image_write), with one tEXt chunk per entry right after IHDR.
+std::vector<uint8_t> encode_png(const Image& image, const PngText& text = {});
+void save_png(const std::string& path, const Image& image, const PngText& text = {});
+// The tEXt chunks of a PNG, in file order. Checks the PNG structure and every chunk's CRC.
+// zTXt and iTXt chunks are not read.
+PngText read_png_text(const std::string& path);
+PngText read_png_text(const uint8_t* data, size_t size, const std::string& name);
+
+enum class Resample { Bilinear, Bicubic };
+
+// PIL's Image.resize((width, height), resample) on an RGB image (box=None, reducing_gap=None),
+// byte for byte: separable fixed-point convolution, horizontal pass first. Same size is a copy.
+Image resize(const Image& image, int width, int height, Resample filter);
+
+}  // namespace omniflux
