@@ -9,6 +9,7 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
+#include "omniflux/io/image_tensor.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/sampling/latents.h"
 
@@ -186,8 +187,7 @@ at::Tensor FluxPipeline::to_uint8(const at::Tensor& image) {
   return at::round(x.permute({0, 2, 3, 1}) * 255).to(at::kByte).contiguous();
 }
 
-std::optional<at::Tensor> FluxPipeline::generate_tensor(const FluxGenerateOptions& opt,
-                                                        const ProgressCallback& progress) const {
+std::optional<Image> FluxPipeline::generate(const FluxGenerateOptions& opt, const ProgressCallback& progress) const {
   flux_check_size(opt.width, opt.height);
   if (opt.steps < 1 || opt.steps > 1000)
     throw Error("invalid number of steps", "FluxPipeline.generate", "1..1000", std::to_string(opt.steps));
@@ -205,7 +205,7 @@ std::optional<at::Tensor> FluxPipeline::generate_tensor(const FluxGenerateOption
   if (!latents) return std::nullopt;
   at::Tensor image = decode(*latents, opt.height, opt.width, opt.vae_tiling);
   if (progress && !progress("decode", 1, 1)) return std::nullopt;
-  return to_uint8(image)[0];
+  return image_from_tensor(to_uint8(image)[0]);
 }
 
 }  // namespace omniflux

@@ -11,6 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "omniflux/io/image.h"
 #include "omniflux/models/clip_text.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
@@ -82,9 +83,8 @@ class FluxPipeline {
   // (diffusers VaeImageProcessor.postprocess).
   static at::Tensor to_uint8(const at::Tensor& image);
 
-  // The whole text-to-image call: uint8 [H, W, 3], or nullopt when cancelled.
-  std::optional<at::Tensor> generate_tensor(const FluxGenerateOptions& opt,
-                                            const ProgressCallback& progress = {}) const;
+  // The whole text-to-image call; nullopt when the callback cancelled.
+  std::optional<Image> generate(const FluxGenerateOptions& opt, const ProgressCallback& progress = {}) const;
 
   const FluxTransformer& transformer() const;
   const FluxVae& vae() const;
