@@ -86,20 +86,37 @@ struct Rope {
   at::Tensor cos, sin;  // [L, head_dim] float32
 };
 
-// q, k, v projections with per-head RMSNorm on q and k (eps 1e-6).
+// q, k, v projections with per-head RMSNorm on q and k (eps 1e-6), fused into one matmul at load
+// (the single block also fuses proj_mlp, as BFL's linear1). Same math as separate projections.
 struct QkvProj {
-  nn::Linear q, k, v;
+  nn::Linear fused;         // [3 dim (+ extra), dim]
+  int64_t dim, extra = 0;
   at::Tensor norm_q, norm_k;
-  QkvProj(const WeightView& w, int64_t dim, int64_t head_dim, const char* q_name, const char* k_name,
-          const char* v_name, const char* nq, const char* nk)
-      : q(nn::Linear::load(w, q_name, dim, dim)),
-        k(nn::Linear::load(w, k_name, dim, dim)),
-        v(nn::Linear::load(w, v_name, dim, dim)),
-        norm_q(w.get(std::string(nq) + ".weight", {head_dim})),
-        norm_k(w.get(std::string(nk) + ".weight", {head_dim})) {}
-  // x [B, L, dim] -> q, k, v [B, H, L, D]
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> operator()(const at::Tensor& x, int64_t h) const {
-    return {nn::rms_norm(heads(q(x), h), norm_q, 1e-6), nn::rms_norm(heads(k(x), h), norm_k, 1e-6), heads(v(x), h)};
+  QkvProj(const WeightView& w, int64_t dim_, int64_t head_dim, const char* q_name, const char* k_name,
+          const char* v_name, const char* nq, const char* nk, const WeightView* extra_w = nullptr,
+          const char* extra_name = nullptr, int64_t extra_dim = 0)
+      : dim(dim_), norm_q(w.get(std::string(nq) + ".weight", {head_dim})), norm_k(w.get(std::string(nk) + ".weight", {head_dim})) {
+    std::vector<nn::Linear> parts = {nn::Linear::load(w, q_name, dim, dim), nn::Linear::load(w, k_name, dim, dim),
+                                     nn::Linear::load(w, v_name, dim, dim)};
+    if (extra_w) {
+      parts.push_back(nn::Linear::load(*extra_w, extra_name, dim, extra_dim));
+      extra = extra_dim;
+    }
+    std::vector<at::Tensor> ws, bs;
+    for (const auto& p : parts) {
+      ws.push_back(p.weight);
+      bs.push_back(p.bias);
+    }
+    fused.weight = at::cat(ws, 0);
+    fused.bias = at::cat(bs, 0);
+  }
+  // x [B, L, dim] -> q, k, v [B, H, L, D], and the extra projection [B, L, extra] (undefined if none)
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> operator()(const at::Tensor& x, int64_t h) const {
+    at::Tensor y = fused(x);
+    at::Tensor q = nn::rms_norm(heads(y.slice(-1, 0, dim), h), norm_q, 1e-6);
+    at::Tensor k = nn::rms_norm(heads(y.slice(-1, dim, 2 * dim), h), norm_k, 1e-6);
+    at::Tensor v = heads(y.slice(-1, 2 * dim, 3 * dim), h);
+    return {q, k, v, extra ? y.slice(-1, 3 * dim) : at::Tensor()};
   }
 };
 
@@ -140,8 +157,8 @@ struct DoubleBlock {
                                                const Rope& rope) const {
     auto m = norm1(silu_temb).chunk(6, 1);
     auto mc = norm1_context(silu_temb).chunk(6, 1);
-    auto [qi, ki, vi] = img_qkv(modulate(x, m[0], m[1]), h);
-    auto [qt, kt, vt] = txt_qkv(modulate(c, mc[0], mc[1]), h);
+    auto [qi, ki, vi, unused_i] = img_qkv(modulate(x, m[0], m[1]), h);
+    auto [qt, kt, vt, unused_t] = txt_qkv(modulate(c, mc[0], mc[1]), h);
     const int64_t t = c.size(1);
     // joint sequence [B, H, T + N, D], text first
     at::Tensor o = merge_heads(rope_attention(at::cat({qt, qi}, 2), at::cat({kt, ki}, 2), at::cat({vt, vi}, 2), rope));
@@ -158,23 +175,22 @@ struct DoubleBlock {
 struct SingleBlock {
   int64_t h;
   nn::Linear norm;  // AdaLayerNormZeroSingle: shift, scale, gate
-  QkvProj qkv;
-  nn::Linear proj_mlp, proj_out;
+  QkvProj qkv_mlp;  // attn.to_q/to_k/to_v and proj_mlp in one matmul
+  nn::Linear proj_out;
 
   SingleBlock(const WeightView& w, const FluxDiTConfig& c)
       : h(c.num_attention_heads),
         norm(nn::Linear::load(w, "norm.linear", c.inner_dim(), 3 * c.inner_dim())),
-        qkv(w.sub("attn"), c.inner_dim(), c.attention_head_dim, "to_q", "to_k", "to_v", "norm_q", "norm_k"),
-        proj_mlp(nn::Linear::load(w, "proj_mlp", c.inner_dim(), c.mlp_ratio * c.inner_dim())),
+        qkv_mlp(w.sub("attn"), c.inner_dim(), c.attention_head_dim, "to_q", "to_k", "to_v", "norm_q", "norm_k", &w,
+                "proj_mlp", c.mlp_ratio * c.inner_dim()),
         proj_out(nn::Linear::load(w, "proj_out", (1 + c.mlp_ratio) * c.inner_dim(), c.inner_dim())) {}
 
   at::Tensor operator()(const at::Tensor& x, const at::Tensor& silu_temb, const Rope& rope) const {
     auto m = norm(silu_temb).chunk(3, 1);
-    at::Tensor n = modulate(x, m[0], m[1]);
-    auto [q, k, v] = qkv(n, h);
+    auto [q, k, v, mlp] = qkv_mlp(modulate(x, m[0], m[1]), h);
     at::Tensor attn = merge_heads(rope_attention(q, k, v, rope));
     // proj_out consumes cat(attention, mlp) along channels
-    return x + m[2].unsqueeze(1) * proj_out(at::cat({attn, nn::gelu_tanh(proj_mlp(n))}, -1));
+    return x + m[2].unsqueeze(1) * proj_out(at::cat({attn, nn::gelu_tanh(mlp)}, -1));
   }
 };
 
