@@ -1,11 +1,6 @@
 // PIL-exact bicubic resize against the model fixtures: the images Qwen2VLImageProcessor (slow, PIL
 // path) resized inside the reference runs.
-//
-// PENDING: this file is named pending_*.cpp so the tests/test_*.cpp glob skips it until the
-// safetensors reader (src/io/safetensors.cpp) lands; then rename it to tests/test_image_fixture.cpp.
-// Until then, the same comparison was checked by hand: /usr/bin/python3 + numpy parsed the two
-// io.safetensors files, wrote the tensors as PNGs, and a throwaway program ran load_image + resize
-// on them (0 differing bytes for both cases). No stand-in reader is committed.
+
 #include <gtest/gtest.h>
 
 #include <cstring>
