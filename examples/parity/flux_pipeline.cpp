@@ -1,5 +1,6 @@
 // Parity case flux_pipeline: FLUX.1-dev text-to-image stage by stage (tokenize, noise,
-// encode_prompt, denoise, decode), each from the fixture's own inputs.
+// encode_prompt, denoise, decode), each from the fixture's own inputs, then the full call from
+// prompt and seed to the uint8 image.
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -17,6 +18,12 @@ OMNIFLUX_PARITY_CASE(flux_pipeline) {
   ParityOutputs out;
   const int64_t height = ctx.input("height").item<int64_t>(), width = ctx.input("width").item<int64_t>();
   const int64_t max_len = ctx.input("max_sequence_length").item<int64_t>();
+
+  // tokenize
+  at::Tensor utf8 = ctx.input("prompt_utf8").contiguous();
+  const std::string prompt(reinterpret_cast<const char*>(utf8.data_ptr<uint8_t>()), utf8.numel());
+  out["clip_input_ids"] = pipe.clip_ids(prompt);
+  out["t5_input_ids"] = pipe.t5_ids(prompt, max_len);
 
   // noise: the seeded CPU generator in diffusers' shape
   const int64_t h = omniflux::flux_latent_size(height), w = omniflux::flux_latent_size(width);
@@ -61,8 +68,19 @@ OMNIFLUX_PARITY_CASE(flux_pipeline) {
     omniflux::parity::Taps taps;
     at::Tensor image = pipe.decode(ctx.input("final_latents"), height, width);
     out["image"] = image;
-    out["image_uint8"] = omniflux::FluxPipeline::to_uint8(image)[0];
     taps.put_last(out, "inter_vae_input", "flux.vae_input");
   }
+
+  // full: prompt and seed to the uint8 image in one call
+  omniflux::FluxGenerateOptions g;
+  g.prompt = prompt;
+  g.width = width;
+  g.height = height;
+  g.steps = steps;
+  g.guidance = opt.guidance;
+  g.max_sequence_length = max_len;
+  g.seed = static_cast<uint64_t>(ctx.input("seed").item<int64_t>());
+  auto img = pipe.generate(g);
+  out["image_uint8"] = at::tensor(img->rgb, at::kByte).reshape({img->height, img->width, 3});
   return out;
 }

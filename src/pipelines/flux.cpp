@@ -12,6 +12,8 @@
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/sampling/latents.h"
+#include "omniflux/text/clip_tokenizer.h"
+#include "omniflux/text/t5_tokenizer.h"
 
 namespace fs = std::filesystem;
 
@@ -32,6 +34,8 @@ struct FluxPipeline::Impl {
   T5Encoder t5;
   FlowMatchConfig scheduler;
   std::string folder;
+  std::shared_ptr<const text::ClipTokenizer> tokenizer;   // tokenizer/: vocab.json + merges.txt
+  std::shared_ptr<const text::T5Tokenizer> tokenizer_2;   // tokenizer_2/: spiece.model
 };
 
 namespace {
@@ -69,7 +73,10 @@ FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions&
                                           FluxVae::load(sub_folder(folder, "vae"), rt),
                                           ClipTextModel::load(sub_folder(folder, "text_encoder"), rt),
                                           T5Encoder::load(sub_folder(folder, "text_encoder_2"), rt),
-                                          load_scheduler(sub_folder(folder, "scheduler")), folder});
+                                          load_scheduler(sub_folder(folder, "scheduler")), folder,
+                                          text::ClipTokenizer::from_vocab_merges(sub_folder(folder, "tokenizer")),
+                                          text::T5Tokenizer::from_spiece_model(
+                                              (fs::path(sub_folder(folder, "tokenizer_2")) / "spiece.model").string())});
   const auto& dc = impl->transformer.config();
   if (dc.pooled_projection_dim != impl->clip.config().hidden_size || dc.joint_attention_dim != impl->t5.config().d_model ||
       dc.in_channels != 4 * impl->vae.config().latent_channels)
@@ -90,11 +97,26 @@ const T5Encoder& FluxPipeline::text_encoder_2() const { return impl_->t5; }
 const FlowMatchConfig& FluxPipeline::scheduler() const { return impl_->scheduler; }
 const RuntimeOptions& FluxPipeline::runtime() const { return impl_->rt; }
 
-at::Tensor FluxPipeline::clip_ids(const std::string&) const {
-  throw Error("tokenizers are not available in this build yet", "FluxPipeline.clip_ids");
+namespace {
+// ids padded / truncated to `length`, as [1, length] int64
+at::Tensor encode_padded(const text::Tokenizer& tok, const std::string& prompt, int64_t length) {
+  text::EncodeOptions o;
+  o.max_length = static_cast<size_t>(length);
+  o.pad_to_max_length = true;
+  std::vector<int64_t> ids = tok.encode(prompt, o);
+  return at::tensor(ids, at::kLong).reshape({1, -1});
 }
-at::Tensor FluxPipeline::t5_ids(const std::string&, int64_t) const {
-  throw Error("tokenizers are not available in this build yet", "FluxPipeline.t5_ids");
+}  // namespace
+
+at::Tensor FluxPipeline::clip_ids(const std::string& prompt) const {
+  // diffusers: padding="max_length", max_length=tokenizer_max_length (77), truncation=True
+  return encode_padded(*impl_->tokenizer, prompt, impl_->clip.config().max_position_embeddings);
+}
+
+at::Tensor FluxPipeline::t5_ids(const std::string& prompt, int64_t max_sequence_length) const {
+  if (max_sequence_length < 1 || max_sequence_length > 512)
+    throw Error("invalid max_sequence_length", "FluxPipeline", "1..512", std::to_string(max_sequence_length));
+  return encode_padded(*impl_->tokenizer_2, prompt, max_sequence_length);
 }
 
 FluxPromptEmbeds FluxPipeline::encode_ids(const at::Tensor& clip_ids, const at::Tensor& t5_ids) const {
