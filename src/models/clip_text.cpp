@@ -5,8 +5,8 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/attention.h"
 #include "omniflux/nn/debug.h"
+#include "omniflux/nn/encoder_layer.h"
 #include "omniflux/nn/layers.h"
 #include "omniflux/nn/ops.h"
 
@@ -33,34 +33,26 @@ ClipTextConfig ClipTextConfig::from_config(const Config& root) {
 
 namespace {
 
+// encoder.layers.N: the shared pre-LN layer (nn/encoder_layer.h) with q/k/v fused at load.
 struct EncoderLayer {
-  int64_t heads;
-  bool quick;
-  nn::LayerNorm layer_norm1, layer_norm2;
-  nn::Linear q_proj, k_proj, v_proj, out_proj, fc1, fc2;
-  EncoderLayer(const WeightView& w, const ClipTextConfig& c)
-      : heads(c.num_attention_heads),
-        quick(c.hidden_act == "quick_gelu"),
-        layer_norm1(nn::LayerNorm::load(w, "layer_norm1", c.hidden_size, c.layer_norm_eps)),
-        layer_norm2(nn::LayerNorm::load(w, "layer_norm2", c.hidden_size, c.layer_norm_eps)),
-        q_proj(nn::Linear::load(w, "self_attn.q_proj", c.hidden_size, c.hidden_size)),
-        k_proj(nn::Linear::load(w, "self_attn.k_proj", c.hidden_size, c.hidden_size)),
-        v_proj(nn::Linear::load(w, "self_attn.v_proj", c.hidden_size, c.hidden_size)),
-        out_proj(nn::Linear::load(w, "self_attn.out_proj", c.hidden_size, c.hidden_size)),
-        fc1(nn::Linear::load(w, "mlp.fc1", c.hidden_size, c.intermediate_size)),
-        fc2(nn::Linear::load(w, "mlp.fc2", c.intermediate_size, c.hidden_size)) {}
-
-  at::Tensor operator()(const at::Tensor& x) const {
-    // [B, L, C] -> [B, H, L, C/H]
-    auto split = [&](const at::Tensor& t) { return t.unflatten(-1, {heads, -1}).transpose(1, 2); };
-    at::Tensor n = layer_norm1(x);
-    nn::AttentionOptions opt;
-    opt.causal = true;
-    at::Tensor a = nn::attention(split(q_proj(n)), split(k_proj(n)), split(v_proj(n)), opt);
-    at::Tensor h = x + out_proj(a.transpose(1, 2).flatten(2));
-    at::Tensor f = fc1(layer_norm2(h));
-    return h + fc2(quick ? nn::quick_gelu(f) : nn::gelu(f));
+  nn::EncoderLayerWeights w;
+  nn::EncoderLayerOptions opt;
+  EncoderLayer(const WeightView& v, const ClipTextConfig& c) {
+    const int64_t d = c.hidden_size;
+    auto lin = [&](const char* name, int64_t out, int64_t in) { return nn::Linear::load(v, name, in, out); };
+    auto q = lin("self_attn.q_proj", d, d), k = lin("self_attn.k_proj", d, d), vv = lin("self_attn.v_proj", d, d);
+    auto o = lin("self_attn.out_proj", d, d), fc1 = lin("mlp.fc1", c.intermediate_size, d),
+         fc2 = lin("mlp.fc2", d, c.intermediate_size);
+    auto ln1 = nn::LayerNorm::load(v, "layer_norm1", d, c.layer_norm_eps);
+    auto ln2 = nn::LayerNorm::load(v, "layer_norm2", d, c.layer_norm_eps);
+    w = {ln1.weight, ln1.bias, nn::fuse_qkv(q.weight, k.weight, vv.weight), nn::fuse_qkv(q.bias, k.bias, vv.bias),
+         o.weight, o.bias, ln2.weight, ln2.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias};
+    opt.num_heads = c.num_attention_heads;
+    opt.eps = c.layer_norm_eps;
+    opt.act = nn::parse_activation(c.hidden_act, "clip text_config.hidden_act");
+    opt.attn.causal = true;  // no padding mask: FluxPipeline passes none
   }
+  at::Tensor operator()(const at::Tensor& x) const { return nn::encoder_layer(x, w, opt); }
 };
 
 }  // namespace
