@@ -1,5 +1,8 @@
 #pragma once
 // Rotary position embeddings. Angles are computed in fp32 (FLUX's in float64), as the references do.
+#include <utility>
+#include <vector>
+
 #include <ATen/core/Tensor.h>
 
 namespace omniflux::nn {
@@ -18,5 +21,12 @@ at::Tensor apply_rope_half(const at::Tensor& x, const at::Tensor& cos, const at:
 // Interleaved-pair RoPE (FLUX, diffusers apply_rotary_emb use_real_unbind_dim=-1): pairs
 // (x[2i], x[2i+1]) rotate by angle i. x [B, H, L, D]; cos/sin [L, D] with each angle repeated twice.
 at::Tensor apply_rope_interleaved(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// Multi-axis interleaved tables (diffusers FluxPosEmbed): ids [L, A] (one coordinate per axis) ->
+// cos, sin [L, sum(axes_dims)] float32. Axis a covers axes_dims[a] channels with frequencies
+// 1 / theta^(2j / axes_dims[a]); angles, cos and sin are computed in float64 and then cast, each
+// value repeated for its pair (c0, c0, c1, c1, ...).
+std::pair<at::Tensor, at::Tensor> rope_axes_cos_sin(const at::Tensor& ids, const std::vector<int64_t>& axes_dims,
+                                                    double theta);
 
 }  // namespace omniflux::nn

@@ -1,0 +1,98 @@
+#pragma once
+// omniflux-tiny: writes tiny random-weight model folders in the real layouts, for tests and the
+// demo. Each model registers a writer in its own file of this folder:
+//
+//   OMNIFLUX_TINY_MODEL(flux_1_dev, "flux.1-dev") {
+//     TinyWeights w(ctx.seed);                 // seeded, conventional initialisation
+//     w.linear("x_embedder", 32, 64);
+//     w.save(ctx.dir / "transformer" / "diffusion_pytorch_model.safetensors");
+//     ...
+//   }
+//
+// ctx.dir is OUT/<folder name>; ctx.tokenizers is the folder holding the real tokenizer files
+// (tests/fixtures/tokenizers: clip/, t5/, qwen2/).
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
+#include "omniflux/io/safetensors.h"
+
+namespace omniflux::tiny {
+
+struct TinyContext {
+  std::filesystem::path dir;         // the model's output folder (created)
+  std::filesystem::path tokenizers;  // real tokenizer files
+  uint64_t seed = 0;
+
+  void write_json(const std::filesystem::path& rel, const nlohmann::json& j) const;
+  // Copies tokenizers/<from>/<name> for each name into dir/<to>/.
+  void copy_tokenizer(const std::string& from, const std::string& to, const std::vector<std::string>& names) const;
+};
+
+// Seeded random tensors with the fixtures' initialisation conventions (MANIFEST "weights_init"):
+// matrices N(0, 1/fan_in), embeddings N(0, 1), norm scales 1 + 0.1 N, biases 0.02 N.
+// Header-only so that omniflux-bench can build random full-size weights with the same code.
+class TinyWeights {
+ public:
+  explicit TinyWeights(uint64_t seed, at::ScalarType dtype = at::kFloat)
+      : gen_(at::detail::createCPUGenerator(seed)), dtype_(dtype) {}
+  // std < 0: 1/sqrt(fan_in)
+  void matrix(const std::string& name, std::vector<int64_t> shape, double std = -1) {
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
+    if (std < 0) std = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    put(name, at::randn(shape, gen_, at::kFloat).mul_(std));
+  }
+  void embedding(const std::string& name, int64_t n, int64_t dim) { put(name, at::randn({n, dim}, gen_, at::kFloat)); }
+  // name.weight (+ name.bias)
+  void norm(const std::string& name, int64_t dim, bool bias) {
+    put(name + ".weight", 1 + 0.1 * at::randn({dim}, gen_, at::kFloat));
+    if (bias) put(name + ".bias", 0.02 * at::randn({dim}, gen_, at::kFloat));
+  }
+  void linear(const std::string& name, int64_t out, int64_t in, bool bias = true) {
+    matrix(name + ".weight", {out, in});
+    if (bias) put(name + ".bias", 0.02 * at::randn({out}, gen_, at::kFloat));
+  }
+  void conv(const std::string& name, int64_t out, int64_t in, int64_t k) {
+    matrix(name + ".weight", {out, in, k, k});
+    put(name + ".bias", 0.02 * at::randn({out}, gen_, at::kFloat));
+  }
+  void save(const std::filesystem::path& file) const {
+    std::filesystem::create_directories(file.parent_path());
+    save_safetensors(file.string(), tensors_, {{"format", "pt"}});
+  }
+  size_t size() const { return tensors_.size(); }
+
+ private:
+  void put(const std::string& name, const at::Tensor& t) { tensors_[name] = t.to(dtype_); }
+  at::Generator gen_;
+  at::ScalarType dtype_;
+  std::map<std::string, at::Tensor> tensors_;
+};
+
+struct TinyModel {
+  std::string folder;  // name of the folder under OUT
+  std::function<void(TinyContext&)> write;
+};
+std::map<std::string, TinyModel>& registry();
+
+struct Registrar {
+  Registrar(const char* name, const char* folder, std::function<void(TinyContext&)> write) {
+    registry()[name] = {folder, std::move(write)};
+  }
+};
+
+}  // namespace omniflux::tiny
+
+#define OMNIFLUX_TINY_MODEL(NAME, FOLDER)                                                   \
+  static void tiny_write_##NAME(omniflux::tiny::TinyContext&);                             \
+  static omniflux::tiny::Registrar tiny_reg_##NAME(#NAME, FOLDER, tiny_write_##NAME);      \
+  static void tiny_write_##NAME([[maybe_unused]] omniflux::tiny::TinyContext& ctx)

@@ -1,0 +1,61 @@
+#include "omniflux/nn/layers.h"
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/nn/ops.h"
+
+namespace omniflux::nn {
+
+Linear Linear::load(const WeightView& w, const std::string& name, int64_t in, int64_t out, bool bias) {
+  Linear l;
+  l.weight = w.get(name + ".weight", {out, in});
+  if (bias) l.bias = w.get(name + ".bias", {out});
+  return l;
+}
+
+at::Tensor Linear::operator()(const at::Tensor& x) const { return linear(x, weight, bias); }
+
+Conv2d Conv2d::load(const WeightView& w, const std::string& name, int64_t in, int64_t out, int64_t kernel,
+                    int64_t stride, int64_t padding) {
+  Conv2d c;
+  c.weight = w.get(name + ".weight", {out, in, kernel, kernel});
+  c.bias = w.get(name + ".bias", {out});
+  c.stride = stride;
+  c.padding = padding;
+  return c;
+}
+
+at::Tensor Conv2d::operator()(const at::Tensor& x) const {
+  if (x.dim() != 4 || x.size(1) != weight.size(1))
+    throw Error("conv2d input has the wrong shape", "nn::Conv2d",
+                "[B, " + std::to_string(weight.size(1)) + ", H, W]", shape_str(x.sizes().vec()));
+  return at::conv2d(x, weight, bias, {stride, stride}, {padding, padding});
+}
+
+LayerNorm LayerNorm::load(const WeightView& w, const std::string& name, int64_t dim, double eps) {
+  LayerNorm n;
+  n.weight = w.get(name + ".weight", {dim});
+  n.bias = w.get(name + ".bias", {dim});
+  n.eps = eps;
+  return n;
+}
+
+at::Tensor LayerNorm::operator()(const at::Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+
+GroupNorm GroupNorm::load(const WeightView& w, const std::string& name, int64_t channels, int64_t groups,
+                          double eps) {
+  if (groups <= 0 || channels % groups != 0)
+    throw Error("channels not divisible by the group count", w.key(name), "a divisor of " + std::to_string(channels),
+                std::to_string(groups));
+  GroupNorm n;
+  n.weight = w.get(name + ".weight", {channels});
+  n.bias = w.get(name + ".bias", {channels});
+  n.groups = groups;
+  n.eps = eps;
+  return n;
+}
+
+at::Tensor GroupNorm::operator()(const at::Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
+
+}  // namespace omniflux::nn

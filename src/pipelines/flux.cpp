@@ -1,0 +1,233 @@
+// FLUX.1-dev text-to-image, after diffusers v0.31 pipeline_flux.py (FluxPipeline.__call__,
+// encode_prompt, prepare_latents) and image_processor.py (postprocess).
+#include "omniflux/pipelines/flux.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/io/config.h"
+#include "omniflux/io/image_tensor.h"
+#include "omniflux/nn/debug.h"
+#include "omniflux/sampling/latents.h"
+#include "omniflux/text/clip_tokenizer.h"
+#include "omniflux/text/t5_tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace omniflux {
+
+void flux_check_size(int64_t width, int64_t height) {
+  for (auto [name, v] : {std::pair<const char*, int64_t>{"width", width}, {"height", height}})
+    if (v < 16 || v > kFluxMaxSide || v % 16 != 0)
+      throw Error("invalid output size", std::string("FluxPipeline: ") + name,
+                  "a multiple of 16 in [16, " + std::to_string(kFluxMaxSide) + "]", std::to_string(v));
+}
+
+struct FluxPipeline::Impl {
+  RuntimeOptions rt;
+  FluxTransformer transformer;
+  FluxVae vae;
+  ClipTextModel clip;
+  T5Encoder t5;
+  FlowMatchConfig scheduler;
+  std::string folder;
+  std::shared_ptr<const text::ClipTokenizer> tokenizer;   // tokenizer/: vocab.json + merges.txt
+  std::shared_ptr<const text::T5Tokenizer> tokenizer_2;   // tokenizer_2/: spiece.model
+};
+
+namespace {
+
+std::string sub_folder(const std::string& root, const char* name) {
+  fs::path p = fs::path(root) / name;
+  std::error_code ec;
+  if (!fs::is_directory(p, ec))
+    throw Error("FLUX.1-dev folder lacks a component", p.string(), std::string("a folder ") + name, "missing");
+  return p.string();
+}
+
+FlowMatchConfig load_scheduler(const std::string& folder) {
+  Config c = Config::load((fs::path(folder) / "scheduler_config.json").string());
+  if (!c.get_bool("use_dynamic_shifting", false))
+    throw Error("only dynamic shifting schedulers are supported (FLUX.1-dev)",
+                c.source() + ": use_dynamic_shifting", "true", "false");
+  if (c.has("time_shift_type") && c.get_string("time_shift_type") != "exponential")
+    throw Error("unsupported time shift", c.source() + ": time_shift_type", "exponential", c.get_string("time_shift_type"));
+  FlowMatchConfig s;  // the pipeline reads these with .get(key, default)
+  s.base_image_seq_len = c.get_int("base_image_seq_len", s.base_image_seq_len);
+  s.max_image_seq_len = c.get_int("max_image_seq_len", s.max_image_seq_len);
+  s.base_shift = c.get_double("base_shift", s.base_shift);
+  s.max_shift = c.get_double("max_shift", s.max_shift);
+  return s;
+}
+
+}  // namespace
+
+FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions& rt) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
+    throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
+  auto impl = std::make_shared<Impl>(Impl{rt, FluxTransformer::load(sub_folder(folder, "transformer"), rt),
+                                          FluxVae::load(sub_folder(folder, "vae"), rt),
+                                          ClipTextModel::load(sub_folder(folder, "text_encoder"), rt),
+                                          T5Encoder::load(sub_folder(folder, "text_encoder_2"), rt),
+                                          load_scheduler(sub_folder(folder, "scheduler")), folder,
+                                          text::ClipTokenizer::from_vocab_merges(sub_folder(folder, "tokenizer")),
+                                          text::T5Tokenizer::from_spiece_model(
+                                              (fs::path(sub_folder(folder, "tokenizer_2")) / "spiece.model").string())});
+  const auto& dc = impl->transformer.config();
+  if (dc.pooled_projection_dim != impl->clip.config().hidden_size || dc.joint_attention_dim != impl->t5.config().d_model ||
+      dc.in_channels != 4 * impl->vae.config().latent_channels)
+    throw Error("FLUX components do not fit together", folder,
+                "pooled_projection_dim = CLIP hidden, joint_attention_dim = T5 d_model, in_channels = 4 x latent",
+                std::to_string(dc.pooled_projection_dim) + "/" + std::to_string(impl->clip.config().hidden_size) + ", " +
+                    std::to_string(dc.joint_attention_dim) + "/" + std::to_string(impl->t5.config().d_model) + ", " +
+                    std::to_string(dc.in_channels) + "/" + std::to_string(impl->vae.config().latent_channels));
+  FluxPipeline p;
+  p.impl_ = impl;
+  return p;
+}
+
+const FluxTransformer& FluxPipeline::transformer() const { return impl_->transformer; }
+const FluxVae& FluxPipeline::vae() const { return impl_->vae; }
+const ClipTextModel& FluxPipeline::text_encoder() const { return impl_->clip; }
+const T5Encoder& FluxPipeline::text_encoder_2() const { return impl_->t5; }
+const FlowMatchConfig& FluxPipeline::scheduler() const { return impl_->scheduler; }
+const RuntimeOptions& FluxPipeline::runtime() const { return impl_->rt; }
+
+namespace {
+// ids padded / truncated to `length`, as [1, length] int64
+at::Tensor encode_padded(const text::Tokenizer& tok, const std::string& prompt, int64_t length) {
+  text::EncodeOptions o;
+  o.max_length = static_cast<size_t>(length);
+  o.pad_to_max_length = true;
+  std::vector<int64_t> ids = tok.encode(prompt, o);
+  return at::tensor(ids, at::kLong).reshape({1, -1});
+}
+}  // namespace
+
+at::Tensor FluxPipeline::clip_ids(const std::string& prompt) const {
+  // diffusers: padding="max_length", max_length=tokenizer_max_length (77), truncation=True
+  return encode_padded(*impl_->tokenizer, prompt, impl_->clip.config().max_position_embeddings);
+}
+
+at::Tensor FluxPipeline::t5_ids(const std::string& prompt, int64_t max_sequence_length) const {
+  if (max_sequence_length < 1 || max_sequence_length > 512)
+    throw Error("invalid max_sequence_length", "FluxPipeline", "1..512", std::to_string(max_sequence_length));
+  return encode_padded(*impl_->tokenizer_2, prompt, max_sequence_length);
+}
+
+FluxPromptEmbeds FluxPipeline::encode_ids(const at::Tensor& clip_ids, const at::Tensor& t5_ids) const {
+  const auto dtype = impl_->transformer.dtype();
+  FluxPromptEmbeds e;
+  e.pooled = impl_->clip.forward(clip_ids).pooler_output.to(dtype);
+  e.t5 = impl_->t5.forward(t5_ids).to(dtype);
+  return e;
+}
+
+FluxPromptEmbeds FluxPipeline::encode_prompt(const std::string& prompt, const std::string& prompt_2,
+                                             int64_t max_sequence_length) const {
+  if (max_sequence_length < 1 || max_sequence_length > 512)
+    throw Error("invalid max_sequence_length", "FluxPipeline.encode_prompt", "1..512", std::to_string(max_sequence_length));
+  return encode_ids(clip_ids(prompt), t5_ids(prompt_2, max_sequence_length));
+}
+
+std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const FluxPromptEmbeds& cond,
+                                                const FluxPromptEmbeds* uncond, const FluxDenoiseOptions& opt,
+                                                const ProgressCallback& progress) const {
+  const Impl& m = *impl_;
+  if (noise.dim() != 4 || noise.size(1) * 4 != m.transformer.config().in_channels || noise.size(2) % 2 != 0 ||
+      noise.size(3) % 2 != 0)
+    throw Error("initial noise has the wrong shape", "FluxPipeline.denoise",
+                "[B, " + std::to_string(m.transformer.config().in_channels / 4) + ", even h, even w]",
+                shape_str(noise.sizes().vec()));
+  if (!std::isfinite(opt.guidance) || !std::isfinite(opt.true_cfg_scale))
+    throw Error("guidance must be finite", "FluxPipeline.denoise");
+  const int64_t b = noise.size(0), h = noise.size(2), w = noise.size(3);
+  const auto dtype = m.transformer.dtype();
+  const auto dev = m.rt.torch_device();
+  for (const FluxPromptEmbeds* e : {&cond, uncond})
+    if (e && (e->pooled.size(0) != b || e->t5.size(0) != b))
+      throw Error("prompt embeddings and noise disagree on the batch", "FluxPipeline.denoise", std::to_string(b),
+                  std::to_string(e->pooled.size(0)));
+
+  at::Tensor latents = pack_latents(noise.to(dev, dtype));  // [B, N, 64]
+  const int64_t n = latents.size(1);
+  auto sched = flow_match_schedule(opt.steps, flow_match_mu(n, m.scheduler));
+  const float* sig = sched.sigmas.data_ptr<float>();
+  FluxDiTInputs in;
+  in.img_ids = latent_image_ids(h, w).to(dev);
+  in.txt_ids = text_ids(cond.t5.size(1)).to(dev);
+  in.guidance = at::full({b}, opt.guidance, at::kFloat).to(dev);
+  FluxDiTInputs neg = in;
+  if (uncond) neg.txt_ids = text_ids(uncond->t5.size(1)).to(dev);
+  const bool cfg = uncond && opt.true_cfg_scale > 1.0;
+
+  if (progress && !progress("denoise", 0, opt.steps)) return std::nullopt;
+  for (int64_t i = 0; i < opt.steps; ++i) {
+    // diffusers: timestep = t.expand(B).to(latents.dtype) / 1000 with t = sigma * 1000 in float32
+    at::Tensor ts = (sched.timesteps.slice(0, i, i + 1).expand({b}).to(dev, dtype) / 1000);
+    in.hidden_states = latents;
+    in.timestep = ts;
+    in.pooled_projections = cond.pooled;
+    in.encoder_hidden_states = cond.t5;
+    at::Tensor v = m.transformer.forward(in);
+    if (cfg) {
+      neg.hidden_states = latents;
+      neg.timestep = ts;
+      neg.pooled_projections = uncond->pooled;
+      neg.encoder_hidden_states = uncond->t5;
+      at::Tensor vn = m.transformer.forward(neg);
+      v = vn + opt.true_cfg_scale * (v - vn);
+    }
+    tap("flux.noise_pred", v);
+    latents = flow_match_euler_step(latents, v, sig[i], sig[i + 1]);
+    tap("flux.step_latents", latents);
+    if (progress && !progress("denoise", i + 1, opt.steps)) return std::nullopt;
+  }
+  return latents;
+}
+
+at::Tensor FluxPipeline::decode(const at::Tensor& packed, int64_t height, int64_t width, VaeTilingMode tiling) const {
+  flux_check_size(width, height);
+  const FluxVae& vae = impl_->vae;
+  at::Tensor z = vae.unscale_latents(unpack_latents(packed, flux_latent_size(height), flux_latent_size(width)));
+  tap("flux.vae_input", z);
+  const int64_t tile = std::max<int64_t>(1, vae.config().sample_size / vae.config().downscale());
+  const bool tiled = tiling == VaeTilingMode::On ||
+                     (tiling == VaeTilingMode::Auto && (z.size(2) > tile || z.size(3) > tile));
+  return tiled ? vae.decode_tiled(z) : vae.decode(z);
+}
+
+at::Tensor FluxPipeline::to_uint8(const at::Tensor& image) {
+  if (image.dim() != 4 || image.size(1) != 3)
+    throw Error("image must be [B, 3, H, W]", "FluxPipeline.to_uint8", "[B, 3, H, W]", shape_str(image.sizes().vec()));
+  at::Tensor x = (image.to(at::kCPU, at::kFloat) / 2 + 0.5).clamp(0, 1);
+  // numpy: (x * 255).round().astype(uint8) on NHWC float32; at::round is half to even
+  return at::round(x.permute({0, 2, 3, 1}) * 255).to(at::kByte).contiguous();
+}
+
+std::optional<Image> FluxPipeline::generate(const FluxGenerateOptions& opt, const ProgressCallback& progress) const {
+  flux_check_size(opt.width, opt.height);
+  if (opt.steps < 1 || opt.steps > 1000)
+    throw Error("invalid number of steps", "FluxPipeline.generate", "1..1000", std::to_string(opt.steps));
+  const std::string& p2 = opt.prompt_2 ? *opt.prompt_2 : opt.prompt;
+  FluxPromptEmbeds cond = encode_prompt(opt.prompt, p2, opt.max_sequence_length);
+  std::optional<FluxPromptEmbeds> uncond;
+  if (opt.true_cfg_scale > 1.0 && opt.negative_prompt)
+    uncond = encode_prompt(*opt.negative_prompt, *opt.negative_prompt, opt.max_sequence_length);
+  if (progress && !progress("encode_prompt", 1, 1)) return std::nullopt;
+
+  const int64_t c = impl_->transformer.config().in_channels / 4;
+  at::Tensor noise = flux_initial_noise(opt.seed, 1, c, flux_latent_size(opt.height), flux_latent_size(opt.width));
+  FluxDenoiseOptions d{opt.steps, opt.guidance, opt.true_cfg_scale};
+  auto latents = denoise(noise, cond, uncond ? &*uncond : nullptr, d, progress);
+  if (!latents) return std::nullopt;
+  at::Tensor image = decode(*latents, opt.height, opt.width, opt.vae_tiling);
+  if (progress && !progress("decode", 1, 1)) return std::nullopt;
+  return image_from_tensor(to_uint8(image)[0]);
+}
+
+}  // namespace omniflux

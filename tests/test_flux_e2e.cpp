@@ -1,0 +1,120 @@
+// FLUX.1-dev text-to-image end to end on a tiny random-weight folder written by omniflux-tiny:
+// prompt -> PNG through the CLI, reproducible bytes for a seed, cancel within one step.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "omniflux/pipelines/flux.h"
+#include "omniflux/sampling/latents.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace omniflux;
+
+namespace {
+
+std::string bin(const std::string& name) { return (fs::path(OMNIFLUX_BIN_DIR) / name).string(); }
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// One tiny folder for the whole suite.
+const fs::path& tiny_root() {
+  static TempDir dir;
+  static bool written = [] {
+    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() + " --seed 3 --only flux_1_dev" +
+                            " --tokenizers " + fixture("tokenizers") + " > /dev/null";
+    return std::system(cmd.c_str()) == 0;
+  }();
+  EXPECT_TRUE(written);
+  return dir.path();
+}
+
+int run_flux(const fs::path& out, const std::string& extra = "") {
+  const std::string cmd = bin("omniflux-flux") + " -m " + (tiny_root() / "flux.1-dev").string() +
+                          " -p 'A cat holding a sign that says hello world' -W 64 -H 48 --steps 3 --seed 11"
+                          " --max-sequence-length 32 --quiet -o " + out.string() + " " + extra;
+  return std::system(cmd.c_str());
+}
+
+}  // namespace
+
+TEST(FluxEndToEnd, TinyFolderHasTheRealLayout) {
+  const fs::path d = tiny_root() / "flux.1-dev";
+  for (const char* f : {"model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json",
+                        "text_encoder/model.safetensors", "text_encoder_2/config.json", "text_encoder_2/model.safetensors",
+                        "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer_2/spiece.model",
+                        "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors", "vae/config.json",
+                        "vae/diffusion_pytorch_model.safetensors"})
+    EXPECT_TRUE(fs::is_regular_file(d / f)) << f;
+  // the real tokenizer files, byte for byte
+  EXPECT_EQ(read_bytes(d / "tokenizer/vocab.json"), read_bytes(fixture("tokenizers/clip/vocab.json")));
+  EXPECT_EQ(read_bytes(d / "tokenizer_2/spiece.model"), read_bytes(fixture("tokenizers/t5/spiece.model")));
+  EXPECT_NO_THROW(FluxPipeline::load(d.string()));
+}
+
+TEST(FluxEndToEnd, PromptToPngIsReproducible) {
+  TempDir out;
+  ASSERT_EQ(run_flux(out.path() / "a.png"), 0);
+  ASSERT_EQ(run_flux(out.path() / "b.png"), 0);
+  Image img = load_image((out.path() / "a.png").string());
+  EXPECT_EQ(img.width, 64);
+  EXPECT_EQ(img.height, 48);
+  EXPECT_EQ(read_bytes(out.path() / "a.png"), read_bytes(out.path() / "b.png"));
+  auto text = read_png_text((out.path() / "a.png").string());
+  ASSERT_EQ(text.size(), 1u);
+  EXPECT_EQ(text[0].first, "parameters");
+  EXPECT_NE(text[0].second.find("A cat holding a sign"), std::string::npos);
+  EXPECT_NE(text[0].second.find("Seed: 11"), std::string::npos);
+  EXPECT_NE(text[0].second.find("Steps: 3"), std::string::npos);
+  // another seed, another image
+  ASSERT_EQ(run_flux(out.path() / "c.png", "--seed 12"), 0);
+  EXPECT_NE(read_bytes(out.path() / "a.png"), read_bytes(out.path() / "c.png"));
+}
+
+TEST(FluxEndToEnd, CliRejectsBadArguments) {
+  TempDir out;
+  EXPECT_NE(run_flux(out.path() / "x.png", "-W 100"), 0);  // not a multiple of 16
+  EXPECT_NE(run_flux(out.path() / "x.png", "--steps x"), 0);
+  EXPECT_FALSE(fs::exists(out.path() / "x.png"));
+  const std::string missing = bin("omniflux-flux") + " -m " + out.path().string() + " -p hi -o " +
+                              (out.path() / "y.png").string() + " 2> /dev/null";
+  EXPECT_NE(std::system(missing.c_str()), 0);
+}
+
+TEST(FluxEndToEnd, GenerateMatchesStagesAndCancelsWithinOneStep) {
+  auto pipe = FluxPipeline::load((tiny_root() / "flux.1-dev").string());
+  FluxGenerateOptions opt;
+  opt.prompt = "a red cube";
+  opt.width = 32;
+  opt.height = 32;
+  opt.steps = 5;
+  opt.max_sequence_length = 16;
+  opt.seed = 5;
+  std::vector<std::pair<std::string, int64_t>> seen;
+  auto img = pipe.generate(opt, [&](const std::string& stage, int64_t step, int64_t) {
+    seen.emplace_back(stage, step);
+    return !(stage == "denoise" && step == 2);
+  });
+  EXPECT_FALSE(img.has_value());
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back(), (std::pair<std::string, int64_t>{"denoise", 2}));  // no call after the cancel
+  auto full = pipe.generate(opt);
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(full->width, 32);
+  // the same image from the stages
+  auto e = pipe.encode_prompt(opt.prompt, opt.prompt, opt.max_sequence_length);
+  FluxDenoiseOptions d;
+  d.steps = 5;
+  auto lat = pipe.denoise(flux_initial_noise(5, 1, 16, 4, 4), e, nullptr, d);
+  at::Tensor u8 = FluxPipeline::to_uint8(pipe.decode(*lat, 32, 32))[0];
+  EXPECT_EQ(std::vector<uint8_t>(u8.data_ptr<uint8_t>(), u8.data_ptr<uint8_t>() + u8.numel()), full->rgb);
+}
