@@ -395,13 +395,20 @@ RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_gr
 // --- The model --------------------------------------------------------------------------------
 
 Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, const RuntimeOptions& rt) {
+  auto store = WeightStore::open(folder, rt);
+  Qwen2_5_VL m = load(folder, *store, rt);
+  store->finish();
+  return m;
+}
+
+Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, const RuntimeOptions& rt) {
+  WeightStore* store = &store_ref;
   Qwen2_5_VL m;
   m.rt_ = rt;
   m.cfg_ = Config::from_json(omniflux::Config::load(folder));
   const auto pre = std::filesystem::path(folder) / "preprocessor_config.json";
   if (std::filesystem::is_directory(folder) && std::filesystem::exists(pre)) m.pre_ = PreprocessorConfig::load(pre.string());
   const qwen2::Config& c = m.cfg_.text;
-  auto store = WeightStore::open(folder, rt);
   // Hub layout (<= 4.51): visual.*, model.*; 4.52+: model.visual.*, model.language_model.*.
   const bool new_layout = store->contains("model.language_model.embed_tokens.weight");
   const WeightView lmw = store->root().sub(new_layout ? "model.language_model" : "model");
@@ -415,7 +422,6 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, const RuntimeOptions& rt)
     m.lm_head_ = store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size});
   }
   m.visual_ = VisionTower::load(store->root().sub(new_layout ? "model.visual" : "visual"), m.cfg_.vision);
-  store->finish();
   m.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
   if (std::filesystem::is_directory(folder) && std::filesystem::exists(std::filesystem::path(folder) / "tokenizer.json"))
     m.set_tokenizer(text::load_tokenizer(folder));
@@ -488,6 +494,16 @@ at::Tensor Qwen2_5_VL::run(const at::Tensor& x_in, const at::Tensor& cos, const 
 
 at::Tensor Qwen2_5_VL::prefill(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                                nn::KVCache& cache, const at::Tensor& attention_mask, int64_t logits_to_keep) const {
+  at::Tensor h = prefill_hidden(ids, pixel_values, grid_thw, cache, attention_mask);
+  const int64_t S = h.size(1);
+  if (logits_to_keep > 0 && logits_to_keep < S) h = h.slice(1, S - logits_to_keep);
+  return nn::linear(h, lm_head_);
+}
+
+at::Tensor Qwen2_5_VL::logits(const at::Tensor& hidden) const { return nn::linear(hidden, lm_head_); }
+
+at::Tensor Qwen2_5_VL::prefill_hidden(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
+                                      nn::KVCache& cache, const at::Tensor& attention_mask) const {
   qwen2::check_token_ids(ids, cfg_.text.vocab_size, "Qwen2_5_VL::prefill");
   if (ids.size(0) != cache.batch() || cache.length() != 0)
     throw Error("prefill needs an empty cache of the prompt's batch size", "Qwen2_5_VL::prefill",
@@ -516,10 +532,7 @@ at::Tensor Qwen2_5_VL::prefill(const at::Tensor& ids, const at::Tensor& pixel_va
   nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
   cache.set_position_delta(ri.rope_deltas);  // decode positions: sequence index + rope_delta
   auto [cos, sin] = nn::mrope_cos_sin(ri.position_ids.to(dev), inv_freq_, cfg_.mrope_section);
-  at::Tensor h = run(x, cos, sin, cache, attn);
-  const int64_t S = h.size(1);
-  if (logits_to_keep > 0 && logits_to_keep < S) h = h.slice(1, S - logits_to_keep);
-  return nn::linear(h, lm_head_);
+  return run(x, cos, sin, cache, attn);
 }
 
 at::Tensor Qwen2_5_VL::decode_one(const at::Tensor& ids, nn::KVCache& cache) const {

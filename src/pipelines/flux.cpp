@@ -69,7 +69,14 @@ FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions&
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
-  auto impl = std::make_shared<Impl>(Impl{rt, FluxTransformer::load(sub_folder(folder, "transformer"), rt),
+  return load(folder, FluxTransformer::load(sub_folder(folder, "transformer"), rt), rt);
+}
+
+FluxPipeline FluxPipeline::load(const std::string& folder, FluxTransformer transformer, const RuntimeOptions& rt) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
+    throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
+  auto impl = std::make_shared<Impl>(Impl{rt, std::move(transformer),
                                           FluxVae::load(sub_folder(folder, "vae"), rt),
                                           ClipTextModel::load(sub_folder(folder, "text_encoder"), rt),
                                           T5Encoder::load(sub_folder(folder, "text_encoder_2"), rt),

@@ -125,6 +125,10 @@ class Qwen2_5_VL {
   // A Hugging Face folder: config.json, safetensors (hub layout visual.* / model.* / lm_head, or the
   // 4.52+ layout model.visual.* / model.language_model.*), optionally preprocessor_config.json.
   static Qwen2_5_VL load(const std::string& folder, const RuntimeOptions& rt = {});
+  // The config (and tokenizer, preprocessor) from `folder`, the weights from `store` in the hub
+  // layout (visual.*, model.*, lm_head.*) for checkpoints that hold more (UniWorld-V1's
+  // denoise_tower.*). The caller calls store.finish().
+  static Qwen2_5_VL load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
   const Config& config() const { return cfg_; }
   const PreprocessorConfig& preprocessor() const { return pre_; }
@@ -136,6 +140,12 @@ class Qwen2_5_VL {
   // cache for decode_one. Returns logits of the last `logits_to_keep` positions (0 = all).
   at::Tensor prefill(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                      nn::KVCache& cache, const at::Tensor& attention_mask = {}, int64_t logits_to_keep = 1) const;
+  // As prefill, but returns the last hidden states [B, L, hidden] after the final RMSNorm
+  // (hidden_states[-1]) instead of logits.
+  at::Tensor prefill_hidden(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
+                            nn::KVCache& cache, const at::Tensor& attention_mask = {}) const;
+  // The logits of hidden states (lm_head).
+  at::Tensor logits(const at::Tensor& hidden) const;
   // ids [B] on the device; position = sequence index + rope_delta on all three rows.
   at::Tensor decode_one(const at::Tensor& ids, nn::KVCache& cache) const;
 

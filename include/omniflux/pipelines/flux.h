@@ -61,6 +61,9 @@ struct FluxDenoiseOptions {
 class FluxPipeline {
  public:
   static FluxPipeline load(const std::string& folder, const RuntimeOptions& rt = {});
+  // The same with a transformer from elsewhere (UniWorld-V1 ships its fine-tuned DiT in its own
+  // checkpoint); the folder's transformer/ is then not read and may be absent.
+  static FluxPipeline load(const std::string& folder, FluxTransformer transformer, const RuntimeOptions& rt = {});
 
   // Prompt to CLIP ids [1, 77] and T5 ids [1, max_sequence_length] (truncated and padded).
   at::Tensor clip_ids(const std::string& prompt) const;

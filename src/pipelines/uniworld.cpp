@@ -1,0 +1,295 @@
+// UniWorld-V1 inference after the official app.py chat_step / univa/serve/cli.py (spec
+// uniworld.md §3): one VLM prefill, SigLIP per reference image, the connectors, CLIP + T5 from
+// FLUX.1-dev, the FLUX loop with UniWorld's own DiT, VAE decode; or a text answer.
+#include "omniflux/pipelines/uniworld.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/io/config.h"
+#include "omniflux/io/image_tensor.h"
+#include "omniflux/models/flux_dit.h"
+#include "omniflux/models/siglip2.h"
+#include "omniflux/nn/debug.h"
+#include "omniflux/sampling/latents.h"
+#include "omniflux/text/chat_template.h"
+
+namespace fs = std::filesystem;
+
+namespace omniflux {
+
+struct UniWorldPipeline::Impl {
+  RuntimeOptions rt;
+  qwen2_5_vl::Qwen2_5_VL vlm;
+  uniworld::Connectors connectors;
+  std::optional<uniworld::TaskHead> task_head;
+  std::optional<FluxPipeline> flux;
+  std::optional<SiglipVisionModel> siglip;
+  SiglipImageProcessorConfig siglip_pre;
+  int64_t image_end_token_id = 151653;
+  int64_t assistant_token_id = 77091;  // app.py / cli.py hard-code it
+  int64_t qwen_pixels = 448 * 448;     // app.py: min_pixels = max_pixels = 448 * 448
+};
+
+UniWorldTask parse_uniworld_task(const std::string& name) {
+  if (name == "auto") return UniWorldTask::Auto;
+  if (name == "image") return UniWorldTask::Image;
+  if (name == "text") return UniWorldTask::Text;
+  throw Error("unknown task", "--task", "auto, image or text", name);
+}
+
+std::pair<int64_t, int64_t> uniworld_dynamic_resize(int64_t height, int64_t width, int64_t anchor_pixels) {
+  if (height <= 0 || width <= 0 || anchor_pixels <= 0)
+    throw Error("dynamic_resize needs positive sizes", "uniworld_dynamic_resize", "> 0",
+                std::to_string(height) + "x" + std::to_string(width) + ", anchor " + std::to_string(anchor_pixels));
+  // anyres_util.py any_11ratio, as (w, h) ratios
+  static const int64_t ratios[][2] = {{16, 9}, {9, 16}, {7, 5}, {5, 7}, {5, 4}, {4, 5},
+                                      {4, 3},  {3, 4},  {3, 2}, {2, 3}, {1, 1}};
+  const double target = static_cast<double>(width) / static_cast<double>(height);
+  const int64_t* best = ratios[0];
+  double best_d = std::abs(static_cast<double>(ratios[0][0]) / ratios[0][1] - target);
+  for (const auto& r : ratios) {
+    const double d = std::abs(static_cast<double>(r[0]) / r[1] - target);
+    if (d < best_d) best_d = d, best = r;  // strict: ties keep the first
+  }
+  const int64_t rw = best[0], rh = best[1], stride = 32;
+  // Python round(): half to even
+  const double s = std::sqrt(static_cast<double>(anchor_pixels) / static_cast<double>(stride * rh * stride * rw));
+  const int64_t scale = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(s)));
+  return {stride * rh * scale, stride * rw * scale};
+}
+
+namespace {
+
+void require_folder(const std::string& path, const char* what) {
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) throw Error(std::string(what) + " folder not found", path, "a folder", "missing");
+}
+
+}  // namespace
+
+UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const std::string& flux_folder,
+                                        const std::string& siglip_folder, const RuntimeOptions& rt) {
+  require_folder(model_folder, "UniWorld-V1");
+  require_folder(flux_folder, "FLUX.1-dev");
+  require_folder(siglip_folder, "SigLIP2");
+  auto impl = std::make_shared<Impl>();
+  impl->rt = rt;
+  const Config cfg = Config::load(model_folder);
+  // modeling_univa_qwen2p5vl.py needs image_end_token_id to splice the SigLIP features.
+  impl->image_end_token_id = cfg.get_int("image_end_token_id");
+  if (!cfg.has("denoise_tower")) throw Error("not a UniWorld-V1 config", cfg.source() + ": denoise_tower", "present", "absent");
+  const Config dt = cfg.sub("denoise_tower");
+  if (dt.get_string("denoiser_type", "flux") != "flux")
+    throw Error("unsupported denoiser", cfg.source() + ": denoise_tower.denoiser_type", "flux", dt.get_string("denoiser_type"));
+  if (cfg.get_bool("shortcut_image_embeds", false))
+    throw Error("shortcut_image_embeds is not supported (off in the release)", cfg.source() + ": shortcut_image_embeds",
+                "false", "true");
+
+  auto store = WeightStore::open(model_folder, rt);
+  impl->vlm = qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, rt);
+  const int64_t hidden = impl->vlm.config().text.hidden_size;
+  const WeightView tower = store->root().sub("denoise_tower");
+  impl->connectors = uniworld::Connectors::load(tower, dt.get_int("input_hidden_size", hidden),
+                                                dt.get_int("output_hidden_size", 4096));
+  if (impl->connectors.denoise_projector.in_dim() != hidden)
+    throw Error("denoise_projector input differs from the VLM hidden size", cfg.source(), std::to_string(hidden),
+                std::to_string(impl->connectors.denoise_projector.in_dim()));
+  FluxTransformer dit(FluxDiTConfig::from_config(dt.sub("denoiser_config")), tower.sub("denoiser"));
+  store->ignore_prefix("denoise_tower.vae_projector.");  // only on the unused ref_features_for_vlm path
+  store->finish();
+
+  impl->flux = FluxPipeline::load(flux_folder, std::move(dit), rt);
+  impl->siglip = SiglipVisionModel::load(siglip_folder, rt);
+  impl->siglip_pre = SiglipImageProcessorConfig::load(siglip_folder);
+  const int64_t out = impl->connectors.denoise_projector.out_dim();
+  if (impl->connectors.siglip_projector.in_dim() != impl->siglip->config().hidden_size ||
+      impl->connectors.siglip_projector.out_dim() != out ||
+      impl->flux->transformer().config().joint_attention_dim != out)
+    throw Error("UniWorld components do not fit together", model_folder,
+                "siglip_projector in = SigLIP hidden, projector out = DiT joint_attention_dim",
+                std::to_string(impl->connectors.siglip_projector.in_dim()) + "/" +
+                    std::to_string(impl->siglip->config().hidden_size) + ", " + std::to_string(out) + "/" +
+                    std::to_string(impl->flux->transformer().config().joint_attention_dim));
+  if (!impl->vlm.tokenizer()) throw Error("UniWorld-V1 folder lacks the Qwen2.5-VL tokenizer", model_folder, "tokenizer.json", "missing");
+  if (auto a = impl->vlm.tokenizer()->token_to_id("assistant")) impl->assistant_token_id = *a;
+  for (const char* name : {"task_head_final.pt", "task_head_final.safetensors"}) {
+    const fs::path p = fs::path(model_folder) / name;
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) {
+      impl->task_head = uniworld::TaskHead::load(p.string(), hidden, rt);
+      break;
+    }
+  }
+  UniWorldPipeline u;
+  u.impl_ = impl;
+  return u;
+}
+
+const qwen2_5_vl::Qwen2_5_VL& UniWorldPipeline::vlm() const { return impl_->vlm; }
+const FluxPipeline& UniWorldPipeline::flux() const { return *impl_->flux; }
+const uniworld::Connectors& UniWorldPipeline::connectors() const { return impl_->connectors; }
+int64_t UniWorldPipeline::qwen_pixels() const { return impl_->qwen_pixels; }
+void UniWorldPipeline::set_qwen_pixels(int64_t pixels) {
+  if (pixels < 28 * 28) throw Error("qwen pixels too small", "UniWorldPipeline::set_qwen_pixels", ">= 784", std::to_string(pixels));
+  impl_->qwen_pixels = pixels;
+}
+bool UniWorldPipeline::has_task_head() const { return impl_->task_head.has_value(); }
+
+std::string UniWorldPipeline::chat_text(const std::string& prompt, int num_images) const {
+  return text::render_uniworld(prompt, num_images);
+}
+
+UniWorldPipeline::VlmPrompt UniWorldPipeline::build_prompt(const std::string& prompt,
+                                                           const std::vector<Image>& images) const {
+  const Impl& m = *impl_;
+  if (images.size() > static_cast<size_t>(kUniWorldMaxImages))
+    throw Error("too many reference images", "UniWorldPipeline", "0 to " + std::to_string(kUniWorldMaxImages),
+                std::to_string(images.size()));
+  VlmPrompt p;
+  std::vector<int64_t> ids = m.vlm.tokenizer()->encode(chat_text(prompt, static_cast<int>(images.size())));
+  if (!images.empty()) {
+    const auto& vc = m.vlm.config().vision;
+    const int64_t factor = vc.patch_size * vc.spatial_merge_size;
+    // Stage A, qwen_vl_utils.fetch_image: smart_resize with the message's min/max pixels, PIL
+    // resize with the default filter (BICUBIC).
+    std::vector<Image> fetched;
+    for (const Image& img : images) {
+      auto [h, w] = qwen2_5_vl::smart_resize(img.height, img.width, factor, m.qwen_pixels, m.qwen_pixels);
+      fetched.push_back(resize(img, static_cast<int>(w), static_cast<int>(h), Resample::Bicubic));
+      p.resized.push_back(image_to_tensor(fetched.back()));
+    }
+    // Stage B, Qwen2VLImageProcessor built with the same min/max pixels (AutoProcessor kwargs);
+    // spec §3.2 open question: a no-op for sizes stage A already produced within the limits.
+    qwen2_5_vl::PreprocessorConfig pre = m.vlm.preprocessor();
+    pre.min_pixels = pre.max_pixels = m.qwen_pixels;
+    p.pixels = qwen2_5_vl::preprocess(fetched, pre);
+    std::vector<int64_t> counts;
+    const int64_t unit = vc.spatial_merge_size * vc.spatial_merge_size;
+    for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
+    ids = text::expand_image_pads(ids, m.vlm.config().image_token_id, counts);
+  }
+  p.ids = at::tensor(ids, at::kLong).unsqueeze(0);
+  return p;
+}
+
+at::Tensor UniWorldPipeline::vlm_hidden(const VlmPrompt& p) const {
+  nn::KVCache cache = impl_->vlm.new_cache(1, p.ids.size(1));
+  return impl_->vlm.prefill_hidden(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache);
+}
+
+at::Tensor UniWorldPipeline::siglip_pixels(const std::vector<Image>& images) const {
+  return siglip_preprocess(images, impl_->siglip_pre);
+}
+
+at::Tensor UniWorldPipeline::siglip_features(const at::Tensor& pixels) const {
+  return impl_->siglip->forward(pixels.to(impl_->rt.torch_device())).last_hidden_state;
+}
+
+at::Tensor UniWorldPipeline::clip_ids(const std::string& text) const { return impl_->flux->clip_ids(text); }
+at::Tensor UniWorldPipeline::t5_ids(const std::string& text, int64_t n) const { return impl_->flux->t5_ids(text, n); }
+
+uniworld::TextStream UniWorldPipeline::assemble(const at::Tensor& ids, const at::Tensor& hidden, const at::Tensor& sig,
+                                                const at::Tensor& t5) const {
+  const Impl& m = *impl_;
+  at::Tensor e = m.connectors.denoise_projector.forward(hidden);
+  tap("uniworld.vlm_projected", e);
+  at::Tensor s;
+  if (sig.defined() && sig.size(0) > 0) {
+    s = m.connectors.siglip_projector.forward(sig);
+    tap("uniworld.siglip_projected", s);
+  }
+  return uniworld::assemble_text_stream(ids, e, s, t5, m.image_end_token_id);
+}
+
+bool UniWorldPipeline::route_to_image(const at::Tensor& ids, const at::Tensor& hidden) const {
+  const Impl& m = *impl_;
+  if (!m.task_head)
+    throw Error("the UniWorld-V1 folder has no task head, so the task cannot be chosen automatically",
+                "UniWorldPipeline", "task_head_final.pt (or .safetensors), or the task image/text", "missing");
+  at::Tensor pos = ids[0].eq(m.assistant_token_id).nonzero();
+  if (pos.numel() == 0) throw Error("the prompt has no 'assistant' token to route on", "UniWorldPipeline");
+  const int64_t last = pos[-1][0].item<int64_t>();
+  return m.task_head->wants_image(hidden[0][last]);
+}
+
+std::pair<int64_t, int64_t> UniWorldPipeline::output_size(const UniWorldOptions& opt) const {
+  flux_check_size(opt.width, opt.height);
+  if (opt.images.empty() || !opt.snap_to_ratio) return {opt.height, opt.width};
+  // cli.py: h, w of Image 1, or the mean over the reference images; anchor = height * width.
+  double h = 0, w = 0;
+  for (const Image& im : opt.images) h += im.height, w += im.width;
+  h /= static_cast<double>(opt.images.size());
+  w /= static_cast<double>(opt.images.size());
+  auto hw = uniworld_dynamic_resize(std::max<int64_t>(1, std::llround(h)), std::max<int64_t>(1, std::llround(w)),
+                                    opt.width * opt.height);
+  flux_check_size(hw.second, hw.first);
+  return hw;
+}
+
+std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, const ProgressCallback& progress) const {
+  const Impl& m = *impl_;
+  if (opt.images.size() > static_cast<size_t>(kUniWorldMaxImages))
+    throw Error("too many reference images", "UniWorldPipeline", "0 to " + std::to_string(kUniWorldMaxImages),
+                std::to_string(opt.images.size()));
+  if (opt.steps < 1 || opt.steps > 1000) throw Error("invalid number of steps", "UniWorldPipeline", "1..1000", std::to_string(opt.steps));
+  if (!std::isfinite(opt.guidance)) throw Error("guidance must be finite", "UniWorldPipeline");
+  const auto [height, width] = output_size(opt);
+
+  VlmPrompt p = build_prompt(opt.prompt, opt.images);
+  at::Tensor hidden = vlm_hidden(p);
+  if (progress && !progress("vlm", 1, 1)) return std::nullopt;
+
+  bool image = opt.task != UniWorldTask::Text;
+  if (opt.task == UniWorldTask::Auto) image = route_to_image(p.ids, hidden);
+  UniWorldResult r;
+  if (!image) {
+    // app.py: model.generate(**inputs, max_new_tokens=128), special tokens skipped.
+    sampling::GenerateOptions g;
+    g.max_new_tokens = opt.max_new_tokens;
+    g.eos_token_ids = {m.vlm.config().eos_token_id};
+    if (auto eot = m.vlm.tokenizer()->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
+    g.pad_token_id = g.eos_token_ids[0];
+    at::Tensor out = m.vlm.generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g).cpu();
+    std::vector<int64_t> ids;
+    for (int64_t i = 0; i < out.size(1); ++i) {
+      const int64_t id = out[0][i].item<int64_t>();
+      if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) != g.eos_token_ids.end()) break;
+      ids.push_back(id);
+    }
+    r.is_image = false;
+    r.text = m.vlm.tokenizer()->decode(ids, /*skip_special_tokens=*/true);
+    if (progress && !progress("answer", 1, 1)) return std::nullopt;
+    return r;
+  }
+
+  at::Tensor sig;
+  if (!opt.images.empty()) {
+    sig = siglip_features(siglip_pixels(opt.images));
+    if (progress && !progress("siglip", 1, 1)) return std::nullopt;
+  }
+  // app.py: encode_prompt(text if joint_with_t5 else ""): CLIP always, T5 kept only when on.
+  const std::string text = opt.use_t5 ? opt.prompt : std::string();
+  FluxPromptEmbeds enc = m.flux->encode_ids(clip_ids(text), t5_ids(text, opt.max_sequence_length));
+  if (progress && !progress("text_encoders", 1, 1)) return std::nullopt;
+  uniworld::TextStream ts = assemble(p.ids, hidden, sig, opt.use_t5 ? enc.t5 : at::Tensor());
+  const auto dtype = m.flux->transformer().dtype();
+  FluxPromptEmbeds cond{enc.pooled, ts.prompt_embeds.to(dtype)};
+
+  const int64_t c = m.flux->transformer().config().in_channels / 4;
+  at::Tensor noise = flux_initial_noise(opt.seed, 1, c, flux_latent_size(height), flux_latent_size(width));
+  FluxDenoiseOptions d;
+  d.steps = opt.steps;
+  d.guidance = opt.guidance;
+  auto latents = m.flux->denoise(noise, cond, nullptr, d, progress);
+  if (!latents) return std::nullopt;
+  at::Tensor img = m.flux->decode(*latents, height, width);
+  if (progress && !progress("decode", 1, 1)) return std::nullopt;
+  r.image = image_from_tensor(FluxPipeline::to_uint8(img)[0]);
+  return r;
+}
+
+}  // namespace omniflux
