@@ -70,9 +70,17 @@ class TinyWeights {
     save_safetensors(file.string(), tensors_, {{"format", "pt"}});
   }
   size_t size() const { return tensors_.size(); }
+  // Names written from now on start with `prefix` (e.g. "denoise_tower.denoiser.").
+  void set_prefix(std::string prefix) { prefix_ = std::move(prefix); }
+  // N(0, std^2) of any shape (a SigLIP probe, a logit scale...).
+  void normal(const std::string& name, std::vector<int64_t> shape, double std) {
+    put(name, at::randn(shape, gen_, at::kFloat).mul_(std));
+  }
+  const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
 
  private:
-  void put(const std::string& name, const at::Tensor& t) { tensors_[name] = t.to(dtype_); }
+  void put(const std::string& name, const at::Tensor& t) { tensors_[prefix_ + name] = t.to(dtype_); }
+  std::string prefix_;
   at::Generator gen_;
   at::ScalarType dtype_;
   std::map<std::string, at::Tensor> tensors_;

@@ -115,7 +115,7 @@ TaskHead TaskHead::load(const std::string& file, int64_t hidden, const RuntimeOp
   auto get = [&](const std::string& k, std::vector<int64_t> shape) {
     auto it = sd.find(k);
     if (it == sd.end()) throw Error("task head tensor missing", file + ": " + k, "keys 0.weight, 0.bias, 3.weight, 3.bias", "absent");
-    const at::Tensor& t = it->second;
+    const at::Tensor t = it->second;
     if (!t.is_floating_point() || t.dim() != static_cast<int64_t>(shape.size()))
       throw Error("task head tensor has the wrong shape", file + ": " + k, shape_str(shape), shape_str(t.sizes().vec()));
     for (size_t i = 0; i < shape.size(); ++i)

@@ -255,10 +255,13 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
     g.pad_token_id = g.eos_token_ids[0];
     at::Tensor out = m.vlm.generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g).cpu();
     std::vector<int64_t> ids;
+    const int64_t known = m.vlm.tokenizer()->vocab_size();
     for (int64_t i = 0; i < out.size(1); ++i) {
       const int64_t id = out[0][i].item<int64_t>();
       if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) != g.eos_token_ids.end()) break;
-      ids.push_back(id);
+      // The embedding table is padded past the tokenizer (152064 vs 151665 ids); HF's fast
+      // tokenizer decodes such ids to nothing.
+      if (id < known) ids.push_back(id);
     }
     r.is_image = false;
     r.text = m.vlm.tokenizer()->decode(ids, /*skip_special_tokens=*/true);
