@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <iterator>
 #include <string>
 
@@ -389,6 +391,33 @@ TEST(UniWorldEndToEnd, BadInputsAreErrors) {
   steps.steps = 0;
   EXPECT_THROW(p.run(steps), Error);
   EXPECT_THROW(parse_uniworld_task("video"), Error);
+}
+
+TEST(UniWorldEndToEnd, LoadingIsStrict) {
+  const fs::path d = tiny_root();
+  auto with_tensors = [&](const fs::path& dir, const std::function<void(std::map<std::string, at::Tensor>&)>& edit) {
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "tokenizer.json", "preprocessor_config.json", "task_head_final.pt"})
+      fs::copy_file(d / "uniworld-v1" / f, dir / f);
+    auto file = SafetensorsFile::open((d / "uniworld-v1/model.safetensors").string());
+    std::map<std::string, at::Tensor> t;
+    for (const auto& info : file.tensors()) t[info.name] = file.get(info.name).clone();
+    edit(t);
+    save_safetensors((dir / "model.safetensors").string(), t);
+    return dir.string();
+  };
+  TempDir tmp;
+  const std::string flux = (d / "flux.1-dev").string(), sig = (d / "siglip2").string();
+  // an unknown tensor, a missing projector, a projector of the wrong width
+  EXPECT_THROW(UniWorldPipeline::load(with_tensors(tmp.path() / "extra", [](auto& t) { t["denoise_tower.extra"] = at::zeros({1}); }),
+                                      flux, sig), Error);
+  EXPECT_THROW(UniWorldPipeline::load(with_tensors(tmp.path() / "missing", [](auto& t) { t.erase("denoise_tower.siglip_projector.2.bias"); }),
+                                      flux, sig), Error);
+  EXPECT_THROW(UniWorldPipeline::load(with_tensors(tmp.path() / "width", [](auto& t) {
+                                        t["denoise_tower.siglip_projector.0.weight"] = at::zeros({96, 20});
+                                      }), flux, sig), Error);
+  // the unchanged copy loads
+  EXPECT_NO_THROW(UniWorldPipeline::load(with_tensors(tmp.path() / "same", [](auto&) {}), flux, sig));
 }
 
 TEST(UniWorldEndToEnd, CliWritesReproduciblePngsAndPrintsAnswers) {
