@@ -22,8 +22,9 @@ echo "   ..."
 echo
 echo "== 4. UniWorld-V1 end to end on tiny random-weight folders (omniflux-tiny writes uniworld-v1/,"
 echo "      flux.1-dev/ and siglip2/ in the release layouts; the pictures are noise, the pipeline is real)"
-tiny=$(mktemp -d)
-trap 'rm -rf "$tiny"' EXIT
+# Kept under build/demo so the pictures can be looked at afterwards.
+tiny=build/demo
+rm -rf "$tiny" && mkdir -p "$tiny"
 "$bin/omniflux-tiny" --out "$tiny" --only uniworld_v1 --only siglip2 --only flux_1_dev
 uw=("$bin/omniflux-uniworld" --model "$tiny/uniworld-v1" --flux "$tiny/flux.1-dev" --siglip "$tiny/siglip2")
 echo "-- text to image, 256x256, 2 steps"
