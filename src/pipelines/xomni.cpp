@@ -200,7 +200,7 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
   const auto dev = flux.runtime().torch_device();
 
   // The three predictions of the formula in xomni.h and their coefficients.
-  const bool need_c = true, need_n = s2 != s1, need_u = s2 != 1.0;
+  const bool need_n = s2 != s1, need_u = s2 != 1.0;  // c is always needed
   FluxPromptEmbeds cond = flux.encode_prompt(prompt, prompt, 512);
   FluxPromptEmbeds neg;
   if (need_n || need_u) neg = flux.encode_prompt("", "", 512);
@@ -296,7 +296,8 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw Error("not a folder", dir, "an X-Omni folder", "missing");
   const Config model_config = Config::load(dir);
-  auto impl = std::make_shared<Impl>(Impl{XOmniLM{}, nullptr, VisionConfig::from(model_config)});
+  auto impl = std::make_shared<Impl>();
+  impl->vision = VisionConfig::from(model_config);
   if (!fs::is_regular_file(fs::path(dir) / "tokenizer.json", ec))
     throw Error("the X-Omni folder lacks its tokenizer", (fs::path(dir) / "tokenizer.json").string(), "tokenizer.json",
                 "missing");
