@@ -56,6 +56,7 @@ const xo::XOmniPipeline& pipe() {
 // A copy of the tiny X-Omni folder whose safetensors files are symlinks (cheap to edit the rest).
 fs::path linked_copy(const TempDir& d) {
   const fs::path dst = d.path() / "x-omni";
+  fs::create_directories(dst);
   for (const auto& e : fs::recursive_directory_iterator(xomni_dir())) {
     const fs::path rel = fs::relative(e.path(), xomni_dir());
     if (e.is_directory()) fs::create_directories(dst / rel);
