@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 cd build
-ctest --output-on-failure -j "${OMNIFLUX_TEST_JOBS:-1}" "$@"
+ctest --output-on-failure -j "${OMNIFLUX_TEST_JOBS:-2}" "$@"

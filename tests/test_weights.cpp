@@ -119,3 +119,27 @@ TEST(WeightStore, LoadsAFixtureModelCompletely) {
   }
   EXPECT_NO_THROW(store->finish());
 }
+
+TEST(WeightStore, InMemoryCheckpointServesTensorsStrictly) {
+  RuntimeOptions rt;
+  rt.dtype = "bfloat16";
+  at::Tensor w = at::randn({4, 3});
+  WeightStore store(Checkpoint::from_tensors({{"a.weight", w}, {"a.bias", at::zeros({4})}, {"ids", at::arange(3)}},
+                                             "<random weights>"),
+                    rt);
+  auto v = store.root().sub("a");
+  at::Tensor got = v.get("weight", {4, 3});
+  EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::allclose(got.to(at::kFloat), w, 1e-2, 1e-2));
+  EXPECT_EQ(store.root().get("ids", {3}).scalar_type(), at::kLong);
+  try {
+    v.get("bias", {5});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("<random weights>: a.bias"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(store.finish(), Error);  // a.bias was never fetched
+  v.get("bias", {4});
+  EXPECT_NO_THROW(store.finish());
+  EXPECT_EQ(store.checkpoint().names(), (std::vector<std::string>{"a.bias", "a.weight", "ids"}));
+}

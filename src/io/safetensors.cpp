@@ -301,11 +301,34 @@ Checkpoint Checkpoint::open(const std::string& input) {
   return c;
 }
 
+Checkpoint Checkpoint::from_tensors(std::map<std::string, at::Tensor> tensors, const std::string& name) {
+  Checkpoint c;
+  c.path_ = name;
+  for (auto& [key, t] : tensors) {
+    if (!t.defined()) throw Error("undefined tensor", name + ": " + key);
+    TensorInfo info;
+    info.name = key;
+    info.dtype = scalar_type_to_dtype(t.scalar_type());
+    info.shape = t.sizes().vec();
+    info.end = static_cast<uint64_t>(t.numel()) * t.element_size();
+    c.memory_info_[key] = info;
+  }
+  c.memory_ = std::move(tensors);
+  return c;
+}
+
 std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> out;
-  out.reserve(where_.size());
+  out.reserve(where_.size() + memory_.size());
   for (const auto& kv : where_) out.push_back(kv.first);
+  for (const auto& kv : memory_) out.push_back(kv.first);
+  std::sort(out.begin(), out.end());
   return out;
+}
+
+std::string Checkpoint::source_of(const std::string& name) const {
+  if (memory_.count(name)) return path_;
+  return file_of(name).path();
 }
 
 const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
@@ -314,8 +337,15 @@ const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
   return files_[it->second];
 }
 
-const TensorInfo& Checkpoint::info(const std::string& name) const { return file_of(name).info(name); }
-at::Tensor Checkpoint::get(const std::string& name) const { return file_of(name).get(name); }
+const TensorInfo& Checkpoint::info(const std::string& name) const {
+  auto m = memory_info_.find(name);
+  return m != memory_info_.end() ? m->second : file_of(name).info(name);
+}
+
+at::Tensor Checkpoint::get(const std::string& name) const {
+  auto m = memory_.find(name);
+  return m != memory_.end() ? m->second : file_of(name).get(name);
+}
 
 const std::map<std::string, std::string>& Checkpoint::metadata() const {
   static const std::map<std::string, std::string> empty;

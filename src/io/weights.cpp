@@ -42,7 +42,7 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
   bool ok = ti.shape.size() == shape.size();
   for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || shape[i] == ti.shape[i];
   if (!ok)
-    throw Error("wrong tensor shape", ckpt_.file_of(name).path() + ": " + name, shape_str(shape),
+    throw Error("wrong tensor shape", ckpt_.source_of(name) + ": " + name, shape_str(shape),
                 shape_str(ti.shape));
   used_.insert(name);
   at::Tensor t = ckpt_.get(name);

@@ -62,12 +62,17 @@ class Checkpoint {
   // index file, or else `model.safetensors` / `diffusion_pytorch_model.safetensors`, or else
   // exactly one .safetensors file.
   static Checkpoint open(const std::string& path);
+  // A checkpoint held in memory (random-weight benchmarks, converted models): the tensors are
+  // served as they are; `name` stands for the path in messages.
+  static Checkpoint from_tensors(std::map<std::string, at::Tensor> tensors, const std::string& name);
 
   const std::string& path() const { return path_; }
   std::vector<std::string> names() const;  // sorted
-  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  bool contains(const std::string& name) const { return where_.count(name) != 0 || memory_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;
-  const SafetensorsFile& file_of(const std::string& name) const;
+  const SafetensorsFile& file_of(const std::string& name) const;  // throws for in-memory tensors
+  // The file holding a tensor, or the checkpoint's name for in-memory ones (for messages).
+  std::string source_of(const std::string& name) const;
   at::Tensor get(const std::string& name) const;
   const std::vector<SafetensorsFile>& files() const { return files_; }
   // Metadata of the first file (the converter stores the config there).
@@ -77,6 +82,8 @@ class Checkpoint {
   std::string path_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
+  std::map<std::string, at::Tensor> memory_;  // from_tensors
+  std::map<std::string, TensorInfo> memory_info_;
 };
 
 // Writing. Tensors are written in the given order, contiguous, in their own dtype (an F8
