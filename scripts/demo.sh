@@ -22,3 +22,14 @@ echo "   ..."
 echo
 echo "== 4. Which reference cases omniflux implements so far"
 "$bin/omniflux-parity" "$fx" --list
+
+echo
+echo "== 5. X-Omni: prompt -> image codes (autoregressive) -> FLUX decoder -> PNG, then chat about it"
+echo "   (tiny random-weight folders written by omniflux-tiny, so the picture and answer are noise)"
+xo=$(mktemp -d)
+trap 'rm -rf "$xo"' EXIT
+"$bin/omniflux-tiny" --out "$xo" --only x_omni --only flux_1_dev > /dev/null
+"$bin/omniflux-xomni" generate --model "$xo/x-omni" --flux "$xo/flux.1-dev" -p "a red cube on a wooden table" \
+  -W 64 -H 48 --seed 7 --codes-out "$xo/codes.json" -o "$xo/x-omni.png" 2>&1 | tr '\r' '\n' | grep -E "codes|wrote"
+"$bin/omniflux-xomni" chat --model "$xo/x-omni" -i "$xo/x-omni.png" -p "What is in this picture?" \
+  --max-new-tokens 8 --quiet | sed 's/^/   answer: /'
