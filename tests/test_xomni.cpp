@@ -433,3 +433,17 @@ TEST(XOmniBadInputs, UnknownViTNameWithoutSizes) {
   write_json(dir / "config.json", cfg);
   EXPECT_THROW(xo::XOmniPipeline::load(dir.string(), ""), Error);
 }
+
+TEST(XOmniEndToEnd, UpscaleFactorOtherThan16ResizesTheFeatures) {
+  TempDir d;
+  const fs::path dir = linked_copy(d);
+  auto cfg = read_json(dir / "config.json");
+  cfg["vision_config"]["decoder"]["upscale_factor"] = 32;
+  write_json(dir / "config.json", cfg);
+  auto p = xo::XOmniPipeline::load(dir.string(), flux_dir());
+  xo::ImageCodes c = p.generate_codes(small("a boat"));
+  auto img = p.decode_codes(c);
+  ASSERT_TRUE(img);
+  EXPECT_EQ(img->width, 4 * 32);  // a 3 x 4 code grid on a 6 x 8 packed latent grid
+  EXPECT_EQ(img->height, 3 * 32);
+}

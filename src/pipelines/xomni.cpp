@@ -60,9 +60,10 @@ VisionConfig VisionConfig::from(const Config& model_config) {
   v.decoder.num_inference_steps = dec.get_int("num_inference_steps");
   v.decoder.cfg_scale = dec.get_double("cfg_scale");
   v.decoder.cfg_scale_2 = dec.get_double("cfg_scale_2", v.decoder.cfg_scale_2);
-  if (v.decoder.upscale_factor < 1 || v.decoder.upscale_factor % 16 != 0)
-    throw Error("upscale_factor must be a positive multiple of 16 (VAE x8 times the 2x2 packing)",
-                dec.source() + ": vision_config.decoder.upscale_factor", "16, 32, ...",
+  // 16 (VAE x8 times the 2x2 packing) makes the code grid the packed latent grid; other factors
+  // resize the features (XOmniDecoder::injection) and must give FLUX sizes (checked per call).
+  if (v.decoder.upscale_factor < 1)
+    throw Error("upscale_factor must be >= 1", dec.source() + ": vision_config.decoder.upscale_factor", ">= 1",
                 std::to_string(v.decoder.upscale_factor));
   if (v.decoder.num_inference_steps < 1)
     throw Error("num_inference_steps must be >= 1", dec.source() + ": vision_config.decoder.num_inference_steps");
