@@ -5,6 +5,7 @@
 #include "omniflux/pipelines/xomni.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -447,7 +448,13 @@ MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
         const std::string toks = img.substr(im + IMG.size());
         for (size_t p = toks.find(MM); p != std::string::npos && static_cast<int64_t>(c.codes.size()) < c.rows * c.cols;
              p = toks.find(MM, p + 1))
-          c.codes.push_back(std::stoll(toks.substr(p + MM.size())));
+        {
+          const size_t q = p + MM.size();
+          size_t e = q;
+          while (e < toks.size() && std::isdigit(static_cast<unsigned char>(toks[e]))) ++e;
+          if (e == q) throw Error("an image token without a code number", "X-Omni mmdecode", "<MM-Token-k>", toks.substr(p, 16));
+          c.codes.push_back(std::stoll(toks.substr(q, e - q)));
+        }
         if (static_cast<int64_t>(c.codes.size()) != c.rows * c.cols)
           throw Error("an image holds fewer codes than H * W", "X-Omni mmdecode", std::to_string(c.rows * c.cols),
                       std::to_string(c.codes.size()));
