@@ -38,5 +38,17 @@ echo "-- parity of the UniWorld pipeline against the official code (tiny fixture
 "$bin/omniflux-parity" "$fx" --case uniworld_pipeline | grep -E '"output":"(prompt_embeds|final_latents|image_uint8)"'
 
 echo
-echo "== 5. Which reference cases omniflux implements so far"
+echo "== 5. X-Omni: prompt -> image codes (autoregressive) -> FLUX decoder -> PNG, then chat about it"
+echo "   (tiny random-weight folders written by omniflux-tiny, so the picture and answer are noise)"
+xo="$tiny"
+"$bin/omniflux-tiny" --out "$xo" --only x_omni > /dev/null
+"$bin/omniflux-xomni" generate --model "$xo/x-omni" --flux "$xo/flux.1-dev" -p "a red cube on a wooden table" \
+  -W 64 -H 48 --seed 7 --codes-out "$xo/codes.json" -o "$xo/x-omni.png" 2>&1 | tr '\r' '\n' | grep -E "codes|wrote" | tail -n 2
+"$bin/omniflux-xomni" chat --model "$xo/x-omni" -i "$xo/x-omni.png" -p "What is in this picture?" \
+  --max-new-tokens 8 --quiet | sed 's/^/   answer: /'
+
+echo
+echo "== 6. Which reference cases omniflux implements (all 13 fixture cases)"
 "$bin/omniflux-parity" "$fx" --list
+echo
+echo "The pictures are in $tiny/."

@@ -266,6 +266,12 @@ at::Tensor FluxTransformer::forward(const FluxDiTInputs& in) const {
   }
 
   at::Tensor x = m.x_embedder(hidden);
+  if (in.image_embeds_add.defined()) {
+    check_shape(in.image_embeds_add, {b, n, c.inner_dim()}, "image_embeds_add");
+    // Only the N generated image tokens are conditioned, not the appended reference tokens.
+    at::Tensor add = act(in.image_embeds_add);
+    x = x.size(1) == n ? x + add : at::cat({x.slice(1, 0, n) + add, x.slice(1, n)}, 1);
+  }
   // The x1000 happens in the model dtype (diffusers: timestep.to(hidden_states.dtype) * 1000).
   at::Tensor ts = in.timestep.to(dev, m.dtype) * 1000;
   at::Tensor gs = c.guidance_embeds ? in.guidance.to(dev, m.dtype) * 1000 : at::Tensor();

@@ -76,8 +76,7 @@ FluxPipeline FluxPipeline::load(const std::string& folder, FluxTransformer trans
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
-  auto impl = std::make_shared<Impl>(Impl{rt, std::move(transformer),
-                                          FluxVae::load(sub_folder(folder, "vae"), rt),
+  auto impl = std::make_shared<Impl>(Impl{rt, std::move(transformer), FluxVae::load(sub_folder(folder, "vae"), rt),
                                           ClipTextModel::load(sub_folder(folder, "text_encoder"), rt),
                                           T5Encoder::load(sub_folder(folder, "text_encoder_2"), rt),
                                           load_scheduler(sub_folder(folder, "scheduler")), folder,
@@ -141,58 +140,77 @@ FluxPromptEmbeds FluxPipeline::encode_prompt(const std::string& prompt, const st
   return encode_ids(clip_ids(prompt), t5_ids(prompt_2, max_sequence_length));
 }
 
+namespace {
+void check_noise(const at::Tensor& noise, const FluxDiTConfig& c) {
+  if (noise.dim() != 4 || noise.size(1) * 4 != c.in_channels || noise.size(2) % 2 != 0 || noise.size(3) % 2 != 0)
+    throw Error("initial noise has the wrong shape", "FluxPipeline.denoise",
+                "[B, " + std::to_string(c.in_channels / 4) + ", even h, even w]", shape_str(noise.sizes().vec()));
+}
+}  // namespace
+
 std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const FluxPromptEmbeds& cond,
                                                 const FluxPromptEmbeds* uncond, const FluxDenoiseOptions& opt,
                                                 const ProgressCallback& progress) const {
   const Impl& m = *impl_;
-  if (noise.dim() != 4 || noise.size(1) * 4 != m.transformer.config().in_channels || noise.size(2) % 2 != 0 ||
-      noise.size(3) % 2 != 0)
-    throw Error("initial noise has the wrong shape", "FluxPipeline.denoise",
-                "[B, " + std::to_string(m.transformer.config().in_channels / 4) + ", even h, even w]",
-                shape_str(noise.sizes().vec()));
   if (!std::isfinite(opt.guidance) || !std::isfinite(opt.true_cfg_scale))
     throw Error("guidance must be finite", "FluxPipeline.denoise");
+  check_noise(noise, m.transformer.config());
   const int64_t b = noise.size(0), h = noise.size(2), w = noise.size(3);
-  const auto dtype = m.transformer.dtype();
-  const auto dev = m.rt.torch_device();
   for (const FluxPromptEmbeds* e : {&cond, uncond})
     if (e && (e->pooled.size(0) != b || e->t5.size(0) != b))
       throw Error("prompt embeddings and noise disagree on the batch", "FluxPipeline.denoise", std::to_string(b),
                   std::to_string(e->pooled.size(0)));
-
-  at::Tensor latents = pack_latents(noise.to(dev, dtype));  // [B, N, 64]
-  const int64_t n = latents.size(1);
-  auto sched = flow_match_schedule(opt.steps, flow_match_mu(n, m.scheduler));
-  const float* sig = sched.sigmas.data_ptr<float>();
+  const auto dev = m.rt.torch_device();
   FluxDiTInputs in;
   in.img_ids = latent_image_ids(h, w).to(dev);
   in.txt_ids = text_ids(cond.t5.size(1)).to(dev);
   in.guidance = at::full({b}, opt.guidance, at::kFloat).to(dev);
+  in.pooled_projections = cond.pooled;
+  in.encoder_hidden_states = cond.t5;
   FluxDiTInputs neg = in;
-  if (uncond) neg.txt_ids = text_ids(uncond->t5.size(1)).to(dev);
+  if (uncond) {
+    neg.txt_ids = text_ids(uncond->t5.size(1)).to(dev);
+    neg.pooled_projections = uncond->pooled;
+    neg.encoder_hidden_states = uncond->t5;
+  }
   const bool cfg = uncond && opt.true_cfg_scale > 1.0;
-
-  if (progress && !progress("denoise", 0, opt.steps)) return std::nullopt;
-  for (int64_t i = 0; i < opt.steps; ++i) {
-    // diffusers: timestep = t.expand(B).to(latents.dtype) / 1000 with t = sigma * 1000 in float32
-    at::Tensor ts = (sched.timesteps.slice(0, i, i + 1).expand({b}).to(dev, dtype) / 1000);
+  auto velocity = [&](const at::Tensor& latents, const at::Tensor& ts, int64_t) {
     in.hidden_states = latents;
     in.timestep = ts;
-    in.pooled_projections = cond.pooled;
-    in.encoder_hidden_states = cond.t5;
     at::Tensor v = m.transformer.forward(in);
     if (cfg) {
       neg.hidden_states = latents;
       neg.timestep = ts;
-      neg.pooled_projections = uncond->pooled;
-      neg.encoder_hidden_states = uncond->t5;
       at::Tensor vn = m.transformer.forward(neg);
       v = vn + opt.true_cfg_scale * (v - vn);
     }
+    return v;
+  };
+  return denoise_with(noise, opt.steps, velocity, progress);
+}
+
+std::optional<at::Tensor> FluxPipeline::denoise_with(const at::Tensor& noise, int64_t steps, const VelocityFn& velocity,
+                                                     const ProgressCallback& progress) const {
+  const Impl& m = *impl_;
+  check_noise(noise, m.transformer.config());
+  if (steps < 1) throw Error("invalid number of steps", "FluxPipeline.denoise", ">= 1", std::to_string(steps));
+  const int64_t b = noise.size(0);
+  const auto dtype = m.transformer.dtype();
+  const auto dev = m.rt.torch_device();
+  at::Tensor latents = pack_latents(noise.to(dev, dtype));  // [B, N, 64]
+  const int64_t n = latents.size(1);
+  auto sched = flow_match_schedule(steps, flow_match_mu(n, m.scheduler));
+  const float* sig = sched.sigmas.data_ptr<float>();
+
+  if (progress && !progress("denoise", 0, steps)) return std::nullopt;
+  for (int64_t i = 0; i < steps; ++i) {
+    // diffusers: timestep = t.expand(B).to(latents.dtype) / 1000 with t = sigma * 1000 in float32
+    at::Tensor ts = (sched.timesteps.slice(0, i, i + 1).expand({b}).to(dev, dtype) / 1000);
+    at::Tensor v = velocity(latents, ts, i);
     tap("flux.noise_pred", v);
     latents = flow_match_euler_step(latents, v, sig[i], sig[i + 1]);
     tap("flux.step_latents", latents);
-    if (progress && !progress("denoise", i + 1, opt.steps)) return std::nullopt;
+    if (progress && !progress("denoise", i + 1, steps)) return std::nullopt;
   }
   return latents;
 }

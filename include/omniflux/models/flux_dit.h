@@ -47,6 +47,10 @@ struct FluxDiTInputs {
   // tokens; they condition the prediction and their own outputs are sliced off.
   at::Tensor ref_hidden_states;      // [B, Nr, in_channels]
   at::Tensor ref_img_ids;            // [Nr, 3]
+  // Optional additive conditioning of the image stream: [B, N, inner_dim] added to the
+  // patch-embedded image tokens x_embedder(hidden_states) before the first block (X-Omni's SigLIP
+  // feature injection). Undefined = none.
+  at::Tensor image_embeds_add;
 };
 
 class FluxTransformer {

@@ -72,6 +72,9 @@ class XOmniLM {
   struct ImageGeneration {
     sampling::SamplingOptions sampling = xomni_defaults();
     double guidance_scale = 1.0;
+    // Called after each decode step with (codes sampled so far, n_codes), for progress reports.
+    // It runs on the host between steps and must not read the device tensors (no sync).
+    std::function<void(int64_t done, int64_t total)> on_token;
     static sampling::SamplingOptions xomni_defaults();  // do_sample, top_k 50, min_p 0.03
   };
   at::Tensor generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,

@@ -61,8 +61,9 @@ struct FluxDenoiseOptions {
 class FluxPipeline {
  public:
   static FluxPipeline load(const std::string& folder, const RuntimeOptions& rt = {});
-  // The same with a transformer from elsewhere (UniWorld-V1 ships its fine-tuned DiT in its own
-  // checkpoint); the folder's transformer/ is then not read and may be absent.
+  // The FLUX.1-dev folder's text encoders, tokenizers, VAE and scheduler around a given
+  // transformer (diffusers: FluxPipeline.from_pretrained(folder, transformer=...)); the folder's
+  // own transformer/ is not read.
   static FluxPipeline load(const std::string& folder, FluxTransformer transformer, const RuntimeOptions& rt = {});
 
   // Prompt to CLIP ids [1, 77] and T5 ids [1, max_sequence_length] (truncated and padded).
@@ -79,6 +80,12 @@ class FluxPipeline {
   std::optional<at::Tensor> denoise(const at::Tensor& noise, const FluxPromptEmbeds& cond,
                                     const FluxPromptEmbeds* uncond, const FluxDenoiseOptions& opt,
                                     const ProgressCallback& progress = {}) const;
+  // The flow-match Euler loop alone, for pipelines that build their own velocity (extra
+  // conditioning, several guidance terms). velocity(latents [B, N, C], timestep [B] = sigma in the
+  // transformer dtype, step index) returns [B, N, C]. Same schedule, taps and progress as denoise.
+  using VelocityFn = std::function<at::Tensor(const at::Tensor& latents, const at::Tensor& timestep, int64_t step)>;
+  std::optional<at::Tensor> denoise_with(const at::Tensor& noise, int64_t steps, const VelocityFn& velocity,
+                                         const ProgressCallback& progress = {}) const;
   // Packed latents -> image [B, 3, height, width] float, nominally [-1, 1] (unclamped).
   at::Tensor decode(const at::Tensor& packed, int64_t height, int64_t width,
                     VaeTilingMode tiling = VaeTilingMode::Auto) const;

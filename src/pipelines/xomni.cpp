@@ -1,0 +1,536 @@
+// X-Omni pipelines, after X-Omni-Team/X-Omni generate.py / chat.py and the HF remote code
+// modeling_xomni.py (init_vision, tokenize_image, mmdecode, detokenize_image). The decoder body
+// (modeling_siglip_flux.py) was not available: its feature injection is detected from the weight
+// names and its two-scale guidance is the formula documented in pipelines/xomni.h.
+#include "omniflux/pipelines/xomni.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+#include "omniflux/error.h"
+#include "omniflux/io/image_tensor.h"
+#include "omniflux/sampling/latents.h"
+#include "omniflux/text/chat_template.h"
+#include "omniflux/text/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace omniflux::xomni {
+
+// ---- vision_config -------------------------------------------------------------------------------
+
+VisionConfig VisionConfig::from(const Config& model_config) {
+  if (!model_config.has("vision_config"))
+    throw Error("the X-Omni config has no vision_config (init_vision reads it)", model_config.source(),
+                "vision_config {dtype, transform, encoder, decoder}", "absent");
+  const Config vc = model_config.sub("vision_config");
+  VisionConfig v;
+  v.dtype = vc.get_string("dtype", "");
+  if (vc.has("transform")) v.transform = AnyresTransform::from(vc.sub("transform"));
+  if (!vc.has("encoder")) throw Error("vision_config has no encoder", vc.source() + ": vision_config.encoder");
+  const Config enc = vc.sub("encoder");
+  v.siglip_name = enc.get_string("siglip_name", "");
+  v.siglip_path = enc.get_string("siglip_path");
+  v.projector_path = enc.get_string("projector_path");
+  v.vq = SiglipVQConfig::from(enc);
+  if (enc.has("siglip_config")) {
+    v.vit = SiglipViTConfig::from(enc.sub("siglip_config"));
+  } else if (v.siglip_name == "siglip2_giant_patch16_384") {
+    v.vit = SiglipViTConfig{};  // SigLIP2-g: the struct's defaults (spec xomni.md §2.2)
+  } else {
+    throw Error("unknown ViT name and no encoder.siglip_config giving its sizes",
+                vc.source() + ": vision_config.encoder.siglip_name", "siglip2_giant_patch16_384",
+                v.siglip_name.empty() ? "absent" : v.siglip_name);
+  }
+  if (v.vit.hidden_size != v.vq.z_channels)
+    throw Error("the ViT width must equal the projector's z_channels", vc.source() + ": vision_config.encoder",
+                std::to_string(v.vq.z_channels), std::to_string(v.vit.hidden_size));
+  if (v.vit.patch_size != v.transform.patch_size)
+    throw Error("the ViT patch must equal the transform's patch_size", vc.source() + ": vision_config.transform",
+                std::to_string(v.vit.patch_size), std::to_string(v.transform.patch_size));
+  if (!vc.has("decoder")) throw Error("vision_config has no decoder", vc.source() + ": vision_config.decoder");
+  const Config dec = vc.sub("decoder");
+  v.decoder.model_path = dec.get_string("model_path", v.decoder.model_path);
+  v.decoder.upscale_factor = dec.get_int("upscale_factor");
+  v.decoder.num_inference_steps = dec.get_int("num_inference_steps");
+  v.decoder.cfg_scale = dec.get_double("cfg_scale");
+  v.decoder.cfg_scale_2 = dec.get_double("cfg_scale_2", v.decoder.cfg_scale_2);
+  // 16 (VAE x8 times the 2x2 packing) makes the code grid the packed latent grid; other factors
+  // resize the features (XOmniDecoder::injection) and must give FLUX sizes (checked per call).
+  if (v.decoder.upscale_factor < 1)
+    throw Error("upscale_factor must be >= 1", dec.source() + ": vision_config.decoder.upscale_factor", ">= 1",
+                std::to_string(v.decoder.upscale_factor));
+  if (v.decoder.num_inference_steps < 1)
+    throw Error("num_inference_steps must be >= 1", dec.source() + ": vision_config.decoder.num_inference_steps");
+  return v;
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------
+
+sampling::SamplingOptions t2i_sampling_defaults() { return XOmniLM::ImageGeneration::xomni_defaults(); }
+
+namespace {
+
+// "4.51.3" >= "4.50" on the numeric components.
+bool version_at_least(const std::string& v, int major, int minor) {
+  int a = 0, b = 0;
+  char dot = 0;
+  std::istringstream in(v);
+  if (!(in >> a)) return false;
+  if (in >> dot >> b) {}
+  return a > major || (a == major && b >= minor);
+}
+
+}  // namespace
+
+sampling::SamplingOptions merge_generation_config(const sampling::SamplingOptions& user, const Config* gc) {
+  sampling::SamplingOptions s = user;
+  if (!gc || !version_at_least(gc->get_string("transformers_version", "0"), 4, 50)) return s;
+  const sampling::SamplingOptions def;  // GenerationConfig() defaults (min_p None = 0 here)
+  // transformers: a field takes the model's value when the user's equals the global default and
+  // the model's does not.
+  if (s.temperature == def.temperature && gc->has("temperature")) s.temperature = gc->get_double("temperature");
+  if (s.top_k == def.top_k && gc->has("top_k")) s.top_k = gc->get_int("top_k");
+  if (s.top_p == def.top_p && gc->has("top_p")) s.top_p = gc->get_double("top_p");
+  if (s.min_p == def.min_p && gc->has("min_p")) s.min_p = gc->get_double("min_p");
+  if (s.repetition_penalty == def.repetition_penalty && gc->has("repetition_penalty"))
+    s.repetition_penalty = gc->get_double("repetition_penalty");
+  return s;
+}
+
+void check_image_size(int64_t width, int64_t height) {
+  for (auto [name, v] : {std::pair<const char*, int64_t>{"width", width}, {"height", height}})
+    if (v < 16 || v > kFluxMaxSide || v % 16 != 0)
+      throw Error("invalid image size", std::string("X-Omni: ") + name,
+                  "a multiple of 16 in [16, " + std::to_string(kFluxMaxSide) + "]", std::to_string(v));
+}
+
+// ---- decoder -------------------------------------------------------------------------------------
+
+XOmniDecoder::Injection XOmniDecoder::detect_injection(const std::vector<std::string>& extra, const WeightStore& store,
+                                                       const FluxDiTConfig& cfg, int64_t z) {
+  auto listing = [&] {
+    std::string s;
+    for (const auto& k : extra) s += (s.empty() ? "" : ", ") + k + " " + shape_str(store.info(k).shape);
+    return s.empty() ? std::string("no extra keys") : s;
+  };
+  const std::string want = "one Linear <name>.weight [" + std::to_string(cfg.inner_dim()) + ", " + std::to_string(z) +
+                           "] (+ <name>.bias) besides the FLUX keys";
+  auto fail = [&]() -> Injection {
+    throw Error("the X-Omni decoder's extra weights match no known feature-injection layout",
+                store.checkpoint().path(), want, listing());
+  };
+  auto ends = [](const std::string& s, const std::string& suf) {
+    return s.size() > suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  if (extra.empty() || extra.size() > 2) return fail();
+  Injection inj;
+  for (const auto& k : extra)
+    if (ends(k, ".weight")) inj.prefix = k.substr(0, k.size() - 7);
+  if (inj.prefix.empty()) return fail();
+  const auto& w = store.info(inj.prefix + ".weight").shape;
+  if (w != std::vector<int64_t>{cfg.inner_dim(), z}) return fail();
+  if (extra.size() == 2) {
+    const std::string b = inj.prefix + ".bias";
+    if (std::find(extra.begin(), extra.end(), b) == extra.end() ||
+        store.info(b).shape != std::vector<int64_t>{cfg.inner_dim()})
+      return fail();
+    inj.bias = true;
+  }
+  return inj;
+}
+
+XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string& flux_dir, const VisionConfig& vision,
+                                const RuntimeOptions& rt) {
+  const std::string dir = (fs::path(x_omni_dir) / vision.decoder.model_path).string();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw Error("the X-Omni folder lacks the decoder", dir, "vision_config.decoder.model_path folder", "missing");
+  const Config dc = Config::load(dir);
+  const FluxDiTConfig cfg = FluxDiTConfig::from_config(dc);
+  const int64_t z = vision.vq.z_channels;
+  if (dc.has("siglip_channels") && dc.get_int("siglip_channels") != z)
+    throw Error("the decoder's siglip_channels differs from the encoder's z_channels", dc.source() + ": siglip_channels",
+                std::to_string(z), std::to_string(dc.get_int("siglip_channels")));
+  auto store = WeightStore::open(dir, rt);
+  FluxTransformer transformer(cfg, store->root());
+  XOmniDecoder d;
+  d.cfg_ = vision.decoder;
+  d.layout_ = detect_injection(store->unused(), *store, cfg, z);
+  d.proj_w_ = store->get(d.layout_.prefix + ".weight", {cfg.inner_dim(), z});
+  if (d.layout_.bias) d.proj_b_ = store->get(d.layout_.prefix + ".bias", {cfg.inner_dim()});
+  store->finish();
+  d.flux_ = FluxPipeline::load(flux_dir, std::move(transformer), rt);
+  return d;
+}
+
+at::Tensor XOmniDecoder::injection(const at::Tensor& features, int64_t rows, int64_t cols, int64_t lh, int64_t lw) const {
+  const int64_t z = proj_w_.size(1);
+  if (features.dim() != 2 || features.size(0) != rows * cols || features.size(1) != z)
+    throw Error("features have the wrong shape", "XOmniDecoder.injection",
+                "[" + std::to_string(rows * cols) + ", " + std::to_string(z) + "]", shape_str(features.sizes().vec()));
+  at::Tensor f = features.to(proj_w_.device(), proj_w_.scalar_type());
+  if (rows != lh || cols != lw) {
+    // [h*w, z] -> [1, z, h, w] -> bicubic to the packed latent grid -> [lh*lw, z]
+    at::Tensor g = f.t().reshape({1, z, rows, cols}).to(at::kFloat);
+    g = at::upsample_bicubic2d(g, {lh, lw}, /*align_corners=*/false);
+    f = g.reshape({z, lh * lw}).t().to(proj_w_.scalar_type());
+  }
+  at::Tensor out = at::matmul(f, proj_w_.t());
+  if (proj_b_.defined()) out = out + proj_b_;
+  return out.unsqueeze(0);  // [1, N, inner]
+}
+
+std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t rows, int64_t cols,
+                                          const std::string& prompt, const DecodeOptions& opt,
+                                          const ProgressCallback& progress) const {
+  const int64_t steps = opt.steps.value_or(cfg_.num_inference_steps);
+  const double s1 = opt.cfg_scale.value_or(cfg_.cfg_scale), s2 = opt.cfg_scale_2.value_or(cfg_.cfg_scale_2);
+  if (steps < 1 || steps > 1000)
+    throw Error("invalid number of decoder steps", "XOmniDecoder.decode", "1..1000", std::to_string(steps));
+  if (!std::isfinite(s1) || !std::isfinite(s2))
+    throw Error("decoder guidance scales must be finite", "XOmniDecoder.decode");
+  const int64_t height = rows * cfg_.upscale_factor, width = cols * cfg_.upscale_factor;
+  flux_check_size(width, height);
+  const FluxPipeline& flux = flux_;
+  const auto dev = flux.runtime().torch_device();
+
+  // The three predictions of the formula in xomni.h and their coefficients.
+  const bool need_n = s2 != s1, need_u = s2 != 1.0;  // c is always needed
+  FluxPromptEmbeds cond = flux.encode_prompt(prompt, prompt, 512);
+  FluxPromptEmbeds neg;
+  if (need_n || need_u) neg = flux.encode_prompt("", "", 512);
+  if (progress && !progress("encode_prompt", 1, 1)) return std::nullopt;
+
+  const int64_t lh = flux_latent_size(height), lw = flux_latent_size(width);
+  at::Tensor inj = injection(features, rows, cols, lh / 2, lw / 2);
+  const int64_t c = flux.transformer().config().in_channels / 4;
+  at::Tensor noise = flux_initial_noise(opt.seed, 1, c, lh, lw);
+
+  // One batch: rows [c, (n), (u)].
+  std::vector<at::Tensor> t5{cond.t5}, pooled{cond.pooled}, add{inj};
+  if (need_n) t5.push_back(neg.t5), pooled.push_back(neg.pooled), add.push_back(inj);
+  if (need_u) t5.push_back(neg.t5), pooled.push_back(neg.pooled), add.push_back(at::zeros_like(inj));
+  const int64_t k = static_cast<int64_t>(t5.size());
+  FluxDiTInputs in;
+  in.encoder_hidden_states = at::cat(t5);
+  in.pooled_projections = at::cat(pooled);
+  in.image_embeds_add = at::cat(add);
+  in.img_ids = latent_image_ids(lh, lw).to(dev);
+  in.txt_ids = text_ids(cond.t5.size(1)).to(dev);
+  in.guidance = at::full({k}, 1.0, at::kFloat).to(dev);  // generate.py: guidance_scale=1.0
+  auto velocity = [&](const at::Tensor& latents, const at::Tensor& ts, int64_t) {
+    in.hidden_states = latents.expand({k, -1, -1});
+    in.timestep = ts.expand({k});
+    at::Tensor v = flux.transformer().forward(in);
+    const at::Tensor vc = v.slice(0, 0, 1);
+    if (k == 1) return vc;
+    const at::Tensor vn = need_n ? v.slice(0, 1, 2) : at::Tensor();
+    const at::Tensor vu = need_u ? v.slice(0, k - 1, k) : at::Tensor();
+    if (!need_u) return vn + s1 * (vc - vn);  // stock true CFG (s2 = 1)
+    if (!need_n) return vu + s1 * (vc - vu);  // s1 = s2
+    return vu + s2 * (vn - vu) + s1 * (vc - vn);
+  };
+  auto latents = flux.denoise_with(noise, steps, velocity, progress);
+  if (!latents) return std::nullopt;
+  at::Tensor image = flux.decode(*latents, height, width, opt.vae_tiling);
+  if (progress && !progress("decode", 1, 1)) return std::nullopt;
+  return image_from_tensor(FluxPipeline::to_uint8(image)[0]);
+}
+
+// ---- the pipeline --------------------------------------------------------------------------------
+
+struct XOmniPipeline::Impl {
+  XOmniLM lm;
+  std::shared_ptr<const text::Tokenizer> tokenizer;
+  VisionConfig vision;
+  std::optional<SiglipVQTokenizer> image_tokenizer;
+  std::optional<XOmniDecoder> decoder;
+  std::optional<Config> generation_config;
+  int64_t som = 0, eom = 0, image = 0, im_end = 0;
+  std::optional<std::string> system_prompt;
+};
+
+namespace {
+
+// The ViT and projector are separate files named by vision_config.encoder, relative to the folder.
+std::string vision_file(const std::string& dir, const std::string& name, const std::string& field) {
+  fs::path p = fs::path(dir) / name;
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec))
+    throw Error("the X-Omni folder lacks a vision file", p.string(), "vision_config.encoder." + field, "missing");
+  if (p.extension() != ".safetensors")
+    throw Error("vision weights must be safetensors (convert the PyTorch file)", p.string(), ".safetensors",
+                p.extension().string());
+  return p.string();
+}
+
+int64_t special_id(const text::Tokenizer& tok, const std::string& t, const std::string& where) {
+  auto id = tok.token_to_id(t);
+  if (!id) throw Error("the tokenizer lacks a token X-Omni needs", where, t, "absent");
+  return *id;
+}
+
+// The default system prompt of the chat template (tokenizer_config.json), among the known ones.
+std::optional<std::string> chat_system_prompt(const std::string& dir) {
+  const fs::path p = fs::path(dir) / "tokenizer_config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) return std::string(text::kQwen2_5DefaultSystemPrompt);
+  const Config c = Config::load(p.string());
+  if (!c.has("chat_template")) return std::string(text::kQwen2_5DefaultSystemPrompt);
+  const std::string t = c.get_string("chat_template");
+  if (t.find(text::kQwen2_5DefaultSystemPrompt) != std::string::npos) return std::string(text::kQwen2_5DefaultSystemPrompt);
+  if (t.find("You are a helpful assistant.") != std::string::npos) return std::string("You are a helpful assistant.");
+  if (t.find("<|im_start|>") != std::string::npos && t.find("system") == std::string::npos) return std::nullopt;
+  throw Error("unrecognised chat template (not a Qwen2.5 ChatML with a known default system prompt)",
+              p.string() + ": chat_template");
+}
+
+}  // namespace
+
+XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flux_dir, const RuntimeOptions& rt) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw Error("not a folder", dir, "an X-Omni folder", "missing");
+  const Config model_config = Config::load(dir);
+  auto impl = std::make_shared<Impl>();
+  impl->vision = VisionConfig::from(model_config);
+  if (!fs::is_regular_file(fs::path(dir) / "tokenizer.json", ec))
+    throw Error("the X-Omni folder lacks its tokenizer", (fs::path(dir) / "tokenizer.json").string(), "tokenizer.json",
+                "missing");
+  impl->lm = XOmniLM::load(dir, rt);  // also checks <MM-Token-k> = vocab_size + k
+  impl->tokenizer = text::load_tokenizer(dir);
+  impl->lm.check_image_token_ids(*impl->tokenizer);
+  impl->som = special_id(*impl->tokenizer, "<SOM>", dir);
+  impl->eom = special_id(*impl->tokenizer, "<EOM>", dir);
+  impl->image = special_id(*impl->tokenizer, "<IMAGE>", dir);
+  impl->im_end = special_id(*impl->tokenizer, "<|im_end|>", dir);
+  impl->system_prompt = chat_system_prompt(dir);
+  const fs::path gc = fs::path(dir) / "generation_config.json";
+  if (fs::is_regular_file(gc, ec)) impl->generation_config = Config::load(gc.string());
+
+  const VisionConfig& v = impl->vision;
+  if (v.vq.codebook_size != impl->lm.config().image_vocab_size)
+    throw Error("the VQ codebook and the LM's image vocabulary differ", dir + ": vision_config.encoder.codebook_size",
+                std::to_string(impl->lm.config().image_vocab_size), std::to_string(v.vq.codebook_size));
+  auto vit_store = WeightStore::open(vision_file(dir, v.siglip_path, "siglip_path"), rt);
+  SiglipViT vit(*vit_store, v.vit);
+  vit_store->finish();
+  auto vq_store = WeightStore::open(vision_file(dir, v.projector_path, "projector_path"), rt);
+  SiglipVQ vq(vq_store->root(), v.vq);
+  vq_store->finish();
+  impl->image_tokenizer.emplace(std::move(vit), std::move(vq), v.transform);
+  if (!flux_dir.empty()) impl->decoder = XOmniDecoder::load(dir, flux_dir, v, rt);
+  XOmniPipeline p;
+  p.impl_ = impl;
+  return p;
+}
+
+const XOmniLM& XOmniPipeline::lm() const { return impl_->lm; }
+const text::Tokenizer& XOmniPipeline::tokenizer() const { return *impl_->tokenizer; }
+const VisionConfig& XOmniPipeline::vision_config() const { return impl_->vision; }
+const SiglipVQTokenizer& XOmniPipeline::image_tokenizer() const { return *impl_->image_tokenizer; }
+bool XOmniPipeline::has_decoder() const { return impl_->decoder.has_value(); }
+const XOmniDecoder& XOmniPipeline::decoder() const {
+  if (!impl_->decoder) throw Error("no decoder loaded (give the FLUX.1-dev folder)", "XOmniPipeline");
+  return *impl_->decoder;
+}
+
+namespace {
+at::Tensor as_ids(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong).reshape({1, -1}); }
+}  // namespace
+
+T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, int64_t height) const {
+  check_image_size(width, height);
+  T2IPrompt p;
+  p.rows = height / 16;  // generate.py --downsample-size 16
+  p.cols = width / 16;
+  const auto& tok = *impl_->tokenizer;
+  p.ids = as_ids(tok.encode(text::xomni_t2i_prompt(prompt, static_cast<int>(p.rows), static_cast<int>(p.cols))));
+  text::EncodeOptions no_special;
+  no_special.add_special_tokens = false;
+  p.negative_ids = as_ids(tok.encode(text::xomni_image_prefix(static_cast<int>(p.rows), static_cast<int>(p.cols)), no_special));
+  const int64_t max_pos = impl_->lm.config().text.max_position_embeddings;
+  if (p.ids.size(1) + p.rows * p.cols > max_pos)
+    throw Error("prompt plus image codes exceed the LM's context", "X-Omni t2i_prompt",
+                "<= max_position_embeddings " + std::to_string(max_pos),
+                std::to_string(p.ids.size(1)) + " + " + std::to_string(p.rows * p.cols));
+  return p;
+}
+
+sampling::SamplingOptions XOmniPipeline::effective_sampling(const GenerateOptions& opt) const {
+  const Config* gc = impl_->generation_config ? &*impl_->generation_config : nullptr;
+  sampling::SamplingOptions s = merge_generation_config(opt.sampling, gc);
+  s.seed = opt.seed;
+  s.suppress_tokens = {impl_->som, impl_->eom, impl_->image};  // generate.py suppress_tokens
+  return s;
+}
+
+ImageCodes XOmniPipeline::generate_codes(const GenerateOptions& opt, const TokenProgress& progress) const {
+  const T2IPrompt p = t2i_prompt(opt.prompt, opt.width, opt.height);
+  XOmniLM::ImageGeneration g;
+  g.sampling = effective_sampling(opt);
+  g.guidance_scale = opt.cfg_scale;
+  g.on_token = progress;
+  if (!std::isfinite(opt.cfg_scale)) throw Error("cfg_scale must be finite", "X-Omni generate_codes");
+  at::Tensor codes = impl_->lm.generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
+  ImageCodes out;
+  out.prompt = opt.prompt;
+  out.rows = p.rows;
+  out.cols = p.cols;
+  out.codes.assign(codes.data_ptr<int64_t>(), codes.data_ptr<int64_t>() + codes.numel());
+  return out;
+}
+
+std::optional<Image> XOmniPipeline::decode_codes(const ImageCodes& c, const DecodeOptions& opt,
+                                                 const ProgressCallback& progress) const {
+  const XOmniDecoder& dec = decoder();
+  if (c.rows < 1 || c.cols < 1 || static_cast<int64_t>(c.codes.size()) != c.rows * c.cols)
+    throw Error("the number of codes must be rows * cols", "X-Omni decode_codes",
+                std::to_string(c.rows) + " * " + std::to_string(c.cols), std::to_string(c.codes.size()));
+  const int64_t K = impl_->vision.vq.codebook_size;
+  for (int64_t k : c.codes)
+    if (k < 0 || k >= K)
+      throw Error("image code out of range", "X-Omni decode_codes", "0.." + std::to_string(K - 1), std::to_string(k));
+  at::Tensor codes = at::tensor(c.codes, at::kLong);
+  at::Tensor features = impl_->image_tokenizer->decode(codes, c.rows, c.cols);  // [h*w, z]
+  return dec.decode(features, c.rows, c.cols, c.prompt, opt, progress);
+}
+
+std::optional<Image> XOmniPipeline::generate(const GenerateOptions& opt, const TokenProgress& tokens,
+                                             const ProgressCallback& progress) const {
+  check_image_size(opt.width, opt.height);
+  decoder();  // fail before the long AR phase when there is no decoder
+  ImageCodes c = generate_codes(opt, tokens);
+  DecodeOptions d = opt.decoder;
+  return decode_codes(c, d, progress);
+}
+
+std::string XOmniPipeline::image_text(const ImageCodes& c) const {
+  return text::xomni_image_text(static_cast<int>(c.rows), static_cast<int>(c.cols), c.codes);
+}
+
+MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
+  // modeling_xomni.py mmdecode: append <EOM>, decode with special tokens, drop the pad text and
+  // "<SEP>", split on "<EOM>"; each chunk is "text<SOM>H W<IMAGE><MM-Token-k>...".
+  std::vector<int64_t> ids = ids_in;
+  ids.push_back(impl_->eom);
+  std::string doc = impl_->tokenizer->decode(ids, false);
+  auto erase_all = [&](const std::string& s) {
+    if (s.empty()) return;
+    for (size_t p; (p = doc.find(s)) != std::string::npos;) doc.erase(p, s.size());
+  };
+  if (auto pad = impl_->tokenizer->pad_id()) erase_all(impl_->tokenizer->id_to_token(*pad));
+  erase_all("<SEP>");
+  MMDecoded out;
+  const std::string EOM = "<EOM>", SOM = "<SOM>", IMG = "<IMAGE>", MM = "<MM-Token-";
+  size_t start = 0;
+  while (true) {
+    const size_t end = doc.find(EOM, start);
+    const std::string chunk = doc.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const size_t som = chunk.find(SOM);
+    out.texts.push_back(chunk.substr(0, som));
+    if (som != std::string::npos) {
+      const std::string img = chunk.substr(som + SOM.size());
+      if (img.find(SOM) != std::string::npos) throw Error("two <SOM> in one image chunk", "X-Omni mmdecode");
+      const size_t im = img.find(IMG);
+      if (im != std::string::npos) {
+        ImageCodes c;
+        c.prompt = out.texts.back();
+        std::istringstream meta(img.substr(0, im));
+        if (!(meta >> c.rows >> c.cols) || c.rows < 1 || c.cols < 1)
+          throw Error("bad image size in <SOM>H W<IMAGE>", "X-Omni mmdecode", "two positive integers", img.substr(0, im));
+        const std::string toks = img.substr(im + IMG.size());
+        for (size_t p = toks.find(MM); p != std::string::npos && static_cast<int64_t>(c.codes.size()) < c.rows * c.cols;
+             p = toks.find(MM, p + 1))
+        {
+          const size_t q = p + MM.size();
+          size_t e = q;
+          while (e < toks.size() && std::isdigit(static_cast<unsigned char>(toks[e]))) ++e;
+          if (e == q) throw Error("an image token without a code number", "X-Omni mmdecode", "<MM-Token-k>", toks.substr(p, 16));
+          c.codes.push_back(std::stoll(toks.substr(q, e - q)));
+        }
+        if (static_cast<int64_t>(c.codes.size()) != c.rows * c.cols)
+          throw Error("an image holds fewer codes than H * W", "X-Omni mmdecode", std::to_string(c.rows * c.cols),
+                      std::to_string(c.codes.size()));
+        out.images.push_back(std::move(c));
+      }
+    }
+    if (end == std::string::npos) break;
+    start = end + EOM.size();
+  }
+  return out;
+}
+
+ImageCodes XOmniPipeline::tokenize_image(const Image& image) const {
+  SiglipVQTokenizer::Tokens t = impl_->image_tokenizer->encode(image);
+  at::Tensor codes = t.codes.to(at::kCPU, at::kLong).contiguous();
+  ImageCodes c;
+  c.rows = t.h;
+  c.cols = t.w;
+  c.codes.assign(codes.data_ptr<int64_t>(), codes.data_ptr<int64_t>() + codes.numel());
+  return c;
+}
+
+at::Tensor XOmniPipeline::chat_prompt(const ImageCodes& image, const std::string& question) const {
+  text::XOmniChatOptions o;
+  o.system_prompt = impl_->system_prompt;
+  const std::string content = image_text(image) + "\n" + question;  // chat.py
+  return as_ids(impl_->tokenizer->encode(text::render_xomni_chat(content, o)));
+}
+
+namespace {
+// A decoded prefix can end inside a multi-byte character (shown as U+FFFD); hold it back.
+size_t complete_utf8_prefix(const std::string& s) {
+  static const std::string repl = "\xEF\xBF\xBD";
+  size_t n = s.size();
+  while (n >= repl.size() && s.compare(n - repl.size(), repl.size(), repl) == 0) n -= repl.size();
+  return n;
+}
+}  // namespace
+
+std::string XOmniPipeline::chat(const Image& image, const std::string& question, const TextCallback& on_text,
+                                int64_t max_new_tokens) const {
+  if (max_new_tokens < 1) throw Error("max_new_tokens must be >= 1", "X-Omni chat", ">= 1", std::to_string(max_new_tokens));
+  const XOmniLM& lm = impl_->lm;
+  const at::Tensor ids = chat_prompt(tokenize_image(image), question);
+  // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
+  // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
+  sampling::SamplingOptions s;
+  s.do_sample = false;
+  if (impl_->generation_config) s.repetition_penalty = impl_->generation_config->get_double("repetition_penalty", 1.0);
+  nn::KVCache cache = lm.new_cache(1, ids.size(1) + max_new_tokens);
+  at::Tensor logits = lm.prefill(ids, cache, Mode::Text).squeeze(1);
+  std::vector<int64_t> answer;
+  at::Tensor history = ids.clone();
+  size_t emitted = 0;
+  for (int64_t i = 0; i < max_new_tokens; ++i) {
+    at::Tensor scores = sampling::process_scores(logits.to(at::kFloat), history.to(logits.device()), s);
+    const int64_t next = scores.argmax(-1).item<int64_t>();
+    if (next == impl_->im_end) break;
+    answer.push_back(next);
+    if (on_text) {
+      const std::string text = impl_->tokenizer->decode(answer, false);
+      const size_t n = complete_utf8_prefix(text);
+      if (n > emitted) {
+        on_text(text.substr(emitted, n - emitted));
+        emitted = n;
+      }
+    }
+    if (i + 1 == max_new_tokens) break;
+    history = at::cat({history, at::full({1, 1}, next, at::kLong)}, 1);
+    logits = lm.decode_one(at::full({1}, next, at::kLong).to(logits.device()), cache, Mode::Text);
+  }
+  if (on_text) {
+    const std::string text = impl_->tokenizer->decode(answer, false);
+    if (text.size() > emitted) on_text(text.substr(emitted));
+  }
+  return mmdecode(answer).texts.front();  // chat.py: texts[0]
+}
+
+}  // namespace omniflux::xomni
