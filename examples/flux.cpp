@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/flux.h"
@@ -28,20 +29,11 @@ void usage() {
                "                     [--device D] [--dtype T] [--threads N] [--vae-tiling auto|on|off] [--quiet]\n");
 }
 
-int64_t to_int(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end) throw omniflux::Error("not an integer", flag, "an integer", v);
-  return x;
-}
-double to_double(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end) throw omniflux::Error("not a number", flag, "a number", v);
-  return x;
-}
 
 }  // namespace
+
+using omniflux::cli::to_double;
+using omniflux::cli::to_int;
 
 int main(int argc, char** argv) {
   std::string model, out = "out.png";

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/uniworld.h"
@@ -32,20 +33,11 @@ void usage() {
                "  output size snaps to the official aspect-ratio table with anchor W x H (--no-snap: as given).\n");
 }
 
-int64_t to_int(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end) throw omniflux::Error("not an integer", flag, "an integer", v);
-  return x;
-}
-double to_double(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end) throw omniflux::Error("not a number", flag, "a number", v);
-  return x;
-}
 
 }  // namespace
+
+using omniflux::cli::to_double;
+using omniflux::cli::to_int;
 
 int main(int argc, char** argv) {
   std::string model, flux, siglip, out = "out.png";

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/xomni.h"
@@ -42,18 +43,6 @@ void usage() {
                "       common: [--device D] [--dtype T] [--threads N] [--quiet]\n");
 }
 
-int64_t to_int(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end) throw Error("not an integer", flag, "an integer", v);
-  return x;
-}
-double to_double(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end) throw Error("not a number", flag, "a number", v);
-  return x;
-}
 
 void write_codes(const std::string& path, const xo::ImageCodes& c) {
   nlohmann::json j = {{"prompt", c.prompt}, {"rows", c.rows}, {"cols", c.cols}, {"codes", c.codes}};
@@ -116,6 +105,9 @@ std::string params_text(const xo::ImageCodes& c, const xo::GenerateOptions& o, c
 }
 
 }  // namespace
+
+using omniflux::cli::to_double;
+using omniflux::cli::to_int;
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
