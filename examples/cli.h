@@ -1,6 +1,8 @@
 #pragma once
-// Argument parsing shared by the example binaries: a flag's value as a number, or an
-// omniflux::Error naming the flag.
+// Shared by the example binaries: a flag's value as a number (or an omniflux::Error naming the
+// flag), and a Ctrl-C flag the progress callbacks poll to cancel cleanly within one step.
+#include <atomic>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -22,5 +24,8 @@ inline double to_double(const std::string& flag, const std::string& v) {
   if (v.empty() || *end) throw omniflux::Error("not a number", flag, "a number", v);
   return x;
 }
+
+inline std::atomic<bool> g_interrupted{false};
+inline void on_sigint(int) { g_interrupted = true; }
 
 }  // namespace omniflux::cli

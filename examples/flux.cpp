@@ -19,20 +19,17 @@
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
-
 void usage() {
   std::fprintf(stderr,
                "usage: omniflux-flux -m DIR -p PROMPT [-W W] [-H H] [--steps N] [--guidance G] [--seed S]\n"
                "                     [--negative TEXT] [--true-cfg S] [--max-sequence-length L] [-o out.png]\n"
                "                     [--device D] [--dtype T] [--threads N] [--vae-tiling auto|on|off] [--quiet]\n");
 }
-
-
 }  // namespace
 
 using omniflux::cli::to_double;
+using omniflux::cli::g_interrupted;
+using omniflux::cli::on_sigint;
 using omniflux::cli::to_int;
 
 int main(int argc, char** argv) {

@@ -20,9 +20,6 @@
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
-
 void usage() {
   std::fprintf(stderr,
                "usage: omniflux-uniworld --model DIR --flux DIR --siglip DIR -p PROMPT [-i IMAGE ...]\n"
@@ -32,11 +29,11 @@ void usage() {
                "  -i may be given 1 to 4 times (reference images, Image 1 first). With references the\n"
                "  output size snaps to the official aspect-ratio table with anchor W x H (--no-snap: as given).\n");
 }
-
-
 }  // namespace
 
 using omniflux::cli::to_double;
+using omniflux::cli::g_interrupted;
+using omniflux::cli::on_sigint;
 using omniflux::cli::to_int;
 
 int main(int argc, char** argv) {

@@ -29,9 +29,6 @@ namespace {
 using omniflux::Error;
 namespace xo = omniflux::xomni;
 
-std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
-
 void usage() {
   std::fprintf(stderr,
                "usage: omniflux-xomni generate --model DIR --flux DIR -p PROMPT [-W W] [-H H] [--cfg G]\n"
@@ -107,6 +104,8 @@ std::string params_text(const xo::ImageCodes& c, const xo::GenerateOptions& o, c
 }  // namespace
 
 using omniflux::cli::to_double;
+using omniflux::cli::g_interrupted;
+using omniflux::cli::on_sigint;
 using omniflux::cli::to_int;
 
 int main(int argc, char** argv) {

@@ -19,11 +19,6 @@ void write_file(const fs::path& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 TEST(Safetensors, RoundTripEveryDtype) {
@@ -72,7 +67,7 @@ TEST(Safetensors, HeaderIsPaddedAndTensorsViewTheMapping) {
   TempDir dir;
   const fs::path p = dir.path() / "a.safetensors";
   save_safetensors(p.string(), std::map<std::string, at::Tensor>{{"w", at::randn({64, 64})}});
-  const std::string bytes = read_file(p);
+  const std::string bytes = read_bytes(p);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
   EXPECT_EQ(n % 8, 0u);
@@ -82,7 +77,7 @@ TEST(Safetensors, HeaderIsPaddedAndTensorsViewTheMapping) {
   EXPECT_EQ(static_cast<const void*>(w.data_ptr()), static_cast<const void*>(f.data(f.info("w"))));
   // In-place writes go to private pages and never reach the file.
   w.zero_();
-  EXPECT_EQ(read_file(p), bytes);
+  EXPECT_EQ(read_bytes(p), bytes);
 }
 
 TEST(Safetensors, MisalignedDataIsCopied) {
@@ -113,7 +108,7 @@ TEST(Safetensors, ReadsReferenceFixtureFile) {
 // omniflux::Error that names the file and says what is wrong.
 TEST(Safetensors, RejectsEveryMalformedFileInCorpus) {
   const fs::path dir = fixture("bad_safetensors");
-  nlohmann::json cases = nlohmann::json::parse(read_file(dir / "cases.json"));
+  nlohmann::json cases = nlohmann::json::parse(read_bytes(dir / "cases.json"));
   ASSERT_GE(cases.size(), 20u);
   for (auto it = cases.begin(); it != cases.end(); ++it) {
     const std::string path = (dir / it.key()).string();
@@ -147,7 +142,7 @@ TEST(Safetensors, EveryTruncationOfAValidFileIsRejected) {
   TempDir dir;
   const fs::path p = dir.path() / "v.safetensors";
   save_safetensors(p.string(), std::map<std::string, at::Tensor>{{"a", at::randn({3})}, {"b", at::randn({2, 2})}});
-  const std::string bytes = read_file(p);
+  const std::string bytes = read_bytes(p);
   for (size_t n = 0; n < bytes.size(); ++n) {
     EXPECT_THROW(SafetensorsFile::from_buffer(reinterpret_cast<const uint8_t*>(bytes.data()), n, "cut"),
                  Error)

@@ -32,12 +32,6 @@ namespace {
 
 using HW = std::pair<int64_t, int64_t>;
 
-std::string bin(const std::string& name) { return (fs::path(OMNIFLUX_BIN_DIR) / name).string(); }
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 void write_bytes(const fs::path& p, const std::string& s) {
   std::ofstream out(p, std::ios::binary);
   out.write(s.data(), static_cast<std::streamsize>(s.size()));

@@ -27,13 +27,6 @@ namespace xo = omniflux::xomni;
 
 namespace {
 
-std::string bin(const std::string& name) { return (fs::path(OMNIFLUX_BIN_DIR) / name).string(); }
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 const fs::path& tiny_root() {
   static TempDir dir;
   static bool written = [] {
