@@ -1,20 +1,44 @@
 #!/usr/bin/env bash
-# Installs omniflux's build dependencies from Debian 12 packages, if any are missing. Idempotent.
+# Installs what omniflux needs to build and test, if missing. Idempotent.
+#  - Debian 12 packages (compiler, CMake, the libraries below, the browser for the web-page test).
+#  - LibTorch: PyPI's torch wheel (CUDA 13 build; it runs on the CPU too), pinned, in a virtual
+#    environment outside the checkout that every clone on the machine shares:
+#    ${OMNIFLUX_CACHE_DIR:-~/.cache/omniflux}/torch-<version>. CMake looks there by itself.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config libtorch-dev libopenblas0-pthread libsentencepiece-dev
-          libstb-dev libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev)
+torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
+
+packages=(build-essential cmake pkg-config python3 python3-venv libsentencepiece-dev libstb-dev libgtest-dev
+          nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev)
 if [ "${OMNIFLUX_FUZZ:-0}" = 1 ]; then packages+=(clang libclang-rt-14-dev); fi
 
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "omniflux setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "omniflux setup: installing ${missing[*]}" >&2
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+cache="${OMNIFLUX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/omniflux}"
+venv="$cache/torch-$torch_version"
+if [ ! -f "$venv/.complete" ]; then
+  mkdir -p "$cache"
+  # One installer at a time per machine; the others wait, then find it done.
+  exec 9>"$cache/.torch-$torch_version.lock"
+  flock 9
+  if [ ! -f "$venv/.complete" ]; then
+    echo "omniflux setup: installing torch $torch_version from PyPI into $venv (about 3 GB)" >&2
+    rm -rf "$venv.partial"
+    python3 -m venv "$venv.partial"
+    "$venv.partial/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check "torch==$torch_version"
+    rm -rf "$venv"
+    mv "$venv.partial" "$venv"   # bin/python finds its environment from pyvenv.cfg beside it
+    touch "$venv/.complete"
+  fi
+  exec 9>&-
+fi

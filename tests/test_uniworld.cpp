@@ -257,14 +257,18 @@ UniWorldOptions small(const std::string& prompt, std::vector<Image> images = {})
   return o;
 }
 
+// stderr goes to a file of this call's own: a fixed name ("/dev/null.err", as it once was) is shared by
+// tests that ctest -j runs at the same time, and one test then read the other's messages.
 std::string run_cli(const std::string& args, int* rc, const fs::path& stdout_file = {}) {
   const fs::path d = tiny_root();
+  TempDir err_dir;
   const std::string out = stdout_file.empty() ? "/dev/null" : stdout_file.string();
+  const std::string err = (err_dir.path() / "stderr.txt").string();
   const std::string cmd = bin("omniflux-uniworld") + " --model " + (d / "uniworld-v1").string() + " --flux " +
                           (d / "flux.1-dev").string() + " --siglip " + (d / "siglip2").string() + " " + args +
-                          " > " + out + " 2> " + out + ".err";
+                          " > " + out + " 2> " + err;
   *rc = WEXITSTATUS(std::system(cmd.c_str()));
-  return read_bytes(out + ".err");
+  return read_bytes(err);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
 
 #include "bench.h"
@@ -125,7 +126,7 @@ int main(int argc, char** argv) {
     for (const auto& n : names) {
       BenchContext ctx = base;
       ctx.case_name = n;
-      at::NoGradGuard no_grad;
+      c10::InferenceMode inference;
       registry()[n].run(ctx);
     }
   } catch (const std::exception& e) {

@@ -82,6 +82,29 @@ json tolerance_of(const json& meta) {
   return nullptr;
 }
 
+// Manifest tolerances found too tight for the reference itself, each with the measurement that
+// shows it. The fixtures were made on Debian's LibTorch 1.13, whose fp32 sin is less accurate for
+// the large arguments of FLUX's timestep embedding (up to 3500 rad): recomputing time_text_embed in
+// fp64 from the same fp32 arguments (PyTorch 2.11) differs from inter_temb by 1.14e-5, above its
+// 8e-6. The double blocks' text stream inherits that through the AdaLN modulation. Both get the
+// case's output tolerance; the final outputs keep theirs.
+struct ToleranceOverride {
+  const char* case_name;
+  const char* output;
+  double tolerance_max_abs;
+  const char* reason;
+};
+constexpr ToleranceOverride kToleranceOverrides[] = {
+    {"flux_transformer", "inter_temb", 4e-5, "reference is 1.14e-5 from an fp64 recomputation (LibTorch 1.13 fp32 sin)"},
+    {"flux_transformer", "inter_double_block_txt", 4e-5, "inherits inter_temb's reference error through AdaLN"},
+};
+
+const ToleranceOverride* override_of(const std::string& case_name, const std::string& output) {
+  for (const auto& o : kToleranceOverrides)
+    if (case_name == o.case_name && output == o.output) return &o;
+  return nullptr;
+}
+
 // Runs one case; prints its lines; returns true when every compared tensor passed.
 bool run_case(const std::string& root, const std::string& name, const json& spec,
               const RuntimeOptions& rt) {
@@ -111,8 +134,10 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
   auto check_group = [&](const char* group, bool required) {
     if (!spec.contains(group)) return;
     for (auto o = spec[group].begin(); o != spec[group].end(); ++o) {
-      const json& meta = o.value();
+      json meta = o.value();
       if (!required && tolerance_of(meta).is_null()) continue;  // plain inputs are not checked
+      const ToleranceOverride* over = override_of(name, o.key());
+      if (over) meta["tolerance_max_abs"] = over->tolerance_max_abs;
       auto g = got.find(o.key());
       if (g == got.end()) {
         if (!required) continue;
@@ -132,6 +157,7 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
       line["max_abs_err"] = std::isfinite(c.max_abs) ? json(c.max_abs) : json("inf");
       line["pass"] = c.pass;
       if (!required) line["group"] = group;
+      if (over) line["tolerance_override"] = over->reason;
       if (!c.pass) line["detail"] = c.why;
       emit(line);
       all = all && c.pass;

@@ -19,7 +19,6 @@
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
-#include <torch/version.h>
 
 #include "omniflux/error.h"
 
@@ -37,13 +36,8 @@ c10::ScalarType dtype_to_scalar_type(Dtype d) {
     case Dtype::F32: return c10::kFloat;
     case Dtype::F16: return c10::kHalf;
     case Dtype::BF16: return c10::kBFloat16;
-#if TORCH_VERSION_MAJOR >= 2
     case Dtype::F8_E4M3: return c10::ScalarType::Float8_e4m3fn;
     case Dtype::F8_E5M2: return c10::ScalarType::Float8_e5m2;
-#else
-    case Dtype::F8_E4M3:
-    case Dtype::F8_E5M2: return c10::kByte;  // raw bits: LibTorch 1.x has no float8 types
-#endif
     case Dtype::I64: return c10::kLong;
     case Dtype::I32: return c10::kInt;
     case Dtype::I16: return c10::kShort;
@@ -66,10 +60,8 @@ Dtype scalar_type_to_dtype(c10::ScalarType t) {
     case c10::kChar: return Dtype::I8;
     case c10::kByte: return Dtype::U8;
     case c10::kBool: return Dtype::BOOL;
-#if TORCH_VERSION_MAJOR >= 2
     case c10::ScalarType::Float8_e4m3fn: return Dtype::F8_E4M3;
     case c10::ScalarType::Float8_e5m2: return Dtype::F8_E5M2;
-#endif
     default: break;
   }
   throw Error("dtype cannot be stored in safetensors", "save_safetensors",

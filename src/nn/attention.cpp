@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
-#include <torch/version.h>
 
 #include "omniflux/error.h"
 
@@ -38,29 +37,6 @@ at::Tensor combine_masks(const at::Tensor& user, const at::Tensor& causal, at::S
   return to_additive(user) + to_additive(causal);
 }
 
-// HF eager: scores = q k^T * scale (input dtype) + mask; softmax in fp32; cast; @ v.
-at::Tensor math_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          const at::Tensor& mask, double scale) {
-  const int64_t lq = q.size(2);
-  // Bound the score matrix to ~256M elements by chunking queries (FLUX at 1024^2 would need 2 GB).
-  const int64_t per_query = q.size(0) * q.size(1) * k.size(2);
-  const int64_t chunk = std::max<int64_t>(1, (int64_t(1) << 28) / std::max<int64_t>(1, per_query));
-  std::vector<at::Tensor> outs;
-  for (int64_t s = 0; s < lq; s += chunk) {
-    const int64_t e = std::min(lq, s + chunk);
-    at::Tensor qs = (s == 0 && e == lq) ? q : q.slice(2, s, e);
-    at::Tensor scores = at::matmul(qs, k.transpose(-1, -2)) * scale;
-    if (mask.defined()) {
-      at::Tensor m = mask;
-      if (m.dim() >= 2 && m.size(-2) == lq && !(s == 0 && e == lq)) m = m.slice(-2, s, e);
-      scores = scores + m;
-    }
-    at::Tensor p = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-    outs.push_back(at::matmul(p, v));
-  }
-  return outs.size() == 1 ? outs[0] : at::cat(outs, 2);
-}
-
 }  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -79,21 +55,15 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   at::Tensor kk = repeat_kv(k, hq / hkv), vv = repeat_kv(v, hq / hkv);
   at::Tensor causal;
   if (opt.causal && lq > 1) causal = causal_mask(lq, lk, q.device());
-#if TORCH_VERSION_MAJOR >= 2
   if (!opt.mask.defined() && opt.causal && lq == lk)
-    return at::scaled_dot_product_attention(q, kk, vv, {}, 0.0, true, scale);
-  at::Tensor m;
+    return at::scaled_dot_product_attention(q, kk, vv, std::nullopt, 0.0, true, scale);
+  std::optional<at::Tensor> m;
   if (opt.mask.defined() || causal.defined()) {
     m = (opt.mask.defined() && opt.mask.scalar_type() == at::kBool && !causal.defined())
             ? opt.mask
             : combine_masks(opt.mask, causal, q.scalar_type());
   }
   return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, false, scale);
-#else
-  at::Tensor m;
-  if (opt.mask.defined() || causal.defined()) m = combine_masks(opt.mask, causal, q.scalar_type());
-  return math_attention(q, kk, vv, m, scale);
-#endif
 }
 
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

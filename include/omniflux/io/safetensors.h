@@ -15,8 +15,8 @@
 
 namespace omniflux {
 
-// The LibTorch scalar type that holds the dtype. F8 types map to Byte (raw bits) on LibTorch 1.x;
-// convert them with f8_to_float().
+// The LibTorch scalar type that holds the dtype (F8 as Float8_e4m3fn / Float8_e5m2).
+// f8_to_float() also decodes raw F8 bits held in a uint8 tensor.
 c10::ScalarType dtype_to_scalar_type(Dtype d);
 Dtype scalar_type_to_dtype(c10::ScalarType t);
 // Decodes raw F8 bits (uint8 tensor) to float32.
@@ -39,7 +39,7 @@ class SafetensorsFile {
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
   const TensorInfo& info(const std::string& name) const;  // throws Error if absent
   // CPU tensor viewing the mapping (no copy) when the data is aligned for its dtype, else a copy.
-  // F8 tensors come back as raw uint8 bits on LibTorch 1.x.
+  // F8 tensors come back as float8 tensors.
   at::Tensor get(const std::string& name) const;
   // Pointer to the raw bytes of a tensor inside the mapping.
   const uint8_t* data(const TensorInfo& info) const;

@@ -37,7 +37,7 @@ class WeightStore {
   // moves it to the runtime device. A tensor that needs no conversion views the file mapping.
   at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
                  c10::ScalarType dtype = c10::ScalarType::Undefined);
-  // As stored, on the CPU, with F8 as raw bits on LibTorch 1.x. Marks the key used.
+  // As stored, on the CPU (F8 as float8 tensors). Marks the key used.
   at::Tensor get_raw(const std::string& name);
 
   // Declares keys under `prefix` as ignorable (training-only weights, an unused head...).

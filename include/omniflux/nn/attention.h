@@ -1,7 +1,6 @@
 #pragma once
-// The one attention function (DESIGN §3). On LibTorch 2.x it calls
-// at::scaled_dot_product_attention (flash / memory-efficient kernels on CUDA); on 1.13 it runs an
-// exact math path like HF eager attention: scores in the input dtype, softmax in fp32, cast back.
+// The one attention function (DESIGN §3): at::scaled_dot_product_attention, which picks the flash or
+// memory-efficient kernels on CUDA and the fused flash kernel on the CPU.
 // Causal, padded (mask), block-diagonal (a mask, or `segments`) and joint uses all go through it.
 #include <optional>
 
