@@ -24,6 +24,8 @@ if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(TORCH_CUDA_ARCH_LIST "${OMNIFLUX_CUDA_ARCHS}")
 endif()
 
+# LibTorch's CUDA config warns about (and ignores) CMAKE_CUDA_ARCHITECTURES; our own target sets it.
+unset(CMAKE_CUDA_ARCHITECTURES CACHE)
 find_package(Torch CONFIG QUIET HINTS ${_omniflux_torch_hints})
 if(NOT Torch_FOUND)
   message(FATAL_ERROR "omniflux: LibTorch not found. Run ./scripts/setup.sh (it installs torch "

@@ -28,6 +28,22 @@ c10::ScalarType RuntimeOptions::compute_dtype() const {
   return parse_dtype(dtype);
 }
 
+Offload parse_offload(const std::string& name) {
+  if (name == "none") return Offload::None;
+  if (name == "model") return Offload::Model;
+  if (name == "sequential") return Offload::Sequential;
+  throw Error("unknown offload mode", "offload option", "none, model or sequential", "'" + name + "'");
+}
+
+const char* offload_name(Offload o) {
+  switch (o) {
+    case Offload::None: return "none";
+    case Offload::Model: return "model";
+    case Offload::Sequential: return "sequential";
+  }
+  return "none";
+}
+
 void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);

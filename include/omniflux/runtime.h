@@ -7,10 +7,25 @@
 
 namespace omniflux {
 
+// Where weights live between uses (DESIGN §3, residency):
+//   None       everything stays on the compute device;
+//   Model      each component is on the compute device only while it runs (diffusers'
+//              enable_model_cpu_offload), one after another;
+//   Sequential the DiT and LM blocks stream in one at a time (CUDA: from pinned host memory on a
+//              side stream, the next block copied while this one computes; CPU: materialised from
+//              the mapped file only while the block runs).
+enum class Offload { None, Model, Sequential };
+Offload parse_offload(const std::string& name);  // "none", "model", "sequential"; Error otherwise
+const char* offload_name(Offload o);
+
 struct RuntimeOptions {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:1"
   std::string dtype = "auto";  // "auto", "float32", "bfloat16", "float16"
   int num_threads = 0;         // CPU intra-op threads; 0 = all hardware threads
+  Offload offload = Offload::None;
+  double max_vram_gb = 0;      // device-memory budget in GB for plans and checks; 0 = none given
+  bool check_finite_weights = true;   // scan weights for NaN/Inf at load and name the tensor
+  bool allow_outside_paths = false;   // let config files point outside their model folder
 
   c10::Device torch_device() const;
   // The floating-point dtype weights and activations use: "auto" is fp32 on CPU, bf16 on CUDA.
