@@ -3,17 +3,31 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/error.h"
 #include "omniflux/models/flux_dit.h"
+#include "omniflux/sampling/latents.h"
 #include "parity.h"
 #include "taps.h"
 
 using omniflux::parity::ParityOutputs;
 
+namespace {
+// The fixture gives latents both unpacked (info) and packed: our packing of the one must be the other.
+at::Tensor packed(const omniflux::parity::ParityContext& ctx, const char* unpacked, const char* packed_name) {
+  at::Tensor p = omniflux::pack_latents(ctx.input(unpacked));
+  at::Tensor ref = ctx.input(packed_name);
+  if (!at::equal(p, ref))
+    throw omniflux::Error("pack_latents of the fixture latents differs from its packed tokens", ctx.case_name + ": " + unpacked,
+                          packed_name, "max abs diff " + std::to_string((p - ref).abs().max().item<double>()));
+  return p;
+}
+}  // namespace
+
 OMNIFLUX_PARITY_CASE(flux_transformer) {
   const auto folder = std::filesystem::path(ctx.file("weights")).parent_path().string();
   auto model = omniflux::FluxTransformer::load(folder, ctx.rt);
   omniflux::FluxDiTInputs in;
-  in.hidden_states = ctx.input("hidden_states");
+  in.hidden_states = packed(ctx, "latents_unpacked", "hidden_states");
   in.encoder_hidden_states = ctx.input("encoder_hidden_states");
   in.pooled_projections = ctx.input("pooled_projections");
   in.timestep = ctx.input("timestep");
@@ -31,7 +45,7 @@ OMNIFLUX_PARITY_CASE(flux_transformer) {
   }
   // The fixture keeps the reference tokens' own outputs: pass the concatenation as image tokens.
   omniflux::FluxDiTInputs full = in;
-  full.hidden_states = at::cat({in.hidden_states, ctx.input("ref_hidden_states")}, 1);
+  full.hidden_states = at::cat({in.hidden_states, packed(ctx, "ref_latents_unpacked", "ref_hidden_states")}, 1);
   full.img_ids = at::cat({in.img_ids, ctx.input("ref_img_ids")}, 0);
   out["output_with_ref"] = model.forward(full);
   return out;

@@ -31,6 +31,32 @@ std::string ParityContext::file(const std::string& key) const {
   return (fs::path(root) / files[key].get<std::string>()).string();
 }
 
+at::Tensor ParityContext::input(const std::string& name) const {
+  at::Tensor t = io->get(name);
+  consumed.insert(name);
+  return t;
+}
+
+std::vector<at::Tensor> ParityContext::numbered_inputs(const std::string& prefix) const {
+  std::set<int64_t> found;
+  if (spec->contains("inputs"))
+    for (auto it = (*spec)["inputs"].begin(); it != (*spec)["inputs"].end(); ++it) {
+      const std::string& k = it.key();
+      if (k.size() <= prefix.size() || k.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string num = k.substr(prefix.size());
+      if (num.find_first_not_of("0123456789") != std::string::npos || num.size() > 6) continue;
+      found.insert(std::stoll(num));
+    }
+  std::vector<at::Tensor> out;
+  for (int64_t k = 0; k < static_cast<int64_t>(found.size()); ++k) {
+    if (!found.count(k))
+      throw Error("numbered inputs have a gap", case_name + ": inputs." + prefix + std::to_string(k),
+                  std::to_string(found.size()) + " inputs numbered 0.." + std::to_string(found.size() - 1), "missing");
+    out.push_back(input(prefix + std::to_string(k)));
+  }
+  return out;
+}
+
 namespace {
 
 struct Check {
@@ -125,6 +151,9 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
     ctx.spec = &spec;
     ctx.io = &io;
     ctx.rt = rt;
+    // The fixture tree shares tokenizer files between cases through relative symlinks
+    // (../../tokenizers/...), which a model folder may otherwise not do (README "Validation").
+    ctx.rt.allow_outside_paths = true;
     got = it->second(ctx);
   } catch (const std::exception& e) {
     emit({{"case", name}, {"status", "error"}, {"pass", false}, {"detail", e.what()}});
@@ -166,6 +195,15 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
   check_group("outputs", true);
   check_group("inputs", false);
   check_group("intermediates", false);
+  // Every declared input must have been used: read by the runner, or produced for comparison.
+  // A silently ignored input (a second image the runner never reads) would make a pass meaningless.
+  if (spec.contains("inputs"))
+    for (auto o = spec["inputs"].begin(); o != spec["inputs"].end(); ++o)
+      if (!ctx.consumed.count(o.key()) && !got.count(o.key())) {
+        emit({{"case", name}, {"input", o.key()}, {"status", "input_not_consumed"}, {"pass", false},
+              {"detail", "the case runner does not read this declared input"}});
+        all = false;
+      }
   return all;
 }
 

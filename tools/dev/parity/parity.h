@@ -10,10 +10,15 @@
 //   }
 //
 // The runner returns tensors by the manifest's names. Every `outputs` entry must be returned;
-// inputs that carry a tolerance and `inter_*` intermediates are compared when returned.
+// inputs that carry a tolerance and `inter_*` intermediates are compared when returned. Every
+// declared input must be read through ctx.input() (or returned for comparison): run_case reports
+// an input the runner left unread as an error. Numbered inputs (raw_image_0, raw_image_1, ...)
+// come in any count through ctx.numbered_inputs().
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
@@ -32,10 +37,15 @@ struct ParityContext {
   const SafetensorsFile* io = nullptr;   // the case's io.safetensors
   RuntimeOptions rt;
 
-  // A tensor of io.safetensors (CPU, as stored).
-  at::Tensor input(const std::string& name) const { return io->get(name); }
+  // A tensor of io.safetensors (CPU, as stored); records the name as consumed.
+  at::Tensor input(const std::string& name) const;
+  // Every declared input named prefix + k (k = 0, 1, ...), in order: "raw_image_" gives
+  // raw_image_0 .. raw_image_{n-1}; empty when none is declared; an Error when the numbers have a gap.
+  std::vector<at::Tensor> numbered_inputs(const std::string& prefix) const;
   // A path from the case's "files" map, resolved against `root`.
   std::string file(const std::string& key) const;
+
+  mutable std::set<std::string> consumed;  // names read through input()
 };
 
 using ParityRunner = std::function<ParityOutputs(const ParityContext&)>;

@@ -19,11 +19,12 @@ OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
   auto model = qwen2_5_vl::Qwen2_5_VL::load(std::filesystem::path(ctx.file("config")).parent_path().string(), ctx.rt);
   const auto& pre = model.preprocessor();
 
-  // Image processor: raw uint8 image -> smart_resize + PIL bicubic -> normalised patches.
-  at::Tensor raw = ctx.input("raw_image_0");
+  // Image processor: raw uint8 images (any count) -> smart_resize + PIL bicubic -> normalised patches.
+  std::vector<Image> images;
+  for (const at::Tensor& raw : ctx.numbered_inputs("raw_image_")) images.push_back(image_from_tensor(raw));
   std::vector<at::Tensor> resized;
-  auto px = qwen2_5_vl::preprocess({image_from_tensor(raw)}, pre, &resized);
-  out["resized_image_0"] = resized[0];
+  auto px = qwen2_5_vl::preprocess(images, pre, &resized);
+  for (size_t k = 0; k < resized.size(); ++k) out["resized_image_" + std::to_string(k)] = resized[k];
   out["pixel_values"] = px.pixel_values;
   out["image_grid_thw"] = px.grid_thw;
 

@@ -1,5 +1,6 @@
-// Parity case siglip2_vision: Siglip2ImageProcessor on the raw image, and the NaFlex SigLIP2 vision
-// model (with its pooling head) on the reference processor outputs, so each stage is checked alone.
+// Parity case siglip2_vision: Siglip2ImageProcessor on the raw images (raw_image_0, 1, ... as one
+// batch), and the NaFlex SigLIP2 vision model (with its pooling head) on the reference processor
+// outputs, so each stage is checked alone.
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -14,7 +15,9 @@ using omniflux::parity::ParityOutputs;
 OMNIFLUX_PARITY_CASE(siglip2_vision) {
   ParityOutputs out;
   auto proc = omniflux::SiglipImageProcessorConfig::load(ctx.file("preprocessor_config"));
-  auto inputs = omniflux::siglip2_preprocess({omniflux::image_from_tensor(ctx.input("raw_image_0"))}, proc);
+  std::vector<omniflux::Image> images;  // one NaFlex batch of every declared image
+  for (const at::Tensor& raw : ctx.numbered_inputs("raw_image_")) images.push_back(omniflux::image_from_tensor(raw));
+  auto inputs = omniflux::siglip2_preprocess(images, proc);
   out["pixel_values"] = inputs.pixel_values;
   out["pixel_attention_mask"] = inputs.pixel_attention_mask;
   out["spatial_shapes"] = inputs.spatial_shapes;

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/weights.h"
 #include "omniflux/io/image_tensor.h"
@@ -43,7 +44,12 @@ OMNIFLUX_PARITY_CASE(uniworld_pipeline) {
   const auto flux = fs::path(ctx.file("flux_model_index")).parent_path().string();
   const auto siglip = fs::path(ctx.file("siglip_config")).parent_path().string();
   auto pipe = omniflux::UniWorldPipeline::load(model, flux, siglip, ctx.rt);
-  pipe.set_qwen_pixels(ctx.input("qwen_max_pixels").item<int64_t>());
+  // app.py sets min_pixels = max_pixels; the pipeline has the one value.
+  const int64_t qmin = ctx.input("qwen_min_pixels").item<int64_t>(), qmax = ctx.input("qwen_max_pixels").item<int64_t>();
+  if (qmin != qmax)
+    throw omniflux::Error("the UniWorld pipeline uses one Qwen pixel count (app.py: min_pixels = max_pixels)",
+                          ctx.case_name + ": qwen_min_pixels", std::to_string(qmax), std::to_string(qmin));
+  pipe.set_qwen_pixels(qmax);
   ParityOutputs out;
   at::Tensor utf8 = ctx.input("prompt_utf8").contiguous();
   const std::string prompt(reinterpret_cast<const char*>(utf8.data_ptr<uint8_t>()), utf8.numel());
@@ -52,14 +58,15 @@ OMNIFLUX_PARITY_CASE(uniworld_pipeline) {
   const int64_t max_len = ctx.input("max_sequence_length").item<int64_t>();
   const bool use_t5 = ctx.input("use_t5").item<int64_t>() != 0;
   const float guidance = ctx.input("guidance_scale").item<float>();
-  const std::vector<omniflux::Image> refs = {omniflux::image_from_tensor(ctx.input("ref_image_0"))};
+  std::vector<omniflux::Image> refs;  // ref_image_0, 1, ...: any count the case declares
+  for (const at::Tensor& r : ctx.numbered_inputs("ref_image_")) refs.push_back(omniflux::image_from_tensor(r));
 
   // chat template, tokenizer, Qwen image processor
   const std::string chat = pipe.chat_text(prompt, static_cast<int>(refs.size()));
   out["inter_chat_text_utf8"] = at::tensor(std::vector<uint8_t>(chat.begin(), chat.end()), at::kByte);
   auto vp = pipe.build_prompt(prompt, refs);
   out["qwen_input_ids"] = vp.ids;
-  out["qwen_resized_image_0"] = vp.resized.at(0);
+  for (size_t k = 0; k < vp.resized.size(); ++k) out["qwen_resized_image_" + std::to_string(k)] = vp.resized[k];
   out["qwen_pixel_values"] = vp.pixels.pixel_values;
   out["qwen_image_grid_thw"] = vp.pixels.grid_thw;
 
