@@ -1,5 +1,6 @@
 #include "omniflux/runtime.h"
 
+#include <cmath>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -28,6 +29,20 @@ c10::ScalarType RuntimeOptions::compute_dtype() const {
   return parse_dtype(dtype);
 }
 
+void RuntimeOptions::validate() const {
+  const c10::Device d = torch_device();
+  const c10::ScalarType t = compute_dtype();
+  if (d.is_cpu() && t == c10::kHalf)
+    throw Error("float16 is not supported on the CPU", "RuntimeOptions::dtype", "float32 or bfloat16 on the CPU",
+                "'" + dtype + "'");
+  if (num_threads < 0 || num_threads > kMaxThreads)
+    throw Error("invalid number of threads", "RuntimeOptions::num_threads",
+                "0 (all hardware threads) to " + std::to_string(kMaxThreads), std::to_string(num_threads));
+  if (!std::isfinite(max_vram_gb) || max_vram_gb < 0)
+    throw Error("invalid memory budget", "RuntimeOptions::max_vram_gb", "a finite number >= 0 (0 = none)",
+                std::to_string(max_vram_gb));
+}
+
 Offload parse_offload(const std::string& name) {
   if (name == "none") return Offload::None;
   if (name == "model") return Offload::Model;
@@ -45,6 +60,9 @@ const char* offload_name(Offload o) {
 }
 
 void set_num_threads(int n) {
+  if (n > RuntimeOptions::kMaxThreads)
+    throw Error("invalid number of threads", "set_num_threads", "0 to " + std::to_string(RuntimeOptions::kMaxThreads),
+                std::to_string(n));
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
 }

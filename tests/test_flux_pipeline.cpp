@@ -19,9 +19,17 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The fixture shares its tokenizer files with tests/fixtures/tokenizers through relative symlinks,
+// which a model folder may only do with allow_outside_paths.
+RuntimeOptions shared_files() {
+  RuntimeOptions rt;
+  rt.allow_outside_paths = true;
+  return rt;
+}
+
 struct Fixture {
   SafetensorsFile io = SafetensorsFile::open(fixture("flux_pipeline/io.safetensors"));
-  FluxPipeline pipe = FluxPipeline::load(fixture("flux_pipeline"));
+  FluxPipeline pipe = FluxPipeline::load(fixture("flux_pipeline"), shared_files());
   FluxPromptEmbeds cond{io.get("pooled_prompt_embeds"), io.get("prompt_embeds")};
   at::Tensor noise = io.get("initial_noise");
 };

@@ -14,6 +14,8 @@
 #include <iterator>
 #include <string>
 
+#include <sys/stat.h>
+
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
@@ -37,8 +39,17 @@ void write_bytes(const fs::path& p, const std::string& s) {
   out.write(s.data(), static_cast<std::streamsize>(s.size()));
 }
 
-// A zip of stored entries, written independently of the library's writer (CRCs left 0: the
-// reader does not check them).
+// CRC-32 (zip's polynomial), bit by bit: independent of the library's table.
+uint32_t zip_crc(const std::string& s) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char ch : s) {
+    c ^= ch;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+// A zip of stored entries with their CRC-32, written independently of the library's writer.
 std::string make_zip(const std::vector<std::pair<std::string, std::string>>& entries, uint16_t method = 0) {
   auto put = [](std::string& s, uint64_t v, int n) {
     for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
@@ -46,11 +57,12 @@ std::string make_zip(const std::vector<std::pair<std::string, std::string>>& ent
   std::string out, cd;
   for (const auto& [name, data] : entries) {
     const size_t off = out.size();
+    const uint32_t crc = zip_crc(data);
     put(out, 0x04034b50, 4); put(out, 20, 2); put(out, 0, 2); put(out, method, 2); put(out, 0, 4);
-    put(out, 0, 4); put(out, data.size(), 4); put(out, data.size(), 4); put(out, name.size(), 2); put(out, 0, 2);
+    put(out, crc, 4); put(out, data.size(), 4); put(out, data.size(), 4); put(out, name.size(), 2); put(out, 0, 2);
     out += name + data;
     put(cd, 0x02014b50, 4); put(cd, 20, 2); put(cd, 20, 2); put(cd, 0, 2); put(cd, method, 2); put(cd, 0, 4);
-    put(cd, 0, 4); put(cd, data.size(), 4); put(cd, data.size(), 4); put(cd, name.size(), 2);
+    put(cd, crc, 4); put(cd, data.size(), 4); put(cd, data.size(), 4); put(cd, name.size(), 2);
     put(cd, 0, 2); put(cd, 0, 2); put(cd, 0, 2); put(cd, 0, 2); put(cd, 0, 4); put(cd, off, 4);
     cd += name;
   }
@@ -145,6 +157,39 @@ TEST(TorchPickle, RejectsWhatItCannotRead) {
                "unsupported object os.system");
   expect_error("trunc.pt", make_zip({{"a/data.pkl", pkl.substr(0, 40)}}), "cannot read the torch pickle");
   EXPECT_THROW(load_torch_state_dict((d.path() / "absent.pt").string()), Error);
+  // One flipped byte in the tensor data: the CRC-32 catches it.
+  std::string good = make_zip({{"a/data.pkl", pkl}, {"a/data/0", data}});
+  const size_t at_data = good.find(data);
+  ASSERT_NE(at_data, std::string::npos);
+  good[at_data + 5] ^= 0x10;
+  expect_error("flipped.pt", good, "CRC-32");
+}
+
+TEST(TorchPickle, CatchesAFlippedByteInItsOwnFilesAndRefusesAFifo) {
+  TempDir d;
+  const fs::path p = d.path() / "head.pt";
+  save_torch_state_dict(p.string(), {{"w", at::arange(64, at::kFloat)}});
+  std::string bytes = read_bytes(p);
+  // The float 63.0 is stored last in the data entry; flip a bit of it.
+  float v = 63.f;
+  const size_t at = bytes.find(std::string(reinterpret_cast<const char*>(&v), 4));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] ^= 0x01;
+  write_bytes(p, bytes);
+  try {
+    load_torch_state_dict(p.string());
+    ADD_FAILURE() << "a corrupt .pt was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("CRC-32"), std::string::npos) << e.what();
+  }
+  const fs::path fifo = d.path() / "fifo.pt";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    load_torch_state_dict(fifo.string());  // must not block waiting for a writer
+    ADD_FAILURE() << "a FIFO was read";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a FIFO"), std::string::npos) << e.what();
+  }
 }
 
 // ---- connectors -------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ TEST(WeightStore, ConvertsFloatsToTheRuntimeDtypeAndKeepsIntegers) {
   auto w = store->root();
   EXPECT_EQ(w.get("model.layers.0.self_attn.q_proj.weight", {8, 4}).scalar_type(), at::kBFloat16);
   EXPECT_EQ(w.get("model.layers.0.self_attn.q_proj.bias", {8}, at::kFloat).scalar_type(), at::kFloat);
-  EXPECT_EQ(w.get("model.position_ids", {5}).scalar_type(), at::kLong);
+  EXPECT_EQ(w.get("model.position_ids", {5}, at::kLong).scalar_type(), at::kLong);  // integer buffers say so
 }
 
 TEST(WeightStore, WrongShapeNamesKeyFileAndBothShapes) {
@@ -80,7 +80,7 @@ TEST(WeightStore, FinishReportsUnusedKeysUnlessIgnored) {
   w.get("model.layers.0.self_attn.q_proj.weight", {8, 4});
   w.get("model.layers.0.self_attn.q_proj.bias", {8});
   w.get("model.layers.1.self_attn.q_proj.weight", {8, 4});
-  w.get("model.position_ids", {5});
+  w.get("model.position_ids", {5}, at::kLong);
   try {
     store->finish();
     FAIL();
@@ -131,7 +131,8 @@ TEST(WeightStore, InMemoryCheckpointServesTensorsStrictly) {
   at::Tensor got = v.get("weight", {4, 3});
   EXPECT_EQ(got.scalar_type(), at::kBFloat16);
   EXPECT_TRUE(at::allclose(got.to(at::kFloat), w, 1e-2, 1e-2));
-  EXPECT_EQ(store.root().get("ids", {3}).scalar_type(), at::kLong);
+  EXPECT_EQ(store.root().get("ids", {3}, at::kLong).scalar_type(), at::kLong);
+  EXPECT_THROW(store.root().get("ids", {3}), Error);  // no dtype given: a float parameter is wanted
   try {
     v.get("bias", {5});
     FAIL();

@@ -46,14 +46,16 @@ const xo::XOmniPipeline& pipe() {
   return p;
 }
 
-// A copy of the tiny X-Omni folder whose safetensors files are symlinks (cheap to edit the rest).
+// A copy of the tiny X-Omni folder whose big safetensors files (found by fixed names) are symlinks,
+// cheap to edit the rest. The ViT and projector files named by vision_config are copied: a config
+// path that a symlink leads out of the folder is refused.
 fs::path linked_copy(const TempDir& d) {
   const fs::path dst = d.path() / "x-omni";
   fs::create_directories(dst);
   for (const auto& e : fs::recursive_directory_iterator(xomni_dir())) {
     const fs::path rel = fs::relative(e.path(), xomni_dir());
     if (e.is_directory()) fs::create_directories(dst / rel);
-    else if (e.path().extension() == ".safetensors") fs::create_symlink(e.path(), dst / rel);
+    else if (rel == "model.safetensors" || rel.parent_path() == "diffusers") fs::create_symlink(e.path(), dst / rel);
     else fs::copy_file(e.path(), dst / rel);
   }
   return dst;

@@ -27,6 +27,12 @@ struct RuntimeOptions {
   bool check_finite_weights = true;   // scan weights for NaN/Inf at load and name the tensor
   bool allow_outside_paths = false;   // let config files point outside their model folder
 
+  // Checks every field at once (every WeightStore does on construction): a known device and
+  // dtype, no float16 on the CPU (LibTorch lacks CPU half kernels for several ops the models use),
+  // num_threads in [0, kMaxThreads], a finite max_vram_gb >= 0. Throws Error naming the field.
+  void validate() const;
+  static constexpr int kMaxThreads = 1024;
+
   c10::Device torch_device() const;
   // The floating-point dtype weights and activations use: "auto" is fp32 on CPU, bf16 on CUDA.
   c10::ScalarType compute_dtype() const;

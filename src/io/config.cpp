@@ -5,10 +5,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -52,6 +54,7 @@ Config Config::load(const std::string& path) {
   std::error_code ec;
   std::string file = path;
   if (fs::is_directory(path, ec)) file = (fs::path(path) / "config.json").string();
+  require_regular_file(file, "config file");
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error("cannot open config", file, "a readable JSON file", std::strerror(errno));
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -171,6 +174,74 @@ std::vector<std::string> Config::get_string_list(const std::string& key) const {
     out.push_back(e.get<std::string>());
   }
   return out;
+}
+
+std::string Config::where(const std::string& key) const { return source_ + ": " + join_path(path_, key); }
+
+namespace {
+std::string range_str(int64_t lo, int64_t hi) { return "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]"; }
+std::string num_str(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+std::string range_str(double lo, double hi) {
+  return "a finite number in [" + num_str(lo) + ", " + num_str(hi) + "]";
+}
+}  // namespace
+
+int64_t Config::get_int_in(const std::string& key, int64_t lo, int64_t hi) const {
+  const int64_t v = get_int(key);
+  if (v < lo || v > hi) throw Error("config value out of range", where(key), range_str(lo, hi), std::to_string(v));
+  return v;
+}
+int64_t Config::get_int(const std::string& key, int64_t def, int64_t lo, int64_t hi) const {
+  return has(key) ? get_int_in(key, lo, hi) : def;
+}
+int64_t Config::get_size(const std::string& key, int64_t def, int64_t lo) const { return get_int(key, def, lo, kMaxSize); }
+int64_t Config::get_size(const std::string& key) const { return get_int_in(key, 1, kMaxSize); }
+
+double Config::get_double_in(const std::string& key, double lo, double hi) const {
+  const double v = get_double(key);
+  if (!std::isfinite(v) || v < lo || v > hi) throw Error("config value out of range", where(key), range_str(lo, hi), num_str(v));
+  return v;
+}
+double Config::get_double(const std::string& key, double def, double lo, double hi) const {
+  return has(key) ? get_double_in(key, lo, hi) : def;
+}
+double Config::get_positive(const std::string& key, double def, double hi) const {
+  if (!has(key)) return def;
+  const double v = get_double(key);
+  if (!std::isfinite(v) || v <= 0 || v > hi)
+    throw Error("config value out of range", where(key), "a finite number in (0, " + num_str(hi) + "]", num_str(v));
+  return v;
+}
+double Config::get_epsilon(const std::string& key, double def) const { return get_positive(key, def, 1.0); }
+
+std::vector<int64_t> Config::get_int_list(const std::string& key, const std::vector<int64_t>& def, int64_t lo,
+                                          int64_t hi) const {
+  if (!has(key)) return def;
+  std::vector<int64_t> v = get_int_list(key);
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] < lo || v[i] > hi)
+      throw Error("config value out of range", where(key) + "[" + std::to_string(i) + "]", range_str(lo, hi),
+                  std::to_string(v[i]));
+  return v;
+}
+
+std::vector<double> Config::get_double_list(const std::string& key, const std::vector<double>& def, double lo,
+                                            double hi) const {
+  if (!has(key)) return def;
+  std::vector<double> v = get_double_list(key);
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]) || v[i] < lo || v[i] > hi)
+      throw Error("config value out of range", where(key) + "[" + std::to_string(i) + "]", range_str(lo, hi),
+                  num_str(v[i]));
+  return v;
+}
+
+void Config::check(bool ok, const std::string& field, const std::string& expected, const std::string& got) const {
+  if (!ok) throw Error("inconsistent config", where(field), expected, got);
 }
 
 std::vector<std::string> Config::keys() const {

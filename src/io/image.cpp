@@ -14,6 +14,7 @@
 
 #include "io/image_check.h"
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 
 // Defined by stb_image_write's implementation (compiled in stb_impl.c) but not declared in the
 // header part of libstb-dev's stb_image_write.h. Returns a malloc'ed buffer.
@@ -74,6 +75,7 @@ struct FileClose {
 };
 
 std::vector<uint8_t> read_whole_file(const std::string& path, const char* what) {
+  require_regular_file(path, what);  // a FIFO or device would be read forever
   std::unique_ptr<std::FILE, FileClose> f(std::fopen(path.c_str(), "rb"));
   if (!f) {
     throw Error(std::string("cannot open ") + what, path, "a readable file",

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -110,7 +111,9 @@ at::Tensor f8_to_float(const at::Tensor& bits, Dtype d) {
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    require_regular_file(path, "weights file");
+    // O_NONBLOCK: should the path become a FIFO after the check, open() must not wait for a writer.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw Error("cannot open file", path, "a readable file", std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -201,6 +204,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 std::string read_text_file(const std::string& path) {
+  require_regular_file(path, "shard index file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open file", path, "a readable file", std::strerror(errno));
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -234,7 +238,7 @@ std::string resolve_checkpoint_path(const std::string& path) {
 
 }  // namespace
 
-Checkpoint Checkpoint::open(const std::string& input) {
+Checkpoint Checkpoint::open(const std::string& input, bool allow_outside_paths) {
   Checkpoint c;
   c.path_ = resolve_checkpoint_path(input);
   if (!ends_with(c.path_, ".index.json")) {
@@ -259,13 +263,13 @@ Checkpoint Checkpoint::open(const std::string& input) {
       throw Error("shard index entry is not a file name", c.path_ + ": " + it.key());
     const std::string file = it.value().get<std::string>();
     const fs::path rel(file);
-    if (file.empty() || rel.is_absolute() ||
-        std::any_of(rel.begin(), rel.end(), [](const fs::path& p) { return p == ".."; }))
+    if (!allow_outside_paths && (file.empty() || rel.is_absolute() ||
+        std::any_of(rel.begin(), rel.end(), [](const fs::path& p) { return p == ".."; })))
       throw Error("shard file name must be relative to the index folder", c.path_ + ": " + it.key(),
                   "a file name", file);
     expected[it.key()] = file;
     if (!file_slot.count(file)) {
-      const fs::path shard = dir / rel;
+      const fs::path shard = resolve_in_folder(dir.string(), file, c.path_ + ": weight_map." + it.key(), allow_outside_paths);
       std::error_code ec;
       if (!fs::exists(shard, ec))
         throw Error("shard named in the index does not exist", c.path_ + ": " + it.key(),

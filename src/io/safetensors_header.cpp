@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <limits>
 #include <set>
 
@@ -153,6 +154,13 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
   if (n == 0 || hdr[0] != '{')
     throw Error("safetensors header does not start with '{'", name);
   if (!valid_utf8(hdr, n)) throw Error("safetensors header is not valid UTF-8", name);
+  // The reference parses the header with serde_json::from_str, which accepts JSON whitespace
+  // after the object (the format's padding is spaces) and rejects anything else, NUL padding
+  // included ("trailing characters"). JSON text never holds a raw NUL, so one anywhere is an
+  // error here too (nlohmann would otherwise stop at it and ignore the rest).
+  if (const void* z = std::memchr(hdr, 0, n))
+    throw Error("NUL byte in the safetensors header (pad with spaces)", name, "JSON padded with whitespace",
+                "NUL at header byte " + std::to_string(static_cast<const uint8_t*>(z) - hdr));
   json j = parse_header_json(hdr, n, name);
   if (!j.is_object()) throw Error("safetensors header is not a JSON object", name);
 

@@ -4,6 +4,7 @@
 #include "omniflux/io/torch_pickle.h"
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 
 namespace omniflux {
 
@@ -70,6 +72,7 @@ std::map<std::string, std::pair<size_t, size_t>> zip_entries(const std::string& 
   for (uint64_t e = 0; e < count; ++e) {
     if (rd(b, p, 4, path) != 0x02014b50u) throw Error("bad zip central directory entry", path);
     const uint64_t method = rd(b, p + 10, 2, path);
+    const uint32_t crc = static_cast<uint32_t>(rd(b, p + 16, 4, path));
     uint64_t csize = rd(b, p + 20, 4, path), usize = rd(b, p + 24, 4, path);
     const size_t nlen = rd(b, p + 28, 2, path), xlen = rd(b, p + 30, 2, path), clen = rd(b, p + 32, 2, path);
     uint64_t local = rd(b, p + 42, 4, path);
@@ -92,6 +95,15 @@ std::map<std::string, std::pair<size_t, size_t>> zip_entries(const std::string& 
     const size_t data = local + 30 + rd(b, local + 26, 2, path) + rd(b, local + 28, 2, path);
     if (data + csize > b.size()) throw Error("truncated zip entry", path + ": " + name);
     if (csize != usize) throw Error("inconsistent stored zip entry sizes", path + ": " + name);
+    // torch.save (miniz) records each entry's CRC-32: a flipped byte is caught here.
+    const uint32_t got = crc32(reinterpret_cast<const uint8_t*>(b.data()) + data, csize);
+    if (got != crc) {
+      char hex[2][16];
+      std::snprintf(hex[0], sizeof hex[0], "%08x", crc);
+      std::snprintf(hex[1], sizeof hex[1], "%08x", got);
+      throw Error("zip entry fails its CRC-32 check (corrupt file)", path + ": " + name, std::string("CRC ") + hex[0],
+                  std::string("CRC ") + hex[1]);
+    }
     out[name] = {data, csize};
     p += 46 + nlen + xlen + clen;
   }
@@ -367,6 +379,7 @@ class Unpickler {
 };
 
 std::string read_file(const std::string& path) {
+  require_regular_file(path, "checkpoint file");  // a FIFO would block the read
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot open file", path, "a readable file", "missing or unreadable");
   return std::string(std::istreambuf_iterator<char>(f), {});

@@ -1,5 +1,7 @@
 #include "omniflux/io/weights.h"
 
+#include <cmath>
+
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
@@ -8,12 +10,12 @@ namespace omniflux {
 
 WeightStore::WeightStore(Checkpoint checkpoint, RuntimeOptions rt)
     : ckpt_(std::move(checkpoint)), rt_(std::move(rt)) {
-  (void)rt_.torch_device();  // validate early
-  (void)rt_.compute_dtype();
+  rt_.validate();  // every loader opens a WeightStore: the one place options are checked
 }
 
 std::shared_ptr<WeightStore> WeightStore::open(const std::string& path, const RuntimeOptions& rt) {
-  return std::make_shared<WeightStore>(Checkpoint::open(path), rt);
+  rt.validate();  // before mapping anything
+  return std::make_shared<WeightStore>(Checkpoint::open(path, rt.allow_outside_paths), rt);
 }
 
 WeightView WeightStore::root() { return WeightView(this, ""); }
@@ -33,6 +35,20 @@ static bool is_float(Dtype d) {
          d == Dtype::F8_E4M3 || d == Dtype::F8_E5M2;
 }
 
+namespace {
+// NaN/Inf weights (also values a conversion overflowed, e.g. 1e5 to float16) are named at load.
+// One reduction per tensor: the sum is finite exactly when every element is, unless it overflows,
+// which the exact test then rules out.
+void check_finite_weight(const at::Tensor& t, const std::string& where) {
+  if (t.numel() == 0 || std::isfinite(t.sum(at::kFloat).item<double>())) return;
+  if (at::isfinite(t).all().item<bool>()) return;
+  const int64_t nan = at::isnan(t).sum().item<int64_t>(), inf = at::isinf(t).sum().item<int64_t>();
+  throw Error("weight holds non-finite values", where,
+              "finite numbers (RuntimeOptions::check_finite_weights = false skips this check)",
+              std::to_string(nan) + " NaN and " + std::to_string(inf) + " Inf of " + std::to_string(t.numel()));
+}
+}  // namespace
+
 at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>& shape,
                             c10::ScalarType dtype) {
   if (!ckpt_.contains(name))
@@ -44,6 +60,12 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
   if (!ok)
     throw Error("wrong tensor shape", ckpt_.source_of(name) + ": " + name, shape_str(shape),
                 shape_str(ti.shape));
+  // A float parameter stored as integers would load silently (a norm weight) or fail later with a
+  // raw LibTorch message (a linear weight): Undefined and floating targets ask for a float tensor.
+  const bool want_float = dtype == c10::ScalarType::Undefined || c10::isFloatingType(dtype);
+  if (want_float && !is_float(ti.dtype))
+    throw Error("a floating-point parameter is stored with an integer dtype", ckpt_.source_of(name) + ": " + name,
+                "F32, F16, BF16, F64 or F8", dtype_name(ti.dtype));
   used_.insert(name);
   at::Tensor t = ckpt_.get(name);
   const c10::Device device = rt_.torch_device();
@@ -54,6 +76,7 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
       t = f8_to_float(t.to(device), ti.dtype);
     }
     if (t.scalar_type() != target || t.device() != device) t = t.to(device, target);
+    if (rt_.check_finite_weights) check_finite_weight(t, ckpt_.source_of(name) + ": " + name);
   } else {
     if (dtype != c10::ScalarType::Undefined && dtype != t.scalar_type()) t = t.to(dtype);
     if (t.device() != device) t = t.to(device);

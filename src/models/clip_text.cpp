@@ -15,19 +15,19 @@ namespace omniflux {
 ClipTextConfig ClipTextConfig::from_config(const Config& root) {
   const Config c = root.has("text_config") ? root.sub("text_config") : root;
   ClipTextConfig f;
-  f.vocab_size = c.get_int("vocab_size", f.vocab_size);
-  f.hidden_size = c.get_int("hidden_size", f.hidden_size);
-  f.intermediate_size = c.get_int("intermediate_size", f.intermediate_size);
-  f.num_hidden_layers = c.get_int("num_hidden_layers", f.num_hidden_layers);
-  f.num_attention_heads = c.get_int("num_attention_heads", f.num_attention_heads);
-  f.max_position_embeddings = c.get_int("max_position_embeddings", f.max_position_embeddings);
-  f.layer_norm_eps = c.get_double("layer_norm_eps", f.layer_norm_eps);
+  f.vocab_size = c.get_size("vocab_size", f.vocab_size);
+  f.hidden_size = c.get_size("hidden_size", f.hidden_size);
+  f.intermediate_size = c.get_size("intermediate_size", f.intermediate_size);
+  f.num_hidden_layers = c.get_int("num_hidden_layers", f.num_hidden_layers, 0, 4096);
+  f.num_attention_heads = c.get_int("num_attention_heads", f.num_attention_heads, 1, 4096);
+  f.max_position_embeddings = c.get_int("max_position_embeddings", f.max_position_embeddings, 2, 1 << 20);
+  f.layer_norm_eps = c.get_epsilon("layer_norm_eps", f.layer_norm_eps);
   f.hidden_act = c.get_string("hidden_act", f.hidden_act);
-  f.eos_token_id = c.get_int("eos_token_id", f.eos_token_id);
+  f.eos_token_id = c.get_int("eos_token_id", f.eos_token_id, 0, f.vocab_size - 1);
   if (f.hidden_act != "quick_gelu" && f.hidden_act != "gelu")
-    throw Error("unsupported CLIP activation", c.source() + ": hidden_act", "quick_gelu or gelu", f.hidden_act);
-  if (f.num_attention_heads <= 0 || f.hidden_size % f.num_attention_heads != 0)
-    throw Error("hidden_size not divisible by num_attention_heads", c.source() + ": num_attention_heads");
+    throw Error("unsupported CLIP activation", c.where("hidden_act"), "quick_gelu or gelu", f.hidden_act);
+  c.check(f.hidden_size % f.num_attention_heads == 0, "hidden_size",
+          "a multiple of num_attention_heads " + std::to_string(f.num_attention_heads), std::to_string(f.hidden_size));
   return f;
 }
 

@@ -18,29 +18,23 @@ namespace omniflux {
 
 FluxDiTConfig FluxDiTConfig::from_config(const Config& c) {
   FluxDiTConfig f;
-  f.patch_size = c.get_int("patch_size", f.patch_size);
-  f.in_channels = c.get_int("in_channels", f.in_channels);
-  f.out_channels = c.get_int("out_channels", f.in_channels);
-  f.num_layers = c.get_int("num_layers", f.num_layers);
-  f.num_single_layers = c.get_int("num_single_layers", f.num_single_layers);
-  f.attention_head_dim = c.get_int("attention_head_dim", f.attention_head_dim);
-  f.num_attention_heads = c.get_int("num_attention_heads", f.num_attention_heads);
-  f.joint_attention_dim = c.get_int("joint_attention_dim", f.joint_attention_dim);
-  f.pooled_projection_dim = c.get_int("pooled_projection_dim", f.pooled_projection_dim);
+  f.patch_size = c.get_int("patch_size", f.patch_size, 1, 1);  // the pipeline packs 2x2 itself
+  f.in_channels = c.get_size("in_channels", f.in_channels);
+  f.out_channels = c.get_size("out_channels", f.in_channels);
+  f.num_layers = c.get_int("num_layers", f.num_layers, 0, 4096);
+  f.num_single_layers = c.get_int("num_single_layers", f.num_single_layers, 0, 4096);
+  f.attention_head_dim = c.get_int("attention_head_dim", f.attention_head_dim, 2, 4096);
+  f.num_attention_heads = c.get_int("num_attention_heads", f.num_attention_heads, 1, 4096);
+  f.joint_attention_dim = c.get_size("joint_attention_dim", f.joint_attention_dim);
+  f.pooled_projection_dim = c.get_size("pooled_projection_dim", f.pooled_projection_dim);
   f.guidance_embeds = c.get_bool("guidance_embeds", f.guidance_embeds);
-  f.axes_dims_rope = c.get_int_list("axes_dims_rope", f.axes_dims_rope);
-  if (f.patch_size != 1)
-    throw Error("only patch_size 1 is supported (the pipeline packs 2x2)", c.source() + ": patch_size", "1",
-                std::to_string(f.patch_size));
+  f.axes_dims_rope = c.get_int_list("axes_dims_rope", f.axes_dims_rope, 0, 4096);
   int64_t rope_sum = 0;
-  for (int64_t d : f.axes_dims_rope) rope_sum += d;
-  if (rope_sum != f.attention_head_dim)
-    throw Error("axes_dims_rope must sum to attention_head_dim", c.source() + ": axes_dims_rope",
-                std::to_string(f.attention_head_dim), std::to_string(rope_sum));
-  for (int64_t v : {f.in_channels, f.out_channels, f.num_attention_heads, f.attention_head_dim,
-                    f.joint_attention_dim, f.pooled_projection_dim})
-    if (v <= 0) throw Error("non-positive size in the transformer config", c.source());
-  if (f.num_layers < 0 || f.num_single_layers < 0) throw Error("negative layer count", c.source());
+  bool even = true;
+  for (int64_t d : f.axes_dims_rope) rope_sum += d, even = even && d % 2 == 0;
+  c.check(f.axes_dims_rope.size() == 3 && even && rope_sum == f.attention_head_dim, "axes_dims_rope",
+          "3 even sizes summing to attention_head_dim " + std::to_string(f.attention_head_dim), shape_str(f.axes_dims_rope));
+  c.check(f.in_channels % 4 == 0, "in_channels", "a multiple of 4 (2x2 packed latents)", std::to_string(f.in_channels));
   return f;
 }
 

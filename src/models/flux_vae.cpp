@@ -18,35 +18,34 @@ namespace omniflux {
 
 FluxVaeConfig FluxVaeConfig::from_config(const Config& c) {
   FluxVaeConfig f;
-  f.in_channels = c.get_int("in_channels", f.in_channels);
-  f.out_channels = c.get_int("out_channels", f.out_channels);
-  f.latent_channels = c.get_int("latent_channels", f.latent_channels);
-  f.block_out_channels = c.get_int_list("block_out_channels", f.block_out_channels);
-  f.layers_per_block = c.get_int("layers_per_block", f.layers_per_block);
-  f.norm_num_groups = c.get_int("norm_num_groups", f.norm_num_groups);
-  f.scaling_factor = c.get_double("scaling_factor", f.scaling_factor);
-  f.shift_factor = c.get_double("shift_factor", f.shift_factor);
+  f.in_channels = c.get_int("in_channels", f.in_channels, 1, 64);
+  f.out_channels = c.get_int("out_channels", f.out_channels, 1, 64);
+  f.latent_channels = c.get_int("latent_channels", f.latent_channels, 1, 4096);
+  f.block_out_channels = c.get_int_list("block_out_channels", f.block_out_channels, 1, Config::kMaxSize);
+  f.layers_per_block = c.get_int("layers_per_block", f.layers_per_block, 1, 64);
+  f.norm_num_groups = c.get_int("norm_num_groups", f.norm_num_groups, 1, 4096);
+  // latents / scaling_factor: a zero factor makes every latent Inf.
+  f.scaling_factor = c.get_double("scaling_factor", f.scaling_factor, 1e-6, 1e6);
+  f.shift_factor = c.get_double("shift_factor", f.shift_factor, -1e6, 1e6);
   f.use_quant_conv = c.get_bool("use_quant_conv", f.use_quant_conv);
   f.use_post_quant_conv = c.get_bool("use_post_quant_conv", f.use_post_quant_conv);
   f.mid_block_add_attention = c.get_bool("mid_block_add_attention", f.mid_block_add_attention);
-  f.sample_size = c.get_int("sample_size", f.sample_size);
-  if (f.block_out_channels.empty()) throw Error("block_out_channels is empty", c.source() + ": block_out_channels");
+  f.sample_size = c.get_int("sample_size", f.sample_size, 1, 1 << 16);
+  c.check(!f.block_out_channels.empty() && f.block_out_channels.size() <= 8, "block_out_channels", "1 to 8 blocks",
+          std::to_string(f.block_out_channels.size()));
   for (int64_t ch : f.block_out_channels)
-    if (ch <= 0 || ch % f.norm_num_groups != 0)
-      throw Error("block_out_channels must be positive multiples of norm_num_groups",
-                  c.source() + ": block_out_channels", "multiple of " + std::to_string(f.norm_num_groups),
-                  std::to_string(ch));
+    c.check(ch % f.norm_num_groups == 0, "block_out_channels",
+            "multiples of norm_num_groups " + std::to_string(f.norm_num_groups), std::to_string(ch));
   if (c.get_string("act_fn", "silu") != "silu")
-    throw Error("unsupported VAE activation", c.source() + ": act_fn", "silu", c.get_string("act_fn"));
+    throw Error("unsupported VAE activation", c.where("act_fn"), "silu", c.get_string("act_fn"));
   for (const char* key : {"down_block_types", "up_block_types"}) {
     if (!c.has(key)) continue;
     auto types = c.get_string_list(key);
     const std::string want = key[0] == 'd' ? "DownEncoderBlock2D" : "UpDecoderBlock2D";
-    if (types.size() != f.block_out_channels.size())
-      throw Error("one block type per block_out_channels entry", c.source() + ": " + key,
-                  std::to_string(f.block_out_channels.size()), std::to_string(types.size()));
+    c.check(types.size() == f.block_out_channels.size(), key, std::to_string(f.block_out_channels.size()) +
+            " block types (one per block_out_channels entry)", std::to_string(types.size()));
     for (const auto& t : types)
-      if (t != want) throw Error("unsupported VAE block type", c.source() + ": " + key, want, t);
+      if (t != want) throw Error("unsupported VAE block type", c.where(key), want, t);
   }
   return f;
 }

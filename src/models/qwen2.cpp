@@ -10,49 +10,35 @@
 
 namespace omniflux::qwen2 {
 
-namespace {
-
-void require_positive(int64_t v, const char* field, const omniflux::Config& json) {
-  if (v < 1) throw Error("config value must be positive", json.source() + ": " + field, ">= 1", std::to_string(v));
-}
-
-}  // namespace
-
 Config Config::from_json(const omniflux::Config& root) {
   // Newer transformers nest the text fields of multimodal models under text_config.
   const omniflux::Config json = (!root.has("hidden_size") && root.has("text_config")) ? root.sub("text_config") : root;
   Config c;
-  c.vocab_size = json.get_int("vocab_size", c.vocab_size);
-  c.hidden_size = json.get_int("hidden_size", c.hidden_size);
-  c.intermediate_size = json.get_int("intermediate_size", c.intermediate_size);
-  c.num_hidden_layers = json.get_int("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = json.get_int("num_attention_heads", c.num_attention_heads);
-  c.num_key_value_heads = json.get_int("num_key_value_heads", c.num_attention_heads);
-  c.max_position_embeddings = json.get_int("max_position_embeddings", c.max_position_embeddings);
-  c.rms_norm_eps = json.get_double("rms_norm_eps", c.rms_norm_eps);
-  c.rope_theta = json.get_double("rope_theta", c.rope_theta);
+  c.vocab_size = json.get_size("vocab_size", c.vocab_size);
+  c.hidden_size = json.get_size("hidden_size", c.hidden_size);
+  c.intermediate_size = json.get_size("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = json.get_int("num_hidden_layers", c.num_hidden_layers, 1, 4096);
+  c.num_attention_heads = json.get_int("num_attention_heads", c.num_attention_heads, 1, 4096);
+  c.num_key_value_heads = json.get_int("num_key_value_heads", c.num_attention_heads, 1, 4096);
+  c.max_position_embeddings = json.get_size("max_position_embeddings", c.max_position_embeddings);
+  c.rms_norm_eps = json.get_epsilon("rms_norm_eps", c.rms_norm_eps);
+  c.rope_theta = json.get_positive("rope_theta", c.rope_theta);
   c.tie_word_embeddings = json.get_bool("tie_word_embeddings", c.tie_word_embeddings);
-  const std::pair<int64_t, const char*> sizes[] = {
-      {c.vocab_size, "vocab_size"}, {c.hidden_size, "hidden_size"}, {c.intermediate_size, "intermediate_size"},
-      {c.num_hidden_layers, "num_hidden_layers"}, {c.num_attention_heads, "num_attention_heads"},
-      {c.num_key_value_heads, "num_key_value_heads"}};
-  for (const auto& [v, f] : sizes) require_positive(v, f, json);
-  if (c.hidden_size % c.num_attention_heads != 0 && !json.has("head_dim"))
-    throw Error("hidden_size is not a multiple of num_attention_heads", json.source(),
-                "a multiple of " + std::to_string(c.num_attention_heads), std::to_string(c.hidden_size));
-  c.head_dim = json.get_int("head_dim", c.hidden_size / c.num_attention_heads);
-  if (c.head_dim % 2 != 0) throw Error("head_dim must be even for rotary embeddings", json.source() + ": head_dim");
-  if (c.num_attention_heads % c.num_key_value_heads != 0)
-    throw Error("num_attention_heads is not a multiple of num_key_value_heads", json.source(),
-                "a multiple of " + std::to_string(c.num_key_value_heads), std::to_string(c.num_attention_heads));
+  json.check(json.has("head_dim") || c.hidden_size % c.num_attention_heads == 0, "hidden_size",
+             "a multiple of num_attention_heads " + std::to_string(c.num_attention_heads), std::to_string(c.hidden_size));
+  c.head_dim = json.get_int("head_dim", c.hidden_size / c.num_attention_heads, 2, 4096);
+  json.check(c.head_dim % 2 == 0, "head_dim", "an even size (rotary embeddings)", std::to_string(c.head_dim));
+  json.check(c.num_attention_heads % c.num_key_value_heads == 0, "num_attention_heads",
+             "a multiple of num_key_value_heads " + std::to_string(c.num_key_value_heads),
+             std::to_string(c.num_attention_heads));
   if (json.get_bool("use_sliding_window", false))
-    throw Error("sliding-window attention is not supported", json.source() + ": use_sliding_window", "false", "true");
+    throw Error("sliding-window attention is not supported", json.where("use_sliding_window"), "false", "true");
   if (json.has("rope_scaling")) {
     // "mrope" is rewritten to default RoPE by transformers (Qwen2.5-VL); others change the math.
     const omniflux::Config rs = json.sub("rope_scaling");
     const std::string type = rs.get_string("type", rs.get_string("rope_type", "default"));
     if (type != "default" && type != "mrope")
-      throw Error("unsupported rope_scaling type", json.source() + ": rope_scaling.type", "default or mrope", type);
+      throw Error("unsupported rope_scaling type", json.where("rope_scaling.type"), "default or mrope", type);
   }
   return c;
 }

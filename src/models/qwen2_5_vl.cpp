@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/nn/attention.h"
@@ -23,20 +24,22 @@ namespace omniflux::qwen2_5_vl {
 
 PreprocessorConfig PreprocessorConfig::from_json(const omniflux::Config& j) {
   PreprocessorConfig c;
-  c.min_pixels = j.get_int("min_pixels", c.min_pixels);
-  c.max_pixels = j.get_int("max_pixels", c.max_pixels);
-  c.patch_size = j.get_int("patch_size", c.patch_size);
-  c.temporal_patch_size = j.get_int("temporal_patch_size", c.temporal_patch_size);
-  c.merge_size = j.get_int("merge_size", c.merge_size);
-  c.rescale_factor = j.get_double("rescale_factor", c.rescale_factor);
-  if (j.has("image_mean")) c.image_mean = j.get_double_list("image_mean");
-  if (j.has("image_std")) c.image_std = j.get_double_list("image_std");
-  if (c.image_mean.size() != 3 || c.image_std.size() != 3)
-    throw Error("image_mean and image_std need 3 values", j.source());
-  if (c.patch_size < 1 || c.merge_size < 1 || c.temporal_patch_size < 1 || c.min_pixels < 1 || c.max_pixels < c.min_pixels)
-    throw Error("impossible preprocessor sizes", j.source(), "positive sizes, min_pixels <= max_pixels");
+  constexpr int64_t kMaxPixels = int64_t(1) << 30;
+  c.min_pixels = j.get_int("min_pixels", c.min_pixels, 1, kMaxPixels);
+  c.max_pixels = j.get_int("max_pixels", c.max_pixels, 1, kMaxPixels);
+  c.patch_size = j.get_int("patch_size", c.patch_size, 1, 1024);
+  c.temporal_patch_size = j.get_int("temporal_patch_size", c.temporal_patch_size, 1, 64);
+  c.merge_size = j.get_int("merge_size", c.merge_size, 1, 64);
+  c.rescale_factor = j.get_positive("rescale_factor", c.rescale_factor, 1.0);
+  // A zero or tiny std would turn every pixel into Inf/NaN.
+  c.image_mean = j.get_double_list("image_mean", c.image_mean, -1e3, 1e3);
+  c.image_std = j.get_double_list("image_std", c.image_std, 1e-6, 1e3);
+  j.check(c.image_mean.size() == 3, "image_mean", "3 values", std::to_string(c.image_mean.size()));
+  j.check(c.image_std.size() == 3, "image_std", "3 values", std::to_string(c.image_std.size()));
+  j.check(c.min_pixels <= c.max_pixels, "min_pixels", "<= max_pixels " + std::to_string(c.max_pixels),
+          std::to_string(c.min_pixels));
   if (j.has("resample") && j.get_int("resample") != 3)
-    throw Error("only PIL BICUBIC resampling (3) is supported", j.source() + ": resample", "3",
+    throw Error("only PIL BICUBIC resampling (3) is supported", j.where("resample"), "3",
                 std::to_string(j.get_int("resample")));
   return c;
 }
@@ -116,25 +119,25 @@ PixelBatch preprocess(const std::vector<Image>& images, const PreprocessorConfig
 
 VisionConfig VisionConfig::from_json(const omniflux::Config& j) {
   VisionConfig c;
-  c.depth = j.get_int("depth", c.depth);
-  c.hidden_size = j.get_int("hidden_size", c.hidden_size);
-  c.intermediate_size = j.get_int("intermediate_size", c.intermediate_size);
-  c.num_heads = j.get_int("num_heads", c.num_heads);
-  c.in_channels = j.get_int("in_channels", j.get_int("in_chans", c.in_channels));
-  c.out_hidden_size = j.get_int("out_hidden_size", c.out_hidden_size);
-  c.patch_size = j.get_int("patch_size", c.patch_size);
-  c.spatial_merge_size = j.get_int("spatial_merge_size", c.spatial_merge_size);
-  c.temporal_patch_size = j.get_int("temporal_patch_size", c.temporal_patch_size);
-  c.window_size = j.get_int("window_size", c.window_size);
-  c.fullatt_block_indexes = j.get_int_list("fullatt_block_indexes", c.fullatt_block_indexes);
+  c.depth = j.get_int("depth", c.depth, 1, 4096);
+  c.hidden_size = j.get_size("hidden_size", c.hidden_size);
+  c.intermediate_size = j.get_size("intermediate_size", c.intermediate_size);
+  c.num_heads = j.get_int("num_heads", c.num_heads, 1, 4096);
+  c.in_channels = j.has("in_channels") ? j.get_int("in_channels", c.in_channels, 1, 64)
+                                       : j.get_int("in_chans", c.in_channels, 1, 64);
+  c.out_hidden_size = j.get_size("out_hidden_size", c.out_hidden_size);
+  c.patch_size = j.get_int("patch_size", c.patch_size, 1, 1024);
+  c.spatial_merge_size = j.get_int("spatial_merge_size", c.spatial_merge_size, 1, 64);
+  c.temporal_patch_size = j.get_int("temporal_patch_size", c.temporal_patch_size, 1, 64);
+  c.window_size = j.get_int("window_size", c.window_size, 1, 1 << 20);
+  c.fullatt_block_indexes = j.get_int_list("fullatt_block_indexes", c.fullatt_block_indexes, 0, c.depth - 1);
   if (j.get_string("hidden_act", "silu") != "silu")
-    throw Error("unsupported vision hidden_act", j.source() + ": vision_config.hidden_act", "silu",
-                j.get_string("hidden_act"));
-  if (c.num_heads < 1 || c.hidden_size % c.num_heads != 0 || (c.hidden_size / c.num_heads) % 4 != 0)
-    throw Error("vision hidden_size must split into heads of a multiple of 4", j.source() + ": vision_config",
-                "hidden_size % num_heads == 0", std::to_string(c.hidden_size) + " / " + std::to_string(c.num_heads));
-  if (c.window_size % (c.spatial_merge_size * c.patch_size) != 0 || c.window_size < c.spatial_merge_size * c.patch_size)
-    throw Error("window_size must be a multiple of patch_size * spatial_merge_size", j.source() + ": window_size");
+    throw Error("unsupported vision hidden_act", j.where("hidden_act"), "silu", j.get_string("hidden_act"));
+  j.check(c.hidden_size % c.num_heads == 0 && (c.hidden_size / c.num_heads) % 4 == 0, "hidden_size",
+          "num_heads (" + std::to_string(c.num_heads) + ") heads of a multiple of 4", std::to_string(c.hidden_size));
+  const int64_t unit = c.spatial_merge_size * c.patch_size;
+  j.check(c.window_size % unit == 0, "window_size", "a multiple of patch_size * spatial_merge_size " + std::to_string(unit),
+          std::to_string(c.window_size));
   return c;
 }
 
@@ -143,17 +146,20 @@ Config Config::from_json(const omniflux::Config& j) {
   c.text = qwen2::Config::from_json(j);
   c.vision = VisionConfig::from_json(j.sub("vision_config"));
   const omniflux::Config text = (!j.has("hidden_size") && j.has("text_config")) ? j.sub("text_config") : j;
-  c.mrope_section = text.has("rope_scaling") ? text.sub("rope_scaling").get_int_list("mrope_section", {16, 24, 24})
-                                             : std::vector<int64_t>{16, 24, 24};
+  c.mrope_section = text.has("rope_scaling")
+                        ? text.sub("rope_scaling").get_int_list("mrope_section", {16, 24, 24}, 0, c.text.head_dim / 2)
+                        : std::vector<int64_t>{16, 24, 24};
   int64_t sum = 0;
   for (int64_t s : c.mrope_section) sum += s;
-  if (c.mrope_section.size() != 3 || sum * 2 != c.text.head_dim)
-    throw Error("mrope_section must have 3 entries summing to head_dim / 2", j.source() + ": rope_scaling.mrope_section",
-                std::to_string(c.text.head_dim / 2), shape_str(c.mrope_section));
-  c.image_token_id = j.get_int("image_token_id", c.image_token_id);
-  c.video_token_id = j.get_int("video_token_id", c.video_token_id);
-  c.vision_start_token_id = j.get_int("vision_start_token_id", c.vision_start_token_id);
-  c.eos_token_id = j.get_int("eos_token_id", c.eos_token_id);
+  text.check(c.mrope_section.size() == 3 && sum * 2 == c.text.head_dim, "rope_scaling.mrope_section",
+             "3 entries summing to head_dim / 2 = " + std::to_string(c.text.head_dim / 2), shape_str(c.mrope_section));
+  const int64_t V = c.text.vocab_size;
+  c.image_token_id = j.get_int("image_token_id", c.image_token_id, 0, V - 1);
+  c.video_token_id = j.get_int("video_token_id", c.video_token_id, 0, V - 1);
+  c.vision_start_token_id = j.get_int("vision_start_token_id", c.vision_start_token_id, 0, V - 1);
+  c.eos_token_id = j.get_int("eos_token_id", c.eos_token_id, 0, V - 1);
+  j.check(c.vision.out_hidden_size == c.text.hidden_size, "vision_config.out_hidden_size",
+          "the LM hidden_size " + std::to_string(c.text.hidden_size), std::to_string(c.vision.out_hidden_size));
   return c;
 }
 
@@ -423,8 +429,10 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
   }
   m.visual_ = VisionTower::load(store->root().sub(new_layout ? "model.visual" : "visual"), m.cfg_.vision);
   m.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
-  if (std::filesystem::is_directory(folder) && std::filesystem::exists(std::filesystem::path(folder) / "tokenizer.json"))
+  if (std::filesystem::is_directory(folder) && std::filesystem::exists(std::filesystem::path(folder) / "tokenizer.json")) {
+    text::check_tokenizer_folder(folder, rt.allow_outside_paths);
     m.set_tokenizer(text::load_tokenizer(folder));
+  }
   return m;
 }
 
@@ -434,6 +442,10 @@ void Qwen2_5_VL::set_tokenizer(std::shared_ptr<const text::Tokenizer> tok) {
     if (!pad || *pad != cfg_.image_token_id)
       throw Error("the tokenizer's <|image_pad|> is not the config's image_token_id", "Qwen2_5_VL::set_tokenizer",
                   std::to_string(cfg_.image_token_id), pad ? std::to_string(*pad) : "absent");
+    // Every id the tokenizer can produce must index the embedding table.
+    if (tok->vocab_size() > cfg_.text.vocab_size)
+      throw Error("the tokenizer has ids beyond the model's vocabulary", "Qwen2_5_VL::set_tokenizer",
+                  "at most vocab_size = " + std::to_string(cfg_.text.vocab_size) + " ids", std::to_string(tok->vocab_size()));
   }
   tokenizer_ = std::move(tok);
 }
@@ -443,15 +455,18 @@ Qwen2_5_VL::Prompt Qwen2_5_VL::build_prompt(const std::vector<Image>& images, co
   text::ChatMessage user{"user", {}};
   for (size_t i = 0; i < images.size(); ++i) user.content.push_back(text::ChatContent::image());
   user.content.push_back(text::ChatContent::make_text(question));
-  std::vector<int64_t> ids = tokenizer_->encode(text::render_qwen2_5_vl({user}));
+  std::vector<text::TextSpan> user_text;
+  const std::string chat = text::render_qwen2_5_vl({user}, {}, &user_text);
+  std::vector<int64_t> ids = text::encode_prompt(*tokenizer_, chat, user_text, special_tokens_);
   Prompt p;
+  std::vector<int64_t> counts;
   if (!images.empty()) {
     p.pixels = preprocess(images, pre_);
-    std::vector<int64_t> counts;
     const int64_t unit = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
     for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
-    ids = text::expand_image_pads(ids, cfg_.image_token_id, counts);
   }
+  // Also without images: a parsed <|image_pad|> in the question is an Error here, not a mismatch later.
+  ids = text::expand_image_pads(ids, cfg_.image_token_id, counts);
   p.ids = at::tensor(ids, at::kLong).unsqueeze(0);
   return p;
 }
@@ -459,6 +474,7 @@ Qwen2_5_VL::Prompt Qwen2_5_VL::build_prompt(const std::vector<Image>& images, co
 std::string Qwen2_5_VL::answer(const std::vector<Image>& images, const std::string& question,
                                const AnswerOptions& opt) const {
   Prompt p = build_prompt(images, question);
+  check_context_length(p.ids.size(1), opt.max_new_tokens, cfg_.text.max_position_embeddings, "Qwen2.5-VL answer");
   sampling::GenerateOptions g;
   g.max_new_tokens = opt.max_new_tokens;
   g.sampling = opt.sampling;
@@ -549,8 +565,10 @@ at::Tensor Qwen2_5_VL::decode_one(const at::Tensor& ids, nn::KVCache& cache) con
 at::Tensor Qwen2_5_VL::generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                                 sampling::GenerateOptions opt) const {
   if (opt.eos_token_ids.empty()) opt.eos_token_ids = {cfg_.eos_token_id};
+  check_context_length(ids.size(1), opt.max_new_tokens, cfg_.text.max_position_embeddings, "Qwen2.5-VL generate");
   nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + opt.max_new_tokens);
   at::Tensor first = prefill(ids, pixel_values, grid_thw, cache).squeeze(1);
+  check_finite(first, "Qwen2.5-VL prefill logits");
   return sampling::generate(first, [&](const at::Tensor& next) { return decode_one(next, cache); }, opt,
                             ids.to(first.device(), at::kLong))
       .tokens;

@@ -19,25 +19,22 @@ namespace omniflux {
 SiglipVisionConfig SiglipVisionConfig::from(const Config& root) {
   const Config c = root.has("vision_config") ? root.sub("vision_config") : root;
   SiglipVisionConfig cfg;
-  cfg.hidden_size = c.get_int("hidden_size", cfg.hidden_size);
-  cfg.intermediate_size = c.get_int("intermediate_size", cfg.intermediate_size);
-  cfg.num_hidden_layers = c.get_int("num_hidden_layers", cfg.num_hidden_layers);
-  cfg.num_attention_heads = c.get_int("num_attention_heads", cfg.num_attention_heads);
-  cfg.num_channels = c.get_int("num_channels", cfg.num_channels);
-  cfg.patch_size = c.get_int("patch_size", cfg.patch_size);
-  cfg.image_size = c.get_int("image_size", cfg.image_size);
-  cfg.num_patches = c.get_int("num_patches", cfg.num_patches);
+  cfg.hidden_size = c.get_size("hidden_size", cfg.hidden_size);
+  cfg.intermediate_size = c.get_size("intermediate_size", cfg.intermediate_size);
+  cfg.num_hidden_layers = c.get_int("num_hidden_layers", cfg.num_hidden_layers, 0, 4096);
+  cfg.num_attention_heads = c.get_int("num_attention_heads", cfg.num_attention_heads, 1, 4096);
+  cfg.num_channels = c.get_int("num_channels", cfg.num_channels, 1, 64);
+  cfg.patch_size = c.get_int("patch_size", cfg.patch_size, 1, 1024);
+  cfg.image_size = c.get_int("image_size", cfg.image_size, 1, 1 << 16);
+  cfg.num_patches = c.get_size("num_patches", cfg.num_patches);
   cfg.hidden_act = c.get_string("hidden_act", cfg.hidden_act);
-  cfg.layer_norm_eps = c.get_double("layer_norm_eps", cfg.layer_norm_eps);
+  cfg.layer_norm_eps = c.get_epsilon("layer_norm_eps", cfg.layer_norm_eps);
   cfg.use_head = c.get_bool("vision_use_head", cfg.use_head);
-  nn::parse_activation(cfg.hidden_act, c.source() + ": hidden_act");
-  if (cfg.hidden_size <= 0 || cfg.num_attention_heads <= 0 || cfg.hidden_size % cfg.num_attention_heads != 0 ||
-      cfg.num_hidden_layers < 0 || cfg.intermediate_size <= 0 || cfg.patch_size <= 0 || cfg.num_channels <= 0 ||
-      cfg.image_size < cfg.patch_size || cfg.num_patches <= 0)
-    throw Error("impossible SigLIP vision sizes", c.source(),
-                "positive sizes, hidden_size a multiple of num_attention_heads, image_size >= patch_size",
-                "hidden " + std::to_string(cfg.hidden_size) + ", heads " + std::to_string(cfg.num_attention_heads) +
-                    ", image_size " + std::to_string(cfg.image_size));
+  nn::parse_activation(cfg.hidden_act, c.where("hidden_act"));
+  c.check(cfg.hidden_size % cfg.num_attention_heads == 0, "hidden_size",
+          "a multiple of num_attention_heads " + std::to_string(cfg.num_attention_heads), std::to_string(cfg.hidden_size));
+  c.check(cfg.image_size >= cfg.patch_size, "image_size", ">= patch_size " + std::to_string(cfg.patch_size),
+          std::to_string(cfg.image_size));
   return cfg;
 }
 
@@ -289,25 +286,20 @@ SiglipImageProcessorConfig SiglipImageProcessorConfig::from(const Config& c) {
   cfg.do_resize = c.get_bool("do_resize", cfg.do_resize);
   cfg.do_rescale = c.get_bool("do_rescale", cfg.do_rescale);
   cfg.do_normalize = c.get_bool("do_normalize", cfg.do_normalize);
-  cfg.resample = c.get_int("resample", cfg.resample);
-  cfg.rescale_factor = c.get_double("rescale_factor", cfg.rescale_factor);
-  if (c.has("image_mean")) cfg.image_mean = c.get_double_list("image_mean");
-  if (c.has("image_std")) cfg.image_std = c.get_double_list("image_std");
+  cfg.resample = c.get_int("resample", cfg.resample, 2, 3);
+  cfg.rescale_factor = c.get_positive("rescale_factor", cfg.rescale_factor, 1.0);
+  // A zero or tiny std would turn every pixel into Inf/NaN.
+  cfg.image_mean = c.get_double_list("image_mean", cfg.image_mean, -1e3, 1e3);
+  cfg.image_std = c.get_double_list("image_std", cfg.image_std, 1e-6, 1e3);
   if (c.has("size")) {
     const Config size = c.sub("size");
-    cfg.height = size.get_int("height", cfg.height);
-    cfg.width = size.get_int("width", cfg.width);
+    cfg.height = size.get_int("height", cfg.height, 1, 1 << 16);
+    cfg.width = size.get_int("width", cfg.width, 1, 1 << 16);
   }
-  cfg.patch_size = c.get_int("patch_size", cfg.patch_size);
-  cfg.max_num_patches = c.get_int("max_num_patches", cfg.max_num_patches);
-  if (cfg.image_mean.size() != 3 || cfg.image_std.size() != 3)
-    throw Error("image_mean and image_std need one value per RGB channel", c.source(), "3 values each",
-                std::to_string(cfg.image_mean.size()) + " and " + std::to_string(cfg.image_std.size()));
-  if (cfg.resample != 2 && cfg.resample != 3)
-    throw Error("unsupported resample filter", c.source() + ": resample", "2 (BILINEAR) or 3 (BICUBIC)",
-                std::to_string(cfg.resample));
-  if (cfg.height <= 0 || cfg.width <= 0 || cfg.patch_size <= 0 || cfg.max_num_patches <= 0)
-    throw Error("impossible processor sizes", c.source(), "positive size, patch_size, max_num_patches");
+  cfg.patch_size = c.get_int("patch_size", cfg.patch_size, 1, 1024);
+  cfg.max_num_patches = c.get_int("max_num_patches", cfg.max_num_patches, 1, 1 << 20);
+  c.check(cfg.image_mean.size() == 3, "image_mean", "3 values (RGB)", std::to_string(cfg.image_mean.size()));
+  c.check(cfg.image_std.size() == 3, "image_std", "3 values (RGB)", std::to_string(cfg.image_std.size()));
   return cfg;
 }
 

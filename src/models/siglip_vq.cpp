@@ -49,17 +49,14 @@ std::string list_keys(const std::vector<std::string>& keys, size_t max = 40) {
 
 SiglipVQConfig SiglipVQConfig::from(const Config& c) {
   SiglipVQConfig cfg;
-  cfg.z_channels = c.get_int("z_channels", cfg.z_channels);
-  cfg.codebook_size = c.get_int("codebook_size", cfg.codebook_size);
-  cfg.codebook_dim = c.get_int("codebook_dim", cfg.codebook_dim);
-  cfg.conv_layers = c.get_int("conv_layers", cfg.conv_layers);
-  cfg.num_groups = c.get_int("num_groups", cfg.num_groups);
-  cfg.group_norm_eps = c.get_double("group_norm_eps", cfg.group_norm_eps);
-  if (cfg.z_channels <= 0 || cfg.codebook_size <= 0 || cfg.codebook_dim <= 0 || cfg.conv_layers < 0 ||
-      cfg.num_groups <= 0 || cfg.z_channels % cfg.num_groups != 0)
-    throw Error("impossible SigLIP-VQ projector sizes", c.source(),
-                "positive sizes, z_channels a multiple of num_groups",
-                "z_channels " + std::to_string(cfg.z_channels) + ", num_groups " + std::to_string(cfg.num_groups));
+  cfg.z_channels = c.get_size("z_channels", cfg.z_channels);
+  cfg.codebook_size = c.get_size("codebook_size", cfg.codebook_size);
+  cfg.codebook_dim = c.get_size("codebook_dim", cfg.codebook_dim);
+  cfg.conv_layers = c.get_int("conv_layers", cfg.conv_layers, 0, 1024);
+  cfg.num_groups = c.get_size("num_groups", cfg.num_groups);
+  cfg.group_norm_eps = c.get_epsilon("group_norm_eps", cfg.group_norm_eps);
+  c.check(cfg.z_channels % cfg.num_groups == 0, "z_channels", "a multiple of num_groups " + std::to_string(cfg.num_groups),
+          std::to_string(cfg.z_channels));
   return cfg;
 }
 
@@ -153,22 +150,20 @@ at::Tensor SiglipVQ::decode(const at::Tensor& codes, int64_t h, int64_t w) const
 
 SiglipViTConfig SiglipViTConfig::from(const Config& c) {
   SiglipViTConfig cfg;
-  auto pick = [&](const char* a, const char* b, int64_t def) {
-    return c.has(a) ? c.get_int(a) : c.get_int(b, def);
+  auto pick = [&](const char* a, const char* b, int64_t def, int64_t lo, int64_t hi) {
+    return c.has(a) ? c.get_int_in(a, lo, hi) : c.get_int(b, def, lo, hi);
   };
-  cfg.hidden_size = pick("hidden_size", "width", cfg.hidden_size);
-  cfg.intermediate_size = pick("intermediate_size", "mlp_dim", cfg.intermediate_size);
-  cfg.num_hidden_layers = pick("num_hidden_layers", "depth", cfg.num_hidden_layers);
-  cfg.num_attention_heads = pick("num_attention_heads", "heads", cfg.num_attention_heads);
-  cfg.patch_size = c.get_int("patch_size", cfg.patch_size);
-  cfg.layer_norm_eps = c.get_double("layer_norm_eps", cfg.layer_norm_eps);
+  cfg.hidden_size = pick("hidden_size", "width", cfg.hidden_size, 1, Config::kMaxSize);
+  cfg.intermediate_size = pick("intermediate_size", "mlp_dim", cfg.intermediate_size, 1, Config::kMaxSize);
+  cfg.num_hidden_layers = pick("num_hidden_layers", "depth", cfg.num_hidden_layers, 1, 4096);
+  cfg.num_attention_heads = pick("num_attention_heads", "heads", cfg.num_attention_heads, 1, 4096);
+  cfg.patch_size = c.get_int("patch_size", cfg.patch_size, 1, 1024);
+  cfg.layer_norm_eps = c.get_epsilon("layer_norm_eps", cfg.layer_norm_eps);
   cfg.hidden_act = c.get_string("hidden_act", cfg.hidden_act);
   cfg.pos_embed_antialias = c.get_bool("pos_embed_antialias", cfg.pos_embed_antialias);
-  nn::parse_activation(cfg.hidden_act, c.source() + ": hidden_act");
-  if (cfg.hidden_size <= 0 || cfg.num_attention_heads <= 0 || cfg.hidden_size % cfg.num_attention_heads != 0 ||
-      cfg.patch_size <= 0 || cfg.num_hidden_layers <= 0 || cfg.intermediate_size <= 0)
-    throw Error("impossible ViT sizes", c.source(), "positive sizes, hidden_size a multiple of the head count",
-                "hidden " + std::to_string(cfg.hidden_size) + ", heads " + std::to_string(cfg.num_attention_heads));
+  nn::parse_activation(cfg.hidden_act, c.where("hidden_act"));
+  c.check(cfg.hidden_size % cfg.num_attention_heads == 0, "hidden_size",
+          "a multiple of the head count " + std::to_string(cfg.num_attention_heads), std::to_string(cfg.hidden_size));
   return cfg;
 }
 
@@ -306,18 +301,18 @@ at::Tensor SiglipViT::forward(const at::Tensor& pixels) const {
 
 AnyresTransform AnyresTransform::from(const Config& c) {
   AnyresTransform t;
-  t.short_size = c.get_int("short_size", t.short_size);
-  t.long_size = c.get_int("long_size", t.long_size);
-  t.patch_size = c.get_int("patch_size", t.patch_size);
-  t.min_short_size = c.get_int("min_short_size", t.min_short_size);
-  t.max_aspect_ratio = c.get_double("max_aspect_ratio", t.max_aspect_ratio);
+  t.short_size = c.get_int("short_size", t.short_size, 1, 1 << 16);
+  t.long_size = c.get_int("long_size", t.long_size, 1, 1 << 16);
+  t.patch_size = c.get_int("patch_size", t.patch_size, 1, 1024);
+  t.min_short_size = c.get_int("min_short_size", t.min_short_size, 0, 1 << 16);
+  t.max_aspect_ratio = c.get_double("max_aspect_ratio", t.max_aspect_ratio, 1.0, 1e4);
   t.filtering = c.get_bool("filtering", t.filtering);
   if (c.has("random_ratio"))
-    throw Error("random_ratio is a training-time augmentation", c.source() + ": random_ratio", "null or absent",
-                "a value");
-  if (t.short_size <= 0 || t.long_size < t.short_size || t.patch_size <= 0)
-    throw Error("impossible any-resolution sizes", c.source(), "0 < short_size <= long_size, patch_size > 0",
-                std::to_string(t.short_size) + ", " + std::to_string(t.long_size) + ", " + std::to_string(t.patch_size));
+    throw Error("random_ratio is a training-time augmentation", c.where("random_ratio"), "null or absent", "a value");
+  c.check(t.long_size >= t.short_size, "long_size", ">= short_size " + std::to_string(t.short_size),
+          std::to_string(t.long_size));
+  c.check(t.short_size >= t.patch_size, "short_size", ">= patch_size " + std::to_string(t.patch_size),
+          std::to_string(t.short_size));
   return t;
 }
 

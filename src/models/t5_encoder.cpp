@@ -15,21 +15,22 @@ namespace omniflux {
 
 T5Config T5Config::from_config(const Config& c) {
   T5Config f;
-  f.vocab_size = c.get_int("vocab_size", f.vocab_size);
-  f.d_model = c.get_int("d_model", f.d_model);
-  f.d_kv = c.get_int("d_kv", f.d_kv);
-  f.d_ff = c.get_int("d_ff", f.d_ff);
-  f.num_layers = c.get_int("num_layers", f.num_layers);
-  f.num_heads = c.get_int("num_heads", f.num_heads);
-  f.relative_attention_num_buckets = c.get_int("relative_attention_num_buckets", f.relative_attention_num_buckets);
-  f.relative_attention_max_distance = c.get_int("relative_attention_max_distance", f.relative_attention_max_distance);
-  f.layer_norm_epsilon = c.get_double("layer_norm_epsilon", f.layer_norm_epsilon);
+  f.vocab_size = c.get_size("vocab_size", f.vocab_size);
+  f.d_model = c.get_size("d_model", f.d_model);
+  f.d_kv = c.get_int("d_kv", f.d_kv, 1, 4096);
+  f.d_ff = c.get_size("d_ff", f.d_ff);
+  f.num_layers = c.get_int("num_layers", f.num_layers, 1, 4096);
+  f.num_heads = c.get_int("num_heads", f.num_heads, 1, 4096);
+  f.relative_attention_num_buckets = c.get_int("relative_attention_num_buckets", f.relative_attention_num_buckets, 4, 1 << 16);
+  f.relative_attention_max_distance = c.get_int("relative_attention_max_distance", f.relative_attention_max_distance, 1, 1 << 20);
+  f.layer_norm_epsilon = c.get_epsilon("layer_norm_epsilon", f.layer_norm_epsilon);
   const std::string ff = c.get_string("feed_forward_proj", "relu");
   if (ff == "gated-gelu") f.gated_gelu = true;
   else if (ff != "relu")
-    throw Error("unsupported feed_forward_proj", c.source() + ": feed_forward_proj", "gated-gelu or relu", ff);
-  if (f.relative_attention_num_buckets < 4 || f.relative_attention_max_distance <= f.relative_attention_num_buckets / 4)
-    throw Error("invalid relative attention buckets", c.source() + ": relative_attention_num_buckets");
+    throw Error("unsupported feed_forward_proj", c.where("feed_forward_proj"), "gated-gelu or relu", ff);
+  c.check(f.relative_attention_max_distance > f.relative_attention_num_buckets / 4, "relative_attention_max_distance",
+          "> relative_attention_num_buckets / 4 = " + std::to_string(f.relative_attention_num_buckets / 4),
+          std::to_string(f.relative_attention_max_distance));
   return f;
 }
 

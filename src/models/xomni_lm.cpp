@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/checks.h"
 #include "omniflux/error.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/ops.h"
@@ -16,22 +17,19 @@ namespace omniflux::xomni {
 LMConfig LMConfig::from_json(const omniflux::Config& json) {
   LMConfig c;
   c.text = qwen2::Config::from_json(json);
-  c.num_mm_adap_layers = json.get_int("num_mm_adap_layers", c.num_mm_adap_layers);
-  c.num_mm_head_layers = json.get_int("num_mm_head_layers", c.num_mm_head_layers);
-  c.mm_vocab_size = json.get_int("mm_vocab_size", c.mm_vocab_size);
-  c.image_vocab_size = json.get_int("image_vocab_size", c.image_vocab_size);
+  const int64_t L = c.text.num_hidden_layers;
+  c.num_mm_adap_layers = json.get_int("num_mm_adap_layers", c.num_mm_adap_layers, 0, L);
+  c.num_mm_head_layers = json.get_int("num_mm_head_layers", c.num_mm_head_layers, 0, L);
+  c.mm_vocab_size = json.get_size("mm_vocab_size", c.mm_vocab_size);
+  c.image_vocab_size = json.get_int("image_vocab_size", c.image_vocab_size, 1, c.mm_vocab_size);
   if (json.has("mm_special_tokens")) c.mm_special_tokens = json.get_string_list("mm_special_tokens");
-  if (c.num_mm_adap_layers < 0 || c.num_mm_head_layers < 0 ||
-      c.num_mm_adap_layers + c.num_mm_head_layers > c.text.num_hidden_layers)
-    throw Error("adapter and head layers do not fit in the stack", json.source() + ": num_mm_adap_layers",
-                "adap + head <= " + std::to_string(c.text.num_hidden_layers),
-                std::to_string(c.num_mm_adap_layers) + " + " + std::to_string(c.num_mm_head_layers));
-  if (c.image_vocab_size < 1 || c.image_vocab_size > c.mm_vocab_size)
-    throw Error("image_vocab_size must be within mm_vocab_size", json.source() + ": image_vocab_size",
-                "1.." + std::to_string(c.mm_vocab_size), std::to_string(c.image_vocab_size));
+  json.check(c.num_mm_adap_layers + c.num_mm_head_layers <= L, "num_mm_adap_layers",
+             "adap + head <= num_hidden_layers " + std::to_string(L),
+             std::to_string(c.num_mm_adap_layers) + " + " + std::to_string(c.num_mm_head_layers));
+  json.check(c.text.vocab_size + c.mm_vocab_size <= omniflux::Config::kMaxSize, "mm_vocab_size",
+             "vocab_size + mm_vocab_size <= " + std::to_string(omniflux::Config::kMaxSize), std::to_string(c.mm_vocab_size));
   return c;
 }
-
 
 void XOmniLM::check_image_token_ids(
     const std::function<std::optional<int64_t>(const std::string&)>& token_to_id) const {
@@ -70,8 +68,10 @@ XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
   store->finish();
   lm.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
   const auto tok = std::filesystem::path(folder) / "tokenizer.json";
-  if (std::filesystem::is_directory(folder) && std::filesystem::exists(tok))
+  if (std::filesystem::is_directory(folder) && std::filesystem::exists(tok)) {
+    text::check_tokenizer_folder(folder, rt.allow_outside_paths);
     lm.check_image_token_ids(*text::load_tokenizer(folder));
+  }
   return lm;
 }
 
@@ -141,6 +141,8 @@ sampling::SamplingOptions XOmniLM::ImageGeneration::xomni_defaults() {
 at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,
                                          const ImageGeneration& opt) const {
   if (n_codes < 1) throw Error("n_codes must be >= 1", "XOmniLM::generate_image_codes", ">= 1", std::to_string(n_codes));
+  check_context_length(std::max(prompt_ids.size(-1), negative_ids.defined() ? negative_ids.size(-1) : int64_t(0)), n_codes,
+                       cfg_.text.max_position_embeddings, "X-Omni generate");
   qwen2::check_token_ids(prompt_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::generate_image_codes prompt");
   if (prompt_ids.size(0) != 1)
     throw Error("one prompt at a time", "XOmniLM::generate_image_codes", "[1, L]", shape_str(prompt_ids.sizes().vec()));
@@ -163,6 +165,7 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   }
   nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + n_codes);
   at::Tensor first = prefill(ids, cache, Mode::Image, mask).squeeze(1);
+  check_finite(first, "X-Omni prefill logits");
   sampling::GenerateOptions g;
   g.max_new_tokens = n_codes;
   g.sampling = opt.sampling;

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
@@ -56,16 +57,20 @@ FlowMatchConfig load_scheduler(const std::string& folder) {
   if (c.has("time_shift_type") && c.get_string("time_shift_type") != "exponential")
     throw Error("unsupported time shift", c.source() + ": time_shift_type", "exponential", c.get_string("time_shift_type"));
   FlowMatchConfig s;  // the pipeline reads these with .get(key, default)
-  s.base_image_seq_len = c.get_int("base_image_seq_len", s.base_image_seq_len);
-  s.max_image_seq_len = c.get_int("max_image_seq_len", s.max_image_seq_len);
-  s.base_shift = c.get_double("base_shift", s.base_shift);
-  s.max_shift = c.get_double("max_shift", s.max_shift);
+  s.base_image_seq_len = c.get_size("base_image_seq_len", s.base_image_seq_len);
+  s.max_image_seq_len = c.get_size("max_image_seq_len", s.max_image_seq_len);
+  // mu is extrapolated from these; exp(mu) must stay finite (flow_match_schedule checks it too).
+  s.base_shift = c.get_double("base_shift", s.base_shift, -100, 100);
+  s.max_shift = c.get_double("max_shift", s.max_shift, -100, 100);
+  c.check(s.max_image_seq_len > s.base_image_seq_len, "max_image_seq_len",
+          "> base_image_seq_len " + std::to_string(s.base_image_seq_len), std::to_string(s.max_image_seq_len));
   return s;
 }
 
 }  // namespace
 
 FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions& rt) {
+  rt.validate();
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
@@ -76,6 +81,7 @@ FluxPipeline FluxPipeline::load(const std::string& folder, FluxTransformer trans
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
+  for (const char* t : {"tokenizer", "tokenizer_2"}) text::check_tokenizer_folder(sub_folder(folder, t), rt.allow_outside_paths);
   auto impl = std::make_shared<Impl>(Impl{rt, std::move(transformer), FluxVae::load(sub_folder(folder, "vae"), rt),
                                           ClipTextModel::load(sub_folder(folder, "text_encoder"), rt),
                                           T5Encoder::load(sub_folder(folder, "text_encoder_2"), rt),
@@ -152,8 +158,8 @@ std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const F
                                                 const FluxPromptEmbeds* uncond, const FluxDenoiseOptions& opt,
                                                 const ProgressCallback& progress) const {
   const Impl& m = *impl_;
-  if (!std::isfinite(opt.guidance) || !std::isfinite(opt.true_cfg_scale))
-    throw Error("guidance must be finite", "FluxPipeline.denoise");
+  check_guidance(opt.guidance, "FluxPipeline.denoise: guidance");
+  check_guidance(opt.true_cfg_scale, "FluxPipeline.denoise: true_cfg_scale");
   check_noise(noise, m.transformer.config());
   const int64_t b = noise.size(0), h = noise.size(2), w = noise.size(3);
   for (const FluxPromptEmbeds* e : {&cond, uncond})
@@ -212,6 +218,7 @@ std::optional<at::Tensor> FluxPipeline::denoise_with(const at::Tensor& noise, in
     tap("flux.step_latents", latents);
     if (progress && !progress("denoise", i + 1, steps)) return std::nullopt;
   }
+  check_finite(latents, "FLUX denoising: latents after the last step");
   return latents;
 }
 
@@ -223,7 +230,10 @@ at::Tensor FluxPipeline::decode(const at::Tensor& packed, int64_t height, int64_
   const int64_t tile = std::max<int64_t>(1, vae.config().sample_size / vae.config().downscale());
   const bool tiled = tiling == VaeTilingMode::On ||
                      (tiling == VaeTilingMode::Auto && (z.size(2) > tile || z.size(3) > tile));
-  return tiled ? vae.decode_tiled(z) : vae.decode(z);
+  check_finite(z, "VAE input latents (after scaling_factor / shift_factor)");
+  at::Tensor image = tiled ? vae.decode_tiled(z) : vae.decode(z);
+  check_finite(image, "VAE decode: pixels");
+  return image;
 }
 
 at::Tensor FluxPipeline::to_uint8(const at::Tensor& image) {

@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
@@ -32,6 +33,7 @@ struct UniWorldPipeline::Impl {
   int64_t image_end_token_id = 151653;
   int64_t assistant_token_id = 77091;  // app.py / cli.py hard-code it
   int64_t qwen_pixels = 448 * 448;     // app.py: min_pixels = max_pixels = 448 * 448
+  text::PromptSpecialTokens special_tokens = text::PromptSpecialTokens::Text;
 };
 
 UniWorldTask parse_uniworld_task(const std::string& name) {
@@ -73,6 +75,7 @@ void require_folder(const std::string& path, const char* what) {
 
 UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const std::string& flux_folder,
                                         const std::string& siglip_folder, const RuntimeOptions& rt) {
+  rt.validate();
   require_folder(model_folder, "UniWorld-V1");
   require_folder(flux_folder, "FLUX.1-dev");
   require_folder(siglip_folder, "SigLIP2");
@@ -80,7 +83,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   impl->rt = rt;
   const Config cfg = Config::load(model_folder);
   // modeling_univa_qwen2p5vl.py needs image_end_token_id to splice the SigLIP features.
-  impl->image_end_token_id = cfg.get_int("image_end_token_id");
+  impl->image_end_token_id = cfg.get_int_in("image_end_token_id", 0, Config::kMaxSize - 1);
   if (!cfg.has("denoise_tower")) throw Error("not a UniWorld-V1 config", cfg.source() + ": denoise_tower", "present", "absent");
   const Config dt = cfg.sub("denoise_tower");
   if (dt.get_string("denoiser_type", "flux") != "flux")
@@ -92,9 +95,12 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   auto store = WeightStore::open(model_folder, rt);
   impl->vlm = qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, rt);
   const int64_t hidden = impl->vlm.config().text.hidden_size;
+  cfg.check(impl->image_end_token_id < impl->vlm.config().text.vocab_size, "image_end_token_id",
+            "an id below vocab_size " + std::to_string(impl->vlm.config().text.vocab_size),
+            std::to_string(impl->image_end_token_id));
   const WeightView tower = store->root().sub("denoise_tower");
-  impl->connectors = uniworld::Connectors::load(tower, dt.get_int("input_hidden_size", hidden),
-                                                dt.get_int("output_hidden_size", 4096));
+  impl->connectors = uniworld::Connectors::load(tower, dt.get_size("input_hidden_size", hidden),
+                                                dt.get_size("output_hidden_size", 4096));
   if (impl->connectors.denoise_projector.in_dim() != hidden)
     throw Error("denoise_projector input differs from the VLM hidden size", cfg.source(), std::to_string(hidden),
                 std::to_string(impl->connectors.denoise_projector.in_dim()));
@@ -138,6 +144,8 @@ void UniWorldPipeline::set_qwen_pixels(int64_t pixels) {
   impl_->qwen_pixels = pixels;
 }
 bool UniWorldPipeline::has_task_head() const { return impl_->task_head.has_value(); }
+void UniWorldPipeline::set_prompt_special_tokens(text::PromptSpecialTokens mode) { impl_->special_tokens = mode; }
+text::PromptSpecialTokens UniWorldPipeline::prompt_special_tokens() const { return impl_->special_tokens; }
 
 std::string UniWorldPipeline::chat_text(const std::string& prompt, int num_images) const {
   return text::render_uniworld(prompt, num_images);
@@ -150,7 +158,10 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_prompt(const std::string& pr
     throw Error("too many reference images", "UniWorldPipeline", "0 to " + std::to_string(kUniWorldMaxImages),
                 std::to_string(images.size()));
   VlmPrompt p;
-  std::vector<int64_t> ids = m.vlm.tokenizer()->encode(chat_text(prompt, static_cast<int>(images.size())));
+  std::vector<text::TextSpan> user_text;
+  const std::string chat = text::render_uniworld(prompt, static_cast<int>(images.size()), &user_text);
+  std::vector<int64_t> ids = text::encode_prompt(*m.vlm.tokenizer(), chat, user_text, m.special_tokens);
+  std::vector<int64_t> counts;
   if (!images.empty()) {
     const auto& vc = m.vlm.config().vision;
     const int64_t factor = vc.patch_size * vc.spatial_merge_size;
@@ -167,18 +178,21 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_prompt(const std::string& pr
     qwen2_5_vl::PreprocessorConfig pre = m.vlm.preprocessor();
     pre.min_pixels = pre.max_pixels = m.qwen_pixels;
     p.pixels = qwen2_5_vl::preprocess(fetched, pre);
-    std::vector<int64_t> counts;
     const int64_t unit = vc.spatial_merge_size * vc.spatial_merge_size;
     for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
-    ids = text::expand_image_pads(ids, m.vlm.config().image_token_id, counts);
   }
+  // Also without images: a parsed <|image_pad|> in the prompt is an Error here (one placeholder per image).
+  ids = text::expand_image_pads(ids, m.vlm.config().image_token_id, counts);
   p.ids = at::tensor(ids, at::kLong).unsqueeze(0);
   return p;
 }
 
 at::Tensor UniWorldPipeline::vlm_hidden(const VlmPrompt& p) const {
+  check_context_length(p.ids.size(1), 0, impl_->vlm.config().text.max_position_embeddings, "UniWorld prompt");
   nn::KVCache cache = impl_->vlm.new_cache(1, p.ids.size(1));
-  return impl_->vlm.prefill_hidden(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache);
+  at::Tensor h = impl_->vlm.prefill_hidden(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache);
+  check_finite(h, "UniWorld VLM hidden states");
+  return h;
 }
 
 at::Tensor UniWorldPipeline::siglip_pixels(const std::vector<Image>& images) const {
@@ -186,7 +200,9 @@ at::Tensor UniWorldPipeline::siglip_pixels(const std::vector<Image>& images) con
 }
 
 at::Tensor UniWorldPipeline::siglip_features(const at::Tensor& pixels) const {
-  return impl_->siglip->forward(pixels.to(impl_->rt.torch_device())).last_hidden_state;
+  at::Tensor f = impl_->siglip->forward(pixels.to(impl_->rt.torch_device())).last_hidden_state;
+  check_finite(f, "UniWorld SigLIP features");
+  return f;
 }
 
 at::Tensor UniWorldPipeline::clip_ids(const std::string& text) const { return impl_->flux->clip_ids(text); }
@@ -236,10 +252,17 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
     throw Error("too many reference images", "UniWorldPipeline", "0 to " + std::to_string(kUniWorldMaxImages),
                 std::to_string(opt.images.size()));
   if (opt.steps < 1 || opt.steps > 1000) throw Error("invalid number of steps", "UniWorldPipeline", "1..1000", std::to_string(opt.steps));
-  if (!std::isfinite(opt.guidance)) throw Error("guidance must be finite", "UniWorldPipeline");
+  check_guidance(opt.guidance, "UniWorldPipeline: guidance");
+  if (opt.max_sequence_length < 1 || opt.max_sequence_length > 512)
+    throw Error("invalid max_sequence_length", "UniWorldPipeline", "1..512", std::to_string(opt.max_sequence_length));
   const auto [height, width] = output_size(opt);
 
   VlmPrompt p = build_prompt(opt.prompt, opt.images);
+  // The prompt must fit the VLM; a text answer (possible unless the task is Image) also needs
+  // room for max_new_tokens.
+  const bool may_answer = opt.task != UniWorldTask::Image;
+  check_context_length(p.ids.size(1), may_answer ? opt.max_new_tokens : 0, m.vlm.config().text.max_position_embeddings,
+                       may_answer ? "UniWorld text answer (prompt + max_new_tokens)" : "UniWorld prompt");
   at::Tensor hidden = vlm_hidden(p);
   if (progress && !progress("vlm", 1, 1)) return std::nullopt;
 

@@ -13,8 +13,10 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
+#include "omniflux/io/paths.h"
 #include "omniflux/sampling/latents.h"
 #include "omniflux/text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
@@ -57,17 +59,12 @@ VisionConfig VisionConfig::from(const Config& model_config) {
   if (!vc.has("decoder")) throw Error("vision_config has no decoder", vc.source() + ": vision_config.decoder");
   const Config dec = vc.sub("decoder");
   v.decoder.model_path = dec.get_string("model_path", v.decoder.model_path);
-  v.decoder.upscale_factor = dec.get_int("upscale_factor");
-  v.decoder.num_inference_steps = dec.get_int("num_inference_steps");
-  v.decoder.cfg_scale = dec.get_double("cfg_scale");
-  v.decoder.cfg_scale_2 = dec.get_double("cfg_scale_2", v.decoder.cfg_scale_2);
   // 16 (VAE x8 times the 2x2 packing) makes the code grid the packed latent grid; other factors
   // resize the features (XOmniDecoder::injection) and must give FLUX sizes (checked per call).
-  if (v.decoder.upscale_factor < 1)
-    throw Error("upscale_factor must be >= 1", dec.source() + ": vision_config.decoder.upscale_factor", ">= 1",
-                std::to_string(v.decoder.upscale_factor));
-  if (v.decoder.num_inference_steps < 1)
-    throw Error("num_inference_steps must be >= 1", dec.source() + ": vision_config.decoder.num_inference_steps");
+  v.decoder.upscale_factor = dec.get_int_in("upscale_factor", 1, 1024);
+  v.decoder.num_inference_steps = dec.get_int_in("num_inference_steps", 1, 1000);
+  v.decoder.cfg_scale = dec.get_double_in("cfg_scale", 0, kMaxGuidance);
+  v.decoder.cfg_scale_2 = dec.get_double("cfg_scale_2", v.decoder.cfg_scale_2, 0, kMaxGuidance);
   return v;
 }
 
@@ -95,12 +92,12 @@ sampling::SamplingOptions merge_generation_config(const sampling::SamplingOption
   const sampling::SamplingOptions def;  // GenerationConfig() defaults (min_p None = 0 here)
   // transformers: a field takes the model's value when the user's equals the global default and
   // the model's does not.
-  if (s.temperature == def.temperature && gc->has("temperature")) s.temperature = gc->get_double("temperature");
-  if (s.top_k == def.top_k && gc->has("top_k")) s.top_k = gc->get_int("top_k");
-  if (s.top_p == def.top_p && gc->has("top_p")) s.top_p = gc->get_double("top_p");
-  if (s.min_p == def.min_p && gc->has("min_p")) s.min_p = gc->get_double("min_p");
+  if (s.temperature == def.temperature && gc->has("temperature")) s.temperature = gc->get_positive("temperature", 1.0, 1e4);
+  if (s.top_k == def.top_k && gc->has("top_k")) s.top_k = gc->get_int("top_k", 0, 0, omniflux::Config::kMaxSize);
+  if (s.top_p == def.top_p && gc->has("top_p")) s.top_p = gc->get_positive("top_p", 1.0, 1.0);
+  if (s.min_p == def.min_p && gc->has("min_p")) s.min_p = gc->get_double("min_p", 0.0, 0.0, 1.0);
   if (s.repetition_penalty == def.repetition_penalty && gc->has("repetition_penalty"))
-    s.repetition_penalty = gc->get_double("repetition_penalty");
+    s.repetition_penalty = gc->get_positive("repetition_penalty", 1.0, 1e4);
   return s;
 }
 
@@ -148,14 +145,16 @@ XOmniDecoder::Injection XOmniDecoder::detect_injection(const std::vector<std::st
 
 XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string& flux_dir, const VisionConfig& vision,
                                 const RuntimeOptions& rt) {
-  const std::string dir = (fs::path(x_omni_dir) / vision.decoder.model_path).string();
+  const std::string dir = resolve_in_folder(x_omni_dir, vision.decoder.model_path,
+                                            (fs::path(x_omni_dir) / "config.json").string() + ": vision_config.decoder.model_path",
+                                            rt.allow_outside_paths);
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     throw Error("the X-Omni folder lacks the decoder", dir, "vision_config.decoder.model_path folder", "missing");
   const Config dc = Config::load(dir);
   const FluxDiTConfig cfg = FluxDiTConfig::from_config(dc);
   const int64_t z = vision.vq.z_channels;
-  if (dc.has("siglip_channels") && dc.get_int("siglip_channels") != z)
+  if (dc.has("siglip_channels") && dc.get_size("siglip_channels") != z)
     throw Error("the decoder's siglip_channels differs from the encoder's z_channels", dc.source() + ": siglip_channels",
                 std::to_string(z), std::to_string(dc.get_int("siglip_channels")));
   auto store = WeightStore::open(dir, rt);
@@ -194,8 +193,8 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
   const double s1 = opt.cfg_scale.value_or(cfg_.cfg_scale), s2 = opt.cfg_scale_2.value_or(cfg_.cfg_scale_2);
   if (steps < 1 || steps > 1000)
     throw Error("invalid number of decoder steps", "XOmniDecoder.decode", "1..1000", std::to_string(steps));
-  if (!std::isfinite(s1) || !std::isfinite(s2))
-    throw Error("decoder guidance scales must be finite", "XOmniDecoder.decode");
+  check_guidance(s1, "XOmniDecoder.decode: cfg_scale");
+  check_guidance(s2, "XOmniDecoder.decode: cfg_scale_2");
   const int64_t height = rows * cfg_.upscale_factor, width = cols * cfg_.upscale_factor;
   flux_check_size(width, height);
   const FluxPipeline& flux = flux_;
@@ -259,9 +258,10 @@ struct XOmniPipeline::Impl {
 
 namespace {
 
-// The ViT and projector are separate files named by vision_config.encoder, relative to the folder.
-std::string vision_file(const std::string& dir, const std::string& name, const std::string& field) {
-  fs::path p = fs::path(dir) / name;
+// The ViT and projector are separate files named by vision_config.encoder, inside the folder.
+std::string vision_file(const std::string& dir, const std::string& name, const std::string& field, bool allow_outside) {
+  const fs::path p = resolve_in_folder(dir, name, (fs::path(dir) / "config.json").string() + ": vision_config.encoder." + field,
+                                       allow_outside);
   std::error_code ec;
   if (!fs::is_regular_file(p, ec))
     throw Error("the X-Omni folder lacks a vision file", p.string(), "vision_config.encoder." + field, "missing");
@@ -295,6 +295,7 @@ std::optional<std::string> chat_system_prompt(const std::string& dir) {
 }  // namespace
 
 XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flux_dir, const RuntimeOptions& rt) {
+  rt.validate();
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw Error("not a folder", dir, "an X-Omni folder", "missing");
   const Config model_config = Config::load(dir);
@@ -304,8 +305,17 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
     throw Error("the X-Omni folder lacks its tokenizer", (fs::path(dir) / "tokenizer.json").string(), "tokenizer.json",
                 "missing");
   impl->lm = XOmniLM::load(dir, rt);  // also checks <MM-Token-k> = vocab_size + k
+  text::check_tokenizer_folder(dir, rt.allow_outside_paths);
   impl->tokenizer = text::load_tokenizer(dir);
   impl->lm.check_image_token_ids(*impl->tokenizer);
+  {
+    const auto& lc = impl->lm.config();
+    const int64_t ids = lc.text.vocab_size + lc.mm_vocab_size;  // the text and multimodal embedding rows
+    if (impl->tokenizer->vocab_size() > ids)
+      throw Error("the tokenizer has ids beyond the model's vocabulary", (fs::path(dir) / "tokenizer.json").string(),
+                  "at most vocab_size + mm_vocab_size = " + std::to_string(ids) + " ids",
+                  std::to_string(impl->tokenizer->vocab_size()));
+  }
   impl->som = special_id(*impl->tokenizer, "<SOM>", dir);
   impl->eom = special_id(*impl->tokenizer, "<EOM>", dir);
   impl->image = special_id(*impl->tokenizer, "<IMAGE>", dir);
@@ -318,10 +328,10 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   if (v.vq.codebook_size != impl->lm.config().image_vocab_size)
     throw Error("the VQ codebook and the LM's image vocabulary differ", dir + ": vision_config.encoder.codebook_size",
                 std::to_string(impl->lm.config().image_vocab_size), std::to_string(v.vq.codebook_size));
-  auto vit_store = WeightStore::open(vision_file(dir, v.siglip_path, "siglip_path"), rt);
+  auto vit_store = WeightStore::open(vision_file(dir, v.siglip_path, "siglip_path", rt.allow_outside_paths), rt);
   SiglipViT vit(*vit_store, v.vit);
   vit_store->finish();
-  auto vq_store = WeightStore::open(vision_file(dir, v.projector_path, "projector_path"), rt);
+  auto vq_store = WeightStore::open(vision_file(dir, v.projector_path, "projector_path", rt.allow_outside_paths), rt);
   SiglipVQ vq(vq_store->root(), v.vq);
   vq_store->finish();
   impl->image_tokenizer.emplace(std::move(vit), std::move(vq), v.transform);
@@ -351,15 +361,13 @@ T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, in
   p.rows = height / 16;  // generate.py --downsample-size 16
   p.cols = width / 16;
   const auto& tok = *impl_->tokenizer;
-  p.ids = as_ids(tok.encode(text::xomni_t2i_prompt(prompt, static_cast<int>(p.rows), static_cast<int>(p.cols))));
+  std::vector<text::TextSpan> user_text;
+  const std::string t2i = text::xomni_t2i_prompt(prompt, static_cast<int>(p.rows), static_cast<int>(p.cols), &user_text);
+  p.ids = as_ids(text::encode_prompt(tok, t2i, user_text, special_tokens_));
   text::EncodeOptions no_special;
   no_special.add_special_tokens = false;
   p.negative_ids = as_ids(tok.encode(text::xomni_image_prefix(static_cast<int>(p.rows), static_cast<int>(p.cols)), no_special));
-  const int64_t max_pos = impl_->lm.config().text.max_position_embeddings;
-  if (p.ids.size(1) + p.rows * p.cols > max_pos)
-    throw Error("prompt plus image codes exceed the LM's context", "X-Omni t2i_prompt",
-                "<= max_position_embeddings " + std::to_string(max_pos),
-                std::to_string(p.ids.size(1)) + " + " + std::to_string(p.rows * p.cols));
+  check_context_length(p.ids.size(1), p.rows * p.cols, impl_->lm.config().text.max_position_embeddings, "X-Omni generate");
   return p;
 }
 
@@ -377,7 +385,7 @@ ImageCodes XOmniPipeline::generate_codes(const GenerateOptions& opt, const Token
   g.sampling = effective_sampling(opt);
   g.guidance_scale = opt.cfg_scale;
   g.on_token = progress;
-  if (!std::isfinite(opt.cfg_scale)) throw Error("cfg_scale must be finite", "X-Omni generate_codes");
+  check_guidance(opt.cfg_scale, "X-Omni generate_codes: cfg_scale");
   at::Tensor codes = impl_->lm.generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
   ImageCodes out;
   out.prompt = opt.prompt;
@@ -390,7 +398,8 @@ ImageCodes XOmniPipeline::generate_codes(const GenerateOptions& opt, const Token
 std::optional<Image> XOmniPipeline::decode_codes(const ImageCodes& c, const DecodeOptions& opt,
                                                  const ProgressCallback& progress) const {
   const XOmniDecoder& dec = decoder();
-  if (c.rows < 1 || c.cols < 1 || static_cast<int64_t>(c.codes.size()) != c.rows * c.cols)
+  // rows * cols checked before it is formed: huge values must not overflow.
+  if (c.rows < 1 || c.cols < 1 || static_cast<int64_t>(c.codes.size()) != checked_product(c.rows, c.cols, int64_t(1) << 24, "X-Omni decode_codes: rows x cols"))
     throw Error("the number of codes must be rows * cols", "X-Omni decode_codes",
                 std::to_string(c.rows) + " * " + std::to_string(c.cols), std::to_string(c.codes.size()));
   const int64_t K = impl_->vision.vq.codebook_size;
@@ -399,6 +408,7 @@ std::optional<Image> XOmniPipeline::decode_codes(const ImageCodes& c, const Deco
       throw Error("image code out of range", "X-Omni decode_codes", "0.." + std::to_string(K - 1), std::to_string(k));
   at::Tensor codes = at::tensor(c.codes, at::kLong);
   at::Tensor features = impl_->image_tokenizer->decode(codes, c.rows, c.cols);  // [h*w, z]
+  check_finite(features, "X-Omni SigLIP-VQ decoded features");
   return dec.decode(features, c.rows, c.cols, c.prompt, opt, progress);
 }
 
@@ -445,6 +455,7 @@ MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
         std::istringstream meta(img.substr(0, im));
         if (!(meta >> c.rows >> c.cols) || c.rows < 1 || c.cols < 1)
           throw Error("bad image size in <SOM>H W<IMAGE>", "X-Omni mmdecode", "two positive integers", img.substr(0, im));
+        checked_product(c.rows, c.cols, int64_t(1) << 24, "X-Omni mmdecode: <SOM>H W<IMAGE>");
         const std::string toks = img.substr(im + IMG.size());
         for (size_t p = toks.find(MM); p != std::string::npos && static_cast<int64_t>(c.codes.size()) < c.rows * c.cols;
              p = toks.find(MM, p + 1))
@@ -480,8 +491,12 @@ ImageCodes XOmniPipeline::tokenize_image(const Image& image) const {
 at::Tensor XOmniPipeline::chat_prompt(const ImageCodes& image, const std::string& question) const {
   text::XOmniChatOptions o;
   o.system_prompt = impl_->system_prompt;
-  const std::string content = image_text(image) + "\n" + question;  // chat.py
-  return as_ids(impl_->tokenizer->encode(text::render_xomni_chat(content, o)));
+  const std::string image_part = image_text(image) + "\n";  // chat.py: image text, newline, question
+  std::vector<text::TextSpan> user_text;
+  const std::string chat = text::render_xomni_chat(image_part + question, o, &user_text);
+  // Only the question is the user's: the image text is ours and must parse.
+  for (text::TextSpan& sp : user_text) sp.begin += image_part.size();
+  return as_ids(text::encode_prompt(*impl_->tokenizer, chat, user_text, special_tokens_));
 }
 
 namespace {
@@ -499,13 +514,15 @@ std::string XOmniPipeline::chat(const Image& image, const std::string& question,
   if (max_new_tokens < 1) throw Error("max_new_tokens must be >= 1", "X-Omni chat", ">= 1", std::to_string(max_new_tokens));
   const XOmniLM& lm = impl_->lm;
   const at::Tensor ids = chat_prompt(tokenize_image(image), question);
+  check_context_length(ids.size(1), max_new_tokens, lm.config().text.max_position_embeddings, "X-Omni chat");
   // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
   // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
   sampling::SamplingOptions s;
   s.do_sample = false;
-  if (impl_->generation_config) s.repetition_penalty = impl_->generation_config->get_double("repetition_penalty", 1.0);
+  if (impl_->generation_config) s.repetition_penalty = impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4);
   nn::KVCache cache = lm.new_cache(1, ids.size(1) + max_new_tokens);
   at::Tensor logits = lm.prefill(ids, cache, Mode::Text).squeeze(1);
+  check_finite(logits, "X-Omni chat prefill logits");
   std::vector<int64_t> answer;
   at::Tensor history = ids.clone();
   size_t emitted = 0;

@@ -22,6 +22,10 @@ FlowMatchSchedule flow_match_schedule(int64_t n, double mu) {
   if (n < 1 || n > 10000)
     throw Error("invalid number of inference steps", "flow_match_schedule", "1..10000", std::to_string(n));
   const double e = std::exp(mu);
+  // A huge scheduler shift makes exp(mu) overflow and every sigma NaN.
+  if (!std::isfinite(e) || e <= 0)
+    throw Error("scheduler shift out of range", "flow_match_schedule: mu (from base_shift / max_shift)",
+                "exp(mu) finite and > 0", std::to_string(mu));
   at::Tensor sigmas = at::empty({n + 1}, at::kFloat);
   float* s = sigmas.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i) {

@@ -266,7 +266,8 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_vocab_merges(
   return tok;
 }
 
-std::vector<int64_t> ByteLevelBpeTokenizer::encode_text(std::string_view text, EncodeStats* stats) const {
+std::vector<int64_t> ByteLevelBpeTokenizer::encode_text(std::string_view text, const EncodeOptions& o) const {
+  EncodeStats* stats = o.stats;
   std::vector<int64_t> ids;
   ids.reserve(text.size() / 3 + 4);
   impl_->matcher.split(
@@ -283,7 +284,8 @@ std::vector<int64_t> ByteLevelBpeTokenizer::encode_text(std::string_view text, E
       [&](size_t idx) {
         if (stats) ++stats->added_tokens;
         ids.push_back(impl_->added[idx].id);
-      });
+      },
+      o.literal_spans);
   return ids;
 }
 

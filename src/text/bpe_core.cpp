@@ -221,13 +221,15 @@ int32_t AddedTokenMatcher::child(int32_t node, unsigned char b) const {
 }
 
 void AddedTokenMatcher::split(std::string_view text, const std::function<void(std::string_view)>& on_text,
-                              const std::function<void(size_t)>& on_token) const {
+                              const std::function<void(size_t)>& on_token, const std::vector<TextSpan>& literal) const {
   const size_t n = text.size();
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   size_t seg = 0;  // start of the pending text stretch
   size_t i = 0;
+  size_t lit = 0;  // first literal span that ends after i
   while (i < n) {
-    if (!first_byte_[p[i]]) {
+    while (lit < literal.size() && literal[lit].end <= i) ++lit;
+    if (!first_byte_[p[i]] || (lit < literal.size() && literal[lit].begin <= i)) {
       ++i;
       continue;
     }
@@ -241,7 +243,8 @@ void AddedTokenMatcher::split(std::string_view text, const std::function<void(st
         best_end = j + 1;
       }
     }
-    if (best < 0) {
+    // A match reaching into user text is no match: the literal text stays text.
+    if (best < 0 || (lit < literal.size() && literal[lit].begin < best_end)) {
       ++i;
       continue;
     }

@@ -60,8 +60,9 @@ class AddedTokenMatcher {
 
   // Calls on_text for each stretch of text between matches (never empty) and on_token with the
   // index of the matched token, in text order.
+  // No token is matched where it would overlap one of `literal` (sorted byte ranges).
   void split(std::string_view text, const std::function<void(std::string_view)>& on_text,
-             const std::function<void(size_t)>& on_token) const;
+             const std::function<void(size_t)>& on_token, const std::vector<TextSpan>& literal = {}) const;
   bool empty() const { return tokens_.empty(); }
 
  private:

@@ -22,7 +22,8 @@ std::string text_only(const ChatMessage& m, const char* where) {
 
 }  // namespace
 
-std::string render_qwen2_5_vl(const std::vector<ChatMessage>& messages, const Qwen2_5VLTemplateOptions& options) {
+std::string render_qwen2_5_vl(const std::vector<ChatMessage>& messages, const Qwen2_5VLTemplateOptions& options,
+                              std::vector<TextSpan>* user_text) {
   std::string out;
   int images = 0, videos = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
@@ -44,6 +45,7 @@ std::string render_qwen2_5_vl(const std::vector<ChatMessage>& messages, const Qw
           out += "<|vision_start|><|video_pad|><|vision_end|>";
           break;
         case ChatContent::Type::Text:
+          if (user_text && !c.text.empty()) user_text->push_back({out.size(), out.size() + c.text.size()});
           out += c.text;
           break;
       }
@@ -54,22 +56,29 @@ std::string render_qwen2_5_vl(const std::vector<ChatMessage>& messages, const Qw
   return out;
 }
 
-std::string render_uniworld(std::string_view prompt, int num_images) {
+std::string render_uniworld(std::string_view prompt, int num_images, std::vector<TextSpan>* user_text) {
   if (num_images < 0) throw Error("negative image count", "render_uniworld", ">= 0", std::to_string(num_images));
   ChatMessage user{"user", {ChatContent::make_text(std::string(prompt))}};
   for (int i = 0; i < num_images; ++i) user.content.push_back(ChatContent::image());
-  const std::string full = render_qwen2_5_vl({user});
+  std::vector<TextSpan> spans;
+  const std::string full = render_qwen2_5_vl({user}, {}, &spans);
   // app.py: '<|im_end|>\n'.join(text.split('<|im_end|>\n')[1:]) drops the system turn, which is
   // everything up to and including the first "<|im_end|>\n" (the default system prompt has none).
-  const size_t cut = full.find(kImEnd);
-  return full.substr(cut + std::string(kImEnd).size());
+  const size_t cut = full.find(kImEnd) + std::string(kImEnd).size();
+  if (user_text)
+    for (const TextSpan& sp : spans) user_text->push_back({sp.begin - cut, sp.end - cut});
+  return full.substr(cut);
 }
 
-std::string render_xomni_chat(const std::vector<ChatMessage>& messages, const XOmniChatOptions& options) {
+std::string render_xomni_chat(const std::vector<ChatMessage>& messages, const XOmniChatOptions& options,
+                              std::vector<TextSpan>* user_text) {
   std::string out;
   size_t first = 0;
   if (!messages.empty() && messages[0].role == "system") {
-    out += std::string(kImStart) + "system\n" + text_only(messages[0], "render_xomni_chat: system") + kImEnd;
+    out += std::string(kImStart) + "system\n";
+    const std::string t = text_only(messages[0], "render_xomni_chat: system");
+    if (user_text && !t.empty()) user_text->push_back({out.size(), out.size() + t.size()});
+    out += t + kImEnd;
     first = 1;
   } else if (options.system_prompt) {
     out += std::string(kImStart) + "system\n" + *options.system_prompt + kImEnd;
@@ -79,14 +88,18 @@ std::string render_xomni_chat(const std::vector<ChatMessage>& messages, const XO
     if (m.role != "user" && m.role != "assistant" && m.role != "system") {
       throw Error("unsupported chat role", "render_xomni_chat", "system, user or assistant", m.role);
     }
-    out += kImStart + m.role + "\n" + text_only(m, "render_xomni_chat") + kImEnd;
+    out += kImStart + m.role + "\n";
+    const std::string t = text_only(m, "render_xomni_chat");
+    if (user_text && !t.empty()) user_text->push_back({out.size(), out.size() + t.size()});
+    out += t + kImEnd;
   }
   if (options.add_generation_prompt) out += std::string(kImStart) + "assistant\n";
   return out;
 }
 
-std::string render_xomni_chat(std::string_view user_content, const XOmniChatOptions& options) {
-  return render_xomni_chat({ChatMessage::text("user", std::string(user_content))}, options);
+std::string render_xomni_chat(std::string_view user_content, const XOmniChatOptions& options,
+                              std::vector<TextSpan>* user_text) {
+  return render_xomni_chat({ChatMessage::text("user", std::string(user_content))}, options, user_text);
 }
 
 std::string xomni_image_prefix(int rows, int cols) {
@@ -111,7 +124,8 @@ std::string xomni_image_text(int rows, int cols, const std::vector<int64_t>& cod
   return out + "<EOM>";
 }
 
-std::string xomni_t2i_prompt(std::string_view prompt, int rows, int cols) {
+std::string xomni_t2i_prompt(std::string_view prompt, int rows, int cols, std::vector<TextSpan>* user_text) {
+  if (user_text && !prompt.empty()) user_text->push_back({0, prompt.size()});
   return std::string(prompt) + xomni_image_prefix(rows, cols);
 }
 
@@ -123,7 +137,7 @@ ChatTemplate parse_chat_template(std::string_view name) {
 }
 
 std::string render_one_turn(ChatTemplate which, std::string_view text, int num_images,
-                            const std::optional<std::string>& system) {
+                            const std::optional<std::string>& system, std::vector<TextSpan>* user_text) {
   if (num_images < 0) throw Error("negative image count", "render_one_turn", ">= 0", std::to_string(num_images));
   switch (which) {
     case ChatTemplate::Qwen2_5VL: {
@@ -133,11 +147,11 @@ std::string render_one_turn(ChatTemplate which, std::string_view text, int num_i
       for (int i = 0; i < num_images; ++i) user.content.push_back(ChatContent::image());
       user.content.push_back(ChatContent::make_text(std::string(text)));
       messages.push_back(std::move(user));
-      return render_qwen2_5_vl(messages);
+      return render_qwen2_5_vl(messages, {}, user_text);
     }
     case ChatTemplate::UniWorld:
       if (system) throw Error("the UniWorld prompt has no system turn", "render_one_turn", "no system prompt", *system);
-      return render_uniworld(text, num_images);
+      return render_uniworld(text, num_images, user_text);
     case ChatTemplate::XOmni: {
       if (num_images) {
         throw Error("X-Omni images are text (xomni_image_text), not placeholders", "render_one_turn", "0 images",
@@ -145,10 +159,17 @@ std::string render_one_turn(ChatTemplate which, std::string_view text, int num_i
       }
       XOmniChatOptions o;
       if (system) o.system_prompt = *system;
-      return render_xomni_chat(text, o);
+      return render_xomni_chat(text, o, user_text);
     }
   }
   throw Error("unknown chat template", "render_one_turn", "a ChatTemplate value", std::to_string(static_cast<int>(which)));
+}
+
+std::vector<int64_t> encode_prompt(const Tokenizer& tokenizer, std::string_view rendered,
+                                   const std::vector<TextSpan>& user_text, PromptSpecialTokens mode,
+                                   EncodeOptions options) {
+  if (mode == PromptSpecialTokens::Text) options.literal_spans = user_text;
+  return tokenizer.encode(rendered, options);
 }
 
 std::vector<int64_t> expand_image_pads(const std::vector<int64_t>& ids, int64_t pad_id, const std::vector<int64_t>& counts) {

@@ -142,7 +142,8 @@ std::unique_ptr<ClipTokenizer> detail::clip_from_json(TokenizerJson tj, const st
   return tok;
 }
 
-std::vector<int64_t> ClipTokenizer::encode_text(std::string_view text, EncodeStats* stats) const {
+std::vector<int64_t> ClipTokenizer::encode_text(std::string_view text, const EncodeOptions& o) const {
+  EncodeStats* stats = o.stats;
   std::vector<int64_t> ids;
   ids.reserve(text.size() / 3 + 4);
   impl_->matcher.split(
@@ -158,7 +159,8 @@ std::vector<int64_t> ClipTokenizer::encode_text(std::string_view text, EncodeSta
       [&](size_t idx) {
         if (stats) ++stats->added_tokens;
         ids.push_back(impl_->added[idx].id);
-      });
+      },
+      o.literal_spans);
   return ids;
 }
 

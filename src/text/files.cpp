@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 
 namespace omniflux::text::detail {
 
 std::string read_file(const std::string& path) {
+  require_regular_file(path, "tokenizer file");  // a FIFO would block the read
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot open file", path, "a readable file", "open failed");
   std::ostringstream ss;
@@ -29,7 +31,9 @@ nlohmann::json read_json(const std::string& path) {
 
 bool is_file(const std::string& path) {
   struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  if (::stat(path.c_str(), &st) != 0) return false;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) require_regular_file(path, "tokenizer file");  // FIFO, device: refused
+  return S_ISREG(st.st_mode);
 }
 
 bool is_dir(const std::string& path) {
@@ -74,7 +78,9 @@ AddedToken parse_added_token(const nlohmann::json& j, const std::string& where) 
   t.special = flag(j, "special");
   t.lstrip = flag(j, "lstrip");
   t.rstrip = flag(j, "rstrip");
-  if (t.id < 0) throw Error("negative added-token id", where, ">= 0", std::to_string(t.id));
+  // Ids index embedding tables: a huge one is a broken file, not a token (Config::kMaxSize).
+  if (t.id < 0 || t.id >= (int64_t(1) << 24))
+    throw Error("added-token id out of range", where + ": " + t.content, "0 <= id < 2^24", std::to_string(t.id));
   if (t.content.empty()) throw Error("empty added token", where, "non-empty content", "\"\"");
   check_utf8(t.content, where);
   return t;

@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 #include "text/bpe_core.h"
 #include "text/files.h"
 #include "text/loaders.h"
@@ -38,6 +39,7 @@ std::unique_ptr<T5Tokenizer> detail::t5_from_spiece(const std::string& path,
                                                     std::optional<std::vector<AddedToken>> added) {
   auto impl = std::make_unique<T5Tokenizer::Impl>();
   impl->where = path;
+  require_regular_file(path, "tokenizer file");  // a FIFO would block sentencepiece's read
   impl->spm = detail::SpmModel::load_file(path);
   const std::string dir = detail::parent_dir(path);
   const detail::TokenizerConfig cfg = detail::read_tokenizer_config(dir);
@@ -96,7 +98,8 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::from_spiece_model(const std::string& p
   return detail::t5_from_spiece(path, std::nullopt);
 }
 
-std::vector<int64_t> T5Tokenizer::encode_text(std::string_view text, EncodeStats* stats) const {
+std::vector<int64_t> T5Tokenizer::encode_text(std::string_view text, const EncodeOptions& o) const {
+  EncodeStats* stats = o.stats;
   std::vector<int64_t> ids;
   impl_->matcher.split(
       text,
@@ -109,7 +112,8 @@ std::vector<int64_t> T5Tokenizer::encode_text(std::string_view text, EncodeStats
       [&](size_t idx) {
         if (stats) ++stats->added_tokens;
         ids.push_back(impl_->added[idx].id);
-      });
+      },
+      o.literal_spans);
   return ids;
 }
 

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 
+#include <sys/stat.h>
+
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 #include "omniflux/text/bpe.h"
 #include "omniflux/text/clip_tokenizer.h"
 #include "omniflux/text/t5_tokenizer.h"
@@ -17,7 +20,13 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, const EncodeOption
   if (o.pad_to_max_length && o.max_length == 0) {
     throw Error("padding needs a length", where, "max_length > 0 with pad_to_max_length", "max_length = 0");
   }
-  std::vector<int64_t> body = encode_text(text, o.stats);
+  for (size_t i = 0; i < o.literal_spans.size(); ++i) {
+    const TextSpan& sp = o.literal_spans[i];
+    if (sp.begin > sp.end || sp.end > text.size() || (i > 0 && sp.begin < o.literal_spans[i - 1].end))
+      throw Error("invalid literal span", where, "sorted, non-overlapping byte ranges within the text",
+                  "[" + std::to_string(sp.begin) + ", " + std::to_string(sp.end) + ") of " + std::to_string(text.size()));
+  }
+  std::vector<int64_t> body = encode_text(text, o);
   std::vector<int64_t> pre, post;
   if (o.add_special_tokens) {
     pre = prefix_tokens();
@@ -86,6 +95,15 @@ bool looks_like_clip(const std::string& dir) {
 }
 
 }  // namespace
+
+void check_tokenizer_folder(const std::string& dir, bool allow_outside_paths) {
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                           "vocab.json", "merges.txt", "spiece.model"}) {
+    const std::string p = detail::join_path(dir, name);
+    struct stat st;
+    if (::lstat(p.c_str(), &st) == 0) resolve_in_folder(dir, name, p, allow_outside_paths);
+  }
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   if (detail::is_dir(path)) {

@@ -53,6 +53,10 @@ cases = {
     "metadata_value_not_string": (st({"__metadata__": {"k": 1}, "a": t("F32", [2], 0, 8)}, f32x2), "not a string"),
     "entry_not_object": (st({"a": [1, 2]}, f32x2), "not an object"),
     "truncated_data": (st({"a": t("F32", [2], 0, 8)}, f32x2)[:-3], "out of the file's bounds"),
+    # The reference (serde_json) rejects NUL padding after the header JSON as trailing characters.
+    "header_nul_padded": (st(None, raw_header=b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}\0\0\0',
+                             data=f32x2), "NUL byte"),
+    "header_nul_then_garbage": (st(None, raw_header=b'{}\0{"x": 1}'), "NUL byte"),
 }
 
 

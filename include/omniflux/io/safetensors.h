@@ -60,8 +60,9 @@ class Checkpoint {
  public:
   // `path` is a .safetensors file, a .safetensors.index.json file, or a folder holding exactly one
   // index file, or else `model.safetensors` / `diffusion_pytorch_model.safetensors`, or else
-  // exactly one .safetensors file.
-  static Checkpoint open(const std::string& path);
+  // exactly one .safetensors file. The shards an index names must resolve inside its folder
+  // (symlinks included) unless `allow_outside_paths`.
+  static Checkpoint open(const std::string& path, bool allow_outside_paths = false);
   // A checkpoint held in memory (random-weight benchmarks, converted models): the tensors are
   // served as they are; `name` stands for the path in messages.
   static Checkpoint from_tensors(std::map<std::string, at::Tensor> tensors, const std::string& name);

@@ -4,7 +4,8 @@
 //   auto w = store.root().sub("model.layers").sub(3);
 //   at::Tensor q = w.get("self_attn.q_proj.weight", {3584, 3584});
 // Shapes are checked (-1 matches any size), floating tensors are converted to the runtime dtype and
-// device on the way, every fetched key is recorded, and finish() fails on keys left unused.
+// device on the way (and checked for NaN/Inf), every fetched key is recorded, and finish() fails on
+// keys left unused.
 #include <cstdint>
 #include <memory>
 #include <set>
@@ -32,9 +33,12 @@ class WeightStore {
 
   bool contains(const std::string& name) const { return ckpt_.contains(name); }
   const TensorInfo& info(const std::string& name) const;  // throws Error naming key and file
-  // Fetches a tensor, checks its shape, converts it: floating-point tensors to `dtype` (the
-  // runtime's compute dtype when `dtype` is Undefined), integer and bool tensors keep theirs; then
-  // moves it to the runtime device. A tensor that needs no conversion views the file mapping.
+  // Fetches a tensor, checks its shape, converts it, then moves it to the runtime device. A tensor
+  // that needs no conversion views the file mapping.
+  //  - `dtype` Undefined or floating: a floating-point parameter, converted to `dtype` (Undefined:
+  //    the runtime's compute dtype). Stored as integers or bool it is an Error naming the tensor.
+  //    With RuntimeOptions::check_finite_weights, NaN or Inf (after conversion) is an Error too.
+  //  - `dtype` integer or bool: an integer buffer, converted to that dtype.
   at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
                  c10::ScalarType dtype = c10::ScalarType::Undefined);
   // As stored, on the CPU (F8 as float8 tensors). Marks the key used.

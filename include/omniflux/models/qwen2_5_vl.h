@@ -157,6 +157,9 @@ class Qwen2_5_VL {
   // Checks that the tokenizer's <|image_pad|> is config.image_token_id.
   void set_tokenizer(std::shared_ptr<const text::Tokenizer> tokenizer);
   const text::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // What special-token text inside a question becomes (default: text; README "Validation").
+  void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
+  text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
 
   struct Prompt {
     at::Tensor ids;  // [1, L] with the image pads expanded
@@ -186,6 +189,7 @@ class Qwen2_5_VL {
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
   std::vector<qwen2::DecoderLayer> layers_;
   std::shared_ptr<const text::Tokenizer> tokenizer_;
+  text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };
 
 }  // namespace omniflux::qwen2_5_vl

@@ -23,6 +23,7 @@
 #include "omniflux/models/uniworld_connectors.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/runtime.h"
+#include "omniflux/text/tokenizer.h"
 
 namespace omniflux {
 
@@ -106,6 +107,10 @@ class UniWorldPipeline {
   const uniworld::Connectors& connectors() const;
   int64_t qwen_pixels() const;       // min_pixels = max_pixels of the Qwen image processor (448^2)
   void set_qwen_pixels(int64_t pixels);
+  // What special-token text inside a prompt becomes in the VLM prompt (default: text; README
+  // "Validation"). CLIP and T5 see the prompt as written either way.
+  void set_prompt_special_tokens(text::PromptSpecialTokens mode);
+  text::PromptSpecialTokens prompt_special_tokens() const;
 
   struct Impl;
 

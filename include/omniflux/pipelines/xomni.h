@@ -31,6 +31,7 @@
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
+#include "omniflux/text/tokenizer.h"
 
 namespace omniflux::xomni {
 
@@ -202,6 +203,11 @@ class XOmniPipeline {
   // The chat prompt ids [1, L] for image codes and a question.
   at::Tensor chat_prompt(const ImageCodes& image, const std::string& question) const;
 
+  // What special-token text ("<SOM>", "<IMAGE>", "<|im_start|>") inside a prompt or question
+  // becomes (default: text; README "Validation"). This object's setting; copies keep their own.
+  void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
+  text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
+
   const XOmniLM& lm() const;
   const text::Tokenizer& tokenizer() const;
   const VisionConfig& vision_config() const;
@@ -213,6 +219,7 @@ class XOmniPipeline {
 
  private:
   std::shared_ptr<const Impl> impl_;
+  text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };
 
 }  // namespace omniflux::xomni

@@ -38,7 +38,7 @@ class ByteLevelBpeTokenizer : public Tokenizer {
   explicit ByteLevelBpeTokenizer(std::unique_ptr<Impl> impl);
 
  protected:
-  std::vector<int64_t> encode_text(std::string_view text, EncodeStats* stats) const override;
+  std::vector<int64_t> encode_text(std::string_view text, const EncodeOptions& o) const override;
   std::vector<int64_t> prefix_tokens() const override;
   std::vector<int64_t> suffix_tokens() const override;
 

@@ -39,7 +39,7 @@ class ClipTokenizer : public Tokenizer {
   int64_t eos_id() const;
 
  protected:
-  std::vector<int64_t> encode_text(std::string_view text, EncodeStats* stats) const override;
+  std::vector<int64_t> encode_text(std::string_view text, const EncodeOptions& o) const override;
   std::vector<int64_t> prefix_tokens() const override { return {bos_id()}; }
   std::vector<int64_t> suffix_tokens() const override { return {eos_id()}; }
 

@@ -38,7 +38,7 @@ class T5Tokenizer : public Tokenizer {
   int64_t unk_id() const;
 
  protected:
-  std::vector<int64_t> encode_text(std::string_view text, EncodeStats* stats) const override;
+  std::vector<int64_t> encode_text(std::string_view text, const EncodeOptions& o) const override;
   std::vector<int64_t> suffix_tokens() const override { return {eos_id()}; }
 
  private:

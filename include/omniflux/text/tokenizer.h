@@ -35,6 +35,19 @@ struct EncodeStats {
   size_t bpe_work = 0;      // BPE symbols + merge-queue pushes and pops (0 for sentencepiece)
 };
 
+// A byte range [begin, end) of a text.
+struct TextSpan {
+  size_t begin = 0, end = 0;
+};
+
+// What the literal text of an added token ("<|im_start|>", "<|image_pad|>", "<SOM>") inside a
+// user's prompt becomes. Hugging Face matches it as the token, which lets a prompt forge a chat
+// turn or an image placeholder that no image backs; omniflux keeps it text unless asked.
+enum class PromptSpecialTokens {
+  Text,   // default: encoded as ordinary text (the prompt cannot add control tokens)
+  Parse,  // Hugging Face's behaviour: matched as the token
+};
+
 struct EncodeOptions {
   // The tokens the tokenizer itself adds around the text: bos and eos for CLIP, eos for T5,
   // none for Qwen2. Hugging Face's add_special_tokens.
@@ -45,6 +58,10 @@ struct EncodeOptions {
   // Pad with pad_id() up to max_length (padding="max_length"). Needs max_length > 0.
   bool pad_to_max_length = false;
   EncodeStats* stats = nullptr;  // optional work counters, accumulated
+  // User text inside a rendered template (chat_template.h reports the spans): no added token is
+  // matched in these byte ranges, so they encode as plain text. Sorted, non-overlapping. The text
+  // around them (the template's own tokens) is matched as usual.
+  std::vector<TextSpan> literal_spans;
 };
 
 class Tokenizer {
@@ -81,8 +98,9 @@ class Tokenizer {
   void set_model_max_length(std::optional<size_t> n) { model_max_length_ = n; }
 
  protected:
-  // The ids of the text alone, without the tokens add_special_tokens adds. `text` is valid UTF-8.
-  virtual std::vector<int64_t> encode_text(std::string_view text, EncodeStats* stats) const = 0;
+  // The ids of the text alone, without the tokens add_special_tokens adds. `text` is valid UTF-8;
+  // `o.stats` and `o.literal_spans` apply.
+  virtual std::vector<int64_t> encode_text(std::string_view text, const EncodeOptions& o) const = 0;
   virtual std::vector<int64_t> prefix_tokens() const { return {}; }
   virtual std::vector<int64_t> suffix_tokens() const { return {}; }
 
@@ -91,8 +109,15 @@ class Tokenizer {
 };
 
 // Loads a tokenizer from a tokenizer.json, a folder holding one, a folder with vocab.json and
-// merges.txt, a spiece.model, or a folder holding spiece.model. Relative symlinks are followed.
+// merges.txt, a spiece.model, or a folder holding spiece.model. Relative symlinks are followed:
+// the path is the caller's choice. Model and pipeline loaders check their folder first with
+// check_tokenizer_folder.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+// The tokenizer files of a model folder (tokenizer.json, tokenizer_config.json, vocab.json, ...)
+// must resolve inside it, symlinks included (a Hugging Face cache snapshot may point into its
+// repository's blobs/): an Error otherwise, unless `allow_outside_paths`
+// (RuntimeOptions::allow_outside_paths).
+void check_tokenizer_folder(const std::string& dir, bool allow_outside_paths = false);
 
 // Throws omniflux::Error naming the first invalid byte when `text` is not valid UTF-8.
 void check_utf8(std::string_view text, const std::string& where);
