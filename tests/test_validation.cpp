@@ -28,6 +28,7 @@
 #include "omniflux/models/qwen2_5_vl.h"
 #include "omniflux/models/siglip2.h"
 #include "omniflux/pipelines/flux.h"
+#include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
 #include "omniflux/sampling/flow_match.h"
 #include "omniflux/text/tokenizer.h"
@@ -125,6 +126,8 @@ TEST(ConfigValidation, Qwen2_5_VLConfigsAreCheckedBeforeUse) {
                     "preprocessor_config.json");
   expect_load_error([](json& j) { j["merge_size"] = 0; }, "preprocessor_config.json: merge_size",
                     "preprocessor_config.json");
+  expect_load_error([](json& j) { j["patch_size"] = 16; }, "preprocessor_config.json: patch_size",
+                    "preprocessor_config.json");  // the tower embeds 14x14 patches
 }
 
 TEST(ConfigValidation, VaeSiglipAndSchedulerConfigs) {
@@ -450,4 +453,36 @@ TEST(PathValidation, XOmniVisionConfigPaths) {
   RuntimeOptions rt;
   rt.allow_outside_paths = true;
   EXPECT_NO_THROW(xomni::XOmniPipeline::load(dir.string(), "", rt));
+}
+
+// The same rule at every entry point, before the work: X-Omni chat used to accept a prompt longer
+// than max_position_embeddings and generate past it, while generate checked.
+TEST(SharedChecks, EveryEntryPointChecksTheContext) {
+  static TempDir tiny;
+  const std::string cmd = bin("omniflux-tiny") + " --out " + tiny.path().string() +
+                          " --seed 2 --only x_omni --only uniworld_v1 --only flux_1_dev --only siglip2 --tokenizers " +
+                          fixture("tokenizers") + " > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  auto xo = xomni::XOmniPipeline::load((tiny.path() / "x-omni").string(), "");
+  const int64_t max_pos = xo.lm().config().text.max_position_embeddings;  // 4096 in the tiny folder
+  std::string long_question;
+  for (int64_t i = 0; i < max_pos; ++i) long_question += " a";
+  Image img{64, 64, std::vector<uint8_t>(64 * 64 * 3, 100)};
+  EXPECT_ERROR_HAS(xo.chat(img, long_question, {}, 4), "prompt longer than the model's context (X-Omni chat)");
+  EXPECT_ERROR_HAS(xo.chat(img, "Hi?", {}, 1000000000), "prompt plus new tokens exceed the model's context (X-Omni chat)");
+  EXPECT_ERROR_HAS(xo.t2i_prompt(long_question, 64, 64), "X-Omni generate");
+
+  auto uw = UniWorldPipeline::load((tiny.path() / "uniworld-v1").string(), (tiny.path() / "flux.1-dev").string(),
+                                   (tiny.path() / "siglip2").string());
+  UniWorldOptions o;
+  o.prompt = "What is this?";
+  o.width = o.height = 32;
+  o.steps = 1;
+  o.task = UniWorldTask::Text;
+  o.max_new_tokens = int64_t(1) << 40;
+  EXPECT_ERROR_HAS(uw.run(o), "UniWorld text answer");
+  o.task = UniWorldTask::Image;  // no text answer possible: the budget is not needed
+  EXPECT_NO_THROW(uw.run(o));
+  o.guidance = 1e300;
+  EXPECT_ERROR_HAS(uw.run(o), "UniWorldPipeline: guidance");
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include <ATen/ATen.h>
 
@@ -414,6 +415,14 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
   m.cfg_ = Config::from_json(omniflux::Config::load(folder));
   const auto pre = std::filesystem::path(folder) / "preprocessor_config.json";
   if (std::filesystem::is_directory(folder) && std::filesystem::exists(pre)) m.pre_ = PreprocessorConfig::load(pre.string());
+  // The processor cuts the patches the vision tower embeds: their sizes must agree.
+  const VisionConfig& vc = m.cfg_.vision;
+  for (auto [field, p, v] : {std::tuple<const char*, int64_t, int64_t>{"patch_size", m.pre_.patch_size, vc.patch_size},
+                             {"merge_size", m.pre_.merge_size, vc.spatial_merge_size},
+                             {"temporal_patch_size", m.pre_.temporal_patch_size, vc.temporal_patch_size}})
+    if (p != v)
+      throw Error("the image processor and the vision tower disagree", pre.string() + ": " + field,
+                  std::to_string(v) + " (config.json vision_config)", std::to_string(p));
   const qwen2::Config& c = m.cfg_.text;
   // Hub layout (<= 4.51): visual.*, model.*; 4.52+: model.visual.*, model.language_model.*.
   const bool new_layout = store->contains("model.language_model.embed_tokens.weight");

@@ -111,6 +111,13 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   impl->flux = FluxPipeline::load(flux_folder, std::move(dit), rt);
   impl->siglip = SiglipVisionModel::load(siglip_folder, rt);
   impl->siglip_pre = SiglipImageProcessorConfig::load(siglip_folder);
+  // SiglipVisionModel takes exactly image_size x image_size pixels: say so at load, not after the VLM.
+  const int64_t side = impl->siglip->config().image_size;
+  if (impl->siglip_pre.height != side || impl->siglip_pre.width != side)
+    throw Error("the SigLIP processor size differs from the model's image_size",
+                (fs::path(siglip_folder) / "preprocessor_config.json").string() + ": size",
+                std::to_string(side) + "x" + std::to_string(side),
+                std::to_string(impl->siglip_pre.height) + "x" + std::to_string(impl->siglip_pre.width));
   const int64_t out = impl->connectors.denoise_projector.out_dim();
   if (impl->connectors.siglip_projector.in_dim() != impl->siglip->config().hidden_size ||
       impl->connectors.siglip_projector.out_dim() != out ||
