@@ -22,6 +22,7 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/paths.h"
+#include "omniflux/io/torch_pickle.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -177,6 +178,15 @@ const TensorInfo& SafetensorsFile::info(const std::string& name) const {
 
 const uint8_t* SafetensorsFile::data(const TensorInfo& info) const { return base_ + info.begin; }
 
+void SafetensorsFile::drop_pages(const TensorInfo& info) const {
+  if (!map_) return;  // an in-memory buffer
+  // Whole pages inside the tensor only: a neighbour's pages stay (they may be viewed).
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(data(info)), e = b + info.nbytes();
+  const uintptr_t lo = (b + page - 1) / page * page, hi = e / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 at::Tensor SafetensorsFile::get(const std::string& name) const {
   const TensorInfo& t = info(name);
   const auto st = dtype_to_scalar_type(t.dtype);
@@ -214,11 +224,12 @@ std::string resolve_checkpoint_path(const std::string& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw Error("checkpoint path does not exist", path);
   if (!fs::is_directory(path, ec)) return path;
-  std::vector<std::string> index, single;
+  std::vector<std::string> index, single, pickle_index;
   for (const auto& e : fs::directory_iterator(path, ec)) {
     const std::string f = e.path().filename().string();
     if (ends_with(f, ".safetensors.index.json")) index.push_back(e.path().string());
     else if (ends_with(f, ".safetensors")) single.push_back(e.path().string());
+    else if (ends_with(f, ".bin.index.json")) pickle_index.push_back(e.path().string());
   }
   std::sort(index.begin(), index.end());
   std::sort(single.begin(), single.end());
@@ -231,16 +242,48 @@ std::string resolve_checkpoint_path(const std::string& path) {
     if (fs::exists(p, ec)) return p.string();
   }
   if (single.size() == 1) return single[0];
-  throw Error(single.empty() ? "no safetensors file in folder" : "several safetensors files and no index in folder",
-              path, "model.safetensors, diffusion_pytorch_model.safetensors or an index file",
-              std::to_string(single.size()) + " .safetensors files");
+  if (!single.empty())
+    throw Error("several safetensors files and no index in folder", path,
+                "model.safetensors, diffusion_pytorch_model.safetensors or an index file",
+                std::to_string(single.size()) + " .safetensors files");
+  // PyTorch pickles (torch.save zip files), as some releases still ship them.
+  if (pickle_index.size() == 1) return pickle_index[0];
+  for (const char* name : {"pytorch_model.bin", "diffusion_pytorch_model.bin"}) {
+    fs::path p = fs::path(path) / name;
+    if (fs::exists(p, ec)) return p.string();
+  }
+  throw Error("no weights file in folder", path,
+              "model.safetensors, diffusion_pytorch_model.safetensors, pytorch_model.bin or an index file",
+              "none of them");
 }
 
 }  // namespace
 
+static bool is_pickle_path(const std::string& p) {
+  return ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth");
+}
+
+void Checkpoint::add_pickle(const std::string& file) {
+  for (auto& [key, t] : load_torch_state_dict(file)) {
+    if (memory_.count(key) || where_.count(key)) throw Error("tensor appears in two files", file + ": " + key);
+    TensorInfo info;
+    info.name = key;
+    info.dtype = scalar_type_to_dtype(t.scalar_type());
+    info.shape = t.sizes().vec();
+    info.end = static_cast<uint64_t>(t.numel()) * t.element_size();
+    memory_info_[key] = info;
+    memory_source_[key] = file;
+    memory_[key] = std::move(t);
+  }
+}
+
 Checkpoint Checkpoint::open(const std::string& input, bool allow_outside_paths) {
   Checkpoint c;
   c.path_ = resolve_checkpoint_path(input);
+  if (is_pickle_path(c.path_)) {
+    c.add_pickle(c.path_);
+    return c;
+  }
   if (!ends_with(c.path_, ".index.json")) {
     c.files_.push_back(SafetensorsFile::open(c.path_));
     for (const auto& t : c.files_[0].tensors()) c.where_[t.name] = 0;
@@ -275,10 +318,30 @@ Checkpoint Checkpoint::open(const std::string& input, bool allow_outside_paths) 
         throw Error("shard named in the index does not exist", c.path_ + ": " + it.key(),
                     "file " + shard.string(), "missing");
       file_slot[file] = c.files_.size();
-      c.files_.push_back(SafetensorsFile::open(shard.string()));
+      if (is_pickle_path(file)) {
+        file_slot[file] = SIZE_MAX;
+        c.add_pickle(shard.string());
+      } else {
+        c.files_.push_back(SafetensorsFile::open(shard.string()));
+      }
     }
   }
+  // Pickle shards: every tensor where the index says, and nothing unlisted.
   for (const auto& [name, file] : expected) {
+    if (file_slot[file] != SIZE_MAX) continue;
+    auto src = c.memory_source_.find(name);
+    if (src == c.memory_source_.end() || fs::path(src->second).filename() != fs::path(file).filename())
+      throw Error("tensor listed in the shard index is missing from its shard", (dir / file).string() + ": " + name);
+  }
+  for (const auto& [name, src] : c.memory_source_) {
+    auto it = expected.find(name);
+    if (it == expected.end()) throw Error("tensor in a shard is not listed in the shard index", src + ": " + name);
+    if (fs::path(it->second).filename() != fs::path(src).filename())
+      throw Error("tensor appears in a shard other than the one the index names", src + ": " + name, it->second,
+                  fs::path(src).filename().string());
+  }
+  for (const auto& [name, file] : expected) {
+    if (file_slot[file] == SIZE_MAX) continue;
     const size_t slot = file_slot[file];
     if (!c.files_[slot].contains(name))
       throw Error("tensor listed in the shard index is missing from its shard",
@@ -290,7 +353,7 @@ Checkpoint Checkpoint::open(const std::string& input, bool allow_outside_paths) 
       auto it = expected.find(t.name);
       if (it == expected.end())
         throw Error("tensor in a shard is not listed in the shard index", f.path() + ": " + t.name);
-      if (c.files_[file_slot[it->second]].path() != f.path())
+      if (file_slot[it->second] == SIZE_MAX || c.files_[file_slot[it->second]].path() != f.path())
         throw Error("tensor appears in a shard other than the one the index names",
                     f.path() + ": " + t.name, it->second, fs::path(f.path()).filename().string());
     }
@@ -323,8 +386,15 @@ std::vector<std::string> Checkpoint::names() const {
 }
 
 std::string Checkpoint::source_of(const std::string& name) const {
+  auto src = memory_source_.find(name);
+  if (src != memory_source_.end()) return src->second;
   if (memory_.count(name)) return path_;
   return file_of(name).path();
+}
+
+void Checkpoint::drop_pages(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it != where_.end()) files_[it->second].drop_pages(files_[it->second].info(name));
 }
 
 const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {

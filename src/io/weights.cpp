@@ -1,10 +1,12 @@
 #include "omniflux/io/weights.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/config.h"
 
 namespace omniflux {
 
@@ -13,9 +15,43 @@ WeightStore::WeightStore(Checkpoint checkpoint, RuntimeOptions rt)
   rt_.validate();  // every loader opens a WeightStore: the one place options are checked
 }
 
+namespace {
+
+// The config.json beside a checkpoint (in the folder, or beside the file), if any.
+std::string config_beside(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path dir = fs::is_directory(path, ec) ? fs::path(path) : fs::path(path).parent_path();
+  fs::path cfg = dir / "config.json";
+  return fs::is_regular_file(cfg, ec) ? cfg.string() : std::string();
+}
+
+// quantization_config as omniflux-quantize writes it (compressed-tensors, float- or int-quantized,
+// per-channel weights). Anything else would be misread, so it is an error.
+bool check_quantization_config(const std::string& config_path) {
+  if (config_path.empty()) return false;
+  const Config c = Config::load(config_path);
+  if (!c.has("quantization_config")) return false;
+  const Config q = c.sub("quantization_config");
+  const std::string method = q.get_string("quant_method", "");
+  if (method != "compressed-tensors")
+    throw Error("unknown quantisation method", config_path + ": quantization_config.quant_method",
+                "compressed-tensors (as omniflux-quantize writes)", "'" + method + "'");
+  const std::string format = q.get_string("format", "");
+  if (format != "float-quantized" && format != "int-quantized")
+    throw Error("unsupported compressed-tensors format", config_path + ": quantization_config.format",
+                "float-quantized or int-quantized", "'" + format + "'");
+  return true;
+}
+
+}  // namespace
+
 std::shared_ptr<WeightStore> WeightStore::open(const std::string& path, const RuntimeOptions& rt) {
   rt.validate();  // before mapping anything
-  return std::make_shared<WeightStore>(Checkpoint::open(path, rt.allow_outside_paths), rt);
+  const bool quantized = check_quantization_config(config_beside(path));
+  auto store = std::make_shared<WeightStore>(Checkpoint::open(path, rt.allow_outside_paths), rt);
+  store->quantized_ = quantized;
+  return store;
 }
 
 WeightView WeightStore::root() { return WeightView(this, ""); }
@@ -47,6 +83,10 @@ void check_finite_weight(const at::Tensor& t, const std::string& where) {
               "finite numbers (RuntimeOptions::check_finite_weights = false skips this check)",
               std::to_string(nan) + " NaN and " + std::to_string(inf) + " Inf of " + std::to_string(t.numel()));
 }
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 }  // namespace
 
 at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>& shape,
@@ -60,6 +100,14 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
   if (!ok)
     throw Error("wrong tensor shape", ckpt_.source_of(name) + ": " + name, shape_str(shape),
                 shape_str(ti.shape));
+  // A quantised weight read as a plain tensor would be silently wrong by its scale.
+  if (ckpt_.contains(name + "_scale"))
+    throw Error("quantised weight where this model reads a plain tensor", ckpt_.source_of(name) + ": " + name,
+                "an unquantised tensor (this layer has no quantised path; requantise without it)",
+                std::string(dtype_name(ti.dtype)) + " codes with " + name + "_scale");
+  if (quantized_ && ends_with(name, ".weight") && (ti.dtype == Dtype::F8_E4M3 || ti.dtype == Dtype::I8))
+    throw Error("quantised weight without its scale", ckpt_.source_of(name) + ": " + name, name + "_scale",
+                "missing");
   // A float parameter stored as integers would load silently (a norm weight) or fail later with a
   // raw LibTorch message (a linear weight): Undefined and floating targets ask for a float tensor.
   const bool want_float = dtype == c10::ScalarType::Undefined || c10::isFloatingType(dtype);
@@ -68,7 +116,8 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
                 "F32, F16, BF16, F64 or F8", dtype_name(ti.dtype));
   used_.insert(name);
   at::Tensor t = ckpt_.get(name);
-  const c10::Device device = rt_.torch_device();
+  const void* source = t.data_ptr();
+  const c10::Device device = has_target_ ? target_device_ : rt_.torch_device();
   if (is_float(ti.dtype)) {
     const c10::ScalarType target = dtype == c10::ScalarType::Undefined ? rt_.compute_dtype() : dtype;
     if (ti.dtype == Dtype::F8_E4M3 || ti.dtype == Dtype::F8_E5M2) {
@@ -76,12 +125,71 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
       t = f8_to_float(t.to(device), ti.dtype);
     }
     if (t.scalar_type() != target || t.device() != device) t = t.to(device, target);
-    if (rt_.check_finite_weights) check_finite_weight(t, ckpt_.source_of(name) + ": " + name);
+    // Once per tensor: streamed blocks are built again on every use.
+    if (rt_.check_finite_weights && finite_checked_.insert(name).second)
+      check_finite_weight(t, ckpt_.source_of(name) + ": " + name);
   } else {
     if (dtype != c10::ScalarType::Undefined && dtype != t.scalar_type()) t = t.to(dtype);
     if (t.device() != device) t = t.to(device);
   }
+  if (has_target_ && target_pinned_ && device.is_cpu() && !t.is_pinned()) t = t.pin_memory();
+  // Converted or moved: the mapped pages are no longer needed (peak stays near one tensor).
+  if (t.data_ptr() != source) ckpt_.drop_pages(name);
   return t;
+}
+
+WeightStore::Quantized WeightStore::get_quantized(const std::string& name, const std::vector<int64_t>& shape) {
+  if (!ckpt_.contains(name)) throw Error("missing tensor", ckpt_.path() + ": " + name, shape_str(shape), "no such key");
+  const TensorInfo& ti = ckpt_.info(name);
+  const std::string where = ckpt_.source_of(name) + ": " + name;
+  if (shape.size() != 2 || ti.shape.size() != 2 || (shape[0] >= 0 && ti.shape[0] != shape[0]) ||
+      (shape[1] >= 0 && ti.shape[1] != shape[1]))
+    throw Error("wrong tensor shape", where, shape_str(shape), shape_str(ti.shape));
+  if (ti.dtype != Dtype::F8_E4M3 && ti.dtype != Dtype::I8)
+    throw Error("quantised weight has an unsupported dtype", where, "F8_E4M3 or I8 codes", dtype_name(ti.dtype));
+  const std::string sname = name + "_scale";
+  if (!ckpt_.contains(sname)) throw Error("quantised weight without its scale", where, sname, "missing");
+  const TensorInfo& si = ckpt_.info(sname);
+  const int64_t out = ti.shape[0];
+  const bool scale_shape_ok = (si.shape.size() == 1 && si.shape[0] == out) ||
+                              (si.shape.size() == 2 && si.shape[0] == out && si.shape[1] == 1);
+  if (!scale_shape_ok)
+    throw Error("weight_scale has the wrong shape", ckpt_.source_of(sname) + ": " + sname,
+                "[" + std::to_string(out) + ", 1] (one scale per output channel)", shape_str(si.shape));
+  if (si.dtype != Dtype::F32 && si.dtype != Dtype::BF16 && si.dtype != Dtype::F16)
+    throw Error("weight_scale must be floating point", ckpt_.source_of(sname) + ": " + sname, "F32, BF16 or F16",
+                dtype_name(si.dtype));
+  used_.insert(name);
+  used_.insert(sname);
+  at::Tensor scale = ckpt_.get(sname).to(at::kFloat).reshape({out, 1});
+  if (!at::isfinite(scale).all().item<bool>() || (scale <= 0).any().item<bool>())
+    throw Error("weight_scale holds a non-positive or non-finite value", ckpt_.source_of(sname) + ": " + sname,
+                "finite scales > 0", "a bad value");
+  const c10::Device device = has_target_ ? target_device_ : rt_.torch_device();
+  Quantized q;
+  q.codes = ckpt_.get(name);
+  const void* source = q.codes.data_ptr();
+  if (q.codes.device() != device) q.codes = q.codes.to(device);
+  if (has_target_ && target_pinned_ && device.is_cpu() && !q.codes.is_pinned()) q.codes = q.codes.pin_memory();
+  if (rt_.check_finite_weights && finite_checked_.insert(name).second)
+    check_finite_weight(q.codes.to(at::kFloat), ckpt_.source_of(name) + ": " + name);
+  if (q.codes.data_ptr() != source) ckpt_.drop_pages(name);
+  q.scale = scale.to(device).contiguous();
+  return q;
+}
+
+WeightStore::Target::Target(WeightStore& s, c10::Device device, bool pinned) : store(s) {
+  if (s.has_target_) throw Error("nested weight targets", "WeightStore::Target");
+  s.has_target_ = true;
+  s.target_device_ = device;
+  s.target_pinned_ = pinned;
+}
+
+WeightStore::Target::~Target() { store.has_target_ = false; }
+
+void WeightStore::drop_pages(const std::string& prefix) {
+  for (auto it = used_.lower_bound(prefix); it != used_.end() && it->compare(0, prefix.size(), prefix) == 0; ++it)
+    ckpt_.drop_pages(*it);
 }
 
 at::Tensor WeightStore::get_raw(const std::string& name) {

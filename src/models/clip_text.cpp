@@ -45,8 +45,7 @@ struct EncoderLayer {
          fc2 = lin("mlp.fc2", d, c.intermediate_size);
     auto ln1 = nn::LayerNorm::load(v, "layer_norm1", d, c.layer_norm_eps);
     auto ln2 = nn::LayerNorm::load(v, "layer_norm2", d, c.layer_norm_eps);
-    w = {ln1.weight, ln1.bias, nn::fuse_qkv(q.weight, k.weight, vv.weight), nn::fuse_qkv(q.bias, k.bias, vv.bias),
-         o.weight, o.bias, ln2.weight, ln2.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias};
+    w = {ln1.weight, ln1.bias, nn::Linear::fuse({q, k, vv}), o, ln2.weight, ln2.bias, fc1, fc2};
     opt.num_heads = c.num_attention_heads;
     opt.eps = c.layer_norm_eps;
     opt.act = nn::parse_activation(c.hidden_act, "clip text_config.hidden_act");

@@ -96,13 +96,7 @@ struct QkvProj {
       parts.push_back(nn::Linear::load(*extra_w, extra_name, dim, extra_dim));
       extra = extra_dim;
     }
-    std::vector<at::Tensor> ws, bs;
-    for (const auto& p : parts) {
-      ws.push_back(p.weight);
-      bs.push_back(p.bias);
-    }
-    fused.weight = at::cat(ws, 0);
-    fused.bias = at::cat(bs, 0);
+    fused = nn::Linear::fuse(parts);
   }
   // x [B, L, dim] -> q, k, v [B, H, L, D], and the extra projection [B, L, extra] (undefined if none)
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> operator()(const at::Tensor& x, int64_t h) const {

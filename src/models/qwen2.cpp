@@ -73,12 +73,12 @@ DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
   l.post_norm_ = w.get("post_attention_layernorm.weight", {H});
   const WeightView a = w.sub("self_attn");
   // Fused at load (gpt-fast): one matmul for q|k|v and one for gate|up.
-  l.w_qkv_ = at::cat({a.get("q_proj.weight", {q, H}), a.get("k_proj.weight", {kv, H}), a.get("v_proj.weight", {kv, H})});
-  l.b_qkv_ = at::cat({a.get("q_proj.bias", {q}), a.get("k_proj.bias", {kv}), a.get("v_proj.bias", {kv})});
-  l.w_o_ = a.get("o_proj.weight", {H, q});
+  l.qkv_ = nn::Linear::fuse({nn::Linear::load(a, "q_proj", H, q), nn::Linear::load(a, "k_proj", H, kv),
+                             nn::Linear::load(a, "v_proj", H, kv)});
+  l.o_ = nn::Linear::load(a, "o_proj", q, H, /*bias=*/false);
   const WeightView m = w.sub("mlp");
-  l.w_gate_up_ = at::cat({m.get("gate_proj.weight", {I, H}), m.get("up_proj.weight", {I, H})});
-  l.w_down_ = m.get("down_proj.weight", {H, I});
+  l.gate_up_ = nn::Linear::fuse({nn::Linear::load(m, "gate_proj", H, I, false), nn::Linear::load(m, "up_proj", H, I, false)});
+  l.down_ = nn::Linear::load(m, "down_proj", I, H, false);
   // rotary_emb.inv_freq is a non-persistent buffer; some third-party files still carry it.
   w.store().ignore_prefix(a.key("rotary_emb."));
   return l;
@@ -94,11 +94,11 @@ DecoderLayer DecoderLayer::random(const Config& cfg, at::TensorOptions o) {
   l.eps_ = cfg.rms_norm_eps;
   l.input_norm_ = at::ones({H}, o);
   l.post_norm_ = at::ones({H}, o);
-  l.w_qkv_ = at::randn({q + 2 * kv, H}, o) * (1.0 / std::sqrt(double(H)));
-  l.b_qkv_ = at::randn({q + 2 * kv}, o) * 0.02;
-  l.w_o_ = at::randn({H, q}, o) * (1.0 / std::sqrt(double(q)));
-  l.w_gate_up_ = at::randn({2 * I, H}, o) * (1.0 / std::sqrt(double(H)));
-  l.w_down_ = at::randn({H, I}, o) * (1.0 / std::sqrt(double(I)));
+  l.qkv_.weight = at::randn({q + 2 * kv, H}, o) * (1.0 / std::sqrt(double(H)));
+  l.qkv_.bias = at::randn({q + 2 * kv}, o) * 0.02;
+  l.o_.weight = at::randn({H, q}, o) * (1.0 / std::sqrt(double(q)));
+  l.gate_up_.weight = at::randn({2 * I, H}, o) * (1.0 / std::sqrt(double(H)));
+  l.down_.weight = at::randn({H, I}, o) * (1.0 / std::sqrt(double(I)));
   return l;
 }
 
@@ -106,7 +106,7 @@ at::Tensor DecoderLayer::forward(const at::Tensor& x, const at::Tensor& cos, con
                                  nn::KVCache& cache, int64_t layer, const nn::AttentionOptions& attn) const {
   const int64_t B = x.size(0), S = x.size(1), D = head_dim_, q = heads_ * D, kv = kv_heads_ * D;
   at::Tensor h = nn::rms_norm(x, input_norm_, eps_);
-  at::Tensor qkv = nn::linear(h, w_qkv_, b_qkv_);  // [B, S, (Hq + 2 Hkv) D]
+  at::Tensor qkv = qkv_(h);  // [B, S, (Hq + 2 Hkv) D]
   // [B, S, H, D] -> [B, H, S, D]
   at::Tensor qs = qkv.slice(-1, 0, q).view({B, S, heads_, D}).transpose(1, 2);
   at::Tensor ks = qkv.slice(-1, q, q + kv).view({B, S, kv_heads_, D}).transpose(1, 2);
@@ -116,10 +116,10 @@ at::Tensor DecoderLayer::forward(const at::Tensor& x, const at::Tensor& cos, con
   ks = nn::apply_rope_half(ks, c, s);
   auto [kc, vc] = cache.write(layer, ks, vs);  // post-RoPE keys, as HF caches them
   at::Tensor o = nn::attention(qs, kc, vc, attn).transpose(1, 2).reshape({B, S, q});
-  at::Tensor r = x + nn::linear(o, w_o_);
-  at::Tensor gu = nn::linear(nn::rms_norm(r, post_norm_, eps_), w_gate_up_);
+  at::Tensor r = x + o_(o);
+  at::Tensor gu = gate_up_(nn::rms_norm(r, post_norm_, eps_));
   const int64_t I = gu.size(-1) / 2;
-  return r + nn::linear(at::silu(gu.slice(-1, 0, I)) * gu.slice(-1, I), w_down_);
+  return r + down_(at::silu(gu.slice(-1, 0, I)) * gu.slice(-1, I));
 }
 
 // --- Qwen2ForCausalLM -----------------------------------------------------------------------

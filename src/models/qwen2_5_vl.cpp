@@ -228,16 +228,10 @@ VisionTower VisionTower::load(const WeightView& w, const VisionConfig& cfg) {
     Block k;
     k.norm1 = b.get("norm1.weight", {D});
     k.norm2 = b.get("norm2.weight", {D});
-    k.w_qkv = b.get("attn.qkv.weight", {3 * D, D});
-    k.b_qkv = b.get("attn.qkv.bias", {3 * D});
-    k.w_proj = b.get("attn.proj.weight", {D, D});
-    k.b_proj = b.get("attn.proj.bias", {D});
-    k.w_gate = b.get("mlp.gate_proj.weight", {I, D});
-    k.b_gate = b.get("mlp.gate_proj.bias", {I});
-    k.w_up = b.get("mlp.up_proj.weight", {I, D});
-    k.b_up = b.get("mlp.up_proj.bias", {I});
-    k.w_down = b.get("mlp.down_proj.weight", {D, I});
-    k.b_down = b.get("mlp.down_proj.bias", {D});
+    k.qkv = nn::Linear::load(b, "attn.qkv", D, 3 * D);
+    k.proj = nn::Linear::load(b, "attn.proj", D, D);
+    k.gate_up = nn::Linear::fuse({nn::Linear::load(b, "mlp.gate_proj", D, I), nn::Linear::load(b, "mlp.up_proj", D, I)});
+    k.down = nn::Linear::load(b, "mlp.down_proj", I, D);
     v.blocks_.push_back(std::move(k));
   }
   const WeightView mg = w.sub("merger");
@@ -297,16 +291,17 @@ at::Tensor VisionTower::forward(const at::Tensor& pixel_values, const at::Tensor
     const bool full = std::find(cfg_.fullatt_block_indexes.begin(), cfg_.fullatt_block_indexes.end(),
                                 static_cast<int64_t>(i)) != cfg_.fullatt_block_indexes.end();
     at::Tensor h = nn::rms_norm(x, b.norm1, 1e-6);
-    at::Tensor qkv = nn::linear(h, b.w_qkv, b.b_qkv).view({N, 3, H, hd});
+    at::Tensor qkv = b.qkv(h).view({N, 3, H, hd});
     // Rotary in fp32 (the vision attention upcasts q and k).
     at::Tensor q = nn::apply_rope_half(qkv.select(1, 0), cos, sin);
     at::Tensor k = nn::apply_rope_half(qkv.select(1, 1), cos, sin);
     at::Tensor v = qkv.select(1, 2);
     at::Tensor o = nn::segment_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
                                          full ? cu_full_t : wi.cu_window_seqlens);  // [H, N, hd]
-    x = x + nn::linear(o.transpose(0, 1).reshape({N, D}), b.w_proj, b.b_proj);
-    at::Tensor h2 = nn::rms_norm(x, b.norm2, 1e-6);
-    x = x + nn::linear(at::silu(nn::linear(h2, b.w_gate, b.b_gate)) * nn::linear(h2, b.w_up, b.b_up), b.w_down, b.b_down);
+    x = x + b.proj(o.transpose(0, 1).reshape({N, D}));
+    at::Tensor gu = b.gate_up(nn::rms_norm(x, b.norm2, 1e-6));
+    const int64_t I = gu.size(-1) / 2;
+    x = x + b.down(at::silu(gu.slice(-1, 0, I)) * gu.slice(-1, I));
     if (tapping()) tap("qwen2_5_vl.vision_block_output", x);
   }
   // PatchMerger: the m*m tokens of a block side by side, then Linear, exact GELU, Linear.

@@ -59,18 +59,13 @@ struct SiglipTower {
       nn::EncoderLayerWeights e;
       e.ln1_w = l.get("layer_norm1.weight", {d});
       e.ln1_b = l.get("layer_norm1.bias", {d});
-      e.qkv_w = nn::fuse_qkv(l.get("self_attn.q_proj.weight", {d, d}), l.get("self_attn.k_proj.weight", {d, d}),
-                             l.get("self_attn.v_proj.weight", {d, d}));
-      e.qkv_b = nn::fuse_qkv(l.get("self_attn.q_proj.bias", {d}), l.get("self_attn.k_proj.bias", {d}),
-                             l.get("self_attn.v_proj.bias", {d}));
-      e.out_w = l.get("self_attn.out_proj.weight", {d, d});
-      e.out_b = l.get("self_attn.out_proj.bias", {d});
+      e.qkv = nn::Linear::fuse({nn::Linear::load(l, "self_attn.q_proj", d, d), nn::Linear::load(l, "self_attn.k_proj", d, d),
+                                nn::Linear::load(l, "self_attn.v_proj", d, d)});
+      e.out = nn::Linear::load(l, "self_attn.out_proj", d, d);
       e.ln2_w = l.get("layer_norm2.weight", {d});
       e.ln2_b = l.get("layer_norm2.bias", {d});
-      e.fc1_w = l.get("mlp.fc1.weight", {m, d});
-      e.fc1_b = l.get("mlp.fc1.bias", {m});
-      e.fc2_w = l.get("mlp.fc2.weight", {d, m});
-      e.fc2_b = l.get("mlp.fc2.bias", {d});
+      e.fc1 = nn::Linear::load(l, "mlp.fc1", d, m);
+      e.fc2 = nn::Linear::load(l, "mlp.fc2", m, d);
       layers.push_back(std::move(e));
     }
     post_ln_w = w.get("post_layernorm.weight", {d});

@@ -228,22 +228,16 @@ SiglipViT::SiglipViT(WeightStore& store, const SiglipViTConfig& cfg) : cfg_(cfg)
     e.ln1_w = b.get("norm1.weight", {d});
     e.ln1_b = b.get("norm1.bias", {d});
     if (layout_.fused_qkv) {
-      e.qkv_w = b.get("attn.qkv.weight", {3 * d, d});
-      e.qkv_b = b.get_optional("attn.qkv.bias", {3 * d});
+      e.qkv = nn::Linear::load(b, "attn.qkv", d, 3 * d, b.contains("attn.qkv.bias"));
     } else {
-      e.qkv_w = nn::fuse_qkv(b.get("attn.q_proj.weight", {d, d}), b.get("attn.k_proj.weight", {d, d}),
-                             b.get("attn.v_proj.weight", {d, d}));
-      e.qkv_b = nn::fuse_qkv(b.get_optional("attn.q_proj.bias", {d}), b.get_optional("attn.k_proj.bias", {d}),
-                             b.get_optional("attn.v_proj.bias", {d}));
+      auto part = [&](const char* n) { return nn::Linear::load(b, n, d, d, b.contains(std::string(n) + ".bias")); };
+      e.qkv = nn::Linear::fuse({part("attn.q_proj"), part("attn.k_proj"), part("attn.v_proj")});
     }
-    e.out_w = b.get("attn.proj.weight", {d, d});
-    e.out_b = b.get("attn.proj.bias", {d});
+    e.out = nn::Linear::load(b, "attn.proj", d, d);
     e.ln2_w = b.get("norm2.weight", {d});
     e.ln2_b = b.get("norm2.bias", {d});
-    e.fc1_w = b.get("mlp.fc1.weight", {m, d});
-    e.fc1_b = b.get("mlp.fc1.bias", {m});
-    e.fc2_w = b.get("mlp.fc2.weight", {d, m});
-    e.fc2_b = b.get("mlp.fc2.bias", {d});
+    e.fc1 = nn::Linear::load(b, "mlp.fc1", d, m);
+    e.fc2 = nn::Linear::load(b, "mlp.fc2", m, d);
     blocks_.push_back(blk);
   }
   if (layout_.final_norm) {

@@ -9,6 +9,7 @@
 #include "omniflux/error.h"
 #include "omniflux/nn/attention.h"
 #include "omniflux/nn/debug.h"
+#include "omniflux/nn/layers.h"
 #include "omniflux/nn/ops.h"
 
 namespace omniflux {
@@ -62,24 +63,24 @@ namespace {
 struct Block {
   int64_t heads;
   double eps;
-  at::Tensor ln0, q, k, v, o;  // layer.0: layer_norm, SelfAttention.{q,k,v,o} (no biases)
-  at::Tensor ln1, wi_0, wi_1, wo;  // layer.1: layer_norm, DenseReluDense (wi_1 only when gated)
-  Block(const WeightView& w, const T5Config& c, c10::ScalarType wo_dtype) : heads(c.num_heads), eps(c.layer_norm_epsilon) {
-    const int64_t inner = c.num_heads * c.d_kv;
+  at::Tensor ln0, ln1;    // layer.0 / layer.1 layer_norm
+  nn::Linear qkv, o;      // layer.0 SelfAttention.{q,k,v} fused, o (no biases)
+  nn::Linear wi, wo;      // layer.1 DenseReluDense: wi (or wi_0|wi_1 fused when gated), wo
+  bool gated;
+  Block(const WeightView& w, const T5Config& c, c10::ScalarType wo_dtype)
+      : heads(c.num_heads), eps(c.layer_norm_epsilon), gated(c.gated_gelu) {
+    const int64_t inner = c.num_heads * c.d_kv, d = c.d_model;
     WeightView a = w.sub("layer.0"), f = w.sub("layer.1");
-    ln0 = a.get("layer_norm.weight", {c.d_model});
-    q = a.get("SelfAttention.q.weight", {inner, c.d_model});
-    k = a.get("SelfAttention.k.weight", {inner, c.d_model});
-    v = a.get("SelfAttention.v.weight", {inner, c.d_model});
-    o = a.get("SelfAttention.o.weight", {c.d_model, inner});
-    ln1 = f.get("layer_norm.weight", {c.d_model});
-    if (c.gated_gelu) {
-      wi_0 = f.get("DenseReluDense.wi_0.weight", {c.d_ff, c.d_model});
-      wi_1 = f.get("DenseReluDense.wi_1.weight", {c.d_ff, c.d_model});
-    } else {
-      wi_0 = f.get("DenseReluDense.wi.weight", {c.d_ff, c.d_model});
-    }
-    wo = f.get("DenseReluDense.wo.weight", {c.d_model, c.d_ff}, wo_dtype);
+    ln0 = a.get("layer_norm.weight", {d});
+    qkv = nn::Linear::fuse({nn::Linear::load(a, "SelfAttention.q", d, inner, false),
+                            nn::Linear::load(a, "SelfAttention.k", d, inner, false),
+                            nn::Linear::load(a, "SelfAttention.v", d, inner, false)});
+    o = nn::Linear::load(a, "SelfAttention.o", inner, d, false);
+    ln1 = f.get("layer_norm.weight", {d});
+    wi = gated ? nn::Linear::fuse({nn::Linear::load(f, "DenseReluDense.wi_0", d, c.d_ff, false),
+                                   nn::Linear::load(f, "DenseReluDense.wi_1", d, c.d_ff, false)})
+               : nn::Linear::load(f, "DenseReluDense.wi", d, c.d_ff, false);
+    wo = nn::Linear::load(f, "DenseReluDense.wo", c.d_ff, d, false, wo_dtype);
   }
 
   // T5LayerNorm: normalised in fp32, cast to the weight dtype, then * weight.
@@ -94,12 +95,21 @@ struct Block {
     nn::AttentionOptions opt;
     opt.scale = 1.0;
     opt.mask = bias;
-    at::Tensor a = nn::attention(split(at::linear(n, q)), split(at::linear(n, k)), split(at::linear(n, v)), opt);
-    at::Tensor h = x + at::linear(a.transpose(1, 2).flatten(2), o);
+    auto p = qkv(n).chunk(3, -1);
+    at::Tensor a = nn::attention(split(p[0]), split(p[1]), split(p[2]), opt);
+    at::Tensor h = x + o(a.transpose(1, 2).flatten(2));
     n = norm(h, ln1);
-    at::Tensor g = wi_1.defined() ? nn::gelu_tanh(at::linear(n, wi_0)) * at::linear(n, wi_1) : at::relu(at::linear(n, wi_0));
-    // transformers casts the FF hidden state to wo's dtype (fp32 when kept in fp32)
-    return h + at::linear(g.to(wo.scalar_type()), wo);
+    at::Tensor u = wi(n);
+    at::Tensor g;
+    if (gated) {
+      auto gu = u.chunk(2, -1);
+      g = nn::gelu_tanh(gu[0]) * gu[1];
+    } else {
+      g = at::relu(u);
+    }
+    // transformers casts the FF hidden state to wo's dtype (fp32, _keep_in_fp32_modules); a
+    // quantised wo dequantises to it.
+    return h + wo(g.to(at::kFloat));
   }
 };
 
@@ -160,7 +170,7 @@ at::Tensor T5Encoder::forward(const at::Tensor& input_ids) const {
   at::Tensor bias = at::embedding(m.relative_attention_bias, bucket).permute({2, 0, 1}).unsqueeze(0);
   tap("t5.position_bias", bias);
   // Residual stream in wo's dtype (fp32 under half precision, as transformers ends up).
-  h = h.to(m.blocks.empty() ? m.dtype : m.blocks[0].wo.scalar_type());
+  h = h.to(m.blocks.empty() ? m.dtype : at::kFloat);
   for (const auto& b : m.blocks) {
     h = b(h, bias.to(m.dtype));
     tap("t5.block", h);

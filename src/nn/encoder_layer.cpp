@@ -23,32 +23,24 @@ at::Tensor activate(const at::Tensor& x, Activation act) {
   return x;
 }
 
-at::Tensor fuse_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!q.defined() && !k.defined() && !v.defined()) return {};
-  if (!q.defined() || !k.defined() || !v.defined())
-    throw Error("q, k and v projections must all have a bias or none", "nn::fuse_qkv");
-  return at::cat({q, k, v}, 0);
-}
-
-at::Tensor self_attention(const at::Tensor& x, const at::Tensor& qkv_w, const at::Tensor& qkv_b,
-                          const at::Tensor& out_w, const at::Tensor& out_b, int64_t num_heads,
+at::Tensor self_attention(const at::Tensor& x, const Linear& qkv_proj, const Linear& out, int64_t num_heads,
                           const AttentionOptions& opt) {
-  const int64_t b = x.size(0), l = x.size(1), d = qkv_w.size(0) / 3;
+  const int64_t b = x.size(0), l = x.size(1), d = qkv_proj.out_features() / 3;
   if (num_heads <= 0 || d % num_heads != 0)
     throw Error("width is not a multiple of the head count", "nn::self_attention",
                 "divisible by " + std::to_string(num_heads), std::to_string(d));
   // [B, L, 3D] -> [B, L, 3, H, Dh] -> [3, B, H, L, Dh]
-  at::Tensor qkv = linear(x, qkv_w, qkv_b).view({b, l, 3, num_heads, d / num_heads}).permute({2, 0, 3, 1, 4});
+  at::Tensor qkv = qkv_proj(x).view({b, l, 3, num_heads, d / num_heads}).permute({2, 0, 3, 1, 4});
   at::Tensor o = attention(qkv[0], qkv[1], qkv[2], opt);   // [B, H, L, Dh]
   o = o.transpose(1, 2).reshape({b, l, d});
-  return linear(o, out_w, out_b);
+  return out(o);
 }
 
 at::Tensor encoder_layer(const at::Tensor& x, const EncoderLayerWeights& w, const EncoderLayerOptions& opt) {
   at::Tensor h = layer_norm(x, w.ln1_w, w.ln1_b, opt.eps);
-  at::Tensor y = x + self_attention(h, w.qkv_w, w.qkv_b, w.out_w, w.out_b, opt.num_heads, opt.attn);
+  at::Tensor y = x + self_attention(h, w.qkv, w.out, opt.num_heads, opt.attn);
   h = layer_norm(y, w.ln2_w, w.ln2_b, opt.eps);
-  return y + linear(activate(linear(h, w.fc1_w, w.fc1_b), opt.act), w.fc2_w, w.fc2_b);
+  return y + w.fc2(activate(w.fc1(h), opt.act));
 }
 
 }  // namespace omniflux::nn

@@ -4,17 +4,48 @@
 
 #include "omniflux/error.h"
 #include "omniflux/nn/ops.h"
+#include "omniflux/nn/quant.h"
 
 namespace omniflux::nn {
 
-Linear Linear::load(const WeightView& w, const std::string& name, int64_t in, int64_t out, bool bias) {
+Linear Linear::load(const WeightView& w, const std::string& name, int64_t in, int64_t out, bool bias,
+                    c10::ScalarType dtype) {
   Linear l;
-  l.weight = w.get(name + ".weight", {out, in});
+  if (w.contains(name + ".weight_scale")) {
+    auto q = w.get_quantized(name + ".weight", {out, in});
+    l.weight = q.codes;
+    l.weight_scale = q.scale;
+  } else {
+    l.weight = w.get(name + ".weight", {out, in}, dtype);
+  }
   if (bias) l.bias = w.get(name + ".bias", {out});
   return l;
 }
 
-at::Tensor Linear::operator()(const at::Tensor& x) const { return linear(x, weight, bias); }
+Linear Linear::fuse(const std::vector<Linear>& parts) {
+  if (parts.empty()) throw Error("nothing to fuse", "nn::Linear::fuse");
+  Linear f;
+  std::vector<at::Tensor> ws, bs, ss;
+  for (const auto& p : parts) {
+    if (p.quantized() != parts[0].quantized() || p.weight.scalar_type() != parts[0].weight.scalar_type())
+      throw Error("fused projections are stored differently", "nn::Linear::fuse",
+                  "all quantised alike or all plain", std::string(c10::toString(p.weight.scalar_type())) + " and " +
+                                                           std::string(c10::toString(parts[0].weight.scalar_type())));
+    if (p.bias.defined() != parts[0].bias.defined())
+      throw Error("fused projections must all have a bias or none", "nn::Linear::fuse");
+    ws.push_back(p.weight);
+    if (p.bias.defined()) bs.push_back(p.bias);
+    if (p.quantized()) ss.push_back(p.weight_scale);
+  }
+  f.weight = at::cat(ws, 0);
+  if (!bs.empty()) f.bias = at::cat(bs, 0);
+  if (!ss.empty()) f.weight_scale = at::cat(ss, 0);
+  return f;
+}
+
+at::Tensor Linear::operator()(const at::Tensor& x) const {
+  return quantized() ? quantized_linear(x, weight, weight_scale, bias) : linear(x, weight, bias);
+}
 
 Conv2d Conv2d::load(const WeightView& w, const std::string& name, int64_t in, int64_t out, int64_t kernel,
                     int64_t stride, int64_t padding) {

@@ -43,6 +43,9 @@ class SafetensorsFile {
   at::Tensor get(const std::string& name) const;
   // Pointer to the raw bytes of a tensor inside the mapping.
   const uint8_t* data(const TensorInfo& info) const;
+  // Returns the resident pages that lie wholly inside the tensor to the OS (madvise DONTNEED);
+  // views of them stay valid and read the file again when touched.
+  void drop_pages(const TensorInfo& info) const;
   uint64_t file_size() const { return size_; }
 
  private:
@@ -60,8 +63,11 @@ class Checkpoint {
  public:
   // `path` is a .safetensors file, a .safetensors.index.json file, or a folder holding exactly one
   // index file, or else `model.safetensors` / `diffusion_pytorch_model.safetensors`, or else
-  // exactly one .safetensors file. The shards an index names must resolve inside its folder
-  // (symlinks included) unless `allow_outside_paths`.
+  // exactly one .safetensors file. PyTorch pickles (torch.save zip files) are read the same way: a
+  // .bin / .pt / .pth file, a pytorch_model.bin.index.json, or a folder holding pytorch_model.bin /
+  // diffusion_pytorch_model.bin when it has no safetensors; their tensors are held in memory. The
+  // shards an index names must resolve inside its folder (symlinks included) unless
+  // `allow_outside_paths`.
   static Checkpoint open(const std::string& path, bool allow_outside_paths = false);
   // A checkpoint held in memory (random-weight benchmarks, converted models): the tensors are
   // served as they are; `name` stands for the path in messages.
@@ -76,6 +82,8 @@ class Checkpoint {
   std::string source_of(const std::string& name) const;
   at::Tensor get(const std::string& name) const;
   const std::vector<SafetensorsFile>& files() const { return files_; }
+  // Gives a file-backed tensor's pages back to the OS (SafetensorsFile::drop_pages); no-op otherwise.
+  void drop_pages(const std::string& name) const;
   // Metadata of the first file (the converter stores the config there).
   const std::map<std::string, std::string>& metadata() const;
 
@@ -83,8 +91,10 @@ class Checkpoint {
   std::string path_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
-  std::map<std::string, at::Tensor> memory_;  // from_tensors
+  std::map<std::string, at::Tensor> memory_;  // from_tensors, or read from pickles
   std::map<std::string, TensorInfo> memory_info_;
+  std::map<std::string, std::string> memory_source_;  // tensor -> pickle file it came from
+  void add_pickle(const std::string& file);
 };
 
 // Writing. Tensors are written in the given order, contiguous, in their own dtype (an F8

@@ -43,6 +43,29 @@ class WeightStore {
                  c10::ScalarType dtype = c10::ScalarType::Undefined);
   // As stored, on the CPU (F8 as float8 tensors). Marks the key used.
   at::Tensor get_raw(const std::string& name);
+  // A quantised linear weight: `name` holds fp8 e4m3fn or int8 codes [out, in] (kept as stored,
+  // moved to the device) and `name + "_scale"` the per-output-channel scale, returned as [out, 1]
+  // float32. Errors name the key for a wrong dtype, a missing scale or a scale of the wrong shape.
+  struct Quantized {
+    at::Tensor codes, scale;
+  };
+  Quantized get_quantized(const std::string& name, const std::vector<int64_t>& shape);
+  // True when the folder's config.json declares a quantization_config (checked at open).
+  bool quantized() const { return quantized_; }
+
+  // Where get() puts tensors, instead of the runtime's device, while a Target is alive: the CUDA
+  // sequential offload builds its host copies of the streamed blocks this way (pinned CPU memory).
+  struct Target {
+    Target(WeightStore& store, c10::Device device, bool pinned);
+    ~Target();
+    Target(const Target&) = delete;
+    Target& operator=(const Target&) = delete;
+    WeightStore& store;
+  };
+  // Gives the pages of the mapped file behind every used tensor under `prefix` back to the OS
+  // (tensors that view them stay valid and fault them in again). Streamed blocks call it after use
+  // so the resident set holds about one block.
+  void drop_pages(const std::string& prefix);
 
   // Declares keys under `prefix` as ignorable (training-only weights, an unused head...).
   void ignore_prefix(const std::string& prefix);
@@ -56,6 +79,10 @@ class WeightStore {
   RuntimeOptions rt_;
   std::set<std::string> used_;
   std::vector<std::string> ignored_prefixes_;
+  bool quantized_ = false;
+  std::set<std::string> finite_checked_;
+  bool has_target_ = false, target_pinned_ = false;
+  c10::Device target_device_ = c10::Device(c10::kCPU);
 };
 
 class WeightView {
@@ -76,6 +103,9 @@ class WeightView {
   at::Tensor get_optional(const std::string& name, const std::vector<int64_t>& shape,
                           c10::ScalarType dtype = c10::ScalarType::Undefined) const {
     return contains(name) ? get(name, shape, dtype) : at::Tensor();
+  }
+  WeightStore::Quantized get_quantized(const std::string& name, const std::vector<int64_t>& shape) const {
+    return store_->get_quantized(key(name), shape);
   }
   WeightStore& store() const { return *store_; }
 

@@ -17,6 +17,7 @@
 #include "omniflux/io/weights.h"
 #include "omniflux/nn/attention.h"
 #include "omniflux/nn/kv_cache.h"
+#include "omniflux/nn/layers.h"
 #include "omniflux/runtime.h"
 
 namespace omniflux::qwen2 {
@@ -53,11 +54,22 @@ class DecoderLayer {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache,
                      int64_t layer, const nn::AttentionOptions& attn) const;
 
+  // Every tensor the layer holds (moving a streamed layer between devices).
+  template <class F>
+  void for_each_tensor(F&& f) {
+    f(input_norm_);
+    f(post_norm_);
+    qkv_.for_each_tensor(f);
+    o_.for_each_tensor(f);
+    gate_up_.for_each_tensor(f);
+    down_.for_each_tensor(f);
+  }
+
  private:
   at::Tensor input_norm_, post_norm_;   // [hidden]
-  at::Tensor w_qkv_, b_qkv_;            // [(Hq + 2 Hkv) D, hidden], [(Hq + 2 Hkv) D]
-  at::Tensor w_o_;                      // [hidden, Hq D], no bias
-  at::Tensor w_gate_up_, w_down_;       // [2 inter, hidden], [hidden, inter]
+  nn::Linear qkv_;                      // [(Hq + 2 Hkv) D, hidden] with bias
+  nn::Linear o_;                        // [hidden, Hq D], no bias
+  nn::Linear gate_up_, down_;           // [2 inter, hidden], [hidden, inter]
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   double eps_ = 1e-6;
 };

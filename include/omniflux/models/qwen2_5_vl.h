@@ -14,6 +14,7 @@
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/weights.h"
+#include "omniflux/nn/layers.h"
 #include "omniflux/models/qwen2.h"
 #include "omniflux/nn/kv_cache.h"
 #include "omniflux/runtime.h"
@@ -112,7 +113,8 @@ class VisionTower {
 
  private:
   struct Block {
-    at::Tensor norm1, norm2, w_qkv, b_qkv, w_proj, b_proj, w_gate, b_gate, w_up, b_up, w_down, b_down;
+    at::Tensor norm1, norm2;
+    nn::Linear qkv, proj, gate_up, down;  // gate|up fused at load
   };
   VisionConfig cfg_;
   at::Tensor patch_w_;  // [hidden, C*T*P*P] (the Conv3d kernel flattened)

@@ -4,12 +4,13 @@
 //   x = x + out_proj(MHA(LN1(x)))
 //   x = x + fc2(act(fc1(LN2(x))))
 // q/k/v are one fused projection (rows [Wq; Wk; Wv], as timm's attn.qkv); loaders holding separate
-// q/k/v weights concatenate them once at load time with fuse_qkv().
+// q/k/v weights fuse them once at load time with Linear::fuse().
 #include <string>
 
 #include <ATen/core/Tensor.h>
 
 #include "omniflux/nn/attention.h"
+#include "omniflux/nn/layers.h"
 
 namespace omniflux::nn {
 
@@ -22,11 +23,11 @@ at::Tensor activate(const at::Tensor& x, Activation act);
 
 struct EncoderLayerWeights {
   at::Tensor ln1_w, ln1_b;
-  at::Tensor qkv_w, qkv_b;  // [3D, D], [3D]
-  at::Tensor out_w, out_b;  // [D, D], [D]
+  Linear qkv;  // [3D, D]
+  Linear out;  // [D, D]
   at::Tensor ln2_w, ln2_b;
-  at::Tensor fc1_w, fc1_b;  // [I, D], [I]
-  at::Tensor fc2_w, fc2_b;  // [D, I], [D]
+  Linear fc1;  // [I, D]
+  Linear fc2;  // [D, I]
 };
 
 struct EncoderLayerOptions {
@@ -36,12 +37,8 @@ struct EncoderLayerOptions {
   AttentionOptions attn;  // mask (bool: true = attend, or additive), causal, scale
 };
 
-// [3D, ...] from three [D, ...] tensors (weights or biases); undefined if all three are.
-at::Tensor fuse_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
-
 // Multi-head self-attention with a fused qkv projection. x [B, L, D] -> [B, L, D].
-at::Tensor self_attention(const at::Tensor& x, const at::Tensor& qkv_w, const at::Tensor& qkv_b,
-                          const at::Tensor& out_w, const at::Tensor& out_b, int64_t num_heads,
+at::Tensor self_attention(const at::Tensor& x, const Linear& qkv, const Linear& out, int64_t num_heads,
                           const AttentionOptions& opt = {});
 
 // One pre-LN encoder layer. x [B, L, D] -> [B, L, D].

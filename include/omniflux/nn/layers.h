@@ -3,6 +3,7 @@
 // (candle's `linear(in, out, vb.pp("to_q"))`). Calling one runs the shared op from nn/ops.h.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -10,11 +11,28 @@
 
 namespace omniflux::nn {
 
-// `name.weight` [out, in] and, when `bias`, `name.bias` [out].
+// `name.weight` [out, in] and, when `bias`, `name.bias` [out]. A quantised checkpoint stores the
+// weight as fp8 e4m3fn or int8 codes with `name.weight_scale` [out, 1] (nn/quant.h); the layer then
+// keeps the codes as stored and dequantises (or multiplies in fp8) on each call.
 struct Linear {
   at::Tensor weight, bias;
-  static Linear load(const WeightView& w, const std::string& name, int64_t in, int64_t out, bool bias = true);
+  at::Tensor weight_scale;  // [out, 1] float32 when `weight` holds quantised codes
+  // `dtype` overrides the runtime's compute dtype for a plain weight (T5 keeps `wo` in fp32).
+  static Linear load(const WeightView& w, const std::string& name, int64_t in, int64_t out, bool bias = true,
+                     c10::ScalarType dtype = c10::ScalarType::Undefined);
+  // One layer computing all `parts` at once, outputs concatenated in order (q|k|v fusion at load).
+  // The parts must all be quantised the same way or all be plain.
+  static Linear fuse(const std::vector<Linear>& parts);
   at::Tensor operator()(const at::Tensor& x) const;
+  bool quantized() const { return weight_scale.defined(); }
+  int64_t out_features() const { return weight.size(0); }
+  // Every tensor the layer holds (for moving a block between devices).
+  template <class F>
+  void for_each_tensor(F&& f) {
+    f(weight);
+    f(bias);
+    f(weight_scale);
+  }
 };
 
 // `name.weight` [out, in, k, k] and `name.bias` [out]; input [B, in, H, W].
