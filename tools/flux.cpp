@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
       else if (a == "--device") rt.device = value();
       else if (a == "--dtype") rt.dtype = value();
       else if (a == "--threads") rt.num_threads = static_cast<int>(to_int(a, value()));
+      else if (a == "--offload") rt.offload = omniflux::parse_offload(value());
+      else if (a == "--max-vram") rt.max_vram_gb = to_double(a, value());
       else if (a == "--vae-tiling") {
         std::string v = value();
         if (v == "auto") opt.vae_tiling = omniflux::VaeTilingMode::Auto;

@@ -421,8 +421,8 @@ const std::map<std::string, std::string>& Checkpoint::metadata() const {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-void save_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+void save_safetensors_lazy(const std::string& path, const std::vector<LazyTensorToWrite>& tensors,
+                           const std::map<std::string, std::string>& metadata) {
   // Header first, from shapes alone; then the data one tensor at a time, so writing a large
   // checkpoint never holds more than one extra contiguous copy.
   json hdr = json::object();
@@ -433,6 +433,59 @@ void save_safetensors(const std::string& path, const std::vector<TensorToWrite>&
     if (t.name.empty() || t.name == "__metadata__")
       throw Error("invalid tensor name", path, "a non-empty name other than __metadata__", t.name);
     if (!names.insert(t.name).second) throw Error("duplicate tensor name", path + ": " + t.name);
+    if (!t.make) throw Error("undefined tensor", path + ": " + t.name);
+    uint64_t numel = 1;
+    for (int64_t d : t.shape) {
+      if (d < 0) throw Error("negative dimension", path + ": " + t.name, ">= 0", shape_str(t.shape));
+      numel *= static_cast<uint64_t>(d);
+    }
+    const uint64_t nbytes = numel * dtype_size(t.dtype);
+    hdr[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+  }
+  std::string h = hdr.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data region 8-byte aligned
+  const std::string tmp = path + ".tmp";
+  auto fail = [&](const std::string& what, const std::string& why) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw Error(what, tmp, "", why);
+  };
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error("cannot write file", tmp, "a writable path", std::strerror(errno));
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((h.size() >> (8 * i)) & 0xFF);
+    out.write(reinterpret_cast<const char*>(len), 8);
+    out.write(h.data(), static_cast<std::streamsize>(h.size()));
+    for (const auto& t : tensors) {
+      at::Tensor c;
+      try {
+        c = t.make().detach().to(at::kCPU).contiguous();
+      } catch (...) {
+        std::error_code ec;
+        fs::remove(tmp, ec);
+        throw;
+      }
+      if (c.sizes().vec() != t.shape || static_cast<size_t>(c.element_size()) != dtype_size(t.dtype))
+        fail("tensor differs from its declared shape or dtype: " + t.name,
+             shape_str(c.sizes().vec()) + " vs " + shape_str(t.shape));
+      out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * c.element_size()));
+      if (!out) fail("write failed", std::strerror(errno));
+    }
+    out.flush();
+    if (!out) fail("write failed", std::strerror(errno));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot move file into place", path, "", ec.message());
+}
+
+void save_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<LazyTensorToWrite> lazy;
+  lazy.reserve(tensors.size());
+  for (const auto& t : tensors) {
     if (!t.tensor.defined()) throw Error("undefined tensor", path + ": " + t.name);
     Dtype d = scalar_type_to_dtype(t.tensor.scalar_type());
     if (t.has_dtype_override) {
@@ -442,37 +495,10 @@ void save_safetensors(const std::string& path, const std::vector<TensorToWrite>&
                     std::to_string(t.tensor.element_size()) + " bytes");
       d = t.dtype_override;
     }
-    const uint64_t nbytes = static_cast<uint64_t>(t.tensor.numel()) * t.tensor.element_size();
-    hdr[t.name] = {{"dtype", dtype_name(d)},
-                   {"shape", t.tensor.sizes().vec()},
-                   {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
+    at::Tensor tensor = t.tensor;
+    lazy.push_back({t.name, d, tensor.sizes().vec(), [tensor] { return tensor; }});
   }
-  std::string h = hdr.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data region 8-byte aligned
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error("cannot write file", tmp, "a writable path", std::strerror(errno));
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((h.size() >> (8 * i)) & 0xFF);
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(h.data(), static_cast<std::streamsize>(h.size()));
-    for (const auto& t : tensors) {
-      at::Tensor c = t.tensor.detach().to(at::kCPU).contiguous();
-      out.write(static_cast<const char*>(c.data_ptr()),
-                static_cast<std::streamsize>(c.numel() * c.element_size()));
-    }
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error("write failed", tmp, "", std::strerror(errno));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot move file into place", path, "", ec.message());
+  save_safetensors_lazy(path, lazy, metadata);
 }
 
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,

@@ -8,6 +8,7 @@
 
 #include "omniflux/error.h"
 #include "omniflux/nn/attention.h"
+#include "omniflux/nn/block_stack.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/layers.h"
 #include "omniflux/nn/ops.h"
@@ -98,6 +99,12 @@ struct QkvProj {
     }
     fused = nn::Linear::fuse(parts);
   }
+  template <class F>
+  void for_each_tensor(F&& f) {
+    fused.for_each_tensor(f);
+    f(norm_q);
+    f(norm_k);
+  }
   // x [B, L, dim] -> q, k, v [B, H, L, D], and the extra projection [B, L, extra] (undefined if none)
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> operator()(const at::Tensor& x, int64_t h) const {
     at::Tensor y = fused(x);
@@ -118,6 +125,11 @@ struct FeedForward {
   FeedForward(const WeightView& w, int64_t dim, int64_t hidden)
       : proj(nn::Linear::load(w, "net.0.proj", dim, hidden)), out(nn::Linear::load(w, "net.2", hidden, dim)) {}
   at::Tensor operator()(const at::Tensor& x) const { return out(nn::gelu_tanh(proj(x))); }
+  template <class F>
+  void for_each_tensor(F&& f) {
+    proj.for_each_tensor(f);
+    out.for_each_tensor(f);
+  }
 };
 
 // transformer_blocks.N: separate weights per stream, one joint attention (text first).
@@ -139,6 +151,18 @@ struct DoubleBlock {
         to_add_out(nn::Linear::load(w, "attn.to_add_out", c.inner_dim(), c.inner_dim())),
         ff(w.sub("ff"), c.inner_dim(), c.mlp_ratio * c.inner_dim()),
         ff_context(w.sub("ff_context"), c.inner_dim(), c.mlp_ratio * c.inner_dim()) {}
+
+  template <class F>
+  void for_each_tensor(F&& f) {
+    norm1.for_each_tensor(f);
+    norm1_context.for_each_tensor(f);
+    img_qkv.for_each_tensor(f);
+    txt_qkv.for_each_tensor(f);
+    to_out.for_each_tensor(f);
+    to_add_out.for_each_tensor(f);
+    ff.for_each_tensor(f);
+    ff_context.for_each_tensor(f);
+  }
 
   // x [B, N, D] image, c [B, T, D] text, silu_temb [B, D]; returns the new (x, c).
   std::pair<at::Tensor, at::Tensor> operator()(const at::Tensor& x, const at::Tensor& c, const at::Tensor& silu_temb,
@@ -173,6 +197,13 @@ struct SingleBlock {
                 "proj_mlp", c.mlp_ratio * c.inner_dim()),
         proj_out(nn::Linear::load(w, "proj_out", (1 + c.mlp_ratio) * c.inner_dim(), c.inner_dim())) {}
 
+  template <class F>
+  void for_each_tensor(F&& f) {
+    norm.for_each_tensor(f);
+    qkv_mlp.for_each_tensor(f);
+    proj_out.for_each_tensor(f);
+  }
+
   at::Tensor operator()(const at::Tensor& x, const at::Tensor& silu_temb, const Rope& rope) const {
     auto m = norm(silu_temb).chunk(3, 1);
     auto [q, k, v, mlp] = qkv_mlp(modulate(x, m[0], m[1]), h);
@@ -197,8 +228,8 @@ struct FluxTransformer::Impl {
   c10::ScalarType dtype;
   nn::Linear x_embedder, context_embedder;
   TimeTextEmbed time_text_embed;
-  std::vector<DoubleBlock> double_blocks;
-  std::vector<SingleBlock> single_blocks;
+  nn::BlockStack<DoubleBlock> double_blocks;
+  nn::BlockStack<SingleBlock> single_blocks;
   nn::Linear norm_out, proj_out;
 
   Impl(const FluxDiTConfig& c, const WeightView& w)
@@ -208,10 +239,12 @@ struct FluxTransformer::Impl {
         time_text_embed(w.sub("time_text_embed"), c),
         norm_out(nn::Linear::load(w, "norm_out.linear", c.inner_dim(), 2 * c.inner_dim())),
         proj_out(nn::Linear::load(w, "proj_out", c.inner_dim(), c.out_channels)) {
-    dtype = x_embedder.weight.scalar_type();
-    for (int64_t i = 0; i < c.num_layers; ++i) double_blocks.emplace_back(w.sub("transformer_blocks").sub(i), c);
-    for (int64_t i = 0; i < c.num_single_layers; ++i)
-      single_blocks.emplace_back(w.sub("single_transformer_blocks").sub(i), c);
+    dtype = w.store().runtime().compute_dtype();
+    const RuntimeOptions& rt = w.store().runtime();
+    double_blocks = nn::BlockStack<DoubleBlock>::load(
+        w.sub("transformer_blocks"), c.num_layers, [c](const WeightView& b) { return DoubleBlock(b, c); }, rt);
+    single_blocks = nn::BlockStack<SingleBlock>::load(
+        w.sub("single_transformer_blocks"), c.num_single_layers, [c](const WeightView& b) { return SingleBlock(b, c); }, rt);
   }
 };
 
@@ -273,16 +306,16 @@ at::Tensor FluxTransformer::forward(const FluxDiTInputs& in) const {
   auto [cos, sin] = nn::rope_axes_cos_sin(ids, c.axes_dims_rope, c.rope_theta);
   Rope rope{cos, sin};
 
-  for (const auto& blk : m.double_blocks) {
+  m.double_blocks.run([&](const DoubleBlock& blk, int64_t) {
     std::tie(x, ctx) = blk(x, ctx, silu_temb, rope);
     tap("flux.double_block.img", x);
     tap("flux.double_block.txt", ctx);
-  }
+  });
   at::Tensor h = at::cat({ctx, x}, 1);
-  for (const auto& blk : m.single_blocks) {
+  m.single_blocks.run([&](const SingleBlock& blk, int64_t) {
     h = blk(h, silu_temb, rope);
     tap("flux.single_block", h);
-  }
+  });
   x = h.slice(1, t);
   // norm_out (AdaLayerNormContinuous): chunk order is scale, shift.
   auto mo = m.norm_out(silu_temb.to(x.scalar_type())).chunk(2, 1);

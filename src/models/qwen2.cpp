@@ -144,8 +144,8 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
   auto store = WeightStore::open(folder, rt);
   const WeightView m = store->root().sub("model");
   lm.embed_tokens_ = m.get("embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i)
-    lm.layers_.push_back(DecoderLayer::load(m.sub("layers").sub(i), c));
+  lm.layers_ = nn::BlockStack<DecoderLayer>::load(
+      m.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return DecoderLayer::load(w, c); }, rt);
   lm.norm_ = m.get("norm.weight", {c.hidden_size});
   if (c.tie_word_embeddings) {
     lm.lm_head_ = lm.embed_tokens_;
@@ -166,7 +166,9 @@ Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions&
   at::manual_seed(seed);
   auto o = at::TensorOptions().dtype(rt.compute_dtype()).device(rt.torch_device());
   lm.embed_tokens_ = at::randn({c.vocab_size, c.hidden_size}, o);
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) lm.layers_.push_back(DecoderLayer::random(c, o));
+  std::vector<DecoderLayer> layers;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers.push_back(DecoderLayer::random(c, o));
+  lm.layers_ = nn::BlockStack<DecoderLayer>::from_blocks(std::move(layers));
   lm.norm_ = at::ones({c.hidden_size}, o);
   lm.lm_head_ = c.tie_word_embeddings ? lm.embed_tokens_
                                       : at::randn({c.vocab_size, c.hidden_size}, o) * (1.0 / std::sqrt(double(c.hidden_size)));
@@ -188,10 +190,10 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& ids, nn::KVCache& c
   nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
   auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);  // [B, S, D] fp32
   at::Tensor x = embed(ids.to(embed_tokens_.device()));
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    x = layers_[i].forward(x, cos, sin, cache, static_cast<int64_t>(i), attn);
+  layers_.run([&](const DecoderLayer& layer, int64_t i) {
+    x = layer.forward(x, cos, sin, cache, i, attn);
     if (tapping()) tap("qwen2.layer_output", x);
-  }
+  });
   cache.end_step();
   return nn::rms_norm(x, norm_, cfg_.rms_norm_eps);
 }

@@ -423,7 +423,8 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
   const bool new_layout = store->contains("model.language_model.embed_tokens.weight");
   const WeightView lmw = store->root().sub(new_layout ? "model.language_model" : "model");
   m.embed_tokens_ = lmw.get("embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) m.layers_.push_back(qwen2::DecoderLayer::load(lmw.sub("layers").sub(i), c));
+  m.layers_ = nn::BlockStack<qwen2::DecoderLayer>::load(
+      lmw.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return qwen2::DecoderLayer::load(w, c); }, rt);
   m.norm_ = lmw.get("norm.weight", {c.hidden_size});
   if (c.tie_word_embeddings) {
     m.lm_head_ = m.embed_tokens_;
@@ -504,10 +505,10 @@ nn::KVCache Qwen2_5_VL::new_cache(int64_t batch, int64_t capacity) const {
 at::Tensor Qwen2_5_VL::run(const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache,
                            const nn::AttentionOptions& attn) const {
   at::Tensor x = x_in;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    x = layers_[i].forward(x, cos, sin, cache, static_cast<int64_t>(i), attn);
+  layers_.run([&](const qwen2::DecoderLayer& layer, int64_t i) {
+    x = layer.forward(x, cos, sin, cache, i, attn);
     if (tapping()) tap("qwen2_5_vl.lm_layer_output", x);
-  }
+  });
   cache.end_step();
   return nn::rms_norm(x, norm_, cfg_.text.rms_norm_eps);
 }

@@ -57,7 +57,8 @@ XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
   const WeightView m = store->root().sub("model");
   lm.lm_embed_ = m.get("lm_embed_tokens.weight", {V, H});
   lm.mm_embed_ = m.get("mm_embed_tokens.weight", {M, H});
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) lm.layers_.push_back(qwen2::DecoderLayer::load(m.sub("layers").sub(i), c));
+  lm.layers_ = nn::BlockStack<qwen2::DecoderLayer>::load(
+      m.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return qwen2::DecoderLayer::load(w, c); }, rt);
   lm.lm_norm_ = m.get("lm_norm.weight", {H});
   lm.mm_norm_ = m.get("mm_norm.weight", {H});
   lm.lm_head_ = store->root().get("lm_head.weight", {V, H});
@@ -95,12 +96,12 @@ at::Tensor XOmniLM::hidden_states(const at::Tensor& ids_in, nn::KVCache& cache, 
   }
   nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
   auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    at::Tensor y = layers_[i].forward(x, cos, sin, cache, static_cast<int64_t>(i), attn);
+  layers_.run([&](const qwen2::DecoderLayer& layer, int64_t i) {
+    at::Tensor y = layer.forward(x, cos, sin, cache, i, attn);
     // Adapter / head layers: text positions keep their state (their K/V were still written).
-    x = cfg_.routed(static_cast<int64_t>(i)) ? at::where(mm3, y, x) : y;
+    x = cfg_.routed(i) ? at::where(mm3, y, x) : y;
     if (tapping()) tap("xomni.layer_output", x);
-  }
+  });
   cache.end_step();
   const double eps = cfg_.text.rms_norm_eps;
   return at::where(mm3, nn::rms_norm(x, mm_norm_, eps), nn::rms_norm(x, lm_norm_, eps));

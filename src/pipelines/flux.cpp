@@ -29,10 +29,13 @@ void flux_check_size(int64_t width, int64_t height) {
 
 struct FluxPipeline::Impl {
   RuntimeOptions rt;
-  FluxTransformer transformer;
-  FluxVae vae;
-  ClipTextModel clip;
-  T5Encoder t5;
+  std::shared_ptr<ResidencyGroup> group;
+  Resident<FluxTransformer> transformer;
+  Resident<FluxVae> vae;
+  Resident<ClipTextModel> clip;
+  Resident<T5Encoder> t5;
+  FluxDiTConfig dit_cfg;
+  int64_t clip_max_positions = 77;
   FlowMatchConfig scheduler;
   std::string folder;
   std::shared_ptr<const text::ClipTokenizer> tokenizer;   // tokenizer/: vocab.json + merges.txt
@@ -74,38 +77,59 @@ FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions&
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
-  return load(folder, FluxTransformer::load(sub_folder(folder, "transformer"), rt), rt);
+  const std::string dir = sub_folder(folder, "transformer");
+  return load(folder, [dir, rt] { return FluxTransformer::load(dir, rt); }, rt,
+              std::make_shared<ResidencyGroup>(rt.offload));
 }
 
 FluxPipeline FluxPipeline::load(const std::string& folder, FluxTransformer transformer, const RuntimeOptions& rt) {
+  return load(folder, [transformer] { return transformer; }, rt, std::make_shared<ResidencyGroup>(rt.offload));
+}
+
+FluxPipeline FluxPipeline::load(const std::string& folder, std::function<FluxTransformer()> transformer,
+                                const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group) {
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
+  rt.validate();
   for (const char* t : {"tokenizer", "tokenizer_2"}) text::check_tokenizer_folder(sub_folder(folder, t), rt.allow_outside_paths);
-  auto impl = std::make_shared<Impl>(Impl{rt, std::move(transformer), FluxVae::load(sub_folder(folder, "vae"), rt),
-                                          ClipTextModel::load(sub_folder(folder, "text_encoder"), rt),
-                                          T5Encoder::load(sub_folder(folder, "text_encoder_2"), rt),
-                                          load_scheduler(sub_folder(folder, "scheduler")), folder,
-                                          text::ClipTokenizer::from_vocab_merges(sub_folder(folder, "tokenizer")),
-                                          text::T5Tokenizer::from_spiece_model(
-                                              (fs::path(sub_folder(folder, "tokenizer_2")) / "spiece.model").string())});
-  const auto& dc = impl->transformer.config();
-  if (dc.pooled_projection_dim != impl->clip.config().hidden_size || dc.joint_attention_dim != impl->t5.config().d_model ||
-      dc.in_channels != 4 * impl->vae.config().latent_channels)
+  auto impl = std::make_shared<Impl>();
+  impl->rt = rt;
+  impl->group = group;
+  impl->folder = folder;
+  impl->scheduler = load_scheduler(sub_folder(folder, "scheduler"));
+  impl->tokenizer = text::ClipTokenizer::from_vocab_merges(sub_folder(folder, "tokenizer"));
+  impl->tokenizer_2 =
+      text::T5Tokenizer::from_spiece_model((fs::path(sub_folder(folder, "tokenizer_2")) / "spiece.model").string());
+  const std::string vae_dir = sub_folder(folder, "vae"), clip_dir = sub_folder(folder, "text_encoder"),
+                    t5_dir = sub_folder(folder, "text_encoder_2");
+  // Each init builds its component once (checking its weights); offload may drop it again at once.
+  const int64_t latent = impl->vae.init("vae", [vae_dir, rt] { return FluxVae::load(vae_dir, rt); }, group)
+                             .config().latent_channels;
+  const ClipTextConfig clip_cfg =
+      impl->clip.init("text_encoder", [clip_dir, rt] { return ClipTextModel::load(clip_dir, rt); }, group).config();
+  const int64_t t5_dim =
+      impl->t5.init("text_encoder_2", [t5_dir, rt] { return T5Encoder::load(t5_dir, rt); }, group).config().d_model;
+  impl->dit_cfg = impl->transformer.init("transformer", std::move(transformer), group, /*streams=*/true).config();
+  impl->clip_max_positions = clip_cfg.max_position_embeddings;
+  const auto& dc = impl->dit_cfg;
+  if (dc.pooled_projection_dim != clip_cfg.hidden_size || dc.joint_attention_dim != t5_dim ||
+      dc.in_channels != 4 * latent)
     throw Error("FLUX components do not fit together", folder,
                 "pooled_projection_dim = CLIP hidden, joint_attention_dim = T5 d_model, in_channels = 4 x latent",
-                std::to_string(dc.pooled_projection_dim) + "/" + std::to_string(impl->clip.config().hidden_size) + ", " +
-                    std::to_string(dc.joint_attention_dim) + "/" + std::to_string(impl->t5.config().d_model) + ", " +
-                    std::to_string(dc.in_channels) + "/" + std::to_string(impl->vae.config().latent_channels));
+                std::to_string(dc.pooled_projection_dim) + "/" + std::to_string(clip_cfg.hidden_size) + ", " +
+                    std::to_string(dc.joint_attention_dim) + "/" + std::to_string(t5_dim) + ", " +
+                    std::to_string(dc.in_channels) + "/" + std::to_string(latent));
   FluxPipeline p;
   p.impl_ = impl;
   return p;
 }
 
-const FluxTransformer& FluxPipeline::transformer() const { return impl_->transformer; }
-const FluxVae& FluxPipeline::vae() const { return impl_->vae; }
-const ClipTextModel& FluxPipeline::text_encoder() const { return impl_->clip; }
-const T5Encoder& FluxPipeline::text_encoder_2() const { return impl_->t5; }
+FluxTransformer FluxPipeline::transformer() const { return impl_->transformer.get(); }
+FluxVae FluxPipeline::vae() const { return impl_->vae.get(); }
+ClipTextModel FluxPipeline::text_encoder() const { return impl_->clip.get(); }
+T5Encoder FluxPipeline::text_encoder_2() const { return impl_->t5.get(); }
+const FluxDiTConfig& FluxPipeline::transformer_config() const { return impl_->dit_cfg; }
 const FlowMatchConfig& FluxPipeline::scheduler() const { return impl_->scheduler; }
 const RuntimeOptions& FluxPipeline::runtime() const { return impl_->rt; }
 
@@ -122,7 +146,7 @@ at::Tensor encode_padded(const text::Tokenizer& tok, const std::string& prompt, 
 
 at::Tensor FluxPipeline::clip_ids(const std::string& prompt) const {
   // diffusers: padding="max_length", max_length=tokenizer_max_length (77), truncation=True
-  return encode_padded(*impl_->tokenizer, prompt, impl_->clip.config().max_position_embeddings);
+  return encode_padded(*impl_->tokenizer, prompt, impl_->clip_max_positions);
 }
 
 at::Tensor FluxPipeline::t5_ids(const std::string& prompt, int64_t max_sequence_length) const {
@@ -132,10 +156,10 @@ at::Tensor FluxPipeline::t5_ids(const std::string& prompt, int64_t max_sequence_
 }
 
 FluxPromptEmbeds FluxPipeline::encode_ids(const at::Tensor& clip_ids, const at::Tensor& t5_ids) const {
-  const auto dtype = impl_->transformer.dtype();
+  const auto dtype = impl_->rt.compute_dtype();
   FluxPromptEmbeds e;
-  e.pooled = impl_->clip.forward(clip_ids).pooler_output.to(dtype);
-  e.t5 = impl_->t5.forward(t5_ids).to(dtype);
+  e.pooled = impl_->clip.get().forward(clip_ids).pooler_output.to(dtype);
+  e.t5 = impl_->t5.get().forward(t5_ids).to(dtype);
   return e;
 }
 
@@ -160,7 +184,7 @@ std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const F
   const Impl& m = *impl_;
   check_guidance(opt.guidance, "FluxPipeline.denoise: guidance");
   check_guidance(opt.true_cfg_scale, "FluxPipeline.denoise: true_cfg_scale");
-  check_noise(noise, m.transformer.config());
+  check_noise(noise, m.dit_cfg);
   const int64_t b = noise.size(0), h = noise.size(2), w = noise.size(3);
   for (const FluxPromptEmbeds* e : {&cond, uncond})
     if (e && (e->pooled.size(0) != b || e->t5.size(0) != b))
@@ -180,14 +204,15 @@ std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const F
     neg.encoder_hidden_states = uncond->t5;
   }
   const bool cfg = uncond && opt.true_cfg_scale > 1.0;
+  const FluxTransformer dit = m.transformer.get();
   auto velocity = [&](const at::Tensor& latents, const at::Tensor& ts, int64_t) {
     in.hidden_states = latents;
     in.timestep = ts;
-    at::Tensor v = m.transformer.forward(in);
+    at::Tensor v = dit.forward(in);
     if (cfg) {
       neg.hidden_states = latents;
       neg.timestep = ts;
-      at::Tensor vn = m.transformer.forward(neg);
+      at::Tensor vn = dit.forward(neg);
       v = vn + opt.true_cfg_scale * (v - vn);
     }
     return v;
@@ -198,10 +223,10 @@ std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const F
 std::optional<at::Tensor> FluxPipeline::denoise_with(const at::Tensor& noise, int64_t steps, const VelocityFn& velocity,
                                                      const ProgressCallback& progress) const {
   const Impl& m = *impl_;
-  check_noise(noise, m.transformer.config());
+  check_noise(noise, m.dit_cfg);
   if (steps < 1) throw Error("invalid number of steps", "FluxPipeline.denoise", ">= 1", std::to_string(steps));
   const int64_t b = noise.size(0);
-  const auto dtype = m.transformer.dtype();
+  const auto dtype = m.rt.compute_dtype();
   const auto dev = m.rt.torch_device();
   at::Tensor latents = pack_latents(noise.to(dev, dtype));  // [B, N, 64]
   const int64_t n = latents.size(1);
@@ -224,7 +249,7 @@ std::optional<at::Tensor> FluxPipeline::denoise_with(const at::Tensor& noise, in
 
 at::Tensor FluxPipeline::decode(const at::Tensor& packed, int64_t height, int64_t width, VaeTilingMode tiling) const {
   flux_check_size(width, height);
-  const FluxVae& vae = impl_->vae;
+  const FluxVae vae = impl_->vae.get();
   at::Tensor z = vae.unscale_latents(unpack_latents(packed, flux_latent_size(height), flux_latent_size(width)));
   tap("flux.vae_input", z);
   const int64_t tile = std::max<int64_t>(1, vae.config().sample_size / vae.config().downscale());
@@ -255,7 +280,7 @@ std::optional<Image> FluxPipeline::generate(const FluxGenerateOptions& opt, cons
     uncond = encode_prompt(*opt.negative_prompt, *opt.negative_prompt, opt.max_sequence_length);
   if (progress && !progress("encode_prompt", 1, 1)) return std::nullopt;
 
-  const int64_t c = impl_->transformer.config().in_channels / 4;
+  const int64_t c = impl_->dit_cfg.in_channels / 4;
   at::Tensor noise = flux_initial_noise(opt.seed, 1, c, flux_latent_size(opt.height), flux_latent_size(opt.width));
   FluxDenoiseOptions d{opt.steps, opt.guidance, opt.true_cfg_scale};
   auto latents = denoise(noise, cond, uncond ? &*uncond : nullptr, d, progress);

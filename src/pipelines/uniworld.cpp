@@ -24,11 +24,15 @@ namespace omniflux {
 
 struct UniWorldPipeline::Impl {
   RuntimeOptions rt;
-  qwen2_5_vl::Qwen2_5_VL vlm;
+  std::shared_ptr<ResidencyGroup> group;
+  Resident<qwen2_5_vl::Qwen2_5_VL> vlm;
+  qwen2_5_vl::Config vlm_cfg;
+  qwen2_5_vl::PreprocessorConfig vlm_pre;
+  std::shared_ptr<const text::Tokenizer> tokenizer;
   uniworld::Connectors connectors;
   std::optional<uniworld::TaskHead> task_head;
   std::optional<FluxPipeline> flux;
-  std::optional<SiglipVisionModel> siglip;
+  Resident<SiglipVisionModel> siglip;
   SiglipImageProcessorConfig siglip_pre;
   int64_t image_end_token_id = 151653;
   int64_t assistant_token_id = 77091;  // app.py / cli.py hard-code it
@@ -93,10 +97,21 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
                 "false", "true");
 
   auto store = WeightStore::open(model_folder, rt);
-  impl->vlm = qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, rt);
-  const int64_t hidden = impl->vlm.config().text.hidden_size;
-  cfg.check(impl->image_end_token_id < impl->vlm.config().text.vocab_size, "image_end_token_id",
-            "an id below vocab_size " + std::to_string(impl->vlm.config().text.vocab_size),
+  impl->group = std::make_shared<ResidencyGroup>(rt.offload);
+  // The VLM and the DiT share the UniWorld checkpoint: a released one gives its pages back.
+  {
+    const qwen2_5_vl::Qwen2_5_VL vlm = impl->vlm.init(
+        "vlm", [model_folder, store, rt] { return qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, rt); },
+        impl->group, /*streams=*/true, [store] {
+          for (const char* prefix : {"model.", "visual.", "lm_head."}) store->drop_pages(prefix);
+        });
+    impl->vlm_cfg = vlm.config();
+    impl->vlm_pre = vlm.preprocessor();
+    impl->tokenizer = vlm.shared_tokenizer();
+  }
+  const int64_t hidden = impl->vlm_cfg.text.hidden_size;
+  cfg.check(impl->image_end_token_id < impl->vlm_cfg.text.vocab_size, "image_end_token_id",
+            "an id below vocab_size " + std::to_string(impl->vlm_cfg.text.vocab_size),
             std::to_string(impl->image_end_token_id));
   const WeightView tower = store->root().sub("denoise_tower");
   impl->connectors = uniworld::Connectors::load(tower, dt.get_size("input_hidden_size", hidden),
@@ -104,31 +119,37 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   if (impl->connectors.denoise_projector.in_dim() != hidden)
     throw Error("denoise_projector input differs from the VLM hidden size", cfg.source(), std::to_string(hidden),
                 std::to_string(impl->connectors.denoise_projector.in_dim()));
-  FluxTransformer dit(FluxDiTConfig::from_config(dt.sub("denoiser_config")), tower.sub("denoiser"));
+  const FluxDiTConfig dit_cfg = FluxDiTConfig::from_config(dt.sub("denoiser_config"));
   store->ignore_prefix("denoise_tower.vae_projector.");  // only on the unused ref_features_for_vlm path
+  impl->flux = FluxPipeline::load(
+      flux_folder,
+      [store, dit_cfg] {
+        FluxTransformer dit(dit_cfg, store->root().sub("denoise_tower").sub("denoiser"));
+        return dit;
+      },
+      rt, impl->group);
   store->finish();
-
-  impl->flux = FluxPipeline::load(flux_folder, std::move(dit), rt);
-  impl->siglip = SiglipVisionModel::load(siglip_folder, rt);
+  const SiglipVisionConfig sig_cfg =
+      impl->siglip.init("siglip", [siglip_folder, rt] { return SiglipVisionModel::load(siglip_folder, rt); }, impl->group)
+          .config();
+  const int64_t sig_hidden = sig_cfg.hidden_size;
   impl->siglip_pre = SiglipImageProcessorConfig::load(siglip_folder);
   // SiglipVisionModel takes exactly image_size x image_size pixels: say so at load, not after the VLM.
-  const int64_t side = impl->siglip->config().image_size;
+  const int64_t side = sig_cfg.image_size;
   if (impl->siglip_pre.height != side || impl->siglip_pre.width != side)
     throw Error("the SigLIP processor size differs from the model's image_size",
                 (fs::path(siglip_folder) / "preprocessor_config.json").string() + ": size",
                 std::to_string(side) + "x" + std::to_string(side),
                 std::to_string(impl->siglip_pre.height) + "x" + std::to_string(impl->siglip_pre.width));
   const int64_t out = impl->connectors.denoise_projector.out_dim();
-  if (impl->connectors.siglip_projector.in_dim() != impl->siglip->config().hidden_size ||
-      impl->connectors.siglip_projector.out_dim() != out ||
-      impl->flux->transformer().config().joint_attention_dim != out)
+  if (impl->connectors.siglip_projector.in_dim() != sig_hidden || impl->connectors.siglip_projector.out_dim() != out ||
+      impl->flux->transformer_config().joint_attention_dim != out)
     throw Error("UniWorld components do not fit together", model_folder,
                 "siglip_projector in = SigLIP hidden, projector out = DiT joint_attention_dim",
-                std::to_string(impl->connectors.siglip_projector.in_dim()) + "/" +
-                    std::to_string(impl->siglip->config().hidden_size) + ", " + std::to_string(out) + "/" +
-                    std::to_string(impl->flux->transformer().config().joint_attention_dim));
-  if (!impl->vlm.tokenizer()) throw Error("UniWorld-V1 folder lacks the Qwen2.5-VL tokenizer", model_folder, "tokenizer.json", "missing");
-  if (auto a = impl->vlm.tokenizer()->token_to_id("assistant")) impl->assistant_token_id = *a;
+                std::to_string(impl->connectors.siglip_projector.in_dim()) + "/" + std::to_string(sig_hidden) + ", " +
+                    std::to_string(out) + "/" + std::to_string(impl->flux->transformer_config().joint_attention_dim));
+  if (!impl->tokenizer) throw Error("UniWorld-V1 folder lacks the Qwen2.5-VL tokenizer", model_folder, "tokenizer.json", "missing");
+  if (auto a = impl->tokenizer->token_to_id("assistant")) impl->assistant_token_id = *a;
   for (const char* name : {"task_head_final.pt", "task_head_final.safetensors"}) {
     const fs::path p = fs::path(model_folder) / name;
     std::error_code ec;
@@ -142,7 +163,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   return u;
 }
 
-const qwen2_5_vl::Qwen2_5_VL& UniWorldPipeline::vlm() const { return impl_->vlm; }
+qwen2_5_vl::Qwen2_5_VL UniWorldPipeline::vlm() const { return impl_->vlm.get(); }
 const FluxPipeline& UniWorldPipeline::flux() const { return *impl_->flux; }
 const uniworld::Connectors& UniWorldPipeline::connectors() const { return impl_->connectors; }
 int64_t UniWorldPipeline::qwen_pixels() const { return impl_->qwen_pixels; }
@@ -167,10 +188,10 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_prompt(const std::string& pr
   VlmPrompt p;
   std::vector<text::TextSpan> user_text;
   const std::string chat = text::render_uniworld(prompt, static_cast<int>(images.size()), &user_text);
-  std::vector<int64_t> ids = text::encode_prompt(*m.vlm.tokenizer(), chat, user_text, m.special_tokens);
+  std::vector<int64_t> ids = text::encode_prompt(*m.tokenizer, chat, user_text, m.special_tokens);
   std::vector<int64_t> counts;
   if (!images.empty()) {
-    const auto& vc = m.vlm.config().vision;
+    const auto& vc = m.vlm_cfg.vision;
     const int64_t factor = vc.patch_size * vc.spatial_merge_size;
     // Stage A, qwen_vl_utils.fetch_image: smart_resize with the message's min/max pixels, PIL
     // resize with the default filter (BICUBIC).
@@ -182,22 +203,23 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_prompt(const std::string& pr
     }
     // Stage B, Qwen2VLImageProcessor built with the same min/max pixels (AutoProcessor kwargs);
     // spec §3.2 open question: a no-op for sizes stage A already produced within the limits.
-    qwen2_5_vl::PreprocessorConfig pre = m.vlm.preprocessor();
+    qwen2_5_vl::PreprocessorConfig pre = m.vlm_pre;
     pre.min_pixels = pre.max_pixels = m.qwen_pixels;
     p.pixels = qwen2_5_vl::preprocess(fetched, pre);
     const int64_t unit = vc.spatial_merge_size * vc.spatial_merge_size;
     for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
   }
   // Also without images: a parsed <|image_pad|> in the prompt is an Error here (one placeholder per image).
-  ids = text::expand_image_pads(ids, m.vlm.config().image_token_id, counts);
+  ids = text::expand_image_pads(ids, m.vlm_cfg.image_token_id, counts);
   p.ids = at::tensor(ids, at::kLong).unsqueeze(0);
   return p;
 }
 
 at::Tensor UniWorldPipeline::vlm_hidden(const VlmPrompt& p) const {
-  check_context_length(p.ids.size(1), 0, impl_->vlm.config().text.max_position_embeddings, "UniWorld prompt");
-  nn::KVCache cache = impl_->vlm.new_cache(1, p.ids.size(1));
-  at::Tensor h = impl_->vlm.prefill_hidden(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache);
+  check_context_length(p.ids.size(1), 0, impl_->vlm_cfg.text.max_position_embeddings, "UniWorld prompt");
+  const qwen2_5_vl::Qwen2_5_VL vlm = impl_->vlm.get();
+  nn::KVCache cache = vlm.new_cache(1, p.ids.size(1));
+  at::Tensor h = vlm.prefill_hidden(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache);
   check_finite(h, "UniWorld VLM hidden states");
   return h;
 }
@@ -207,7 +229,7 @@ at::Tensor UniWorldPipeline::siglip_pixels(const std::vector<Image>& images) con
 }
 
 at::Tensor UniWorldPipeline::siglip_features(const at::Tensor& pixels) const {
-  at::Tensor f = impl_->siglip->forward(pixels.to(impl_->rt.torch_device())).last_hidden_state;
+  at::Tensor f = impl_->siglip.get().forward(pixels.to(impl_->rt.torch_device())).last_hidden_state;
   check_finite(f, "UniWorld SigLIP features");
   return f;
 }
@@ -268,7 +290,7 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
   // The prompt must fit the VLM; a text answer (possible unless the task is Image) also needs
   // room for max_new_tokens.
   const bool may_answer = opt.task != UniWorldTask::Image;
-  check_context_length(p.ids.size(1), may_answer ? opt.max_new_tokens : 0, m.vlm.config().text.max_position_embeddings,
+  check_context_length(p.ids.size(1), may_answer ? opt.max_new_tokens : 0, m.vlm_cfg.text.max_position_embeddings,
                        may_answer ? "UniWorld text answer (prompt + max_new_tokens)" : "UniWorld prompt");
   at::Tensor hidden = vlm_hidden(p);
   if (progress && !progress("vlm", 1, 1)) return std::nullopt;
@@ -280,12 +302,12 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
     // app.py: model.generate(**inputs, max_new_tokens=128), special tokens skipped.
     sampling::GenerateOptions g;
     g.max_new_tokens = opt.max_new_tokens;
-    g.eos_token_ids = {m.vlm.config().eos_token_id};
-    if (auto eot = m.vlm.tokenizer()->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
+    g.eos_token_ids = {m.vlm_cfg.eos_token_id};
+    if (auto eot = m.tokenizer->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
     g.pad_token_id = g.eos_token_ids[0];
-    at::Tensor out = m.vlm.generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g).cpu();
+    at::Tensor out = m.vlm.get().generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g).cpu();
     std::vector<int64_t> ids;
-    const int64_t known = m.vlm.tokenizer()->vocab_size();
+    const int64_t known = m.tokenizer->vocab_size();
     for (int64_t i = 0; i < out.size(1); ++i) {
       const int64_t id = out[0][i].item<int64_t>();
       if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) != g.eos_token_ids.end()) break;
@@ -294,7 +316,7 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
       if (id < known) ids.push_back(id);
     }
     r.is_image = false;
-    r.text = m.vlm.tokenizer()->decode(ids, /*skip_special_tokens=*/true);
+    r.text = m.tokenizer->decode(ids, /*skip_special_tokens=*/true);
     if (progress && !progress("answer", 1, 1)) return std::nullopt;
     return r;
   }
@@ -309,10 +331,10 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
   FluxPromptEmbeds enc = m.flux->encode_ids(clip_ids(text), t5_ids(text, opt.max_sequence_length));
   if (progress && !progress("text_encoders", 1, 1)) return std::nullopt;
   uniworld::TextStream ts = assemble(p.ids, hidden, sig, opt.use_t5 ? enc.t5 : at::Tensor());
-  const auto dtype = m.flux->transformer().dtype();
+  const auto dtype = m.rt.compute_dtype();
   FluxPromptEmbeds cond{enc.pooled, ts.prompt_embeds.to(dtype)};
 
-  const int64_t c = m.flux->transformer().config().in_channels / 4;
+  const int64_t c = m.flux->transformer_config().in_channels / 4;
   at::Tensor noise = flux_initial_noise(opt.seed, 1, c, flux_latent_size(height), flux_latent_size(width));
   FluxDenoiseOptions d;
   d.steps = opt.steps;

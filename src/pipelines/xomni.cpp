@@ -144,7 +144,8 @@ XOmniDecoder::Injection XOmniDecoder::detect_injection(const std::vector<std::st
 }
 
 XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string& flux_dir, const VisionConfig& vision,
-                                const RuntimeOptions& rt) {
+                                const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group) {
+  if (!group) group = std::make_shared<ResidencyGroup>(rt.offload);
   const std::string dir = resolve_in_folder(x_omni_dir, vision.decoder.model_path,
                                             (fs::path(x_omni_dir) / "config.json").string() + ": vision_config.decoder.model_path",
                                             rt.allow_outside_paths);
@@ -158,14 +159,15 @@ XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string
     throw Error("the decoder's siglip_channels differs from the encoder's z_channels", dc.source() + ": siglip_channels",
                 std::to_string(z), std::to_string(dc.get_int("siglip_channels")));
   auto store = WeightStore::open(dir, rt);
-  FluxTransformer transformer(cfg, store->root());
   XOmniDecoder d;
   d.cfg_ = vision.decoder;
+  // Building the transformer once (inside FluxPipeline::load) marks its keys; what is left over is
+  // the feature injection.
+  d.flux_ = FluxPipeline::load(flux_dir, [store, cfg] { return FluxTransformer(cfg, store->root()); }, rt, group);
   d.layout_ = detect_injection(store->unused(), *store, cfg, z);
   d.proj_w_ = store->get(d.layout_.prefix + ".weight", {cfg.inner_dim(), z});
   if (d.layout_.bias) d.proj_b_ = store->get(d.layout_.prefix + ".bias", {cfg.inner_dim()});
   store->finish();
-  d.flux_ = FluxPipeline::load(flux_dir, std::move(transformer), rt);
   return d;
 }
 
@@ -209,7 +211,7 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
 
   const int64_t lh = flux_latent_size(height), lw = flux_latent_size(width);
   at::Tensor inj = injection(features, rows, cols, lh / 2, lw / 2);
-  const int64_t c = flux.transformer().config().in_channels / 4;
+  const int64_t c = flux.transformer_config().in_channels / 4;
   at::Tensor noise = flux_initial_noise(opt.seed, 1, c, lh, lw);
 
   // One batch: rows [c, (n), (u)].
@@ -224,10 +226,12 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
   in.img_ids = latent_image_ids(lh, lw).to(dev);
   in.txt_ids = text_ids(cond.t5.size(1)).to(dev);
   in.guidance = at::full({k}, 1.0, at::kFloat).to(dev);  // generate.py: guidance_scale=1.0
+  std::optional<FluxTransformer> dit;  // taken at the first step, after the text encoders ran
   auto velocity = [&](const at::Tensor& latents, const at::Tensor& ts, int64_t) {
+    if (!dit) dit = flux.transformer();
     in.hidden_states = latents.expand({k, -1, -1});
     in.timestep = ts.expand({k});
-    at::Tensor v = flux.transformer().forward(in);
+    at::Tensor v = dit->forward(in);
     const at::Tensor vc = v.slice(0, 0, 1);
     if (k == 1) return vc;
     const at::Tensor vn = need_n ? v.slice(0, 1, 2) : at::Tensor();
@@ -237,6 +241,7 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
     return vu + s2 * (vn - vu) + s1 * (vc - vn);
   };
   auto latents = flux.denoise_with(noise, steps, velocity, progress);
+  dit.reset();
   if (!latents) return std::nullopt;
   at::Tensor image = flux.decode(*latents, height, width, opt.vae_tiling);
   if (progress && !progress("decode", 1, 1)) return std::nullopt;
@@ -246,10 +251,12 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
 // ---- the pipeline --------------------------------------------------------------------------------
 
 struct XOmniPipeline::Impl {
-  XOmniLM lm;
+  std::shared_ptr<ResidencyGroup> group;
+  Resident<XOmniLM> lm;
+  LMConfig lm_cfg;
   std::shared_ptr<const text::Tokenizer> tokenizer;
   VisionConfig vision;
-  std::optional<SiglipVQTokenizer> image_tokenizer;
+  Resident<SiglipVQTokenizer> image_tokenizer;
   std::optional<XOmniDecoder> decoder;
   std::optional<Config> generation_config;
   int64_t som = 0, eom = 0, image = 0, im_end = 0;
@@ -265,9 +272,7 @@ std::string vision_file(const std::string& dir, const std::string& name, const s
   std::error_code ec;
   if (!fs::is_regular_file(p, ec))
     throw Error("the X-Omni folder lacks a vision file", p.string(), "vision_config.encoder." + field, "missing");
-  if (p.extension() != ".safetensors")
-    throw Error("vision weights must be safetensors (convert the PyTorch file)", p.string(), ".safetensors",
-                p.extension().string());
+  // safetensors, or the PyTorch pickles the release ships (read directly).
   return p.string();
 }
 
@@ -304,12 +309,14 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   if (!fs::is_regular_file(fs::path(dir) / "tokenizer.json", ec))
     throw Error("the X-Omni folder lacks its tokenizer", (fs::path(dir) / "tokenizer.json").string(), "tokenizer.json",
                 "missing");
-  impl->lm = XOmniLM::load(dir, rt);  // also checks <MM-Token-k> = vocab_size + k
+  impl->group = std::make_shared<ResidencyGroup>(rt.offload);
   text::check_tokenizer_folder(dir, rt.allow_outside_paths);
   impl->tokenizer = text::load_tokenizer(dir);
-  impl->lm.check_image_token_ids(*impl->tokenizer);
   {
-    const auto& lc = impl->lm.config();
+    const XOmniLM lm = impl->lm.init("lm", [dir, rt] { return XOmniLM::load(dir, rt); }, impl->group, /*streams=*/true);
+    lm.check_image_token_ids(*impl->tokenizer);  // <MM-Token-k> = vocab_size + k
+    impl->lm_cfg = lm.config();
+    const auto& lc = impl->lm_cfg;
     const int64_t ids = lc.text.vocab_size + lc.mm_vocab_size;  // the text and multimodal embedding rows
     if (impl->tokenizer->vocab_size() > ids)
       throw Error("the tokenizer has ids beyond the model's vocabulary", (fs::path(dir) / "tokenizer.json").string(),
@@ -325,26 +332,33 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   if (fs::is_regular_file(gc, ec)) impl->generation_config = Config::load(gc.string());
 
   const VisionConfig& v = impl->vision;
-  if (v.vq.codebook_size != impl->lm.config().image_vocab_size)
+  if (v.vq.codebook_size != impl->lm_cfg.image_vocab_size)
     throw Error("the VQ codebook and the LM's image vocabulary differ", dir + ": vision_config.encoder.codebook_size",
-                std::to_string(impl->lm.config().image_vocab_size), std::to_string(v.vq.codebook_size));
-  auto vit_store = WeightStore::open(vision_file(dir, v.siglip_path, "siglip_path", rt.allow_outside_paths), rt);
-  SiglipViT vit(*vit_store, v.vit);
-  vit_store->finish();
-  auto vq_store = WeightStore::open(vision_file(dir, v.projector_path, "projector_path", rt.allow_outside_paths), rt);
-  SiglipVQ vq(vq_store->root(), v.vq);
-  vq_store->finish();
-  impl->image_tokenizer.emplace(std::move(vit), std::move(vq), v.transform);
-  if (!flux_dir.empty()) impl->decoder = XOmniDecoder::load(dir, flux_dir, v, rt);
+                std::to_string(impl->lm_cfg.image_vocab_size), std::to_string(v.vq.codebook_size));
+  const std::string vit_file = vision_file(dir, v.siglip_path, "siglip_path", rt.allow_outside_paths);
+  const std::string vq_file = vision_file(dir, v.projector_path, "projector_path", rt.allow_outside_paths);
+  impl->image_tokenizer.init(
+      "image_tokenizer",
+      [vit_file, vq_file, v, rt] {
+        auto vit_store = WeightStore::open(vit_file, rt);
+        SiglipViT vit(*vit_store, v.vit);
+        vit_store->finish();
+        auto vq_store = WeightStore::open(vq_file, rt);
+        SiglipVQ vq(vq_store->root(), v.vq);
+        vq_store->finish();
+        return SiglipVQTokenizer(std::move(vit), std::move(vq), v.transform);
+      },
+      impl->group);
+  if (!flux_dir.empty()) impl->decoder = XOmniDecoder::load(dir, flux_dir, v, rt, impl->group);
   XOmniPipeline p;
   p.impl_ = impl;
   return p;
 }
 
-const XOmniLM& XOmniPipeline::lm() const { return impl_->lm; }
+XOmniLM XOmniPipeline::lm() const { return impl_->lm.get(); }
 const text::Tokenizer& XOmniPipeline::tokenizer() const { return *impl_->tokenizer; }
 const VisionConfig& XOmniPipeline::vision_config() const { return impl_->vision; }
-const SiglipVQTokenizer& XOmniPipeline::image_tokenizer() const { return *impl_->image_tokenizer; }
+SiglipVQTokenizer XOmniPipeline::image_tokenizer() const { return impl_->image_tokenizer.get(); }
 bool XOmniPipeline::has_decoder() const { return impl_->decoder.has_value(); }
 const XOmniDecoder& XOmniPipeline::decoder() const {
   if (!impl_->decoder) throw Error("no decoder loaded (give the FLUX.1-dev folder)", "XOmniPipeline");
@@ -367,7 +381,7 @@ T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, in
   text::EncodeOptions no_special;
   no_special.add_special_tokens = false;
   p.negative_ids = as_ids(tok.encode(text::xomni_image_prefix(static_cast<int>(p.rows), static_cast<int>(p.cols)), no_special));
-  check_context_length(p.ids.size(1), p.rows * p.cols, impl_->lm.config().text.max_position_embeddings, "X-Omni generate");
+  check_context_length(p.ids.size(1), p.rows * p.cols, impl_->lm_cfg.text.max_position_embeddings, "X-Omni generate");
   return p;
 }
 
@@ -386,7 +400,7 @@ ImageCodes XOmniPipeline::generate_codes(const GenerateOptions& opt, const Token
   g.guidance_scale = opt.cfg_scale;
   g.on_token = progress;
   check_guidance(opt.cfg_scale, "X-Omni generate_codes: cfg_scale");
-  at::Tensor codes = impl_->lm.generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
+  at::Tensor codes = impl_->lm.get().generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
   ImageCodes out;
   out.prompt = opt.prompt;
   out.rows = p.rows;
@@ -407,7 +421,7 @@ std::optional<Image> XOmniPipeline::decode_codes(const ImageCodes& c, const Deco
     if (k < 0 || k >= K)
       throw Error("image code out of range", "X-Omni decode_codes", "0.." + std::to_string(K - 1), std::to_string(k));
   at::Tensor codes = at::tensor(c.codes, at::kLong);
-  at::Tensor features = impl_->image_tokenizer->decode(codes, c.rows, c.cols);  // [h*w, z]
+  at::Tensor features = impl_->image_tokenizer.get().decode(codes, c.rows, c.cols);  // [h*w, z]
   check_finite(features, "X-Omni SigLIP-VQ decoded features");
   return dec.decode(features, c.rows, c.cols, c.prompt, opt, progress);
 }
@@ -479,7 +493,7 @@ MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
 }
 
 ImageCodes XOmniPipeline::tokenize_image(const Image& image) const {
-  SiglipVQTokenizer::Tokens t = impl_->image_tokenizer->encode(image);
+  SiglipVQTokenizer::Tokens t = impl_->image_tokenizer.get().encode(image);
   at::Tensor codes = t.codes.to(at::kCPU, at::kLong).contiguous();
   ImageCodes c;
   c.rows = t.h;
@@ -512,9 +526,9 @@ size_t complete_utf8_prefix(const std::string& s) {
 std::string XOmniPipeline::chat(const Image& image, const std::string& question, const TextCallback& on_text,
                                 int64_t max_new_tokens) const {
   if (max_new_tokens < 1) throw Error("max_new_tokens must be >= 1", "X-Omni chat", ">= 1", std::to_string(max_new_tokens));
-  const XOmniLM& lm = impl_->lm;
   const at::Tensor ids = chat_prompt(tokenize_image(image), question);
-  check_context_length(ids.size(1), max_new_tokens, lm.config().text.max_position_embeddings, "X-Omni chat");
+  check_context_length(ids.size(1), max_new_tokens, impl_->lm_cfg.text.max_position_embeddings, "X-Omni chat");
+  const XOmniLM lm = impl_->lm.get();  // after the image tokenizer ran (model offload swaps them)
   // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
   // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
   sampling::SamplingOptions s;

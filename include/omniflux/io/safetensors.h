@@ -3,6 +3,7 @@
 // Every malformed file is an omniflux::Error naming the file and, where it applies, the tensor.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -107,6 +108,16 @@ struct TensorToWrite {
 };
 void save_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+// Tensors made one at a time while writing (converting a checkpoint larger than memory): the
+// header comes from `dtype` and `shape`, and `make()` must return exactly that.
+struct LazyTensorToWrite {
+  std::string name;
+  Dtype dtype = Dtype::F32;
+  std::vector<int64_t> shape;
+  std::function<at::Tensor()> make;
+};
+void save_safetensors_lazy(const std::string& path, const std::vector<LazyTensorToWrite>& tensors,
+                           const std::map<std::string, std::string>& metadata = {});
 // Convenience overload: name -> tensor, written in name order.
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

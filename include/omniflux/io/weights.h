@@ -21,7 +21,8 @@ namespace omniflux {
 
 class WeightView;
 
-class WeightStore {
+// Held by shared_ptr (open() makes one) so streamed blocks can keep it alive.
+class WeightStore : public std::enable_shared_from_this<WeightStore> {
  public:
   WeightStore(Checkpoint checkpoint, RuntimeOptions rt);
   // Opens a file, a folder or a shard index (see Checkpoint::open).

@@ -15,6 +15,7 @@
 
 #include "omniflux/io/config.h"
 #include "omniflux/io/weights.h"
+#include "omniflux/nn/block_stack.h"
 #include "omniflux/nn/attention.h"
 #include "omniflux/nn/kv_cache.h"
 #include "omniflux/nn/layers.h"
@@ -107,7 +108,7 @@ class Qwen2ForCausalLM {
   Config cfg_;
   RuntimeOptions rt_;
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
-  std::vector<DecoderLayer> layers_;
+  nn::BlockStack<DecoderLayer> layers_;
 };
 
 // Checks token ids [B, S] against a vocabulary (one host read: for prompts, not the token loop).

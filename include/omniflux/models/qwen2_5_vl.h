@@ -14,6 +14,7 @@
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/weights.h"
+#include "omniflux/nn/block_stack.h"
 #include "omniflux/nn/layers.h"
 #include "omniflux/models/qwen2.h"
 #include "omniflux/nn/kv_cache.h"
@@ -162,6 +163,7 @@ class Qwen2_5_VL {
   // What special-token text inside a question becomes (default: text; README "Validation").
   void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
   text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
+  std::shared_ptr<const text::Tokenizer> shared_tokenizer() const { return tokenizer_; }
 
   struct Prompt {
     at::Tensor ids;  // [1, L] with the image pads expanded
@@ -189,7 +191,7 @@ class Qwen2_5_VL {
   RuntimeOptions rt_;
   VisionTower visual_;
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
-  std::vector<qwen2::DecoderLayer> layers_;
+  nn::BlockStack<qwen2::DecoderLayer> layers_;
   std::shared_ptr<const text::Tokenizer> tokenizer_;
   text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };

@@ -89,7 +89,7 @@ class XOmniLM {
   LMConfig cfg_;
   RuntimeOptions rt_;
   at::Tensor lm_embed_, mm_embed_, lm_norm_, mm_norm_, lm_head_, image_head_, inv_freq_;
-  std::vector<qwen2::DecoderLayer> layers_;
+  nn::BlockStack<qwen2::DecoderLayer> layers_;
 };
 
 }  // namespace omniflux::xomni

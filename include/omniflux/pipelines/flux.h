@@ -16,6 +16,7 @@
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
 #include "omniflux/models/t5_encoder.h"
+#include "omniflux/residency.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/flow_match.h"
 
@@ -65,6 +66,10 @@ class FluxPipeline {
   // transformer (diffusers: FluxPipeline.from_pretrained(folder, transformer=...)); the folder's
   // own transformer/ is not read.
   static FluxPipeline load(const std::string& folder, FluxTransformer transformer, const RuntimeOptions& rt = {});
+  // The same around a transformer built on demand by `transformer` (so model offload can drop and
+  // rebuild it), with the residency group of the pipeline that embeds this one.
+  static FluxPipeline load(const std::string& folder, std::function<FluxTransformer()> transformer,
+                           const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group);
 
   // Prompt to CLIP ids [1, 77] and T5 ids [1, max_sequence_length] (truncated and padded).
   at::Tensor clip_ids(const std::string& prompt) const;
@@ -96,10 +101,12 @@ class FluxPipeline {
   // The whole text-to-image call; nullopt when the callback cancelled.
   std::optional<Image> generate(const FluxGenerateOptions& opt, const ProgressCallback& progress = {}) const;
 
-  const FluxTransformer& transformer() const;
-  const FluxVae& vae() const;
-  const ClipTextModel& text_encoder() const;
-  const T5Encoder& text_encoder_2() const;
+  // The components, built on the device if offload had released them (handles: cheap to copy).
+  FluxTransformer transformer() const;
+  FluxVae vae() const;
+  ClipTextModel text_encoder() const;
+  T5Encoder text_encoder_2() const;
+  const FluxDiTConfig& transformer_config() const;  // without building anything
   const FlowMatchConfig& scheduler() const;
   const RuntimeOptions& runtime() const;
 

@@ -102,7 +102,8 @@ class UniWorldPipeline {
   // The output size run() uses for these options (after validation).
   std::pair<int64_t, int64_t> output_size(const UniWorldOptions& opt) const;
 
-  const qwen2_5_vl::Qwen2_5_VL& vlm() const;
+  // Components are handles, built on the device if offload had released them.
+  qwen2_5_vl::Qwen2_5_VL vlm() const;
   const FluxPipeline& flux() const;
   const uniworld::Connectors& connectors() const;
   int64_t qwen_pixels() const;       // min_pixels = max_pixels of the Qwen image processor (448^2)

@@ -29,6 +29,7 @@
 #include "omniflux/models/siglip_vq.h"
 #include "omniflux/models/xomni_lm.h"
 #include "omniflux/pipelines/flux.h"
+#include "omniflux/residency.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"
@@ -149,8 +150,9 @@ class XOmniDecoder {
   static Injection detect_injection(const std::vector<std::string>& extra_keys, const WeightStore& store,
                                     const FluxDiTConfig& cfg, int64_t z_channels);
   // x_omni_dir/<decoder.model_path> for the transformer; flux_dir for CLIP-L, T5, VAE, scheduler.
+  // `group`: the residency group of the pipeline it belongs to (a new one when null).
   static XOmniDecoder load(const std::string& x_omni_dir, const std::string& flux_dir, const VisionConfig& vision,
-                           const RuntimeOptions& rt = {});
+                           const RuntimeOptions& rt = {}, std::shared_ptr<ResidencyGroup> group = nullptr);
 
   // features [h*w, z_channels] (row-major grid) -> image of (w*uf) x (h*uf); nullopt when cancelled.
   std::optional<Image> decode(const at::Tensor& features, int64_t rows, int64_t cols, const std::string& prompt,
@@ -208,10 +210,11 @@ class XOmniPipeline {
   void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
   text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
 
-  const XOmniLM& lm() const;
+  // Components are handles, built on the device if offload had released them.
+  XOmniLM lm() const;
   const text::Tokenizer& tokenizer() const;
   const VisionConfig& vision_config() const;
-  const SiglipVQTokenizer& image_tokenizer() const;
+  SiglipVQTokenizer image_tokenizer() const;
   bool has_decoder() const;
   const XOmniDecoder& decoder() const;
 

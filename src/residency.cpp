@@ -1,0 +1,47 @@
+#include "omniflux/residency.h"
+
+#include <algorithm>
+
+#include "omniflux/error.h"
+
+namespace omniflux {
+
+void ResidencyGroup::activate(ResidentSlot* who) {
+  std::vector<ResidentSlot*> release;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (mode_ == Offload::None) return;
+    for (ResidentSlot* s : live_)
+      if (s != who) release.push_back(s);
+  }
+  // Outside the lock: release_now takes it. Kept components ignore it.
+  for (ResidentSlot* s : release) s->release_now();
+}
+
+void ResidencyGroup::add(ResidentSlot* who) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (std::find(live_.begin(), live_.end(), who) == live_.end()) live_.push_back(who);
+}
+
+void ResidencyGroup::forget(ResidentSlot* who) {
+  std::lock_guard<std::mutex> lock(mu_);
+  live_.erase(std::remove(live_.begin(), live_.end(), who), live_.end());
+}
+
+std::vector<std::string> ResidencyGroup::resident() const {
+  std::vector<ResidentSlot*> slots;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slots = live_;
+  }
+  std::vector<std::string> out;
+  for (ResidentSlot* s : slots)
+    if (s->holds()) out.push_back(s->name());
+  return out;
+}
+
+void throw_resident_uninitialised(const std::string& name) {
+  throw Error("component used before it was loaded", name.empty() ? "Resident" : name);
+}
+
+}  // namespace omniflux
