@@ -1,5 +1,7 @@
 #include "omniflux/residency.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 
 #include "omniflux/error.h"
@@ -16,6 +18,14 @@ void ResidencyGroup::activate(ResidentSlot* who) {
   }
   // Outside the lock: release_now takes it. Kept components ignore it.
   for (ResidentSlot* s : release) s->release_now();
+}
+
+ResidencyGroup::ResidencyGroup(Offload mode) : mode_(mode) {
+  // glibc raises its mmap threshold up to 32 MB as large blocks are freed, after which freed
+  // weights stay in the heap instead of going back to the OS; offload exists to give them back.
+  // A fixed 1 MB threshold keeps every weight-sized block in its own mapping (measured on the
+  // medium UniWorld edit: 277 MB less resident after load under model offload).
+  if (mode != Offload::None) mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }
 
 void ResidencyGroup::add(ResidentSlot* who) {

@@ -30,7 +30,7 @@ class ResidentSlot {
 
 class ResidencyGroup {
  public:
-  explicit ResidencyGroup(Offload mode) : mode_(mode) {}
+  explicit ResidencyGroup(Offload mode);
   Offload mode() const { return mode_; }
   // `who` is about to run: in model and sequential modes, every other releasable component goes.
   void activate(ResidentSlot* who);
@@ -74,6 +74,10 @@ class Resident final : public ResidentSlot {
       if (keep_) value_ = built;
     }
     group_->add(this);
+    if (!keep_) {
+      // The caller's handle goes soon; pages of a shared store go now (the views stay valid).
+      if (on_release_) on_release_();
+    }
     return built;
   }
   bool initialised() const { return static_cast<bool>(build_); }

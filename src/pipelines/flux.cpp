@@ -87,7 +87,8 @@ FluxPipeline FluxPipeline::load(const std::string& folder, FluxTransformer trans
 }
 
 FluxPipeline FluxPipeline::load(const std::string& folder, std::function<FluxTransformer()> transformer,
-                                const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group) {
+                                const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group,
+                                std::function<void()> release_transformer) {
   std::error_code ec;
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
@@ -110,7 +111,9 @@ FluxPipeline FluxPipeline::load(const std::string& folder, std::function<FluxTra
       impl->clip.init("text_encoder", [clip_dir, rt] { return ClipTextModel::load(clip_dir, rt); }, group).config();
   const int64_t t5_dim =
       impl->t5.init("text_encoder_2", [t5_dir, rt] { return T5Encoder::load(t5_dir, rt); }, group).config().d_model;
-  impl->dit_cfg = impl->transformer.init("transformer", std::move(transformer), group, /*streams=*/true).config();
+  impl->dit_cfg =
+      impl->transformer.init("transformer", std::move(transformer), group, /*streams=*/true, std::move(release_transformer))
+          .config();
   impl->clip_max_positions = clip_cfg.max_position_embeddings;
   const auto& dc = impl->dit_cfg;
   if (dc.pooled_projection_dim != clip_cfg.hidden_size || dc.joint_attention_dim != t5_dim ||

@@ -127,7 +127,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
         FluxTransformer dit(dit_cfg, store->root().sub("denoise_tower").sub("denoiser"));
         return dit;
       },
-      rt, impl->group);
+      rt, impl->group, [store] { store->drop_pages("denoise_tower.denoiser."); });
   store->finish();
   const SiglipVisionConfig sig_cfg =
       impl->siglip.init("siglip", [siglip_folder, rt] { return SiglipVisionModel::load(siglip_folder, rt); }, impl->group)

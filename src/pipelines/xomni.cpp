@@ -163,7 +163,8 @@ XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string
   d.cfg_ = vision.decoder;
   // Building the transformer once (inside FluxPipeline::load) marks its keys; what is left over is
   // the feature injection.
-  d.flux_ = FluxPipeline::load(flux_dir, [store, cfg] { return FluxTransformer(cfg, store->root()); }, rt, group);
+  d.flux_ = FluxPipeline::load(flux_dir, [store, cfg] { return FluxTransformer(cfg, store->root()); }, rt, group,
+                               [store] { store->drop_pages(""); });
   d.layout_ = detect_injection(store->unused(), *store, cfg, z);
   d.proj_w_ = store->get(d.layout_.prefix + ".weight", {cfg.inner_dim(), z});
   if (d.layout_.bias) d.proj_b_ = store->get(d.layout_.prefix + ".bias", {cfg.inner_dim()});

@@ -68,8 +68,10 @@ class FluxPipeline {
   static FluxPipeline load(const std::string& folder, FluxTransformer transformer, const RuntimeOptions& rt = {});
   // The same around a transformer built on demand by `transformer` (so model offload can drop and
   // rebuild it), with the residency group of the pipeline that embeds this one.
+  // `release_transformer` runs when offload drops it (giving a shared store's pages back).
   static FluxPipeline load(const std::string& folder, std::function<FluxTransformer()> transformer,
-                           const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group);
+                           const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group,
+                           std::function<void()> release_transformer = {});
 
   // Prompt to CLIP ids [1, 77] and T5 ids [1, max_sequence_length] (truncated and padded).
   at::Tensor clip_ids(const std::string& prompt) const;

@@ -24,12 +24,12 @@ OMNIFLUX_TINY_MODEL(flux_1_dev, "flux.1-dev") {
                      {"spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"});
 
   // Widths tie together: pooled_projection_dim = CLIP hidden, joint_attention_dim = T5 d_model.
-  const ClipShape clip;
-  const T5Shape t5;
-  FluxDitShape dit;
+  const ClipShape clip = ctx.medium() ? clip_medium() : ClipShape{};
+  const T5Shape t5 = ctx.medium() ? t5_medium() : T5Shape{};
+  FluxDitShape dit = ctx.medium() ? flux_dit_medium() : FluxDitShape{};
   dit.pooled = clip.hidden;
   dit.joint = t5.d;
-  const VaeShape vae;
+  const VaeShape vae = ctx.medium() ? vae_medium() : VaeShape{};
   ctx.write_json("text_encoder/config.json", clip_config(clip));
   ctx.write_json("text_encoder_2/config.json", t5_config(t5));
   ctx.write_json("transformer/config.json", flux_dit_config(dit));

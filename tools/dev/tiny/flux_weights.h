@@ -28,6 +28,11 @@ inline ClipShape clip_l() { return {49408, 768, 3072, 12, 12}; }
 inline T5Shape t5_xxl() { return {32128, 4096, 64, 64, 10240, 24, 32}; }
 inline FluxDitShape flux_dev_dit() { return {24, 128, 19, 38, 4096, 768, 64, {16, 56, 56}}; }
 inline VaeShape flux_dev_vae() { return {{128, 256, 512, 512}, 32, 2, 16, 1024}; }
+// The medium preset (omniflux-tiny --preset medium): a DiT of about 230M parameters.
+inline ClipShape clip_medium() { return {49408, 256, 1024, 4, 4}; }
+inline T5Shape t5_medium() { return {32128, 512, 64, 8, 1024, 4, 32}; }
+inline FluxDitShape flux_dit_medium() { return {12, 64, 6, 12, 512, 256, 64, {8, 28, 28}}; }
+inline VaeShape vae_medium() { return {{32, 64, 128, 128}, 8, 1, 16, 1024}; }
 
 inline nlohmann::json clip_config(const ClipShape& s) {
   return {{"architectures", {"CLIPTextModel"}}, {"model_type", "clip_text_model"}, {"vocab_size", s.vocab},

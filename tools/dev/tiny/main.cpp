@@ -53,7 +53,7 @@ fs::path default_tokenizers(const char* argv0) {
 }
 
 void usage() {
-  std::fprintf(stderr, "usage: omniflux-tiny --out DIR [--seed N] [--only NAME]... [--tokenizers DIR] [--list]\n");
+  std::fprintf(stderr, "usage: omniflux-tiny --out DIR [--seed N] [--only NAME]... [--preset tiny|medium] [--tokenizers DIR] [--list]\n");
 }
 
 }  // namespace
@@ -78,6 +78,13 @@ int main(int argc, char** argv) {
     else if (a == "--seed") ctx.seed = std::strtoull(value().c_str(), nullptr, 10);
     else if (a == "--only") only.push_back(value());
     else if (a == "--tokenizers") ctx.tokenizers = value();
+    else if (a == "--preset") {
+      ctx.preset = value();
+      if (ctx.preset != "tiny" && ctx.preset != "medium") {
+        std::fprintf(stderr, "omniflux-tiny: --preset: expected tiny or medium, got '%s'\n", ctx.preset.c_str());
+        return 2;
+      }
+    }
     else if (a == "--list") list = true;
     else if (a == "-h" || a == "--help") { usage(); return 0; }
     else { usage(); return 2; }

@@ -31,6 +31,10 @@ struct TinyContext {
   std::filesystem::path dir;         // the model's output folder (created)
   std::filesystem::path tokenizers;  // real tokenizer files
   uint64_t seed = 0;
+  // "tiny" (tests, demo: a few MB) or "medium" (memory benchmarks: about 1 GB per pipeline, so
+  // that offload and quantisation make measurable differences).
+  std::string preset = "tiny";
+  bool medium() const { return preset == "medium"; }
 
   void write_json(const std::filesystem::path& rel, const nlohmann::json& j) const;
   // Copies tokenizers/<from>/<name> for each name into dir/<to>/.

@@ -43,7 +43,12 @@ int64_t write_tokenizer(const TinyContext& ctx, const XOmniShape& s) {
 }  // namespace
 
 OMNIFLUX_TINY_MODEL(x_omni, "x-omni") {
-  const XOmniShape s;
+  XOmniShape s;
+  if (ctx.medium()) {
+    s.hidden = 256, s.inter = 1024, s.layers = 8, s.heads = 4, s.kv = 2, s.adap = 2, s.head = 2;
+    s.image_vocab = 1024, s.mm_vocab = 1040;
+    s.vit_d = 256, s.vit_mlp = 512, s.vit_layers = 4, s.vit_heads = 4, s.pos_grid = 16, s.codebook_dim = 64;
+  }
   std::filesystem::create_directories(ctx.dir);
   const int64_t V = write_tokenizer(ctx, s);
   const int64_t H = s.hidden, hd = s.hidden / s.heads;
@@ -51,7 +56,7 @@ OMNIFLUX_TINY_MODEL(x_omni, "x-omni") {
   nlohmann::json vision = {
       {"dtype", "float32"},
       // Small any-resolution bounds so that chat images stay a few tokens.
-      {"transform", {{"short_size", 64}, {"long_size", 128}, {"patch_size", s.patch}, {"random_ratio", nullptr},
+      {"transform", {{"short_size", ctx.medium() ? 256 : 64}, {"long_size", ctx.medium() ? 512 : 128}, {"patch_size", s.patch}, {"random_ratio", nullptr},
                      {"min_short_size", 32}, {"max_aspect_ratio", 3.0}, {"filtering", true}}},
       {"encoder", {{"siglip_name", "tiny_siglip_patch16"}, {"siglip_path", "siglip_vit.safetensors"},
                    {"projector_path", "vq_projector.safetensors"}, {"z_channels", s.vit_d},
@@ -128,9 +133,9 @@ OMNIFLUX_TINY_MODEL(x_omni, "x-omni") {
 
   // diffusers/: the fine-tuned FLUX DiT (widths of the tiny FLUX.1-dev text encoders) plus the
   // SigLIP injection Linear z_channels -> inner_dim (bias-free, as in UniAR).
-  FluxDitShape dit;
-  dit.pooled = ClipShape().hidden;
-  dit.joint = T5Shape().d;
+  FluxDitShape dit = ctx.medium() ? flux_dit_medium() : FluxDitShape{};
+  dit.pooled = ctx.medium() ? clip_medium().hidden : ClipShape().hidden;
+  dit.joint = ctx.medium() ? t5_medium().d : T5Shape().d;
   nlohmann::json dc = flux_dit_config(dit);
   dc["_class_name"] = "FluxTransformer2DModelWithSigLIP";
   dc["siglip_channels"] = d;
