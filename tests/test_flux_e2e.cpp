@@ -31,10 +31,10 @@ const fs::path& tiny_root() {
   return dir.path();
 }
 
-int run_flux(const fs::path& out, const std::string& extra = "") {
+int run_flux(const fs::path& out, const std::string& extra = "", int seed = 11) {
   const std::string cmd = bin("omniflux-flux") + " -m " + (tiny_root() / "flux.1-dev").string() +
-                          " -p 'A cat holding a sign that says hello world' -W 64 -H 48 --steps 3 --seed 11"
-                          " --max-sequence-length 32 --quiet -o " + out.string() + " " + extra;
+                          " -p 'A cat holding a sign that says hello world' -W 64 -H 48 --steps 3 --seed " +
+                          std::to_string(seed) + " --max-sequence-length 32 --quiet -o " + out.string() + " " + extra;
   return std::system(cmd.c_str());
 }
 
@@ -69,7 +69,7 @@ TEST(FluxEndToEnd, PromptToPngIsReproducible) {
   EXPECT_NE(text[0].second.find("Seed: 11"), std::string::npos);
   EXPECT_NE(text[0].second.find("Steps: 3"), std::string::npos);
   // another seed, another image
-  ASSERT_EQ(run_flux(out.path() / "c.png", "--seed 12"), 0);
+  ASSERT_EQ(run_flux(out.path() / "c.png", "", 12), 0);
   EXPECT_NE(read_bytes(out.path() / "a.png"), read_bytes(out.path() / "c.png"));
 }
 

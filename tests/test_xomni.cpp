@@ -146,22 +146,22 @@ TEST(XOmniEndToEnd, CliGeneratesPngAndCodesReproducibly) {
 TEST(XOmniEndToEnd, SameSeedSameCodesAndImage) {
   const auto& p = pipe();
   auto o = small("a small house");
-  xo::ImageCodes a = p.generate_codes(o), b = p.generate_codes(o);
+  xo::ImageCodes a = *p.generate_codes(o), b = *p.generate_codes(o);
   EXPECT_EQ(a.codes, b.codes);
   auto ia = p.decode_codes(a, o.decoder), ib = p.decode_codes(b, o.decoder);
   ASSERT_TRUE(ia && ib);
   EXPECT_EQ(ia->rgb, ib->rgb);
   // another seed gives other codes (12 draws over 64 codes)
-  xo::ImageCodes c = p.generate_codes(small("a small house", 64, 48, 6));
+  xo::ImageCodes c = *p.generate_codes(small("a small house", 64, 48, 6));
   EXPECT_NE(a.codes, c.codes);
 }
 
 TEST(XOmniEndToEnd, CfgOnAndOffGiveFullCodeGrids) {
   const auto& p = pipe();
   auto o = small("a dog");
-  xo::ImageCodes off = p.generate_codes(o);
+  xo::ImageCodes off = *p.generate_codes(o);
   o.cfg_scale = 4.0;
-  xo::ImageCodes on1 = p.generate_codes(o), on2 = p.generate_codes(o);
+  xo::ImageCodes on1 = *p.generate_codes(o), on2 = *p.generate_codes(o);
   for (const auto* c : {&off, &on1}) {
     ASSERT_EQ(c->codes.size(), 12u);
     for (int64_t k : c->codes) EXPECT_TRUE(k >= 0 && k < 64) << k;
@@ -177,10 +177,11 @@ TEST(XOmniEndToEnd, NonSquareResolution) {
   const auto& p = pipe();
   int64_t last = -1, total = 0;
   auto o = small("a wide landscape", 96, 32);
-  xo::ImageCodes c = p.generate_codes(o, [&](int64_t done, int64_t t) {
+  xo::ImageCodes c = *p.generate_codes(o, [&](int64_t done, int64_t t) {
     EXPECT_GT(done, last);
     last = done;
     total = t;
+    return true;
   });
   EXPECT_EQ(c.rows, 2);
   EXPECT_EQ(c.cols, 6);
@@ -196,7 +197,7 @@ TEST(XOmniEndToEnd, NonSquareResolution) {
 TEST(XOmniEndToEnd, DecoderGuidanceScalesChangeTheImage) {
   const auto& p = pipe();
   auto o = small("a tree");
-  xo::ImageCodes c = p.generate_codes(o);
+  xo::ImageCodes c = *p.generate_codes(o);
   xo::DecodeOptions plain = o.decoder, text_only = o.decoder, both = o.decoder;
   plain.cfg_scale = 1.0, plain.cfg_scale_2 = 1.0;          // one prediction
   text_only.cfg_scale = 3.0, text_only.cfg_scale_2 = 1.0;  // c and n
@@ -214,7 +215,7 @@ TEST(XOmniEndToEnd, ChatAnswersAndStreams) {
   const auto& p = pipe();
   std::string streamed;
   const Image img = test_image(80, 64);
-  const std::string answer = p.chat(img, "What is in the picture?", [&](const std::string& s) { streamed += s; }, 12);
+  const std::string answer = *p.chat(img, "What is in the picture?", [&](const std::string& s) { streamed += s; }, 12);
   EXPECT_EQ(streamed.substr(0, answer.size()), answer);
   EXPECT_EQ(p.chat(img, "What is in the picture?", {}, 12), answer);
   // the image enters as <SOM>h w<IMAGE> + h*w codes + <EOM>: 80x64 -> anyres 80x64 (short side
@@ -302,17 +303,17 @@ TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
   // top_k = 1 and min_p = 1 keep only the most likely code of the slice: both equal greedy.
   auto o = small("a cat");
   o.sampling.do_sample = false;
-  const auto greedy = p.generate_codes(o).codes;
+  const auto greedy = p.generate_codes(o)->codes;
   o.sampling = xo::t2i_sampling_defaults();
   o.sampling.top_k = 1;
-  EXPECT_EQ(p.generate_codes(o).codes, greedy);
+  EXPECT_EQ(p.generate_codes(o)->codes, greedy);
   o.sampling.top_k = 50;
   o.sampling.min_p = 1.0;
-  EXPECT_EQ(p.generate_codes(o).codes, greedy);
+  EXPECT_EQ(p.generate_codes(o)->codes, greedy);
   // with k = K every code stays reachable; the draw is still in [0, K)
   o.sampling.min_p = 0.0;
   o.sampling.top_k = 0;
-  for (int64_t k : p.generate_codes(o).codes) EXPECT_TRUE(k >= 0 && k < K);
+  for (int64_t k : p.generate_codes(o)->codes) EXPECT_TRUE(k >= 0 && k < K);
 }
 
 TEST(XOmniUnits, MmdecodeSplitsTextAndImages) {
@@ -436,7 +437,7 @@ TEST(XOmniEndToEnd, UpscaleFactorOtherThan16ResizesTheFeatures) {
   cfg["vision_config"]["decoder"]["upscale_factor"] = 32;
   write_json(dir / "config.json", cfg);
   auto p = xo::XOmniPipeline::load(dir.string(), flux_dir());
-  xo::ImageCodes c = p.generate_codes(small("a boat"));
+  xo::ImageCodes c = *p.generate_codes(small("a boat"));
   auto img = p.decode_codes(c);
   ASSERT_TRUE(img);
   EXPECT_EQ(img->width, 4 * 32);  // a 3 x 4 code grid on a 6 x 8 packed latent grid
