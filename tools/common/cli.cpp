@@ -11,6 +11,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -80,9 +81,13 @@ double parse_double(const std::string& flag, const std::string& text, double lo,
   if (text.empty() || r.ptr != end || (r.ec != std::errc() && r.ec != std::errc::result_out_of_range))
     throw UsageError("not a number", flag, "a number in " + range, show_value(text));
   if (!std::isfinite(v)) throw UsageError("not a finite number", flag, "a number in " + range, show_value(text));
-  // from_chars reports both overflow and underflow as out of range; a tiny value is still a value.
-  if (r.ec == std::errc::result_out_of_range && std::fabs(v) >= 1.0)
-    throw UsageError("value out of range", flag, "a number in " + range, show_value(text));
+  // from_chars reports overflow and underflow alike (leaving v alone); strtod tells them apart, and
+  // a tiny value is still a value.
+  if (r.ec == std::errc::result_out_of_range) {
+    v = std::strtod(text.c_str(), nullptr);
+    if (!std::isfinite(v) || std::fabs(v) >= 1.0)
+      throw UsageError("value out of range", flag, "a number in " + range, show_value(text));
+  }
   if (v < lo || v > hi || (lo_open && v == lo))
     throw UsageError("value out of range", flag, "a number in " + range, show_value(text));
   return v;
