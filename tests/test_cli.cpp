@@ -64,7 +64,10 @@ TEST(FileWrite, FailuresAreErrorsAndLeaveNothingBehind) {
       EXPECT_NE(std::string(e.what()).find("/dev/full"), std::string::npos) << e.what();
     }
   }
-  EXPECT_TRUE(others(d.path(), {"dir"}).empty());
+  // A FIFO that nobody reads: an error at once, not a hang.
+  ASSERT_EQ(mkfifo((d.path() / "fifo").c_str(), 0600), 0);
+  EXPECT_THROW(write_file_atomic((d.path() / "fifo").string(), std::string("x")), Error);
+  EXPECT_TRUE(others(d.path(), {"dir", "fifo"}).empty());
   EXPECT_TRUE(fs::is_empty(d.path() / "dir"));
 }
 

@@ -45,9 +45,12 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
     if (S_ISDIR(st.st_mode)) throw Error("output path is a folder", path, "a file name", "a folder");
-    // A device or FIFO: write in place, checking every step (/dev/full must fail).
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) fail("cannot open output", path, errno);
+    // A device or FIFO: write in place, checking every step (/dev/full must fail). Non-blocking
+    // open: a FIFO nobody reads is an error (ENXIO), not a hang; then blocking writes again.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) fail(errno == ENXIO ? "nothing reads the output FIFO" : "cannot open output", path, errno);
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     int err = write_all(fd, bytes, size);
     if (::close(fd) != 0 && err == 0 && errno != EINTR) err = errno;
     if (err != 0) fail("cannot write output", path, err);

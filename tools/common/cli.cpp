@@ -1,6 +1,5 @@
 #include "cli.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,7 +15,6 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
-#include <map>
 #include <new>
 #include <sstream>
 #include <thread>
@@ -398,7 +396,7 @@ bool Parser::parse(int argc, const char* const* argv) {
         throw UsageError("option given too often", s->display(), "at most " + std::to_string(s->max_count),
                          std::to_string(s->count + 1));
       }
-      s->set(name, value);
+      s->set(s->display(), value);
       if (s->count == 0) s->first_value = value;
       ++s->count;
       continue;
@@ -616,6 +614,9 @@ int run(const std::string& program, const std::function<int()>& body) {
     rc = kExitRuntimeError;
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "%s: LibTorch error: %s\n", program.c_str(), e.what_without_backtrace());
+    rc = kExitRuntimeError;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fprintf(stderr, "%s: %s\n", program.c_str(), e.what());  // names the paths
     rc = kExitRuntimeError;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: out of memory\n", program.c_str());

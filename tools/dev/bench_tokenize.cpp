@@ -9,8 +9,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -53,20 +51,19 @@ namespace cli = omniflux::cli;
 
 int main(int argc, char** argv) {
   return cli::run("omniflux-bench_tokenize", [&] {
-  std::vector<std::string> paths, inputs;
-  size_t bytes = 1 << 20;
-  int repeat = 3;
-  cli::Parser p("omniflux-bench_tokenize", "Tokenizer throughput on large generated prompts, one JSON line per measurement.");
-  p.paths("--tokenizer", &paths, "PATH", "a tokenizer to measure").required();
-  p.integer("--bytes", &bytes, 1, int64_t(1) << 32, "N", "input size in bytes");
-  p.integer("--repeat", &repeat, 1, 1000, "R", "runs per input (the fastest is reported)");
-  p.texts("--input", &inputs, "prose|one_letter|spaces|digits|special", "input kinds (default: all)");
-  if (!p.parse(argc, argv)) return cli::kExitOk;
-  for (const auto& kind : inputs)
-    if (kind != "prose" && kind != "one_letter" && kind != "spaces" && kind != "digits" && kind != "special")
-      throw cli::UsageError("unknown input kind", "--input", "prose, one_letter, spaces, digits or special", kind);
-  if (inputs.empty()) inputs = {"prose", "one_letter", "spaces", "digits", "special"};
-  {
+    std::vector<std::string> paths, inputs;
+    size_t bytes = 1 << 20;
+    int repeat = 3;
+    cli::Parser p("omniflux-bench_tokenize", "Tokenizer throughput on large generated prompts, one JSON line per measurement.");
+    p.paths("--tokenizer", &paths, "PATH", "a tokenizer to measure").required();
+    p.integer("--bytes", &bytes, 1, int64_t(1) << 32, "N", "input size in bytes");
+    p.integer("--repeat", &repeat, 1, 1000, "R", "runs per input (the fastest is reported)");
+    p.texts("--input", &inputs, "prose|one_letter|spaces|digits|special", "input kinds (default: all)");
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    for (const auto& kind : inputs)
+      if (kind != "prose" && kind != "one_letter" && kind != "spaces" && kind != "digits" && kind != "special")
+        throw cli::UsageError("unknown input kind", "--input", "prose, one_letter, spaces, digits or special", kind);
+    if (inputs.empty()) inputs = {"prose", "one_letter", "spaces", "digits", "special"};
     for (const auto& path : paths) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto tok = omniflux::text::load_tokenizer(path);
@@ -99,7 +96,6 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-  }
-  return cli::kExitOk;
+    return cli::kExitOk;
   });
 }
