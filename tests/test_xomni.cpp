@@ -469,7 +469,9 @@ TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
   // with k = K every code stays reachable; the draw is still in [0, K)
   o.sampling.min_p = 0.0;
   o.sampling.top_k = 0;
-  for (int64_t k : p.generate_codes(o)->codes) EXPECT_TRUE(k >= 0 && k < K);
+  const auto drawn = p.generate_codes(o);  // kept: a range-for over ->codes of a temporary would dangle
+  ASSERT_TRUE(drawn);
+  for (int64_t k : drawn->codes) EXPECT_TRUE(k >= 0 && k < K);
 }
 
 TEST(XOmniUnits, MmdecodeSplitsTextAndImages) {

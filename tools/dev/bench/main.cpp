@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -30,31 +31,18 @@ std::string BenchContext::arg(const std::string& key, const std::string& def) co
   return it == args.end() ? def : it->second;
 }
 
-namespace {
-// Parses the whole string with `parse` (std::stoll or std::stod), or throws naming the argument.
-template <typename T, typename Parse>
-T parse_arg(const std::map<std::string, std::string>& args, const std::string& key, T def,
-            Parse parse, const char* kind) {
+// key=value arguments parse as strictly as flags (tools/common): whole, finite, no wrap.
+int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
   auto it = args.find(key);
   if (it == args.end()) return def;
-  try {
-    size_t used = 0;
-    T v = parse(it->second, &used);
-    if (used == it->second.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error(std::string("bench argument is not ") + kind, key, kind, it->second);
-}
-}  // namespace
-
-int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
-  return parse_arg<int64_t>(args, key, def, [](const std::string& s, size_t* u) { return std::stoll(s, u); },
-                            "an integer");
+  return cli::parse_int(key, it->second, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
 }
 
 double BenchContext::arg_double(const std::string& key, double def) const {
-  return parse_arg<double>(args, key, def, [](const std::string& s, size_t* u) { return std::stod(s, u); },
-                           "a number");
+  auto it = args.find(key);
+  if (it == args.end()) return def;
+  const double big = std::numeric_limits<double>::max();
+  return cli::parse_double(key, it->second, -big, big);
 }
 
 void BenchContext::sync() const {
