@@ -31,10 +31,10 @@ const fs::path& tiny_root() {
   return dir.path();
 }
 
-int run_flux(const fs::path& out, const std::string& extra = "") {
+int run_flux(const fs::path& out, const std::string& extra = "", int seed = 11) {
   const std::string cmd = bin("omniflux-flux") + " -m " + (tiny_root() / "flux.1-dev").string() +
-                          " -p 'A cat holding a sign that says hello world' -W 64 -H 48 --steps 3 --seed 11"
-                          " --max-sequence-length 32 --quiet -o " + out.string() + " " + extra;
+                          " -p 'A cat holding a sign that says hello world' -W 64 -H 48 --steps 3 --seed " +
+                          std::to_string(seed) + " --max-sequence-length 32 --quiet -o " + out.string() + " " + extra;
   return std::system(cmd.c_str());
 }
 
@@ -69,18 +69,50 @@ TEST(FluxEndToEnd, PromptToPngIsReproducible) {
   EXPECT_NE(text[0].second.find("Seed: 11"), std::string::npos);
   EXPECT_NE(text[0].second.find("Steps: 3"), std::string::npos);
   // another seed, another image
-  ASSERT_EQ(run_flux(out.path() / "c.png", "--seed 12"), 0);
+  ASSERT_EQ(run_flux(out.path() / "c.png", "", 12), 0);
   EXPECT_NE(read_bytes(out.path() / "a.png"), read_bytes(out.path() / "c.png"));
 }
 
 TEST(FluxEndToEnd, CliRejectsBadArguments) {
   TempDir out;
-  EXPECT_NE(run_flux(out.path() / "x.png", "-W 100"), 0);  // not a multiple of 16
-  EXPECT_NE(run_flux(out.path() / "x.png", "--steps x"), 0);
+  // (exit status, stderr) of omniflux-flux on the tiny folder with `args`.
+  auto run = [&](const std::string& args) {
+    const fs::path e = out.path() / "err.txt";
+    const std::string cmd = bin("omniflux-flux") + " -m " + (tiny_root() / "flux.1-dev").string() +
+                            " -p cat --max-sequence-length 8 --quiet " + args + " 2> " + e.string();
+    const int st = std::system(cmd.c_str());
+    return std::make_pair(WIFEXITED(st) ? WEXITSTATUS(st) : -1, read_bytes(e));
+  };
+  const std::string o = " -o " + (out.path() / "x.png").string();
+  auto [rc, err] = run("-W 100" + o);  // not a multiple of 16
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("-W/--width"), std::string::npos) << err;
+  std::tie(rc, err) = run("--steps x" + o);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("--steps"), std::string::npos) << err;
+  std::tie(rc, err) = run("--threads 4294967297" + o);  // not 1
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("--threads"), std::string::npos) << err;
+  std::tie(rc, err) = run("--guidance 1e300" + o);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("--guidance"), std::string::npos) << err;
+  std::tie(rc, err) = run("--seed 18446744073709551616" + o);  // not a silent wrap
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("--seed"), std::string::npos) << err;
+  std::tie(rc, err) = run("--steps 2 --steps 3" + o);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("more than once"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(out.path() / "x.png"));
+  // Not a FLUX folder: a runtime error.
   const std::string missing = bin("omniflux-flux") + " -m " + out.path().string() + " -p hi -o " +
                               (out.path() / "y.png").string() + " 2> /dev/null";
-  EXPECT_NE(std::system(missing.c_str()), 0);
+  EXPECT_EQ(WEXITSTATUS(std::system(missing.c_str())), 1);
+  // A failed write is a failure.
+  if (fs::exists("/dev/full")) {
+    std::tie(rc, err) = run("-W 32 -H 32 --steps 1 -o /dev/full");
+    EXPECT_EQ(rc, 1);
+    EXPECT_NE(err.find("/dev/full"), std::string::npos) << err;
+  }
 }
 
 TEST(FluxEndToEnd, GenerateMatchesStagesAndCancelsWithinOneStep) {

@@ -176,6 +176,26 @@ TEST(XOmniLM, ImageCodeGenerationIsReproducibleAndInRange) {
   EXPECT_THROW(lm.generate_image_codes(at::full({1, 2}, 10000, at::kLong), {}, 3, g), Error);
 }
 
+TEST(XOmniLM, ImageCodeGenerationCancelsWithinOneCode) {
+  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  at::Tensor prompt = at::arange(1, 11, at::kLong).unsqueeze(0), neg = at::arange(8, 11, at::kLong).unsqueeze(0);
+  xomni::XOmniLM::ImageGeneration g;
+  g.sampling.seed = 1234;
+  g.guidance_scale = 3.0;
+  const at::Tensor all = lm.generate_image_codes(prompt, neg, 12, g);
+  int64_t calls = 0, total = 0;
+  g.on_token = [&](int64_t done, int64_t t) {
+    ++calls;
+    total = t;
+    return done < 4;
+  };
+  at::Tensor part = lm.generate_image_codes(prompt, neg, 12, g);
+  EXPECT_EQ(calls, 4);  // not called again after it said stop
+  EXPECT_EQ(total, 12);
+  ASSERT_EQ(part.sizes(), (std::vector<int64_t>{1, 4}));
+  EXPECT_TRUE(at::equal(part, all.slice(1, 0, 4)));  // the same codes up to the cancel
+}
+
 TEST(XOmniLM, ChecksImageCodeIdsAgainstTheTokenizer) {
   const int64_t V = 300;
   auto mm_tokens = [](int64_t first_id) {

@@ -214,3 +214,30 @@ TEST(TokenSampling, GenerateSuppressesTokensAndPenalisesRepeats) {
   EXPECT_TRUE(at::equal(generate(step(at::Tensor()), step, o, prompt).tokens,
                         at::tensor({4, 2, 2}, at::kLong).unsqueeze(0)));
 }
+
+TEST(TokenSampling, OnTokenFalseStopsBeforeTheNextStep) {
+  Scripted m{{{1, 2, 3, 4, 5, 1, 2, 3}}};
+  GenerateOptions o;
+  o.max_new_tokens = 8;
+  std::vector<int64_t> seen;
+  o.on_token = [&](int64_t n) {
+    seen.push_back(n);
+    return n < 3;
+  };
+  auto r = generate(m.logits(), std::ref(m), o);
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_TRUE(at::equal(r.tokens, at::tensor({1, 2, 3}, at::kLong).unsqueeze(0))) << r.tokens;
+  EXPECT_EQ(m.fed.size(), 2u);  // no model step after the cancel
+  // Never cancelling: every token reported, the last one too.
+  Scripted full{{{1, 2, 3}}};
+  seen.clear();
+  o.max_new_tokens = 3;
+  o.on_token = [&](int64_t n) {
+    seen.push_back(n);
+    return true;
+  };
+  auto all = generate(full.logits(), std::ref(full), o);
+  EXPECT_FALSE(all.cancelled);
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2, 3}));
+}

@@ -410,7 +410,10 @@ TEST(TokenizeTool, ChatTemplates) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.last_line()).get<Ids>(),
             qwen().encode("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n-hi<|im_end|>\n<|im_start|>assistant\n"));
-  EXPECT_EQ(run_tool({"--tokenizer", q, "--chat-template", "llama", "--text", "x"}).status, 1);
+  // An unknown template is a usage error naming the flag.
+  const ToolRun bad = run_tool({"--tokenizer", q, "--chat-template", "llama", "--text", "x"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--chat-template"), std::string::npos) << bad.err;
   // A chat template on a tokenizer without <|im_start|> is refused.
   EXPECT_EQ(run_tool({"--tokenizer", kTok + "/clip", "--chat-template", "uniworld", "--text", "x"}).status, 1);
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
@@ -309,9 +310,11 @@ std::string run_cli(const std::string& args, int* rc, const fs::path& stdout_fil
   TempDir err_dir;
   const std::string out = stdout_file.empty() ? "/dev/null" : stdout_file.string();
   const std::string err = (err_dir.path() / "stderr.txt").string();
+  // The library's thread count, as the CLI's results are compared with the library's: a reduction
+  // split over another number of threads may round differently.
   const std::string cmd = bin("omniflux-uniworld") + " --model " + (d / "uniworld-v1").string() + " --flux " +
-                          (d / "flux.1-dev").string() + " --siglip " + (d / "siglip2").string() + " " + args +
-                          " > " + out + " 2> " + err;
+                          (d / "flux.1-dev").string() + " --siglip " + (d / "siglip2").string() + " --threads " +
+                          std::to_string(at::get_num_threads()) + " " + args + " > " + out + " 2> " + err;
   *rc = WEXITSTATUS(std::system(cmd.c_str()));
   return read_bytes(err);
 }
@@ -526,5 +529,26 @@ TEST(UniWorldEndToEnd, CliRejectsBadInputs) {
                           " -p x -W 64 -H 64 --steps 1" + o + " 2> " + (out.path() / "e.txt").string();
   EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 1);
   EXPECT_NE(read_bytes(out.path() / "e.txt").find("folder not found"), std::string::npos);
+  // Checked before loading ("loaded" is never printed): the size after snapping to the aspect-ratio
+  // table (4:3 at anchor 4096 x 4096 snaps to 4736 x 3552), the output folder, the numbers.
+  save_png((out.path() / "wide.png").string(), gradient(64, 48, 1));
+  err = run_cli("-p x -W 4096 -H 4096 -i " + (out.path() / "wide.png").string() + o, &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("snapped"), std::string::npos) << err;
+  EXPECT_NE(err.find("4736"), std::string::npos) << err;
+  EXPECT_EQ(err.find("loaded"), std::string::npos) << err;
+  err = run_cli("-p x -W 64 -H 64 -o " + (out.path() / "none" / "x.png").string(), &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("does not exist"), std::string::npos) << err;
+  EXPECT_EQ(err.find("loaded"), std::string::npos) << err;
+  err = run_cli("-p x --seed 18446744073709551616" + o, &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("--seed"), std::string::npos) << err;
+  err = run_cli("-p x --max-new-tokens 1000000000" + o, &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("--max-new-tokens"), std::string::npos) << err;
+  err = run_cli("-W 64 -H 64" + o, &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find("missing -p/--prompt"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(out.path() / "x.png"));
 }

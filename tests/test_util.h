@@ -1,10 +1,22 @@
 #pragma once
-// Helpers shared by the tests: fixture paths and self-removing temporary folders.
+// Helpers shared by the tests: fixture paths, self-removing temporary folders, and running a tool
+// as a child process.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
+#include <vector>
+
+extern char** environ;
 
 inline std::string fixture(const std::string& rel) {
   return (std::filesystem::path(OMNIFLUX_FIXTURES) / rel).string();
@@ -40,4 +52,96 @@ class TempDir {
 
  private:
   std::filesystem::path path_;
+};
+
+// A tool run as a child process (argv verbatim, no shell) with stdout and stderr captured, for
+// tests that must act while it runs (send Ctrl-C once it reports progress).
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& args) {
+    int out[2], err[2];
+    if (pipe(out) != 0 || pipe(err) != 0) return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    posix_spawn_file_actions_addclose(&fa, err[0]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    close(err[1]);
+    fds_[0] = out[0];
+    fds_[1] = err[0];
+  }
+  ~Child() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    for (int fd : fds_)
+      if (fd >= 0) close(fd);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  // Reads until stderr contains `needle` or both streams end; a guard against hangs, not a timing
+  // check: `limit_s` only bounds how long a broken tool can stall the test.
+  bool wait_for_stderr(const std::string& needle, int limit_s = 600) {
+    return wait_until([&] { return err_.find(needle) != std::string::npos; }, limit_s);
+  }
+  bool wait_for_stdout(const std::string& needle, int limit_s = 600) {
+    return wait_until([&] { return out_.find(needle) != std::string::npos; }, limit_s);
+  }
+  template <typename Pred>
+  bool wait_until(Pred done, int limit_s) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    while (!done())
+      if (!pump(end)) return done();
+    return true;
+  }
+  void signal(int sig) {
+    if (pid_ > 0 && !reaped_) kill(pid_, sig);
+  }
+  // Drains both streams and returns the raw wait status.
+  int wait() {
+    while (pump(std::chrono::steady_clock::now() + std::chrono::hours(1))) {
+    }
+    int st = -1;
+    if (pid_ > 0 && !reaped_) waitpid(pid_, &st, 0);
+    reaped_ = true;
+    return st;
+  }
+  const std::string& out() const { return out_; }
+  const std::string& err() const { return err_; }
+
+ private:
+  // One poll round; false when both streams have ended or the deadline passed.
+  bool pump(std::chrono::steady_clock::time_point end) {
+    pollfd p[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
+    if (fds_[0] < 0 && fds_[1] < 0) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    if (poll(p, 2, static_cast<int>(std::min<int64_t>(left.count(), 1000))) < 0) return false;
+    for (int k = 0; k < 2; ++k) {
+      if (fds_[k] < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      const ssize_t n = read(fds_[k], buf, sizeof buf);
+      if (n > 0) {
+        (k == 0 ? out_ : err_).append(buf, static_cast<size_t>(n));
+      } else {
+        close(fds_[k]);
+        fds_[k] = -1;
+      }
+    }
+    return true;
+  }
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int fds_[2] = {-1, -1};
+  std::string out_, err_;
 };

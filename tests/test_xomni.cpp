@@ -9,8 +9,12 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
+
+#include <sys/stat.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
@@ -146,22 +150,22 @@ TEST(XOmniEndToEnd, CliGeneratesPngAndCodesReproducibly) {
 TEST(XOmniEndToEnd, SameSeedSameCodesAndImage) {
   const auto& p = pipe();
   auto o = small("a small house");
-  xo::ImageCodes a = p.generate_codes(o), b = p.generate_codes(o);
+  xo::ImageCodes a = *p.generate_codes(o), b = *p.generate_codes(o);
   EXPECT_EQ(a.codes, b.codes);
   auto ia = p.decode_codes(a, o.decoder), ib = p.decode_codes(b, o.decoder);
   ASSERT_TRUE(ia && ib);
   EXPECT_EQ(ia->rgb, ib->rgb);
   // another seed gives other codes (12 draws over 64 codes)
-  xo::ImageCodes c = p.generate_codes(small("a small house", 64, 48, 6));
+  xo::ImageCodes c = *p.generate_codes(small("a small house", 64, 48, 6));
   EXPECT_NE(a.codes, c.codes);
 }
 
 TEST(XOmniEndToEnd, CfgOnAndOffGiveFullCodeGrids) {
   const auto& p = pipe();
   auto o = small("a dog");
-  xo::ImageCodes off = p.generate_codes(o);
+  xo::ImageCodes off = *p.generate_codes(o);
   o.cfg_scale = 4.0;
-  xo::ImageCodes on1 = p.generate_codes(o), on2 = p.generate_codes(o);
+  xo::ImageCodes on1 = *p.generate_codes(o), on2 = *p.generate_codes(o);
   for (const auto* c : {&off, &on1}) {
     ASSERT_EQ(c->codes.size(), 12u);
     for (int64_t k : c->codes) EXPECT_TRUE(k >= 0 && k < 64) << k;
@@ -177,10 +181,11 @@ TEST(XOmniEndToEnd, NonSquareResolution) {
   const auto& p = pipe();
   int64_t last = -1, total = 0;
   auto o = small("a wide landscape", 96, 32);
-  xo::ImageCodes c = p.generate_codes(o, [&](int64_t done, int64_t t) {
+  xo::ImageCodes c = *p.generate_codes(o, [&](int64_t done, int64_t t) {
     EXPECT_GT(done, last);
     last = done;
     total = t;
+    return true;
   });
   EXPECT_EQ(c.rows, 2);
   EXPECT_EQ(c.cols, 6);
@@ -196,7 +201,7 @@ TEST(XOmniEndToEnd, NonSquareResolution) {
 TEST(XOmniEndToEnd, DecoderGuidanceScalesChangeTheImage) {
   const auto& p = pipe();
   auto o = small("a tree");
-  xo::ImageCodes c = p.generate_codes(o);
+  xo::ImageCodes c = *p.generate_codes(o);
   xo::DecodeOptions plain = o.decoder, text_only = o.decoder, both = o.decoder;
   plain.cfg_scale = 1.0, plain.cfg_scale_2 = 1.0;          // one prediction
   text_only.cfg_scale = 3.0, text_only.cfg_scale_2 = 1.0;  // c and n
@@ -214,7 +219,7 @@ TEST(XOmniEndToEnd, ChatAnswersAndStreams) {
   const auto& p = pipe();
   std::string streamed;
   const Image img = test_image(80, 64);
-  const std::string answer = p.chat(img, "What is in the picture?", [&](const std::string& s) { streamed += s; }, 12);
+  const std::string answer = *p.chat(img, "What is in the picture?", [&](const std::string& s) { streamed += s; }, 12);
   EXPECT_EQ(streamed.substr(0, answer.size()), answer);
   EXPECT_EQ(p.chat(img, "What is in the picture?", {}, 12), answer);
   // the image enters as <SOM>h w<IMAGE> + h*w codes + <EOM>: 80x64 -> anyres 80x64 (short side
@@ -229,10 +234,162 @@ TEST(XOmniEndToEnd, ChatAnswersAndStreams) {
   TempDir out;
   save_png((out.path() / "in.png").string(), img, {});
   const std::string cmd = bin("omniflux-xomni") + " chat --model " + xomni_dir() + " -i " +
-                          (out.path() / "in.png").string() + " -p 'What is in the picture?' --max-new-tokens 12 --quiet > " +
+                          (out.path() / "in.png").string() + " -p 'What is in the picture?' --max-new-tokens 12 --quiet" +
+                          // the library's thread count: a reduction split differently could change a token
+                          " --threads " + std::to_string(at::get_num_threads()) + " > " +
                           (out.path() / "answer.txt").string();
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_EQ(read_bytes(out.path() / "answer.txt"), streamed + "\n");
+}
+
+TEST(XOmniEndToEnd, GenerateAndChatCancelWithinOneToken) {
+  const auto& p = pipe();
+  auto o = small("a red cube");
+  int64_t calls = 0;
+  auto stop_at = [&](int64_t n) {
+    return [&calls, n](int64_t done, int64_t) {
+      ++calls;
+      return done < n;
+    };
+  };
+  EXPECT_FALSE(p.generate_codes(o, stop_at(5)));
+  EXPECT_EQ(calls, 5);  // not called again after it said stop
+  calls = 0;
+  EXPECT_FALSE(p.generate(o, stop_at(2)));
+  EXPECT_EQ(calls, 2);
+  // chat: the full answer's token count, then a cancel after the second token
+  const Image img = test_image(80, 64);
+  std::string full_text, part_text;
+  int64_t full = 0;
+  auto answer = p.chat(img, "What is in the picture?", [&](const std::string& s) { full_text += s; }, 12,
+                       [&](int64_t done, int64_t total) {
+                         EXPECT_EQ(total, 12);
+                         full = done;
+                         return true;
+                       });
+  ASSERT_TRUE(answer);
+  ASSERT_GE(full, 3) << "the tiny model's answer is too short to cancel in the middle";
+  calls = 0;
+  EXPECT_FALSE(p.chat(img, "What is in the picture?", [&](const std::string& s) { part_text += s; }, 12, stop_at(2)));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(full_text.substr(0, part_text.size()), part_text);
+  EXPECT_LT(part_text.size(), full_text.size());
+}
+
+namespace {
+// Runs omniflux-xomni with `args` (no shell); returns the exit status (-1 for a signal) and stderr.
+int run_xomni(const std::vector<std::string>& args, std::string* err = nullptr) {
+  std::vector<std::string> all = {bin("omniflux-xomni")};
+  all.insert(all.end(), args.begin(), args.end());
+  Child c(all);
+  const int st = c.wait();
+  if (err) *err = c.err();
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST(XOmniEndToEnd, CliRefusesBadCommandLinesBeforeLoading) {
+  TempDir out;
+  const std::string m = xomni_dir(), f = flux_dir(), png = (out.path() / "x.png").string();
+  save_png((out.path() / "in.png").string(), test_image(80, 64), {});
+  std::string err;
+  // generate does not use an image: an error, not silence
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "--flux", f, "-p", "a", "-i", (out.path() / "in.png").string()}, &err), 2);
+  EXPECT_TRUE(has(err, "-i/--image")) << err;
+  // a second -i to chat
+  EXPECT_EQ(run_xomni({"chat", "-m", m, "-p", "q", "-i", "a.png", "-i", "b.png"}, &err), 2);
+  EXPECT_TRUE(has(err, "more than once")) << err;
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "--flux", f}, &err), 2);
+  EXPECT_TRUE(has(err, "missing -p/--prompt")) << err;
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "--flux", f, "-p", "a", "--seed", "18446744073709551616"}, &err), 2);
+  EXPECT_TRUE(has(err, "--seed")) << err;
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "--flux", f, "-p", "a", "--threads", "4294967297"}, &err), 2);
+  EXPECT_TRUE(has(err, "--threads")) << err;
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "--flux", f, "-p", "a", "--decoder-steps", "0", "-o", png}, &err), 2);
+  EXPECT_TRUE(has(err, "--decoder-steps")) << err;
+  EXPECT_EQ(run_xomni({"chat", "-m", m, "-p", "q", "-i", (out.path() / "in.png").string(), "--max-new-tokens",
+                       "1000000000"}, &err), 2);
+  EXPECT_TRUE(has(err, "--max-new-tokens")) << err;
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "-p", "a", "--codes-only"}, &err), 2);  // codes to nowhere
+  EXPECT_TRUE(has(err, "--codes-out")) << err;
+  // an output folder that does not exist: found before loading ("loaded" never printed)
+  EXPECT_EQ(run_xomni({"generate", "-m", m, "--flux", f, "-p", "a", "-W", "64", "-H", "48", "-o",
+                       (out.path() / "none" / "x.png").string()}, &err), 1);
+  EXPECT_TRUE(has(err, "does not exist")) << err;
+  EXPECT_FALSE(has(err, "loaded")) << err;
+  // a FIFO as the chat image is refused, not read forever
+  ASSERT_EQ(mkfifo((out.path() / "fifo.png").c_str(), 0600), 0);
+  EXPECT_EQ(run_xomni({"chat", "-m", m, "-p", "q", "-i", (out.path() / "fifo.png").string()}, &err), 1);
+  EXPECT_TRUE(has(err, "FIFO")) << err;
+  EXPECT_FALSE(fs::exists(png));
+}
+
+TEST(XOmniEndToEnd, CliReportsFailedWrites) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  std::string err;
+  EXPECT_EQ(run_xomni({"generate", "-m", xomni_dir(), "-p", "a", "-W", "16", "-H", "16", "--codes-only", "--codes-out",
+                       "/dev/full", "--quiet"}, &err), 1);
+  EXPECT_TRUE(has(err, "/dev/full")) << err;
+}
+
+TEST(XOmniEndToEnd, CliCtrlCStopsTheCodePhaseAndWritesNothing) {
+  TempDir out;
+  const fs::path codes = out.path() / "codes.json", png = out.path() / "x.png";
+  // 512 x 512: 1024 codes, far more than run between the first progress line and the signal
+  for (bool codes_only : {true, false}) {
+    std::vector<std::string> args = {bin("omniflux-xomni"), "generate", "-m", xomni_dir(), "-p", "a red cube",
+                                     "-W", "512", "-H", "512", "--codes-out", codes.string()};
+    if (codes_only) {
+      args.push_back("--codes-only");
+    } else {
+      args.insert(args.end(), {"--flux", flux_dir(), "-o", png.string()});
+    }
+    Child c(args);
+    ASSERT_TRUE(c.wait_for_stderr("/1024 codes")) << c.err();
+    c.signal(SIGINT);
+    const int st = c.wait();
+    ASSERT_TRUE(WIFEXITED(st)) << c.err();
+    EXPECT_EQ(WEXITSTATUS(st), 130) << c.err();
+    EXPECT_TRUE(has(c.err(), "cancelled")) << c.err();
+    EXPECT_FALSE(has(c.err(), "1024/1024")) << c.err();
+    EXPECT_FALSE(fs::exists(codes));
+    EXPECT_FALSE(fs::exists(png));
+  }
+  // No stray temporary files either.
+  EXPECT_TRUE(fs::is_empty(out.path()));
+}
+
+TEST(XOmniEndToEnd, CliCtrlCStopsChat) {
+  TempDir out;
+  save_png((out.path() / "in.png").string(), test_image(80, 64), {});
+  Child c({bin("omniflux-xomni"), "chat", "-m", xomni_dir(), "-i", (out.path() / "in.png").string(), "-p",
+           "What is in the picture?", "--max-new-tokens", "3000"});
+  ASSERT_TRUE(c.wait_until([&] { return !c.out().empty(); }, 600)) << c.err();  // the answer is streaming
+  c.signal(SIGINT);
+  const int st = c.wait();
+  ASSERT_TRUE(WIFEXITED(st)) << c.err();
+  EXPECT_EQ(WEXITSTATUS(st), 130) << c.err();
+  EXPECT_TRUE(has(c.err(), "cancelled")) << c.err();
+}
+
+TEST(XOmniEndToEnd, CliSavesTheCodesWhenDecodingFails) {
+  TempDir out;
+  const fs::path png = out.path() / "x.png";
+  Child c({bin("omniflux-xomni"), "generate", "-m", xomni_dir(), "--flux", flux_dir(), "-p", "a red cube", "-W", "64",
+           "-H", "48", "--decoder-steps", "1", "-o", png.string()});
+  ASSERT_TRUE(c.wait_for_stderr(" codes")) << c.err();
+  fs::create_directories(png);  // the PNG cannot be written now: a folder took its name
+  const int st = c.wait();
+  ASSERT_TRUE(WIFEXITED(st)) << c.err();
+  EXPECT_EQ(WEXITSTATUS(st), 1) << c.err();
+  const fs::path saved = out.path() / "x.codes.json";
+  EXPECT_TRUE(has(c.err(), saved.string())) << c.err();
+  ASSERT_TRUE(fs::is_regular_file(saved)) << c.err();
+  auto j = read_json(saved);
+  EXPECT_EQ(j["rows"], 3);
+  EXPECT_EQ(j["cols"], 4);
+  EXPECT_EQ(j["codes"].size(), 12u);
 }
 
 // ---- units ----------------------------------------------------------------------------------------
@@ -302,17 +459,19 @@ TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
   // top_k = 1 and min_p = 1 keep only the most likely code of the slice: both equal greedy.
   auto o = small("a cat");
   o.sampling.do_sample = false;
-  const auto greedy = p.generate_codes(o).codes;
+  const auto greedy = p.generate_codes(o)->codes;
   o.sampling = xo::t2i_sampling_defaults();
   o.sampling.top_k = 1;
-  EXPECT_EQ(p.generate_codes(o).codes, greedy);
+  EXPECT_EQ(p.generate_codes(o)->codes, greedy);
   o.sampling.top_k = 50;
   o.sampling.min_p = 1.0;
-  EXPECT_EQ(p.generate_codes(o).codes, greedy);
+  EXPECT_EQ(p.generate_codes(o)->codes, greedy);
   // with k = K every code stays reachable; the draw is still in [0, K)
   o.sampling.min_p = 0.0;
   o.sampling.top_k = 0;
-  for (int64_t k : p.generate_codes(o).codes) EXPECT_TRUE(k >= 0 && k < K);
+  const auto drawn = p.generate_codes(o);  // kept: a range-for over ->codes of a temporary would dangle
+  ASSERT_TRUE(drawn);
+  for (int64_t k : drawn->codes) EXPECT_TRUE(k >= 0 && k < K);
 }
 
 TEST(XOmniUnits, MmdecodeSplitsTextAndImages) {
@@ -436,7 +595,7 @@ TEST(XOmniEndToEnd, UpscaleFactorOtherThan16ResizesTheFeatures) {
   cfg["vision_config"]["decoder"]["upscale_factor"] = 32;
   write_json(dir / "config.json", cfg);
   auto p = xo::XOmniPipeline::load(dir.string(), flux_dir());
-  xo::ImageCodes c = p.generate_codes(small("a boat"));
+  xo::ImageCodes c = *p.generate_codes(small("a boat"));
   auto img = p.decode_codes(c);
   ASSERT_TRUE(img);
   EXPECT_EQ(img->width, 4 * 32);  // a 3 x 4 code grid on a 6 x 8 packed latent grid

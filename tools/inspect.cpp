@@ -1,28 +1,29 @@
 // omniflux-inspect PATH: lists every tensor of a safetensors file, a sharded index or a checkpoint
 // folder (name, dtype, shape, bytes) after validating it. Exits 1 with the error on a bad file.
+// --version prints what omniflux was built with and the devices it sees.
+#include <sys/stat.h>
+
 #include <cstdio>
-#include <cstring>
 #include <map>
 #include <string>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
 
-namespace {
-void usage() {
-  std::fprintf(stderr,
-               "usage: omniflux-inspect PATH\n"
-               "  PATH: a .safetensors file, a .safetensors.index.json, or a checkpoint folder\n");
-}
-}  // namespace
+namespace cli = omniflux::cli;
 
 int main(int argc, char** argv) {
-  if (argc != 2 || std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0) {
-    usage();
-    return argc == 2 ? 0 : 2;
-  }
-  try {
-    const omniflux::Checkpoint ckpt = omniflux::Checkpoint::open(argv[1]);
+  return cli::run("omniflux-inspect", [&] {
+    std::string path;
+    cli::Parser p("omniflux-inspect",
+                  "Lists every tensor of a checkpoint (name, dtype, shape, bytes) after validating it; exits 1 with\n"
+                  "the error on a malformed file.");
+    p.positional("PATH", &path, "a .safetensors file, a .safetensors.index.json, or a checkpoint folder");
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) cli::check_input_file("PATH", path);
+    const omniflux::Checkpoint ckpt = omniflux::Checkpoint::open(path);
     uint64_t total = 0;
     std::map<std::string, std::pair<size_t, uint64_t>> by_dtype;
     for (const auto& name : ckpt.names()) {
@@ -41,12 +42,6 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(cnt.second));
     for (const auto& [k, v] : ckpt.metadata()) std::printf("  metadata %s = %s\n", k.c_str(), v.c_str());
     std::printf("valid\n");
-    return 0;
-  } catch (const omniflux::Error& e) {
-    std::fprintf(stderr, "omniflux-inspect: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "omniflux-inspect: unexpected error: %s\n", e.what());
-    return 1;
-  }
+    return cli::kExitOk;
+  });
 }

@@ -1,4 +1,4 @@
-// omniflux-tokenize: text to token ids (or back) with any omniflux tokenizer.
+// omniflux-tokenize: text to token ids (or back) with any omniflux tokenizer (--help lists the flags).
 //
 //   omniflux-tokenize --tokenizer PATH --text STR [--chat-template qwen2_5_vl|uniworld|xomni]
 //                     [--images N] [--system STR] [--max-length N] [--pad] [--no-special-tokens]
@@ -15,28 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
 
 namespace {
-
-const char* kUsage =
-    "usage: omniflux-tokenize --tokenizer PATH (--text STR | --text-file FILE | --decode IDS) [options]\n"
-    "  --tokenizer PATH        tokenizer.json, a folder holding one, a folder with vocab.json + merges.txt,\n"
-    "                          spiece.model, or a folder holding it\n"
-    "  --text STR              text to encode (taken verbatim, may start with '-')\n"
-    "  --text-file FILE        read the text to encode from FILE (raw bytes)\n"
-    "  --chat-template NAME    qwen2_5_vl | uniworld | xomni: one user turn around the text\n"
-    "  --images N              image placeholders for qwen2_5_vl (before the text) or uniworld (after)\n"
-    "  --system STR            replace the template's default system prompt\n"
-    "  --print-prompt          print the rendered chat prompt as a JSON string before the ids\n"
-    "  --max-length N          truncate to N ids (special tokens kept)\n"
-    "  --pad                   pad to --max-length (default: the tokenizer's model_max_length)\n"
-    "  --no-special-tokens     do not add bos/eos\n"
-    "  --decode IDS            decode ids given as [1, 2, 3], 1,2,3 or \"1 2 3\"\n"
-    "  --skip-special-tokens   with --decode: drop special tokens\n"
-    "  --json                  with --decode: print the text as a JSON string\n";
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";
@@ -91,13 +75,6 @@ std::vector<int64_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-size_t parse_count(const std::string& s, const char* flag) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 12) {
-    throw omniflux::Error("not a non-negative integer", flag, "a number such as 77", s);
-  }
-  return static_cast<size_t>(std::stoull(s));
-}
-
 struct Args {
   std::string tokenizer;
   std::optional<std::string> text, text_file, decode, chat_template, system;
@@ -105,59 +82,8 @@ struct Args {
   bool pad = false, no_special = false, skip_special = false, json = false, print_prompt = false;
 };
 
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::cerr << "omniflux-tokenize: " << msg << "\n" << kUsage;
-  std::exit(2);
-}
-
-Args parse_args(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::optional<std::string> inline_value;
-    if (arg.rfind("--", 0) == 0) {
-      if (const size_t eq = arg.find('='); eq != std::string::npos) {
-        inline_value = arg.substr(eq + 1);
-        arg = arg.substr(0, eq);
-      }
-    }
-    const auto value = [&]() -> std::string {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= argc) usage_error(arg + " needs a value");
-      return argv[++i];  // verbatim, even when it starts with '-'
-    };
-    const auto flag = [&]() {
-      if (inline_value) usage_error(arg + " takes no value");
-    };
-    if (arg == "--tokenizer") a.tokenizer = value();
-    else if (arg == "--text") a.text = value();
-    else if (arg == "--text-file") a.text_file = value();
-    else if (arg == "--decode") a.decode = value();
-    else if (arg == "--chat-template") a.chat_template = value();
-    else if (arg == "--system") a.system = value();
-    else if (arg == "--images") a.images = parse_count(value(), "--images");
-    else if (arg == "--max-length") a.max_length = parse_count(value(), "--max-length");
-    else if (arg == "--pad") { flag(); a.pad = true; }
-    else if (arg == "--no-special-tokens") { flag(); a.no_special = true; }
-    else if (arg == "--skip-special-tokens") { flag(); a.skip_special = true; }
-    else if (arg == "--json") { flag(); a.json = true; }
-    else if (arg == "--print-prompt") { flag(); a.print_prompt = true; }
-    else if (arg == "--help" || arg == "-h") { std::cout << kUsage; std::exit(0); }
-    else usage_error("unknown argument " + arg);
-  }
-  if (a.tokenizer.empty()) usage_error("--tokenizer is required");
-  const int modes = (a.text ? 1 : 0) + (a.text_file ? 1 : 0) + (a.decode ? 1 : 0);
-  if (modes != 1) usage_error("give exactly one of --text, --text-file and --decode");
-  if (a.decode && (a.chat_template || a.pad || a.max_length || a.images || a.system)) {
-    usage_error("--decode takes only --skip-special-tokens and --json");
-  }
-  if (!a.chat_template && (a.images || a.system || a.print_prompt)) {
-    usage_error("--images, --system and --print-prompt need --chat-template");
-  }
-  return a;
-}
-
 std::string read_text_file(const std::string& path) {
+  omniflux::cli::check_input_file("--text-file", path);
   std::ifstream f(path, std::ios::binary);
   if (!f) throw omniflux::Error("cannot open file", path, "a readable file", "open failed");
   std::ostringstream ss;
@@ -167,18 +93,50 @@ std::string read_text_file(const std::string& path) {
 
 }  // namespace
 
+namespace cli = omniflux::cli;
+
 int main(int argc, char** argv) {
-  const Args a = parse_args(argc, argv);
-  try {
+  return cli::run("omniflux-tokenize", [&] {
+    Args a;
+    std::string chat_template;
+    cli::Parser p("omniflux-tokenize",
+                  "Text to token ids (one JSON array on the last line of stdout), or ids back to text, with any\n"
+                  "omniflux tokenizer. Values are taken verbatim, so text may start with '-'.");
+    p.path("--tokenizer", &a.tokenizer, "PATH",
+           "tokenizer.json, a folder holding one, a folder with vocab.json + merges.txt, spiece.model, or a\n"
+           "                              folder holding it")
+        .required();
+    p.text("--text", &a.text, "STR", "text to encode");
+    p.text("--text-file", &a.text_file, "FILE", "read the text to encode from FILE (raw bytes)");
+    p.choice("--chat-template", &chat_template, {"qwen2_5_vl", "uniworld", "xomni"}, "one user turn around the text");
+    p.integer("--images", &a.images, 0, 1024, "N", "image placeholders for qwen2_5_vl (before the text) or uniworld (after)");
+    p.text("--system", &a.system, "STR", "replace the template's default system prompt");
+    p.toggle("--print-prompt", &a.print_prompt, "print the rendered chat prompt as a JSON string before the ids");
+    p.integer("--max-length", &a.max_length, 0, int64_t(1) << 40, "N", "truncate to N ids (special tokens kept); 0 = no limit");
+    p.toggle("--pad", &a.pad, "pad to --max-length (default: the tokenizer's model_max_length)");
+    p.toggle("--no-special-tokens", &a.no_special, "do not add bos/eos");
+    p.text("--decode", &a.decode, "IDS", "decode ids given as [1, 2, 3], 1,2,3 or \"1 2 3\"");
+    p.toggle("--skip-special-tokens", &a.skip_special, "with --decode: drop special tokens");
+    p.toggle("--json", &a.json, "with --decode: print the text as a JSON string");
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    if (!chat_template.empty()) a.chat_template = chat_template;
+    const int modes = (a.text ? 1 : 0) + (a.text_file ? 1 : 0) + (a.decode ? 1 : 0);
+    if (modes != 1)
+      throw cli::UsageError("give exactly one of --text, --text-file and --decode", "omniflux-tokenize", "one",
+                            std::to_string(modes));
+    if (a.decode && (a.chat_template || a.pad || a.max_length || a.images || a.system || a.no_special || a.print_prompt))
+      throw cli::UsageError("--decode takes only --skip-special-tokens and --json", "--decode");
+    if (!a.decode && (a.skip_special || a.json))
+      throw cli::UsageError("--skip-special-tokens and --json go with --decode", "omniflux-tokenize");
+    if (!a.chat_template && (a.images || a.system || a.print_prompt))
+      throw cli::UsageError("--images, --system and --print-prompt need --chat-template", "omniflux-tokenize");
+    if (a.text_file) cli::check_input_file("--text-file", *a.text_file);
+
     const auto tok = omniflux::text::load_tokenizer(a.tokenizer);
     if (a.decode) {
       const std::string text = tok->decode(parse_ids(*a.decode), a.skip_special);
-      if (a.json) {
-        std::cout << json_string(text) << "\n";
-      } else {
-        std::cout << text << "\n";
-      }
-      return 0;
+      std::cout << (a.json ? json_string(text) : text) << "\n";
+      return cli::kExitOk;
     }
     std::string text = a.text ? *a.text : read_text_file(*a.text_file);
     omniflux::text::check_utf8(text, a.text ? "--text" : *a.text_file);
@@ -211,9 +169,6 @@ int main(int argc, char** argv) {
       line += std::to_string(ids[i]);
     }
     std::cout << line << "]\n";
-  } catch (const omniflux::Error& e) {
-    std::cerr << "omniflux-tokenize: error: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+    return cli::kExitOk;
+  });
 }

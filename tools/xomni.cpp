@@ -1,18 +1,15 @@
-// omniflux-xomni: X-Omni text-to-image and image chat from the command line.
-//   omniflux-xomni generate --model DIR --flux DIR -p PROMPT [-W 1152] [-H 1152] [--cfg 1.0]
-//                  [--temperature T] [--top-k K] [--top-p P] [--min-p M] [--seed 1234]
-//                  [--decoder-steps N] [--decoder-cfg S] [--decoder-cfg-2 S] [--codes-out codes.json]
-//                  [--codes-only] [-o out.png]
-//   omniflux-xomni decode --model DIR --flux DIR --codes codes.json [--seed 1234] [-o out.png]
-//   omniflux-xomni chat --model DIR -i IMAGE -p QUESTION [--max-new-tokens 512]
-// Common: [--device cpu|cuda] [--dtype auto|float32|bfloat16] [--threads N] [--quiet]
+// omniflux-xomni: X-Omni text-to-image and image chat from the command line (--help lists the
+// flags of each command).
+//   omniflux-xomni generate --model DIR --flux DIR -p PROMPT [...] [--codes-out codes.json] [-o out.png]
+//   omniflux-xomni decode --model DIR --flux DIR --codes codes.json [--seed S] [-o out.png]
+//   omniflux-xomni chat --model DIR -i IMAGE -p QUESTION [--max-new-tokens N]
 // generate shows a token progress bar (tokens/s, ETA) on stderr; chat streams the answer to stdout.
+// Ctrl-C stops within one token or one denoising step (exit status 130).
 // codes.json: {"prompt": ..., "rows": h, "cols": w, "codes": [h*w ints]}.
-#include <atomic>
+#include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -21,34 +18,25 @@
 
 #include "cli.h"
 #include "omniflux/error.h"
+#include "omniflux/io/file_write.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/xomni.h"
 
 namespace {
 
 using omniflux::Error;
+namespace cli = omniflux::cli;
 namespace xo = omniflux::xomni;
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: omniflux-xomni generate --model DIR --flux DIR -p PROMPT [-W W] [-H H] [--cfg G]\n"
-               "                      [--temperature T] [--top-k K] [--top-p P] [--min-p M] [--seed S]\n"
-               "                      [--decoder-steps N] [--decoder-cfg S] [--decoder-cfg-2 S]\n"
-               "                      [--codes-out codes.json] [--codes-only] [-o out.png]\n"
-               "       omniflux-xomni decode --model DIR --flux DIR --codes codes.json [--seed S] [-o out.png]\n"
-               "       omniflux-xomni chat --model DIR -i IMAGE -p QUESTION [--max-new-tokens N]\n"
-               "       common: [--device D] [--dtype T] [--threads N] [--quiet]\n");
-}
-
+constexpr int64_t kMaxGridSide = omniflux::kFluxMaxSide / 16;  // codes per side of a 4096 px image
 
 void write_codes(const std::string& path, const xo::ImageCodes& c) {
   nlohmann::json j = {{"prompt", c.prompt}, {"rows", c.rows}, {"cols", c.cols}, {"codes", c.codes}};
-  std::ofstream out(path);
-  if (!out) throw Error("cannot write", path);
-  out << j.dump() << "\n";
+  omniflux::write_file_atomic(path, j.dump() + "\n");
 }
 
 xo::ImageCodes read_codes(const std::string& path) {
+  cli::check_input_file("--codes", path);
   std::ifstream in(path);
   if (!in) throw Error("cannot read", path);
   xo::ImageCodes c;
@@ -61,11 +49,19 @@ xo::ImageCodes read_codes(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw Error("not a codes file", path, "{prompt, rows, cols, codes}", e.what());
   }
+  // Bounded before multiplying: rows * cols cannot overflow.
+  for (auto [name, v] : {std::pair<const char*, int64_t>{"rows", c.rows}, {"cols", c.cols}})
+    if (v < 1 || v > kMaxGridSide)
+      throw Error("code grid out of range", path + ": " + name, "1.." + std::to_string(kMaxGridSide), std::to_string(v));
+  if (static_cast<int64_t>(c.codes.size()) != c.rows * c.cols)
+    throw Error("the number of codes must be rows * cols", path + ": codes",
+                std::to_string(c.rows) + " * " + std::to_string(c.cols), std::to_string(c.codes.size()));
   return c;
 }
 
 // "\r[#####.....] 1234/5184 codes  812.3 tok/s  ETA 4.9 s"
 struct TokenBar {
+  const char* unit;
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   int64_t last_percent = -1;
   void operator()(int64_t done, int64_t total) {
@@ -78,8 +74,8 @@ struct TokenBar {
     const int width = 30, fill = static_cast<int>(width * done / std::max<int64_t>(1, total));
     std::string bar(fill, '#');
     bar.append(width - fill, '.');
-    std::fprintf(stderr, "\r[%s] %lld/%lld codes  %.1f tok/s  ETA %.1f s   ", bar.c_str(), (long long)done,
-                 (long long)total, rate, eta);
+    std::fprintf(stderr, "\r[%s] %lld/%lld %s  %.1f tok/s  ETA %.1f s   ", bar.c_str(), (long long)done,
+                 (long long)total, unit, rate, eta);
     if (done == total) std::fprintf(stderr, "\n");
   }
 };
@@ -101,123 +97,147 @@ std::string params_text(const xo::ImageCodes& c, const xo::GenerateOptions& o, c
   return s.str();
 }
 
+// out.png -> out.codes.json, beside it: where generate saves the codes when decoding fails.
+std::string rescue_codes_path(const std::string& out) {
+  std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + ".codes.json")).string();
+}
+
 }  // namespace
 
-using omniflux::cli::to_double;
-using omniflux::cli::g_interrupted;
-using omniflux::cli::on_sigint;
-using omniflux::cli::to_int;
-
 int main(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help") {
-    usage();
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string cmd = argv[1];
-  std::string model, flux, out = "out.png", codes_out, codes_in, image_path, question;
-  bool quiet = false, codes_only = false, have_prompt = false;
-  int64_t max_new = 512;
-  xo::GenerateOptions opt;
-  omniflux::RuntimeOptions rt;
-  try {
-    if (cmd != "generate" && cmd != "chat" && cmd != "decode") throw Error("unknown command", cmd, "generate, decode or chat", cmd);
-    for (int i = 2; i < argc; ++i) {
-      std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw Error("missing value", a);
-        return argv[++i];
-      };
-      if (a == "-m" || a == "--model") model = value();
-      else if (a == "--flux") flux = value();
-      else if (a == "-p" || a == "--prompt") { opt.prompt = value(); have_prompt = true; }
-      else if (a == "-W" || a == "--width") opt.width = to_int(a, value());
-      else if (a == "-H" || a == "--height") opt.height = to_int(a, value());
-      else if (a == "--cfg") opt.cfg_scale = to_double(a, value());
-      else if (a == "--temperature") opt.sampling.temperature = to_double(a, value());
-      else if (a == "--top-k") opt.sampling.top_k = to_int(a, value());
-      else if (a == "--top-p") opt.sampling.top_p = to_double(a, value());
-      else if (a == "--min-p") opt.sampling.min_p = to_double(a, value());
-      else if (a == "--seed") opt.decoder.seed = opt.seed = static_cast<uint64_t>(to_int(a, value()));
-      else if (a == "--decoder-steps") opt.decoder.steps = to_int(a, value());
-      else if (a == "--decoder-cfg") opt.decoder.cfg_scale = to_double(a, value());
-      else if (a == "--decoder-cfg-2") opt.decoder.cfg_scale_2 = to_double(a, value());
-      else if (a == "--codes-out") codes_out = value();
-      else if (a == "--codes") codes_in = value();
-      else if (a == "--codes-only") codes_only = true;
-      else if (a == "-i" || a == "--image") image_path = value();
-      else if (a == "--max-new-tokens") max_new = to_int(a, value());
-      else if (a == "-o" || a == "--output") out = value();
-      else if (a == "--device") rt.device = value();
-      else if (a == "--dtype") rt.dtype = value();
-      else if (a == "--threads") rt.num_threads = static_cast<int>(to_int(a, value()));
-      else if (a == "--offload") rt.offload = omniflux::parse_offload(value());
-      else if (a == "--max-vram") rt.max_vram_gb = to_double(a, value());
-      else if (a == "--quiet") quiet = true;
-      else if (a == "-h" || a == "--help") { usage(); return 0; }
-      else throw Error("unknown argument", a);
-    }
-    if (model.empty()) throw Error("missing --model", cmd);
-    if (cmd == "generate") {
-      if (!have_prompt) throw Error("missing -p PROMPT", cmd);
-      if (flux.empty() && !codes_only) throw Error("missing --flux DIR (or --codes-only)", cmd);
-      xo::check_image_size(opt.width, opt.height);  // fail before loading anything
-    } else if (cmd == "decode") {
-      if (flux.empty() || codes_in.empty()) throw Error("decode needs --flux DIR and --codes FILE", cmd);
-    } else {
-      if (!have_prompt || image_path.empty()) throw Error("chat needs -i IMAGE and -p QUESTION", cmd);
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "omniflux-xomni: %s\n", e.what());
-    usage();
-    return 2;
-  }
+  cli::install_cancel_handler();
+  return cli::run("omniflux-xomni", [&] {
+    std::string model, flux, out = "out.png", codes_out, codes_in, image_path;
+    bool quiet = false, codes_only = false;
+    int64_t max_new = 512;
+    xo::GenerateOptions opt;
+    omniflux::RuntimeOptions rt;
+    const std::vector<std::string> gen = {"generate"}, draw = {"generate", "decode"}, chat = {"chat"};
+    cli::Parser p("omniflux-xomni", "X-Omni: text-to-image through image codes, and chat about an image.");
+    p.command("generate", "Prompt -> image codes (autoregressive) -> FLUX decoder -> PNG.");
+    p.command("decode", "Image codes from a codes file (generate --codes-out) -> PNG.");
+    p.command("chat", "Answer a question about an image, streamed to stdout.");
+    p.path("-m,--model", &model, "DIR", "the X-Omni folder").required();
+    p.path("--flux", &flux, "DIR", "the FLUX.1-dev folder (needed to decode)").commands(draw);
+    p.text("-p,--prompt", &opt.prompt, "TEXT", "the prompt (generate) or the question (chat)")
+        .commands({"generate", "chat"})
+        .required();
+    p.integer("-W,--width", &opt.width, 16, omniflux::kFluxMaxSide, "N", "output width, a multiple of 16").commands(gen);
+    p.integer("-H,--height", &opt.height, 16, omniflux::kFluxMaxSide, "N", "output height, a multiple of 16").commands(gen);
+    p.number("--cfg", &opt.cfg_scale, 0, 100, "G", "LM classifier-free guidance (1 = off)").commands(gen);
+    p.number("--temperature", &opt.sampling.temperature, 0, 100, "T", "sampling temperature", /*lo_open=*/true)
+        .commands(gen);
+    p.integer("--top-k", &opt.sampling.top_k, 0, 1 << 30, "K", "top-k sampling, 0 = off").commands(gen);
+    p.number("--top-p", &opt.sampling.top_p, 0, 1, "P", "nucleus sampling, 1 = off").commands(gen);
+    p.number("--min-p", &opt.sampling.min_p, 0, 1, "M", "min-p sampling, 0 = off").commands(gen);
+    p.seed("--seed", &opt.seed, "token sampling and decoder noise seed").commands(draw);
+    p.integer("--decoder-steps", &opt.decoder.steps, 1, 1000, "N", "decoder denoising steps (default: the model's)")
+        .commands(draw);
+    p.number("--decoder-cfg", &opt.decoder.cfg_scale, 0, 100, "S", "decoder text guidance (default: the model's)")
+        .commands(draw);
+    p.number("--decoder-cfg-2", &opt.decoder.cfg_scale_2, 0, 100, "S",
+             "decoder image-feature guidance (default: the model's)")
+        .commands(draw);
+    p.path("--codes-out", &codes_out, "FILE", "also write the image codes as JSON").commands(gen);
+    p.toggle("--codes-only", &codes_only, "stop after the codes (no --flux, no PNG)").commands(gen);
+    p.path("--codes", &codes_in, "FILE", "the codes file to decode").commands({"decode"}).required();
+    p.path("-o,--output", &out, "FILE", "the PNG to write").commands(draw);
+    p.path("-i,--image", &image_path, "IMAGE", "the image to ask about").commands(chat).required();
+    p.integer("--max-new-tokens", &max_new, 1, 32768, "N", "length limit of the answer").commands(chat);
+    p.toggle("--quiet", &quiet, "no progress on stderr");
+    cli::add_runtime_flags(p, &rt);
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    const std::string cmd = p.chosen_command();
+    opt.decoder.seed = opt.seed;
 
-  try {
-    omniflux::set_num_threads(rt.num_threads);
-    auto t0 = std::chrono::steady_clock::now();
+    // Everything that can be checked before loading or sampling.
     const bool need_decoder = cmd == "decode" || (cmd == "generate" && !codes_only);
+    if (cmd == "generate") {
+      try {
+        xo::check_image_size(opt.width, opt.height);
+      } catch (const Error& e) {
+        throw cli::UsageError(e.what_part(), opt.width % 16 ? "-W/--width" : "-H/--height", e.expected(), e.got());
+      }
+      if (codes_only && p.given("-o")) throw cli::UsageError("--codes-only writes no PNG", "-o/--output", "no -o", out);
+      if (codes_only && p.given("--flux")) throw cli::UsageError("--codes-only needs no decoder", "--flux", "no --flux", flux);
+      if (codes_only && codes_out.empty())
+        throw cli::UsageError("--codes-only needs somewhere to write the codes", "--codes-out", "--codes-out FILE", "nothing");
+      if (!codes_only && flux.empty()) throw cli::UsageError("missing --flux (or --codes-only)", "omniflux-xomni generate");
+      if (!codes_out.empty()) cli::check_output_file("--codes-out", codes_out);
+      if (!codes_only && codes_out.empty()) cli::check_output_file("-o/--output", rescue_codes_path(out));
+    }
+    if (cmd == "decode" && flux.empty()) throw cli::UsageError("missing --flux", "omniflux-xomni decode");
+    if (need_decoder) {
+      cli::check_output_file("-o/--output", out);
+      cli::check_input_folder("--flux", flux);
+    }
+    xo::ImageCodes codes;
+    omniflux::Image chat_image;
+    if (cmd == "decode") codes = read_codes(codes_in);
+    if (cmd == "chat") {
+      cli::check_input_file("-i/--image", image_path);
+      chat_image = omniflux::load_image(image_path);
+    }
+    cli::check_input_folder("-m/--model", model);
+    cli::apply_runtime(rt);
+
+    auto t0 = std::chrono::steady_clock::now();
     auto pipe = xo::XOmniPipeline::load(model, need_decoder ? flux : std::string(), rt);
     if (!quiet) std::fprintf(stderr, "loaded %s\n", model.c_str());
+    if (cli::cancel_requested()) return cli::kExitCancelled;
 
     if (cmd == "chat") {
-      omniflux::Image img = omniflux::load_image(image_path);
-      pipe.chat(img, opt.prompt, [](const std::string& piece) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-      }, max_new);
+      auto answer = pipe.chat(
+          chat_image, opt.prompt,
+          [](const std::string& piece) {
+            std::fwrite(piece.data(), 1, piece.size(), stdout);
+            std::fflush(stdout);
+          },
+          max_new, [](int64_t, int64_t) { return !cli::cancel_requested(); });
       std::fputc('\n', stdout);
-      return 0;
+      return answer ? cli::kExitOk : cli::kExitCancelled;
     }
 
-    std::signal(SIGINT, on_sigint);
-    xo::ImageCodes codes;
-    if (cmd == "decode") {
-      codes = read_codes(codes_in);
-    } else {
-      TokenBar bar;
-      codes = pipe.generate_codes(opt, quiet ? xo::TokenProgress() : xo::TokenProgress(std::ref(bar)));
+    if (cmd == "generate") {
+      TokenBar bar{"codes"};
+      auto made = pipe.generate_codes(opt, [&](int64_t done, int64_t total) {
+        if (!quiet) bar(done, total);
+        return !cli::cancel_requested();
+      });
+      if (!made) {
+        if (!quiet) std::fprintf(stderr, "\n");
+        return cli::kExitCancelled;
+      }
+      codes = std::move(*made);
       if (!codes_out.empty()) {
         write_codes(codes_out, codes);
         if (!quiet) std::fprintf(stderr, "wrote %s (%lld codes)\n", codes_out.c_str(), (long long)codes.codes.size());
       }
-      if (codes_only) return 0;
+      if (codes_only) return cli::kExitOk;
     }
     auto progress = [&](const std::string& stage, int64_t step, int64_t total) {
       if (!quiet) std::fprintf(stderr, "\r%s %lld/%lld   ", stage.c_str(), (long long)step, (long long)total);
-      return !g_interrupted.load();
+      return !cli::cancel_requested();
     };
-    auto image = pipe.decode_codes(codes, opt.decoder, progress);
-    if (!quiet) std::fprintf(stderr, "\n");
-    if (!image) {
-      std::fprintf(stderr, "omniflux-xomni: cancelled\n");
-      return 130;
+    std::optional<omniflux::Image> image;
+    try {
+      image = pipe.decode_codes(codes, opt.decoder, progress);
+      if (!quiet) std::fprintf(stderr, "\n");
+      if (image) omniflux::save_png(out, *image, {{"parameters", params_text(codes, opt, pipe, cmd == "generate", model)}});
+    } catch (const std::exception& e) {
+      // The codes took the whole autoregressive phase: keep them for `decode` before failing.
+      if (cmd == "generate" && codes_out.empty()) {
+        const std::string rescue = rescue_codes_path(out);
+        write_codes(rescue, codes);
+        std::fprintf(stderr, "omniflux-xomni: decoding failed; the codes are saved in %s (omniflux-xomni decode --codes %s)\n",
+                     rescue.c_str(), rescue.c_str());
+      }
+      throw;
     }
-    omniflux::save_png(out, *image, {{"parameters", params_text(codes, opt, pipe, cmd == "generate", model)}});
+    if (!image) return cli::kExitCancelled;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!quiet) std::fprintf(stderr, "wrote %s (%dx%d) in %.1f s\n", out.c_str(), image->width, image->height, s);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "omniflux-xomni: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return cli::kExitOk;
+  });
 }

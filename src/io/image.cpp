@@ -14,6 +14,7 @@
 
 #include "io/image_check.h"
 #include "omniflux/error.h"
+#include "omniflux/io/file_write.h"
 #include "omniflux/io/paths.h"
 
 // Defined by stb_image_write's implementation (compiled in stb_impl.c) but not declared in the
@@ -470,17 +471,7 @@ std::vector<uint8_t> encode_png(const Image& image, const PngText& text) {
 
 void save_png(const std::string& path, const Image& image, const PngText& text) {
   const std::vector<uint8_t> png = encode_png_at(image, text, path);
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw Error("cannot create PNG file", path, "a writable path", std::strerror(errno));
-  // Keep the first failure's errno. The file is not removed on failure: `path` may name a device.
-  int err = 0;
-  if (std::fwrite(png.data(), 1, png.size(), f) != png.size()) err = errno ? errno : EIO;
-  if (std::fflush(f) != 0 && err == 0) err = errno;
-  if (std::fclose(f) != 0 && err == 0) err = errno;
-  if (err != 0) {
-    throw Error("cannot write PNG file (it may be incomplete)", path,
-                std::to_string(png.size()) + " bytes written", std::strerror(err));
-  }
+  write_file_atomic(path, png.data(), png.size());
 }
 
 PngText read_png_text(const uint8_t* data, size_t size, const std::string& name) {

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/file_write.h"
 #include "omniflux/io/paths.h"
 
 namespace omniflux {
@@ -545,11 +546,7 @@ void save_torch_state_dict(const std::string& path, const std::map<std::string, 
   z.add("archive/byteorder", "little");
   for (size_t i = 0; i < records.size(); ++i) z.add("archive/data/" + std::to_string(i), records[i]);
   z.add("archive/version", "3\n");
-  const std::string bytes = z.finish();
-  std::ofstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot write file", path);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!f) throw Error("write failed", path);
+  write_file_atomic(path, z.finish());
 }
 
 }  // namespace omniflux

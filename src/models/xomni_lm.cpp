@@ -174,13 +174,9 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   g.token_offset = token_offset(Mode::Image);
   // Suppressed ids are absolute; the scores cover only the image codes.
   for (int64_t& id : g.sampling.suppress_tokens) id -= g.token_offset;
-  int64_t done = 0;
-  auto step = [&](const at::Tensor& next) {
-    if (opt.on_token) opt.on_token(++done, n_codes);
-    return decode_one(next, cache, Mode::Image);
-  };
+  if (opt.on_token) g.on_token = [&](int64_t done) { return opt.on_token(done, n_codes); };
+  auto step = [&](const at::Tensor& next) { return decode_one(next, cache, Mode::Image); };
   auto r = sampling::generate(first, step, g, prompt_ids.to(dev, at::kLong));
-  if (opt.on_token && done < n_codes) opt.on_token(n_codes, n_codes);  // the last code needs no step
   return r.tokens - g.token_offset;
 }
 

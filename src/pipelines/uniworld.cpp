@@ -261,7 +261,7 @@ bool UniWorldPipeline::route_to_image(const at::Tensor& ids, const at::Tensor& h
   return m.task_head->wants_image(hidden[0][last]);
 }
 
-std::pair<int64_t, int64_t> UniWorldPipeline::output_size(const UniWorldOptions& opt) const {
+std::pair<int64_t, int64_t> UniWorldPipeline::output_size(const UniWorldOptions& opt) {
   flux_check_size(opt.width, opt.height);
   if (opt.images.empty() || !opt.snap_to_ratio) return {opt.height, opt.width};
   // cli.py: h, w of Image 1, or the mean over the reference images; anchor = height * width.

@@ -394,7 +394,7 @@ sampling::SamplingOptions XOmniPipeline::effective_sampling(const GenerateOption
   return s;
 }
 
-ImageCodes XOmniPipeline::generate_codes(const GenerateOptions& opt, const TokenProgress& progress) const {
+std::optional<ImageCodes> XOmniPipeline::generate_codes(const GenerateOptions& opt, const TokenProgress& progress) const {
   const T2IPrompt p = t2i_prompt(opt.prompt, opt.width, opt.height);
   XOmniLM::ImageGeneration g;
   g.sampling = effective_sampling(opt);
@@ -402,6 +402,7 @@ ImageCodes XOmniPipeline::generate_codes(const GenerateOptions& opt, const Token
   g.on_token = progress;
   check_guidance(opt.cfg_scale, "X-Omni generate_codes: cfg_scale");
   at::Tensor codes = impl_->lm.get().generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
+  if (codes.numel() != p.rows * p.cols) return std::nullopt;  // cancelled
   ImageCodes out;
   out.prompt = opt.prompt;
   out.rows = p.rows;
@@ -431,9 +432,9 @@ std::optional<Image> XOmniPipeline::generate(const GenerateOptions& opt, const T
                                              const ProgressCallback& progress) const {
   check_image_size(opt.width, opt.height);
   decoder();  // fail before the long AR phase when there is no decoder
-  ImageCodes c = generate_codes(opt, tokens);
-  DecodeOptions d = opt.decoder;
-  return decode_codes(c, d, progress);
+  std::optional<ImageCodes> c = generate_codes(opt, tokens);
+  if (!c) return std::nullopt;
+  return decode_codes(*c, opt.decoder, progress);
 }
 
 std::string XOmniPipeline::image_text(const ImageCodes& c) const {
@@ -524,8 +525,9 @@ size_t complete_utf8_prefix(const std::string& s) {
 }
 }  // namespace
 
-std::string XOmniPipeline::chat(const Image& image, const std::string& question, const TextCallback& on_text,
-                                int64_t max_new_tokens) const {
+std::optional<std::string> XOmniPipeline::chat(const Image& image, const std::string& question,
+                                               const TextCallback& on_text, int64_t max_new_tokens,
+                                               const TokenProgress& progress) const {
   if (max_new_tokens < 1) throw Error("max_new_tokens must be >= 1", "X-Omni chat", ">= 1", std::to_string(max_new_tokens));
   const at::Tensor ids = chat_prompt(tokenize_image(image), question);
   check_context_length(ids.size(1), max_new_tokens, impl_->lm_cfg.text.max_position_embeddings, "X-Omni chat");
@@ -554,6 +556,7 @@ std::string XOmniPipeline::chat(const Image& image, const std::string& question,
         emitted = n;
       }
     }
+    if (progress && !progress(i + 1, max_new_tokens)) return std::nullopt;
     if (i + 1 == max_new_tokens) break;
     history = at::cat({history, at::full({1, 1}, next, at::kLong)}, 1);
     logits = lm.decode_one(at::full({1}, next, at::kLong).to(logits.device()), cache, Mode::Text);

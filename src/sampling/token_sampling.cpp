@@ -183,6 +183,7 @@ GenerateResult generate(const at::Tensor& first_logits, const std::function<at::
 
   at::Tensor logits = first_logits;
   int64_t n = 0;
+  bool cancelled = false;
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
     at::Tensor raw = logits.to(at::kFloat);
     at::Tensor scores = cfg ? cfg_combine(raw.slice(0, 0, B), raw.slice(0, B), opt.guidance_scale) : raw;
@@ -199,12 +200,17 @@ GenerateResult generate(const at::Tensor& first_logits, const std::function<at::
     tokens.select(1, i).copy_(next);
     if (history.defined()) history.select(1, prompt_len + i).copy_(next);
     n = i + 1;
+    if (opt.on_token && !opt.on_token(n)) {
+      cancelled = true;
+      break;
+    }
     if (n == opt.max_new_tokens) break;
     // The only host read of the loop, every eos_check_every steps.
     if (eos.defined() && n % std::max<int64_t>(1, opt.eos_check_every) == 0 && finished.all().item<bool>()) break;
     logits = step(cfg ? at::cat({next, next}) : next);
   }
   GenerateResult r;
+  r.cancelled = cancelled;
   r.tokens = tokens.slice(1, 0, n);
   // Trailing all-pad columns after every row finished are dropped (host read, after the loop).
   if (eos.defined()) {

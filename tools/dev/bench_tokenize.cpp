@@ -9,11 +9,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <iostream>
 #include <string>
 #include <vector>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/text/tokenizer.h"
 
@@ -48,35 +47,23 @@ std::string make_input(const std::string& kind, size_t n) {
 
 }  // namespace
 
+namespace cli = omniflux::cli;
+
 int main(int argc, char** argv) {
-  std::vector<std::string> paths, inputs;
-  size_t bytes = 1 << 20;
-  int repeat = 3;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << a << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--tokenizer") paths.push_back(value());
-    else if (a == "--bytes") bytes = std::stoull(value());
-    else if (a == "--repeat") repeat = std::max(1, std::stoi(value()));
-    else if (a == "--input") inputs.push_back(value());
-    else {
-      std::cerr << "usage: omniflux-bench_tokenize --tokenizer PATH [--tokenizer PATH ...] [--bytes N] "
-                   "[--repeat R] [--input prose|one_letter|spaces|digits|special ...]\n";
-      return 2;
-    }
-  }
-  if (paths.empty()) {
-    std::cerr << "omniflux-bench_tokenize: give at least one --tokenizer PATH\n";
-    return 2;
-  }
-  if (inputs.empty()) inputs = {"prose", "one_letter", "spaces", "digits", "special"};
-  try {
+  return cli::run("omniflux-bench_tokenize", [&] {
+    std::vector<std::string> paths, inputs;
+    size_t bytes = 1 << 20;
+    int repeat = 3;
+    cli::Parser p("omniflux-bench_tokenize", "Tokenizer throughput on large generated prompts, one JSON line per measurement.");
+    p.paths("--tokenizer", &paths, "PATH", "a tokenizer to measure").required();
+    p.integer("--bytes", &bytes, 1, int64_t(1) << 32, "N", "input size in bytes");
+    p.integer("--repeat", &repeat, 1, 1000, "R", "runs per input (the fastest is reported)");
+    p.texts("--input", &inputs, "prose|one_letter|spaces|digits|special", "input kinds (default: all)");
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    for (const auto& kind : inputs)
+      if (kind != "prose" && kind != "one_letter" && kind != "spaces" && kind != "digits" && kind != "special")
+        throw cli::UsageError("unknown input kind", "--input", "prose, one_letter, spaces, digits or special", kind);
+    if (inputs.empty()) inputs = {"prose", "one_letter", "spaces", "digits", "special"};
     for (const auto& path : paths) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto tok = omniflux::text::load_tokenizer(path);
@@ -109,9 +96,6 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-  } catch (const omniflux::Error& e) {
-    std::cerr << "omniflux-bench_tokenize: error: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+    return cli::kExitOk;
+  });
 }

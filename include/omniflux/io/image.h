@@ -41,6 +41,7 @@ using PngText = std::vector<std::pair<std::string, std::string>>;
 
 // Encodes an 8-bit RGB PNG (stb_image_write), with one tEXt chunk per entry right after IHDR.
 std::vector<uint8_t> encode_png(const Image& image, const PngText& text = {});
+// encode_png, written with write_file_atomic: a failed write leaves no partial file.
 void save_png(const std::string& path, const Image& image, const PngText& text = {});
 // The tEXt chunks of a PNG, in file order. Checks the PNG structure and every chunk's CRC.
 // zTXt and iTXt chunks are not read.

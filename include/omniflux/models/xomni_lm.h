@@ -68,13 +68,15 @@ class XOmniLM {
   // Text-to-image token generation as X-Omni's generate.py: `prompt_ids` [1, L] ends with
   // "<SOM>h w<IMAGE>"; with guidance_scale != 1, `negative_ids` [1, L2] (the tokens of that
   // prefix) run as a second, left-padded row of the same cache, fed the conditional row's tokens.
-  // Returns the codes k (0 <= k < image_vocab_size), [1, n_codes].
+  // Returns the codes k (0 <= k < image_vocab_size), [1, n_codes], or [1, done] with done < n_codes
+  // when on_token cancelled.
   struct ImageGeneration {
     sampling::SamplingOptions sampling = xomni_defaults();
     double guidance_scale = 1.0;
-    // Called after each decode step with (codes sampled so far, n_codes), for progress reports.
-    // It runs on the host between steps and must not read the device tensors (no sync).
-    std::function<void(int64_t done, int64_t total)> on_token;
+    // Called after each sampled code with (codes sampled so far, n_codes), for progress reports;
+    // returning false cancels before the next decode step. It runs on the host between steps and
+    // must not read the device tensors (no sync).
+    std::function<bool(int64_t done, int64_t total)> on_token;
     static sampling::SamplingOptions xomni_defaults();  // do_sample, top_k 50, min_p 0.03
   };
   at::Tensor generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,

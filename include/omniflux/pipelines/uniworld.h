@@ -99,8 +99,9 @@ class UniWorldPipeline {
   // The whole request; nullopt when the progress callback cancelled. Progress stages: "vlm",
   // "siglip", "text_encoders", "denoise" (0..steps), "decode", and "answer" for text.
   std::optional<UniWorldResult> run(const UniWorldOptions& opt, const ProgressCallback& progress = {}) const;
-  // The output size run() uses for these options (after validation).
-  std::pair<int64_t, int64_t> output_size(const UniWorldOptions& opt) const;
+  // The output size run() uses for these options (after validation), as (height, width). Needs no
+  // loaded model, so callers can check a snapped size before loading.
+  static std::pair<int64_t, int64_t> output_size(const UniWorldOptions& opt);
 
   // Components are handles, built on the device if offload had released them.
   qwen2_5_vl::Qwen2_5_VL vlm() const;

@@ -8,9 +8,11 @@
 //                  -> chat template -> greedy decoding to <|im_end|>.
 //
 //   auto xo = xomni::XOmniPipeline::load("X-Omni-En", "FLUX.1-dev");
-//   xomni::ImageCodes c = xo.generate_codes(opt);       // inspect / edit the codes
+//   xomni::ImageCodes c = *xo.generate_codes(opt);      // inspect / edit the codes
 //   Image img = *xo.decode_codes(c, opt.decoder);
-//   std::string answer = xo.chat(image, "Describe it.", [](const std::string& piece) { ... });
+//   std::string answer = *xo.chat(image, "Describe it.", [](const std::string& piece) { ... });
+// Each long call takes a callback that cancels by returning false (within one token or one
+// denoising step); the call then returns nullopt.
 //
 // Facts the spec marks as inferred are read from the checkpoint and checked (see
 // XOmniDecoder::detect_injection and VisionConfig::from).
@@ -111,8 +113,9 @@ struct GenerateOptions {
   DecodeOptions decoder;
 };
 
-// (codes sampled, total): after each code; for progress bars.
-using TokenProgress = std::function<void(int64_t done, int64_t total)>;
+// (tokens made, total): after each token, for progress bars; return false to cancel before the next
+// one. It runs between steps on the host and must not read device tensors.
+using TokenProgress = std::function<bool(int64_t done, int64_t total)>;
 // Streamed chat text, in complete UTF-8 pieces.
 using TextCallback = std::function<void(const std::string& piece)>;
 
@@ -184,8 +187,8 @@ class XOmniPipeline {
   // suppressing <SOM>, <EOM>, <IMAGE>.
   sampling::SamplingOptions effective_sampling(const GenerateOptions& opt) const;
 
-  // Autoregressive phase: exactly rows * cols codes.
-  ImageCodes generate_codes(const GenerateOptions& opt, const TokenProgress& progress = {}) const;
+  // Autoregressive phase: exactly rows * cols codes; nullopt when `progress` cancelled.
+  std::optional<ImageCodes> generate_codes(const GenerateOptions& opt, const TokenProgress& progress = {}) const;
   // Decoder phase: VQ decode, FLUX with the features.
   std::optional<Image> decode_codes(const ImageCodes& codes, const DecodeOptions& opt = {},
                                     const ProgressCallback& progress = {}) const;
@@ -199,9 +202,10 @@ class XOmniPipeline {
 
   // Image -> SigLIP-VQ codes (any-resolution rules of vision_config.transform; Error otherwise).
   ImageCodes tokenize_image(const Image& image) const;
-  // chat.py: greedy answer to `question` about `image`, streamed through `on_text`.
-  std::string chat(const Image& image, const std::string& question, const TextCallback& on_text = {},
-                   int64_t max_new_tokens = 512) const;
+  // chat.py: greedy answer to `question` about `image`, streamed through `on_text`. `progress` gets
+  // (answer tokens, max_new_tokens) after each token; nullopt when it cancelled.
+  std::optional<std::string> chat(const Image& image, const std::string& question, const TextCallback& on_text = {},
+                                  int64_t max_new_tokens = 512, const TokenProgress& progress = {}) const;
   // The chat prompt ids [1, L] for image codes and a question.
   at::Tensor chat_prompt(const ImageCodes& image, const std::string& question) const;
 

@@ -76,11 +76,15 @@ struct GenerateOptions {
   // Rows stopping on EOS are checked on the host only every this many steps (one sync each).
   int64_t eos_check_every = 8;
   bool keep_step_logits = false;
+  // Called on the host after each sampled token with the number sampled so far (it must not read
+  // device tensors: no sync). Returning false stops the loop before the next step runs.
+  std::function<bool(int64_t generated)> on_token;
 };
 
 struct GenerateResult {
   at::Tensor tokens;       // [B, n] int64 (n <= max_new_tokens; EOS included, pads after it)
   at::Tensor step_logits;  // [B, n, V] raw logits (the conditional rows with CFG), if kept
+  bool cancelled = false;  // on_token returned false; tokens holds what was sampled until then
 };
 
 // first_logits: [B, V] (or [2B, V] with CFG) of the last prompt position, from the model's

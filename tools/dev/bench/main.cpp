@@ -1,10 +1,11 @@
 // omniflux-bench [CASE ...] [--device D] [--dtype T] [--threads N] [--warmup N] [--iters N]
-//                [key=value ...] [--list]
+//                [key=value ...] [--list]   (--help lists the flags)
 // Runs the named cases (all when none is named) and prints one JSON line per measurement.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -13,6 +14,7 @@
 #include <torch/cuda.h>
 
 #include "bench.h"
+#include "cli.h"
 #include "omniflux/error.h"
 
 using nlohmann::json;
@@ -29,31 +31,18 @@ std::string BenchContext::arg(const std::string& key, const std::string& def) co
   return it == args.end() ? def : it->second;
 }
 
-namespace {
-// Parses the whole string with `parse` (std::stoll or std::stod), or throws naming the argument.
-template <typename T, typename Parse>
-T parse_arg(const std::map<std::string, std::string>& args, const std::string& key, T def,
-            Parse parse, const char* kind) {
+// key=value arguments parse as strictly as flags (tools/common): whole, finite, no wrap.
+int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
   auto it = args.find(key);
   if (it == args.end()) return def;
-  try {
-    size_t used = 0;
-    T v = parse(it->second, &used);
-    if (used == it->second.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error(std::string("bench argument is not ") + kind, key, kind, it->second);
-}
-}  // namespace
-
-int64_t BenchContext::arg_int(const std::string& key, int64_t def) const {
-  return parse_arg<int64_t>(args, key, def, [](const std::string& s, size_t* u) { return std::stoll(s, u); },
-                            "an integer");
+  return cli::parse_int(key, it->second, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
 }
 
 double BenchContext::arg_double(const std::string& key, double def) const {
-  return parse_arg<double>(args, key, def, [](const std::string& s, size_t* u) { return std::stod(s, u); },
-                           "a number");
+  auto it = args.find(key);
+  if (it == args.end()) return def;
+  const double big = std::numeric_limits<double>::max();
+  return cli::parse_double(key, it->second, -big, big);
 }
 
 void BenchContext::sync() const {
@@ -86,52 +75,45 @@ void BenchContext::report(json line) const {
 
 int main(int argc, char** argv) {
   using namespace omniflux::bench;
-  BenchContext base;
-  std::vector<std::string> names;
-  bool list = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "omniflux-bench: %s needs a value\n", a.c_str());
-        std::exit(2);
+  namespace cli = omniflux::cli;
+  return cli::run("omniflux-bench", [&] {
+    BenchContext base;
+    std::vector<std::string> words, names;
+    bool list = false;
+    cli::Parser p("omniflux-bench",
+                  "Runs the named cases (all when none is named) and prints one JSON line per measurement.");
+    p.positionals("CASE|key=value", &words, "cases to run (--list shows them) and their key=value arguments");
+    p.integer("--warmup", &base.warmup, 0, 1000, "N", "untimed runs first");
+    p.integer("--iters", &base.iters, 1, 100000, "N", "timed runs (the median is reported)");
+    p.toggle("--list", &list, "list the cases");
+    cli::add_runtime_flags(p, &base.rt, /*with_offload=*/false);
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    for (const auto& w : words) {
+      const size_t eq = w.find('=');
+      if (eq == std::string::npos) {
+        names.push_back(w);
+      } else {
+        if (eq == 0) throw cli::UsageError("argument without a key", "omniflux-bench", "key=value", w);
+        if (base.args.count(w.substr(0, eq)))
+          throw cli::UsageError("argument given more than once", w.substr(0, eq), "one value", w);
+        base.args[w.substr(0, eq)] = w.substr(eq + 1);
       }
-      return argv[++i];
-    };
-    if (a == "--device") base.rt.device = value();
-    else if (a == "--dtype") base.rt.dtype = value();
-    else if (a == "--threads") base.rt.num_threads = std::atoi(value().c_str());
-    else if (a == "--warmup") base.warmup = std::atoi(value().c_str());
-    else if (a == "--iters") base.iters = std::atoi(value().c_str());
-    else if (a == "--list") list = true;
-    else if (a.find('=') != std::string::npos && a[0] != '-') base.args[a.substr(0, a.find('='))] = a.substr(a.find('=') + 1);
-    else if (!a.empty() && a[0] != '-') names.push_back(a);
-    else {
-      std::fprintf(stderr, "usage: omniflux-bench [CASE ...] [--device D] [--dtype T] [--threads N] "
-                           "[--warmup N] [--iters N] [key=value ...] [--list]\n");
-      return 2;
     }
-  }
-  if (list) {
-    for (const auto& [name, c] : registry()) std::printf("%-24s %s\n", name.c_str(), c.help.c_str());
-    return 0;
-  }
-  try {
-    (void)base.rt.compute_dtype();
-    omniflux::set_num_threads(base.rt.num_threads);
+    if (list) {
+      for (const auto& [name, c] : registry()) std::printf("%-24s %s\n", name.c_str(), c.help.c_str());
+      return cli::kExitOk;
+    }
+    for (const auto& n : names)
+      if (!registry().count(n)) throw cli::UsageError("unknown bench case", n, "one of --list", n);
+    cli::apply_runtime(base.rt);
     if (names.empty())
       for (const auto& kv : registry()) names.push_back(kv.first);
-    for (const auto& n : names)
-      if (!registry().count(n)) throw omniflux::Error("unknown bench case", n, "one of --list", n);
     for (const auto& n : names) {
       BenchContext ctx = base;
       ctx.case_name = n;
       c10::InferenceMode inference;
       registry()[n].run(ctx);
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "omniflux-bench: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+    return cli::kExitOk;
+  });
 }

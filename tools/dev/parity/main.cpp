@@ -1,4 +1,4 @@
-// omniflux-parity FIXTURES_DIR [--case NAME] [--device D] [--dtype T] [--list]
+// omniflux-parity FIXTURES_DIR [--case NAME]... [--device D] [--dtype T] [--threads N] [--list]
 // Prints one JSON line per compared tensor: case, output, max_abs_err, tolerance, pass. A case with
 // no runner yet is reported as not supported. Exit status: 0 when everything asked for passed,
 // 1 when any output failed or any case could not run, 2 on a usage error.
@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include "cli.h"
 #include "omniflux/error.h"
 #include "parity.h"
 
@@ -207,70 +208,53 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
   return all;
 }
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: omniflux-parity FIXTURES_DIR [--case NAME]... [--device cpu|cuda] "
-               "[--dtype float32|bfloat16] [--threads N] [--list]\n");
-}
-
 }  // namespace
 }  // namespace omniflux::parity
 
 int main(int argc, char** argv) {
   using namespace omniflux::parity;
-  std::string root;
-  std::vector<std::string> only;
-  bool list = false;
-  omniflux::RuntimeOptions rt;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const char* flag) -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "omniflux-parity: %s needs a value\n", flag);
-        std::exit(2);
+  namespace cli = omniflux::cli;
+  return cli::run("omniflux-parity", [&] {
+    std::string root;
+    std::vector<std::string> only;
+    bool list = false;
+    omniflux::RuntimeOptions rt;
+    cli::Parser p("omniflux-parity",
+                  "Runs the reference-fixture cases and prints one JSON line per compared tensor. Exit status 1 when\n"
+                  "any output failed or any case could not run.");
+    p.positional("FIXTURES_DIR", &root, "the folder holding MANIFEST.json");
+    p.texts("--case", &only, "NAME", "run only this case");
+    p.toggle("--list", &list, "list the cases and whether omniflux implements them");
+    cli::add_runtime_flags(p, &rt, /*with_offload=*/false);
+    if (!p.parse(argc, argv)) return cli::kExitOk;
+    json manifest;
+    {
+      cli::check_input_file("FIXTURES_DIR", (fs::path(root) / "MANIFEST.json").string());
+      std::ifstream in(fs::path(root) / "MANIFEST.json");
+      if (!in) throw omniflux::Error("cannot open MANIFEST.json", root);
+      try {
+        manifest = json::parse(in);
+      } catch (const json::exception& e) {
+        throw omniflux::Error("MANIFEST.json is not JSON", root, "a JSON object", e.what());
       }
-      return argv[++i];
-    };
-    if (a == "--case") only.push_back(value("--case"));
-    else if (a == "--device") rt.device = value("--device");
-    else if (a == "--dtype") rt.dtype = value("--dtype");
-    else if (a == "--threads") rt.num_threads = std::atoi(value("--threads").c_str());
-    else if (a == "--list") list = true;
-    else if (a == "-h" || a == "--help") { usage(); return 0; }
-    else if (!a.empty() && a[0] == '-') { usage(); return 2; }
-    else if (root.empty()) root = a;
-    else { usage(); return 2; }
-  }
-  if (root.empty()) { usage(); return 2; }
-  json manifest;
-  try {
-    std::ifstream in(fs::path(root) / "MANIFEST.json");
-    if (!in) throw omniflux::Error("cannot open MANIFEST.json", root);
-    manifest = json::parse(in);
-    if (!manifest.contains("cases") || !manifest["cases"].is_object())
-      throw omniflux::Error("MANIFEST.json has no cases object", root);
-    (void)rt.compute_dtype();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "omniflux-parity: %s\n", e.what());
-    return 2;
-  }
-  omniflux::set_num_threads(rt.num_threads);
-  const json& cases = manifest["cases"];
-  if (list) {
-    for (auto c = cases.begin(); c != cases.end(); ++c)
-      std::cout << json({{"case", c.key()}, {"supported", registry().count(c.key()) > 0}}).dump() << "\n";
-    return 0;
-  }
-  for (const auto& name : only) {
-    if (!cases.contains(name)) {
-      std::fprintf(stderr, "omniflux-parity: no case '%s' in %s/MANIFEST.json\n", name.c_str(), root.c_str());
-      return 2;
+      if (!manifest.contains("cases") || !manifest["cases"].is_object())
+        throw omniflux::Error("MANIFEST.json has no cases object", root);
     }
-  }
-  bool ok = true;
-  for (auto c = cases.begin(); c != cases.end(); ++c) {
-    if (!only.empty() && std::find(only.begin(), only.end(), c.key()) == only.end()) continue;
-    ok = run_case(root, c.key(), c.value(), rt) && ok;
-  }
-  return ok ? 0 : 1;
+    cli::apply_runtime(rt);
+    const json& cases = manifest["cases"];
+    if (list) {
+      for (auto c = cases.begin(); c != cases.end(); ++c)
+        std::cout << json({{"case", c.key()}, {"supported", registry().count(c.key()) > 0}}).dump() << "\n";
+      return cli::kExitOk;
+    }
+    for (const auto& name : only)
+      if (!cases.contains(name))
+        throw cli::UsageError("no such case in MANIFEST.json", "--case", "a case of " + root + "/MANIFEST.json", name);
+    bool ok = true;
+    for (auto c = cases.begin(); c != cases.end(); ++c) {
+      if (!only.empty() && std::find(only.begin(), only.end(), c.key()) == only.end()) continue;
+      ok = run_case(root, c.key(), c.value(), rt) && ok;
+    }
+    return ok ? cli::kExitOk : cli::kExitRuntimeError;
+  });
 }

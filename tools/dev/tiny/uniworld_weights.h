@@ -7,11 +7,11 @@
 // omniflux-tiny writes tiny ones; omniflux-bench builds small ones for its uniworld case.
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "flux_weights.h"
+#include "omniflux/io/file_write.h"
 #include "omniflux/io/torch_pickle.h"
 #include "tiny.h"
 
@@ -127,22 +127,15 @@ inline void uniworld_tower_weights(TinyWeights& w, const UniWorldShape& s) {
 inline void write_uniworld_folder(const std::filesystem::path& dir, const UniWorldShape& s, uint64_t seed,
                                   at::ScalarType dtype = at::kFloat) {
   std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "config.json");
-    f << uniworld_config(s).dump(2) << "\n";
-  }
-  {
-    std::ofstream f(dir / "preprocessor_config.json");
-    f << nlohmann::json{{"image_processor_type", "Qwen2VLImageProcessor"}, {"processor_class", "Qwen2_5_VLProcessor"},
-                        {"do_convert_rgb", true}, {"do_normalize", true}, {"do_rescale", true}, {"do_resize", true},
-                        {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
-                        {"image_std", {0.26862954, 0.26130258, 0.27577711}}, {"min_pixels", 3136},
-                        {"max_pixels", 12845056}, {"merge_size", 2}, {"patch_size", 14}, {"resample", 3},
-                        {"rescale_factor", 1.0 / 255.0}, {"temporal_patch_size", 2},
-                        {"size", {{"shortest_edge", 3136}, {"longest_edge", 12845056}}}}
-                         .dump(2)
-      << "\n";
-  }
+  write_file_atomic((dir / "config.json").string(), uniworld_config(s).dump(2) + "\n");
+  const nlohmann::json preprocessor = {
+      {"image_processor_type", "Qwen2VLImageProcessor"}, {"processor_class", "Qwen2_5_VLProcessor"},
+      {"do_convert_rgb", true}, {"do_normalize", true}, {"do_rescale", true}, {"do_resize", true},
+      {"image_mean", {0.48145466, 0.4578275, 0.40821073}}, {"image_std", {0.26862954, 0.26130258, 0.27577711}},
+      {"min_pixels", 3136}, {"max_pixels", 12845056}, {"merge_size", 2}, {"patch_size", 14}, {"resample", 3},
+      {"rescale_factor", 1.0 / 255.0}, {"temporal_patch_size", 2},
+      {"size", {{"shortest_edge", 3136}, {"longest_edge", 12845056}}}};
+  write_file_atomic((dir / "preprocessor_config.json").string(), preprocessor.dump(2) + "\n");
   TinyWeights w(seed, dtype);
   qwen2_5_vl_weights(w, s.qwen);
   uniworld_tower_weights(w, s);
@@ -157,28 +150,24 @@ inline void write_uniworld_folder(const std::filesystem::path& dir, const UniWor
 inline void write_siglip_folder(const std::filesystem::path& dir, const SiglipShape& s, uint64_t seed,
                                 at::ScalarType dtype = at::kFloat) {
   std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "config.json");
-    f << nlohmann::json{{"architectures", {"SiglipModel"}}, {"model_type", "siglip"}, {"initializer_factor", 1.0},
-                        {"torch_dtype", "float32"},
-                        {"text_config",
-                         {{"hidden_size", 16}, {"intermediate_size", 32}, {"max_position_embeddings", 16},
-                          {"model_type", "siglip_text_model"}, {"num_attention_heads", 2}, {"num_hidden_layers", 1},
-                          {"projection_size", 16}, {"vocab_size", 64}}},
-                        {"vision_config",
-                         {{"hidden_size", s.hidden}, {"image_size", s.image}, {"intermediate_size", s.inter},
-                          {"model_type", "siglip_vision_model"}, {"num_attention_heads", s.heads},
-                          {"num_hidden_layers", s.layers}, {"patch_size", s.patch}}}}
-                         .dump(2)
-      << "\n";
-    std::ofstream p(dir / "preprocessor_config.json");
-    p << nlohmann::json{{"image_processor_type", "SiglipImageProcessor"}, {"processor_class", "SiglipProcessor"},
-                        {"do_normalize", true}, {"do_rescale", true}, {"do_resize", true},
-                        {"image_mean", {0.5, 0.5, 0.5}}, {"image_std", {0.5, 0.5, 0.5}}, {"resample", 2},
-                        {"rescale_factor", 1.0 / 255.0}, {"size", {{"height", s.image}, {"width", s.image}}}}
-                         .dump(2)
-      << "\n";
-  }
+  const nlohmann::json config = {
+      {"architectures", {"SiglipModel"}}, {"model_type", "siglip"}, {"initializer_factor", 1.0},
+      {"torch_dtype", "float32"},
+      {"text_config",
+       {{"hidden_size", 16}, {"intermediate_size", 32}, {"max_position_embeddings", 16},
+        {"model_type", "siglip_text_model"}, {"num_attention_heads", 2}, {"num_hidden_layers", 1},
+        {"projection_size", 16}, {"vocab_size", 64}}},
+      {"vision_config",
+       {{"hidden_size", s.hidden}, {"image_size", s.image}, {"intermediate_size", s.inter},
+        {"model_type", "siglip_vision_model"}, {"num_attention_heads", s.heads}, {"num_hidden_layers", s.layers},
+        {"patch_size", s.patch}}}};
+  const nlohmann::json preprocessor = {
+      {"image_processor_type", "SiglipImageProcessor"}, {"processor_class", "SiglipProcessor"},
+      {"do_normalize", true}, {"do_rescale", true}, {"do_resize", true}, {"image_mean", {0.5, 0.5, 0.5}},
+      {"image_std", {0.5, 0.5, 0.5}}, {"resample", 2}, {"rescale_factor", 1.0 / 255.0},
+      {"size", {{"height", s.image}, {"width", s.image}}}};
+  write_file_atomic((dir / "config.json").string(), config.dump(2) + "\n");
+  write_file_atomic((dir / "preprocessor_config.json").string(), preprocessor.dump(2) + "\n");
   TinyWeights w(seed, dtype);
   const int64_t d = s.hidden, n = (s.image / s.patch) * (s.image / s.patch);
   auto encoder = [&](const std::string& root, int64_t dim, int64_t inter, int64_t layers) {

@@ -4,9 +4,11 @@
 // and the real Qwen2 tokenizer.json extended with <SOM>, <EOM>, <IMAGE> and <MM-Token-k> at
 // vocab_size + k. The decoder's text encoders and VAE come from the tiny FLUX.1-dev folder
 // (omniflux-tiny writes both).
+
 #include <fstream>
 
 #include "omniflux/error.h"
+#include "omniflux/io/file_write.h"
 #include "flux_weights.h"
 #include "tiny.h"
 
@@ -36,7 +38,7 @@ int64_t write_tokenizer(const TinyContext& ctx, const XOmniShape& s) {
   for (const char* t : {"<SOM>", "<EOM>", "<IMAGE>"}) add(t, true);
   const int64_t vocab_size = next;
   for (int64_t k = 0; k < s.image_vocab; ++k) add("<MM-Token-" + std::to_string(k) + ">", false);
-  std::ofstream(ctx.dir / "tokenizer.json") << j.dump();
+  omniflux::write_file_atomic((ctx.dir / "tokenizer.json").string(), j.dump());
   return vocab_size;
 }
 
