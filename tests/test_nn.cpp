@@ -181,6 +181,29 @@ TEST(Norms, RmsAndLayerNormMatchFormulas) {
   EXPECT_EQ(nn::rms_norm(x.to(at::kBFloat16), w.to(at::kBFloat16), 1e-6).scalar_type(), at::kBFloat16);
 }
 
+TEST(Norms, HalfPrecisionLayerAndGroupNormRoundOnce) {
+  // bf16 inputs and weights (as loaded for bf16 runs) go to the native kernels: fp32 accumulation
+  // and one rounding, so each value is within a bf16 half-ulp (2^-9 relative) of the fp32 formula.
+  at::manual_seed(11);
+  auto bf = [](const at::Tensor& t) { return t.to(at::kBFloat16); };
+  auto within = [](const at::Tensor& got, const at::Tensor& ref) {
+    return ((got.to(at::kFloat) - ref).abs() - ref.abs() * (1.0 / 256) - 1e-6).max().item<double>() <= 0;
+  };
+  at::Tensor x = bf(at::randn({2, 6, 16}) * 3 + 1), w = bf(at::randn({16})), b = bf(at::randn({16}));
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor ref = (xf - xf.mean(-1, true)) / at::sqrt(xf.var(-1, false, true) + 1e-6) * w.to(at::kFloat) + b.to(at::kFloat);
+  at::Tensor got = nn::layer_norm(x, w, b, 1e-6);
+  EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(within(got, ref));
+  at::Tensor img = bf(at::randn({2, 8, 5, 5}) * 2), gw = bf(at::randn({8})), gb = bf(at::randn({8}));
+  at::Tensor gf = img.to(at::kFloat).view({2, 4, -1});
+  at::Tensor gref = ((gf - gf.mean(-1, true)) / at::sqrt(gf.var(-1, false, true) + 1e-6)).view({2, 8, 5, 5}) *
+                        gw.to(at::kFloat).view({1, 8, 1, 1}) + gb.to(at::kFloat).view({1, 8, 1, 1});
+  at::Tensor ggot = nn::group_norm(img, 4, gw, gb, 1e-6);
+  EXPECT_EQ(ggot.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(within(ggot, gref));
+}
+
 TEST(Activations, MatchFormulas) {
   at::Tensor x = at::linspace(-4, 4, 33);
   at::Tensor xd = x.to(at::kDouble);

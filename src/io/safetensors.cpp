@@ -120,8 +120,10 @@ class MappedFile {
     size_ = static_cast<uint64_t>(st.st_size);
     if (size_ > 0) {
       // PROT_WRITE with MAP_PRIVATE: an in-place op on a zero-copy weight gets private pages
-      // instead of a segfault; the file itself is never written.
-      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+      // instead of a segfault; the file itself is never written. MAP_NORESERVE: no swap is
+      // reserved for those copies that never happen, so a file larger than RAM still maps
+      // (Linux's default overcommit heuristic refuses a 24 GB private mapping on a 24 GB machine).
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
       if (p == MAP_FAILED) {
         int e = errno;
         ::close(fd);
@@ -385,9 +387,13 @@ void save_safetensors(const std::string& path, const std::vector<TensorToWrite>&
     out.write(reinterpret_cast<const char*>(len), 8);
     out.write(h.data(), static_cast<std::streamsize>(h.size()));
     for (const auto& t : tensors) {
+      const auto nbytes = static_cast<std::streamsize>(t.tensor.numel() * t.tensor.element_size());
+      if (t.tensor.is_meta()) {  // no data: a hole (the file is sparse; it reads as zeros)
+        out.seekp(nbytes, std::ios::cur);
+        continue;
+      }
       at::Tensor c = t.tensor.detach().to(at::kCPU).contiguous();
-      out.write(static_cast<const char*>(c.data_ptr()),
-                static_cast<std::streamsize>(c.numel() * c.element_size()));
+      out.write(static_cast<const char*>(c.data_ptr()), nbytes);
     }
     out.flush();
     if (!out) {
@@ -397,6 +403,9 @@ void save_safetensors(const std::string& path, const std::vector<TensorToWrite>&
     }
   }
   std::error_code ec;
+  // Trailing holes (meta tensors last) need the size set explicitly.
+  fs::resize_file(tmp, 8 + h.size() + offset, ec);
+  if (ec) throw Error("cannot size file", tmp, "", ec.message());
   fs::rename(tmp, path, ec);
   if (ec) throw Error("cannot move file into place", path, "", ec.message());
 }

@@ -27,6 +27,9 @@ struct QwenVlShape {
 struct SiglipShape {
   int64_t hidden = 16, inter = 32, layers = 2, heads = 2, image = 64, patch = 16;
 };
+struct SiglipTextShape {  // the tiny folders' stub; the real so400m text tower is 256000 x 1152, 27 layers
+  int64_t vocab = 64, hidden = 16, inter = 32, layers = 1, positions = 16, projection = 16;
+};
 struct UniWorldShape {
   QwenVlShape qwen;
   SiglipShape siglip;
@@ -154,6 +157,43 @@ inline void write_uniworld_folder(const std::filesystem::path& dir, const UniWor
   save_torch_state_dict((dir / "task_head_final.pt").string(), h.tensors());
 }
 
+// A whole SiglipModel's weights (vision tower with its MAP head, text tower, logit scalars).
+inline void siglip_weights(TinyWeights& w, const SiglipShape& s, const SiglipTextShape& ts) {
+  const int64_t d = s.hidden, n = (s.image / s.patch) * (s.image / s.patch);
+  auto encoder = [&](const std::string& root, int64_t dim, int64_t inter, int64_t layers) {
+    for (int64_t i = 0; i < layers; ++i) {
+      const std::string b = root + "encoder.layers." + std::to_string(i) + ".";
+      w.norm(b + "layer_norm1", dim, true);
+      w.norm(b + "layer_norm2", dim, true);
+      for (const char* p : {"q_proj", "k_proj", "v_proj", "out_proj"}) w.linear(b + "self_attn." + p, dim, dim);
+      w.linear(b + "mlp.fc1", inter, dim);
+      w.linear(b + "mlp.fc2", dim, inter);
+    }
+  };
+  const std::string v = "vision_model.";
+  w.conv(v + "embeddings.patch_embedding", d, 3, s.patch);
+  w.embedding(v + "embeddings.position_embedding.weight", n, d);
+  encoder(v, d, s.inter, s.layers);
+  w.norm(v + "post_layernorm", d, true);
+  // The MAP head (pooler_output): in the checkpoint, unused by UniWorld.
+  w.normal(v + "head.probe", {1, 1, d}, 1.0);
+  w.matrix(v + "head.attention.in_proj_weight", {3 * d, d});
+  w.normal(v + "head.attention.in_proj_bias", {3 * d}, 0.02);
+  w.linear(v + "head.attention.out_proj", d, d);
+  w.norm(v + "head.layernorm", d, true);
+  w.linear(v + "head.mlp.fc1", s.inter, d);
+  w.linear(v + "head.mlp.fc2", d, s.inter);
+  // The text tower (never run) and the contrastive scalars, as in a whole SiglipModel.
+  const std::string t = "text_model.";
+  w.embedding(t + "embeddings.token_embedding.weight", ts.vocab, ts.hidden);
+  w.embedding(t + "embeddings.position_embedding.weight", ts.positions, ts.hidden);
+  encoder(t, ts.hidden, ts.inter, ts.layers);
+  w.norm(t + "final_layer_norm", ts.hidden, true);
+  w.linear(t + "head", ts.projection, ts.hidden);
+  w.normal("logit_scale", {1}, 1.0);
+  w.normal("logit_bias", {1}, 1.0);
+}
+
 inline void write_siglip_folder(const std::filesystem::path& dir, const SiglipShape& s, uint64_t seed,
                                 at::ScalarType dtype = at::kFloat) {
   std::filesystem::create_directories(dir);
@@ -180,39 +220,7 @@ inline void write_siglip_folder(const std::filesystem::path& dir, const SiglipSh
       << "\n";
   }
   TinyWeights w(seed, dtype);
-  const int64_t d = s.hidden, n = (s.image / s.patch) * (s.image / s.patch);
-  auto encoder = [&](const std::string& root, int64_t dim, int64_t inter, int64_t layers) {
-    for (int64_t i = 0; i < layers; ++i) {
-      const std::string b = root + "encoder.layers." + std::to_string(i) + ".";
-      w.norm(b + "layer_norm1", dim, true);
-      w.norm(b + "layer_norm2", dim, true);
-      for (const char* p : {"q_proj", "k_proj", "v_proj", "out_proj"}) w.linear(b + "self_attn." + p, dim, dim);
-      w.linear(b + "mlp.fc1", inter, dim);
-      w.linear(b + "mlp.fc2", dim, inter);
-    }
-  };
-  const std::string v = "vision_model.";
-  w.conv(v + "embeddings.patch_embedding", d, 3, s.patch);
-  w.embedding(v + "embeddings.position_embedding.weight", n, d);
-  encoder(v, d, s.inter, s.layers);
-  w.norm(v + "post_layernorm", d, true);
-  // The MAP head (pooler_output): in the checkpoint, unused by UniWorld.
-  w.normal(v + "head.probe", {1, 1, d}, 1.0);
-  w.matrix(v + "head.attention.in_proj_weight", {3 * d, d});
-  w.normal(v + "head.attention.in_proj_bias", {3 * d}, 0.02);
-  w.linear(v + "head.attention.out_proj", d, d);
-  w.norm(v + "head.layernorm", d, true);
-  w.linear(v + "head.mlp.fc1", s.inter, d);
-  w.linear(v + "head.mlp.fc2", d, s.inter);
-  // A tiny text tower stub (never run) and the contrastive scalars, as in a whole SiglipModel.
-  const std::string t = "text_model.";
-  w.embedding(t + "embeddings.token_embedding.weight", 64, 16);
-  w.embedding(t + "embeddings.position_embedding.weight", 16, 16);
-  encoder(t, 16, 32, 1);
-  w.norm(t + "final_layer_norm", 16, true);
-  w.linear(t + "head", 16, 16);
-  w.normal("logit_scale", {1}, 1.0);
-  w.normal("logit_bias", {1}, 1.0);
+  siglip_weights(w, s, SiglipTextShape{});
   w.save(dir / "model.safetensors");
 }
 
