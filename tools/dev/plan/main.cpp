@@ -271,7 +271,10 @@ int main(int argc, char** argv) {
         if (!c.ok()) ++failed;
         if (json) std::cout << plan::to_json(c) << "\n";
       }
-      std::cout << "   total " << params << " params, " << bf16 / double(int64_t(1) << 30) << " GiB in bf16\n" << std::flush;
+      char total[96];
+      std::snprintf(total, sizeof total, "   total %lld params, %.2f GiB in bf16\n", static_cast<long long>(params),
+                    bf16 / double(int64_t(1) << 30));
+      std::cout << total << std::flush;
     };
     if (request == "all" || request == "flux")
       report("FLUX.1-dev text to image, 1024x1024", plan::plan_flux(flux.string(), {}));
