@@ -66,6 +66,10 @@ class ActivationProbe {
   uint64_t handle_ = 0;
 };
 
+// The aten ops LibTorch's C++ build has no meta kernel for and omniflux supplies (shapes and dtypes
+// only), registered on the first ActivationProbe or dry run.
+const std::vector<std::string>& supplied_meta_kernels();
+
 // --- Components and requests --------------------------------------------------------------------
 
 struct ComponentPlan {

@@ -4,6 +4,8 @@
 // program that never plans is unaffected.
 #include "plan/meta_kernels.h"
 
+#include "omniflux/plan.h"
+
 #include <mutex>
 
 #include <ATen/ATen.h>

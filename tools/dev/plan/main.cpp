@@ -288,6 +288,9 @@ int main(int argc, char** argv) {
       write_xomni(configs, xomni);
       report("X-Omni text to image, 1152x1152 (5184 codes), CFG", plan::plan_xomni(xomni.string(), flux.string(), {}));
     }
+    std::cout << "meta kernels supplied by omniflux (none in LibTorch's C++ build):";
+    for (const auto& k : plan::supplied_meta_kernels()) std::cout << " " << k;
+    std::cout << "\n";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "omniflux-plan: %s\n", e.what());
     failed = -1;
