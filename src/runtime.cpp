@@ -1,5 +1,7 @@
 #include "omniflux/runtime.h"
 
+#include <dlfcn.h>
+
 #include <cmath>
 #include <thread>
 
@@ -64,7 +66,13 @@ void set_num_threads(int n) {
     throw Error("invalid number of threads", "set_num_threads", "0 to " + std::to_string(RuntimeOptions::kMaxThreads),
                 std::to_string(n));
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // OpenMP and MKL (PyPI's LibTorch): ATen sets both, whatever OMP_NUM_THREADS / MKL_NUM_THREADS say.
   at::set_num_threads(n);
+  // An OpenBLAS LibTorch (Debian's, aarch64 builds) keeps its own pool that ATen does not size: left
+  // at its default (every core, or OPENBLAS_NUM_THREADS), it runs on top of ATen's threads. Size it
+  // the same, found at run time so no BLAS is linked here.
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
 }
 
 }  // namespace omniflux

@@ -14,12 +14,16 @@
 using namespace omniflux;
 
 namespace {
-// softmax(q.k / sqrt(d) over allowed keys) . v, one query at a time, in double.
+// softmax(q.k * scale + bias over allowed keys) . v, one query at a time, in double. bias (optional)
+// [B or 1, H or 1, Lq, Lk]; scale 0 means 1/sqrt(d).
 at::Tensor naive_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           const std::function<bool(int64_t, int64_t, int64_t)>& allowed) {
+                           const std::function<bool(int64_t, int64_t, int64_t)>& allowed,
+                           const at::Tensor& bias = {}, double scale = 0) {
   const int64_t B = q.size(0), H = q.size(1), Lq = q.size(2), D = q.size(3), Hkv = k.size(1), Lk = k.size(2);
   at::Tensor out = at::zeros({B, H, Lq, D}, at::kDouble);
   auto qd = q.to(at::kDouble), kd = k.to(at::kDouble), vd = v.to(at::kDouble);
+  const at::Tensor bd = bias.defined() ? bias.to(at::kDouble) : at::Tensor();
+  if (scale == 0) scale = 1.0 / std::sqrt(double(D));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t hk = h / (H / Hkv);
@@ -28,7 +32,8 @@ at::Tensor naive_attention(const at::Tensor& q, const at::Tensor& k, const at::T
         double mx = -INFINITY, sum = 0;
         for (int64_t j = 0; j < Lk; ++j)
           if (allowed(b, i, j)) {
-            w[j] = (qd[b][h][i] * kd[b][hk][j]).sum().item<double>() / std::sqrt(double(D));
+            w[j] = (qd[b][h][i] * kd[b][hk][j]).sum().item<double>() * scale;
+            if (bd.defined()) w[j] += bd[bd.size(0) == 1 ? 0 : b][bd.size(1) == 1 ? 0 : h][i][j].item<double>();
             mx = std::max(mx, w[j]);
           }
         for (int64_t j = 0; j < Lk; ++j) {
@@ -88,6 +93,76 @@ TEST(Attention, SegmentsAreBlockDiagonal) {
   EXPECT_THROW(nn::segment_attention(q, k, v, at::tensor({0, 5}, at::kLong)), Error);
 }
 
+TEST(Attention, GroupedQueryDecodeWithAndWithoutPadding) {
+  // One new query per row against a cache (Lq = 1): no causal mask is needed; row 1 has two
+  // left-padded keys given as an additive key mask [B, 1, 1, Lk], as the KV cache builds it.
+  at::manual_seed(4);
+  at::Tensor q = at::randn({2, 6, 1, 8}), k = at::randn({2, 2, 7, 8}), v = at::randn({2, 2, 7, 8});
+  nn::AttentionOptions opt;
+  opt.causal = true;
+  at::Tensor all = naive_attention(q, k, v, [](int64_t, int64_t, int64_t) { return true; });
+  EXPECT_LT((nn::attention(q, k, v, opt) - all).abs().max().item<double>(), 1e-5);
+  opt.mask = at::zeros({2, 1, 1, 7});
+  opt.mask[1][0][0].slice(0, 0, 2).fill_(-3.4e38);
+  at::Tensor ref = naive_attention(q, k, v, [](int64_t b, int64_t, int64_t j) { return b == 0 || j >= 2; });
+  EXPECT_LT((nn::attention(q, k, v, opt) - ref).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Attention, CausalChunkWithPaddingMask) {
+  // 3 new queries after 4 cached keys, grouped heads, row 0 left-padded by one key: the causal mask
+  // (end-aligned) and the additive key mask both apply.
+  at::manual_seed(5);
+  at::Tensor q = at::randn({2, 4, 3, 8}), k = at::randn({2, 2, 7, 8}), v = at::randn({2, 2, 7, 8});
+  nn::AttentionOptions opt;
+  opt.causal = true;
+  opt.mask = at::zeros({2, 1, 1, 7});
+  opt.mask[0][0][0][0] = -3.4e38;
+  at::Tensor ref = naive_attention(q, k, v, [](int64_t b, int64_t i, int64_t j) { return j <= 4 + i && (b == 1 || j > 0); });
+  EXPECT_LT((nn::attention(q, k, v, opt) - ref).abs().max().item<double>(), 1e-5);
+  // Square causal block with a bool key mask: the two masks are combined as bools.
+  at::Tensor q2 = at::randn({2, 4, 7, 8});
+  opt.mask = at::ones({2, 1, 1, 7}, at::kBool);
+  opt.mask[1][0][0].slice(0, 0, 3).fill_(false);
+  at::Tensor ref2 = naive_attention(q2, k, v, [](int64_t b, int64_t i, int64_t j) { return j <= i && (b == 0 || j >= 3); });
+  at::Tensor got2 = nn::attention(q2, k, v, opt);
+  // Row 1's queries 0..2 see no key at all (undefined output): compare the rest.
+  EXPECT_LT((got2[0] - ref2[0]).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((got2[1].slice(1, 3) - ref2[1].slice(1, 3)).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Attention, ScaleAndFloatBiasAsT5UsesThem) {
+  // T5: no 1/sqrt(d) scaling, the relative position bias [1, H, L, L] added to the scores.
+  at::manual_seed(6);
+  at::Tensor q = at::randn({1, 3, 5, 4}), k = at::randn({1, 3, 5, 4}), v = at::randn({1, 3, 5, 4});
+  at::Tensor bias = at::randn({1, 3, 5, 5});
+  nn::AttentionOptions opt;
+  opt.scale = 1.0;
+  opt.mask = bias;
+  at::Tensor ref = naive_attention(q, k, v, [](int64_t, int64_t, int64_t) { return true; }, bias, 1.0);
+  EXPECT_LT((nn::attention(q, k, v, opt) - ref).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Attention, SegmentsOfMixedAndEqualLengths) {
+  at::manual_seed(7);
+  // Mixed lengths (batched per length), an empty segment, then equal lengths (one batched call).
+  for (const std::vector<int64_t>& cuts : {std::vector<int64_t>{0, 3, 6, 8, 11, 11, 12}, std::vector<int64_t>{0, 4, 8, 12}}) {
+    at::Tensor q = at::randn({2, 12, 8}).transpose(0, 1).contiguous().transpose(0, 1);  // strided, as the VL tower
+    at::Tensor k = at::randn({2, 12, 8}), v = at::randn({2, 12, 8});
+    auto seg = [&](int64_t t) {
+      int64_t s = 0;
+      while (cuts[s + 1] <= t) ++s;
+      return s;
+    };
+    at::Tensor got = nn::segment_attention(q, k, v, at::tensor(cuts, at::kLong), 0.5);
+    at::Tensor ref = naive_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
+                                     [&](int64_t, int64_t i, int64_t j) { return seg(i) == seg(j); }, {}, 0.5);
+    EXPECT_LT((got - ref.squeeze(0)).abs().max().item<double>(), 1e-5) << "cuts of size " << cuts.size();
+  }
+  EXPECT_THROW(nn::segment_attention(at::randn({2, 4, 8}), at::randn({2, 5, 8}), at::randn({2, 4, 8}),
+                                     at::tensor({0, 4}, at::kLong)),
+               Error);
+}
+
 TEST(Attention, BadShapesAreErrors) {
   EXPECT_THROW(nn::attention(at::randn({1, 3, 2, 4}), at::randn({1, 2, 2, 4}), at::randn({1, 2, 2, 4})), Error);
   EXPECT_THROW(nn::attention(at::randn({3, 2, 4}), at::randn({3, 2, 4}), at::randn({3, 2, 4})), Error);
@@ -104,6 +179,29 @@ TEST(Norms, RmsAndLayerNormMatchFormulas) {
   EXPECT_LT((nn::layer_norm(x, w, b, 1e-5).to(at::kDouble) - ln_ref).abs().max().item<double>(), 1e-5);
   // bf16 input: computed in fp32, returned in bf16.
   EXPECT_EQ(nn::rms_norm(x.to(at::kBFloat16), w.to(at::kBFloat16), 1e-6).scalar_type(), at::kBFloat16);
+}
+
+TEST(Norms, HalfPrecisionLayerAndGroupNormRoundOnce) {
+  // bf16 inputs and weights (as loaded for bf16 runs) go to the native kernels: fp32 accumulation
+  // and one rounding, so each value is within a bf16 half-ulp (2^-9 relative) of the fp32 formula.
+  at::manual_seed(11);
+  auto bf = [](const at::Tensor& t) { return t.to(at::kBFloat16); };
+  auto within = [](const at::Tensor& got, const at::Tensor& ref) {
+    return ((got.to(at::kFloat) - ref).abs() - ref.abs() * (1.0 / 256) - 1e-6).max().item<double>() <= 0;
+  };
+  at::Tensor x = bf(at::randn({2, 6, 16}) * 3 + 1), w = bf(at::randn({16})), b = bf(at::randn({16}));
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor ref = (xf - xf.mean(-1, true)) / at::sqrt(xf.var(-1, false, true) + 1e-6) * w.to(at::kFloat) + b.to(at::kFloat);
+  at::Tensor got = nn::layer_norm(x, w, b, 1e-6);
+  EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(within(got, ref));
+  at::Tensor img = bf(at::randn({2, 8, 5, 5}) * 2), gw = bf(at::randn({8})), gb = bf(at::randn({8}));
+  at::Tensor gf = img.to(at::kFloat).view({2, 4, -1});
+  at::Tensor gref = ((gf - gf.mean(-1, true)) / at::sqrt(gf.var(-1, false, true) + 1e-6)).view({2, 8, 5, 5}) *
+                        gw.to(at::kFloat).view({1, 8, 1, 1}) + gb.to(at::kFloat).view({1, 8, 1, 1});
+  at::Tensor ggot = nn::group_norm(img, 4, gw, gb, 1e-6);
+  EXPECT_EQ(ggot.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(within(ggot, gref));
 }
 
 TEST(Activations, MatchFormulas) {

@@ -41,8 +41,9 @@ struct RuntimeOptions {
 // Parses "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16"; throws Error otherwise.
 c10::ScalarType parse_dtype(const std::string& name);
 
-// Sets LibTorch's CPU intra-op threads (n <= 0: all hardware threads). Debian's LibTorch
-// otherwise runs on one thread.
+// Sets the CPU threads of everything that computes: LibTorch's intra-op pool (OpenMP), MKL, and
+// OpenBLAS's own pool when the LibTorch build uses OpenBLAS (n <= 0: all hardware threads). After
+// it, OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS in the environment change nothing.
 void set_num_threads(int n);
 
 }  // namespace omniflux

@@ -124,8 +124,10 @@ class MappedFile {
     size_ = static_cast<uint64_t>(st.st_size);
     if (size_ > 0) {
       // PROT_WRITE with MAP_PRIVATE: an in-place op on a zero-copy weight gets private pages
-      // instead of a segfault; the file itself is never written.
-      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+      // instead of a segfault; the file itself is never written. MAP_NORESERVE: no swap is
+      // reserved for those copies that never happen, so a file larger than RAM still maps
+      // (Linux's default overcommit heuristic refuses a 24 GB private mapping on a 24 GB machine).
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
       if (p == MAP_FAILED) {
         int e = errno;
         ::close(fd);
@@ -461,7 +463,15 @@ void save_safetensors_lazy(const std::string& path, const std::vector<LazyTensor
     for (const auto& t : tensors) {
       at::Tensor c;
       try {
-        c = t.make().detach().to(at::kCPU).contiguous();
+        c = t.make();
+        if (c.is_meta()) {  // no data: a hole (the file is sparse; it reads as zeros)
+          if (c.sizes().vec() != t.shape || static_cast<size_t>(c.element_size()) != dtype_size(t.dtype))
+            fail("tensor differs from its declared shape or dtype: " + t.name,
+                 shape_str(c.sizes().vec()) + " vs " + shape_str(t.shape));
+          out.seekp(static_cast<std::streamoff>(c.numel() * c.element_size()), std::ios::cur);
+          continue;
+        }
+        c = c.detach().to(at::kCPU).contiguous();
       } catch (...) {
         std::error_code ec;
         fs::remove(tmp, ec);
@@ -477,6 +487,9 @@ void save_safetensors_lazy(const std::string& path, const std::vector<LazyTensor
     if (!out) fail("write failed", std::strerror(errno));
   }
   std::error_code ec;
+  // Trailing holes (meta tensors last) need the size set explicitly.
+  fs::resize_file(tmp, 8 + h.size() + offset, ec);
+  if (ec) fail("cannot size file", ec.message());
   fs::rename(tmp, path, ec);
   if (ec) throw Error("cannot move file into place", path, "", ec.message());
 }

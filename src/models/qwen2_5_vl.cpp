@@ -534,7 +534,8 @@ at::Tensor Qwen2_5_VL::prefill_hidden(const at::Tensor& ids, const at::Tensor& p
   at::Tensor dids = ids.to(dev, at::kLong);
   at::Tensor x = at::embedding(embed_tokens_, dids);
   at::Tensor is_image = dids.eq(cfg_.image_token_id);
-  const int64_t n_image_tokens = is_image.sum().item<int64_t>();  // prompt-time check, not the token loop
+  // Counted on the host ids (no device read; the meta-device dry runs have no values there).
+  const int64_t n_image_tokens = ids.to(at::kCPU).eq(cfg_.image_token_id).sum().item<int64_t>();
   if (pixel_values.defined()) {
     at::Tensor feats = visual_.forward(pixel_values, grid_thw);
     if (feats.size(0) != n_image_tokens)

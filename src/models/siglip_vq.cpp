@@ -118,14 +118,15 @@ at::Tensor SiglipVQ::decode(const at::Tensor& codes, int64_t h, int64_t w) const
                 shape_str(codes.sizes().vec()) + " for h=" + std::to_string(h) + ", w=" + std::to_string(w));
   if (codes.is_floating_point() || codes.scalar_type() == at::kBool)
     throw Error("codes must be integers", "SiglipVQ::decode", "int64", std::string(c10::toString(codes.scalar_type())));
-  at::Tensor idx = (batched ? codes : codes.unsqueeze(0)).to(codebook_.device(), at::kLong);
-  if (idx.numel() > 0) {
-    const int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
+  // Range check where the codes are (the pipelines hand them over from the host) before the move.
+  if (codes.numel() > 0 && !codes.is_meta()) {
+    const int64_t lo = codes.min().item<int64_t>(), hi = codes.max().item<int64_t>();
     if (lo < 0 || hi >= cfg_.codebook_size)
       throw Error("code out of the codebook range", "SiglipVQ::decode",
                   "0 <= code < " + std::to_string(cfg_.codebook_size),
                   std::to_string(lo < 0 ? lo : hi));
   }
+  at::Tensor idx = (batched ? codes : codes.unsqueeze(0)).to(codebook_.device(), at::kLong);
   const int64_t b = idx.size(0);
   // get_codebook_entry: RAW rows (not re-normalised) -> view (b, h, w, C2) -> NCHW.
   at::Tensor z = codebook_.index_select(0, idx.reshape({-1})).view({b, h, w, cfg_.codebook_dim}).permute({0, 3, 1, 2});

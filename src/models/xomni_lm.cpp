@@ -48,12 +48,17 @@ void XOmniLM::check_image_token_ids(const text::Tokenizer& tokenizer) const {
 }
 
 XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
+  auto store = WeightStore::open(folder, rt);
+  return load(folder, *store, rt);
+}
+
+XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOptions& rt) {
   XOmniLM lm;
   lm.rt_ = rt;
   lm.cfg_ = LMConfig::from_json(omniflux::Config::load(folder));
   const qwen2::Config& c = lm.cfg_.text;
   const int64_t H = c.hidden_size, V = c.vocab_size, M = lm.cfg_.mm_vocab_size;
-  auto store = WeightStore::open(folder, rt);
+  WeightStore* store = &s;
   const WeightView m = store->root().sub("model");
   lm.lm_embed_ = m.get("lm_embed_tokens.weight", {V, H});
   lm.mm_embed_ = m.get("mm_embed_tokens.weight", {M, H});

@@ -1,6 +1,8 @@
 #include "omniflux/nn/attention.h"
 
 #include <cmath>
+#include <limits>
+#include <map>
 
 #include <ATen/ATen.h>
 
@@ -10,31 +12,18 @@ namespace omniflux::nn {
 
 namespace {
 
-// [B, Hkv, L, D] -> [B, Hkv * n_rep, L, D], each kv head repeated for its group of query heads.
-at::Tensor repeat_kv(const at::Tensor& x, int64_t n_rep) {
-  if (n_rep == 1) return x;
-  const auto s = x.sizes();
-  return x.unsqueeze(2).expand({s[0], s[1], n_rep, s[2], s[3]}).reshape({s[0], s[1] * n_rep, s[2], s[3]});
-}
-
 // Bool mask [Lq, Lk], true where query i may see key j (end-aligned causal).
 at::Tensor causal_mask(int64_t lq, int64_t lk, const at::Device& dev) {
-  at::Tensor qi = at::arange(lq, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(1) + (lk - lq);
-  at::Tensor kj = at::arange(lk, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0);
-  return kj <= qi;
+  const auto o = at::TensorOptions().dtype(at::kLong).device(dev);
+  return at::arange(lk, o).unsqueeze(0) <= at::arange(lq, o).unsqueeze(1) + (lk - lq);
 }
 
-at::Tensor combine_masks(const at::Tensor& user, const at::Tensor& causal, at::ScalarType dtype) {
-  // Everything becomes additive in `dtype`: 0 where allowed, -inf (lowest) where not.
-  auto to_additive = [&](const at::Tensor& m) {
-    if (m.scalar_type() == at::kBool)
-      return at::zeros_like(m, at::TensorOptions().dtype(dtype))
-          .masked_fill(m.logical_not(), -std::numeric_limits<float>::infinity());
-    return m.to(dtype);
-  };
-  if (!user.defined()) return to_additive(causal);
-  if (!causal.defined()) return to_additive(user);
-  return to_additive(user) + to_additive(causal);
+// The user's mask with the causal one on top. Bool masks stay bool (true = attend); an additive
+// mask gets -inf where the causal mask forbids, in the query dtype.
+at::Tensor with_causal(const at::Tensor& user, const at::Tensor& causal, at::ScalarType dtype) {
+  if (!user.defined()) return causal;
+  if (user.scalar_type() == at::kBool) return user.logical_and(causal);
+  return at::where(causal, user.to(dtype), -std::numeric_limits<double>::infinity());
 }
 
 }  // namespace
@@ -52,42 +41,60 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                     shape_str(v.sizes().vec()));
   const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
   const int64_t lq = q.size(2), lk = k.size(2);
-  at::Tensor kk = repeat_kv(k, hq / hkv), vv = repeat_kv(v, hq / hkv);
-  at::Tensor causal;
-  if (opt.causal && lq > 1) causal = causal_mask(lq, lk, q.device());
-  if (!opt.mask.defined() && opt.causal && lq == lk)
-    return at::scaled_dot_product_attention(q, kk, vv, std::nullopt, 0.0, true, scale);
-  std::optional<at::Tensor> m;
-  if (opt.mask.defined() || causal.defined()) {
-    m = (opt.mask.defined() && opt.mask.scalar_type() == at::kBool && !causal.defined())
-            ? opt.mask
-            : combine_masks(opt.mask, causal, q.scalar_type());
+  // Grouped-query attention without repeating k/v: the CPU flash kernel and CUDA's flash,
+  // memory-efficient and cuDNN kernels take Hkv < Hq as they are.
+  const bool gqa = hq != hkv;
+  // A single query sees every key, and a square causal block is SDPA's own is_causal: no mask.
+  const bool causal = opt.causal && lq > 1;
+  if (!causal || lq == lk) {
+    std::optional<at::Tensor> m;
+    if (opt.mask.defined()) m = opt.mask.scalar_type() == at::kBool ? opt.mask : opt.mask.to(q.scalar_type());
+    // is_causal with a mask is not allowed; lq == lk keeps top-left and end alignment equal.
+    if (causal && m) m = with_causal(*m, causal_mask(lq, lk, q.device()), q.scalar_type());
+    return at::scaled_dot_product_attention(q, k, v, m, 0.0, causal && !m, scale, gqa);
   }
-  return at::scaled_dot_product_attention(q, kk, vv, m, 0.0, false, scale);
+  at::Tensor m = with_causal(opt.mask, causal_mask(lq, lk, q.device()), q.scalar_type());
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale, gqa);
 }
 
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& cu_seqlens, std::optional<double> scale) {
-  if (q.dim() != 3) throw Error("segment_attention expects [H, L, D]", "nn::segment_attention");
+  if (q.dim() != 3 || k.sizes() != q.sizes() || v.sizes() != q.sizes())
+    throw Error("segment_attention expects q, k, v of one shape [H, L, D]", "nn::segment_attention", "[H, L, D]",
+                shape_str(q.sizes().vec()) + ", " + shape_str(k.sizes().vec()) + ", " + shape_str(v.sizes().vec()));
   at::Tensor cu = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
   const int64_t* c = cu.data_ptr<int64_t>();
-  const int64_t n = cu.numel() - 1;
-  if (n < 1 || c[0] != 0 || c[n] != q.size(1))
-    throw Error("cu_seqlens do not cover the sequence", "nn::segment_attention",
-                "0 ... " + std::to_string(q.size(1)), std::to_string(c[n]));
-  AttentionOptions opt;
-  opt.scale = scale;
-  // Per segment: exact and memory-light. (The CUDA path can later use varlen flash kernels.)
-  std::vector<at::Tensor> outs;
-  outs.reserve(n);
+  const int64_t n = cu.numel() - 1, H = q.size(0), L = q.size(1), D = q.size(2);
+  if (n < 1 || c[0] != 0 || c[n] != L)
+    throw Error("cu_seqlens do not cover the sequence", "nn::segment_attention", "0 ... " + std::to_string(L),
+                n < 1 ? "no segment" : std::to_string(c[0]) + " ... " + std::to_string(c[n]));
+  // Segments grouped by length: each group is one batched SDPA call [m, H, len, D].
+  std::map<int64_t, std::vector<int64_t>> groups;  // length -> segment starts
   for (int64_t i = 0; i < n; ++i) {
     if (c[i + 1] < c[i]) throw Error("cu_seqlens decrease", "nn::segment_attention");
-    if (c[i + 1] == c[i]) continue;
-    outs.push_back(attention(q.slice(1, c[i], c[i + 1]).unsqueeze(0), k.slice(1, c[i], c[i + 1]).unsqueeze(0),
-                             v.slice(1, c[i], c[i + 1]).unsqueeze(0), opt)
-                       .squeeze(0));
+    if (c[i + 1] > c[i]) groups[c[i + 1] - c[i]].push_back(c[i]);
   }
-  return at::cat(outs, 1);
+  AttentionOptions opt;
+  opt.scale = scale;
+  // [H, m * len, D] -> [m, H, len, D] (a view when the rows are in place)
+  auto batch = [&](const at::Tensor& t, int64_t m, int64_t len) { return t.view({H, m, len, D}).transpose(0, 1); };
+  if (groups.size() == 1) {
+    const int64_t len = groups.begin()->first, m = L / len;  // equal segments tile [0, L) in order
+    return attention(batch(q, m, len), batch(k, m, len), batch(v, m, len), opt).transpose(0, 1).reshape({H, L, D});
+  }
+  at::Tensor out = at::empty_like(q);
+  for (const auto& [len, starts] : groups) {
+    const int64_t m = static_cast<int64_t>(starts.size());
+    at::Tensor idx = at::empty({m * len}, at::kLong);
+    int64_t* p = idx.data_ptr<int64_t>();
+    for (int64_t s : starts)
+      for (int64_t j = 0; j < len; ++j) *p++ = s + j;
+    idx = idx.to(q.device());
+    auto gather = [&](const at::Tensor& t) { return batch(t.index_select(1, idx), m, len); };
+    at::Tensor o = attention(gather(q), gather(k), gather(v), opt);   // [m, H, len, D]
+    out.index_copy_(1, idx, o.transpose(0, 1).reshape({H, m * len, D}));
+  }
+  return out;
 }
 
 }  // namespace omniflux::nn

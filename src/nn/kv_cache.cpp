@@ -113,6 +113,19 @@ void KVCache::rewind(int64_t length) {
   length_ = length;
 }
 
+int64_t KVCache::bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < k_.size(); ++i) n += (k_[i].numel() + v_[i].numel()) * k_[i].element_size();
+  return n;
+}
+
+void KVCache::skip(int64_t n) {
+  if (in_step_ || n < 0 || length_ + n > capacity_)
+    throw Error("cannot skip that far in the KV cache", "nn::KVCache::skip",
+                "0.." + std::to_string(capacity_ - length_) + " outside a step", std::to_string(n));
+  length_ += n;
+}
+
 at::Tensor KVCache::positions() const {
   at::Tensor idx = at::arange(length_, length_ + std::max<int64_t>(step_, 1), delta_.options());
   return idx.unsqueeze(0) + delta_.unsqueeze(1);

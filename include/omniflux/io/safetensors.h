@@ -99,7 +99,9 @@ class Checkpoint {
 };
 
 // Writing. Tensors are written in the given order, contiguous, in their own dtype (an F8
-// dtype can be forced for raw uint8 bits through `dtype_override`).
+// dtype can be forced for raw uint8 bits through `dtype_override`). A tensor on the meta device
+// has no data: its bytes are left as a hole, so a file of meta tensors is a header-only, sparse
+// stand-in of a checkpoint (it reads as zeros; omniflux-plan's dry runs never read it).
 struct TensorToWrite {
   std::string name;
   at::Tensor tensor;

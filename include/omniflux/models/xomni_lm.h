@@ -45,6 +45,9 @@ class XOmniLM {
   // A folder with config.json and the LM safetensors. When the folder holds a tokenizer.json, it
   // is loaded and the image-code ids are checked against it (check_image_token_ids).
   static XOmniLM load(const std::string& folder, const RuntimeOptions& rt = {});
+  // The config (and tokenizer check) from `folder`, the weights from `store` (a checkpoint held in
+  // memory: random-weight benchmarks). The store must hold nothing else.
+  static XOmniLM load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
   const LMConfig& config() const { return cfg_; }
   nn::KVCache new_cache(int64_t batch, int64_t capacity) const;

@@ -1,7 +1,10 @@
 #pragma once
-// The one attention function (DESIGN §3): at::scaled_dot_product_attention, which picks the flash or
-// memory-efficient kernels on CUDA and the fused flash kernel on the CPU.
-// Causal, padded (mask), block-diagonal (a mask, or `segments`) and joint uses all go through it.
+// The one attention function (DESIGN §3): at::scaled_dot_product_attention, which picks the flash,
+// memory-efficient or cuDNN kernels on CUDA and the fused flash kernel on the CPU (LibTorch 2.11
+// picks it for every shape the models use, fp32 and bf16, masks and grouped heads included).
+// Causal, padded (mask), block-diagonal (`segment_attention`) and joint uses all go through it.
+// No mask is built when SDPA's is_causal covers it (a square causal block) or nothing is masked
+// (one query against a cache), and grouped k/v heads go in as they are (enable_gqa), never repeated.
 #include <optional>
 
 #include <ATen/core/Tensor.h>
@@ -22,7 +25,8 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 // Block-diagonal attention over variable-length segments of one packed sequence (the Qwen2.5-VL
 // vision windows, SigLIP images): q, k, v [H, L, D]; cu_seqlens [S + 1] int64 cumulative lengths
-// (CPU). Tokens attend within their own segment only.
+// (CPU). Tokens attend within their own segment only. Segments of one length run as one batched
+// SDPA call (a view, without copies, when all segments have the same length).
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& cu_seqlens, std::optional<double> scale = std::nullopt);
 

@@ -27,6 +27,7 @@ class KVCache {
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }
   int64_t length() const { return length_; }  // tokens written by completed steps
+  int64_t bytes() const;                        // of the k and v buffers, all layers
 
   // Starts a step of `new_tokens` tokens: checks the capacity and, for the first step only, takes
   // an optional left-padding mask [B, new_tokens] (nonzero = real token). Returns the attention
@@ -41,6 +42,9 @@ class KVCache {
   void reset();
   // Forgets the tokens from `length` on, keeping the prefix (reuse of a prompt, benchmarks).
   void rewind(int64_t length);
+  // Counts `n` more positions as written without writing them (their slots keep what they held):
+  // dry runs and benchmarks of the last step of a long generation.
+  void skip(int64_t n);
 
   // Positions of the current step's tokens, [B, S] int64 on the cache device:
   // length + i + position_delta[b] (HF: cumsum(attention_mask) - 1 for real tokens).

@@ -1,6 +1,6 @@
 // Bench cases of the FLUX.1-dev components on random weights: one DiT forward (with its FLOP
 // count), a VAE decode, and the two text encoders. Defaults are small CPU configs; preset=flux-dev
-// gives the real FLUX.1-dev shapes (a GPU run: bf16 weights are written to a temporary file first).
+// gives the real FLUX.1-dev shapes (a GPU run: the DiT's random weights are drawn on the device).
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -10,6 +10,8 @@
 
 #include "../tiny/flux_weights.h"
 #include "bench.h"
+#include "omniflux/io/config.h"
+#include "omniflux/io/weights.h"
 #include "omniflux/models/clip_text.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
@@ -43,6 +45,24 @@ struct TempModel {
 
 bool flux_dev(const omniflux::bench::BenchContext& ctx) { return ctx.arg("preset", "small") == "flux-dev"; }
 
+// A DiT of shape `s` with random weights. On CUDA they are drawn on the device and served from
+// memory (a full FLUX.1-dev would take minutes to draw on the CPU and write); on the CPU they go
+// through a temporary file and the normal loader, as the model is used.
+omniflux::FluxTransformer random_dit(const omniflux::bench::BenchContext& ctx, const FluxDitShape& s) {
+  if (ctx.rt.torch_device().is_cuda()) {
+    TinyWeights w(0, ctx.rt.compute_dtype(), ctx.rt.torch_device());
+    flux_dit_weights(w, s);
+    omniflux::WeightStore store(omniflux::Checkpoint::from_tensors(w.tensors(), "random FLUX DiT"), ctx.rt);
+    omniflux::FluxTransformer m(omniflux::FluxDiTConfig::from_config(omniflux::Config::parse(flux_dit_config(s).dump(), "random")),
+                                store.root());
+    store.finish();
+    return m;
+  }
+  TempModel tm(ctx, flux_dit_config(s), [&](TinyWeights& w) { flux_dit_weights(w, s); },
+               "diffusion_pytorch_model.safetensors");
+  return omniflux::FluxTransformer::load(tm.dir.string(), ctx.rt);
+}
+
 }  // namespace
 
 OMNIFLUX_BENCH_CASE(flux_dit_forward,
@@ -60,9 +80,7 @@ OMNIFLUX_BENCH_CASE(flux_dit_forward,
   const int64_t width = ctx.arg_int("width", flux_dev(ctx) ? 1024 : 256);
   const int64_t height = ctx.arg_int("height", flux_dev(ctx) ? 1024 : 256);
   const int64_t txt = ctx.arg_int("txt", flux_dev(ctx) ? 512 : 64);
-  TempModel tm(ctx, flux_dit_config(s), [&](TinyWeights& w) { flux_dit_weights(w, s); },
-               "diffusion_pytorch_model.safetensors");
-  auto model = omniflux::FluxTransformer::load(tm.dir.string(), ctx.rt);
+  auto model = random_dit(ctx, s);
   const auto dev = ctx.rt.torch_device();
   const auto dt = ctx.rt.compute_dtype();
   const int64_t h = omniflux::flux_latent_size(height), w = omniflux::flux_latent_size(width);

@@ -12,6 +12,8 @@
 
 #include "../tiny/flux_weights.h"
 #include "bench.h"
+#include "omniflux/io/config.h"
+#include "omniflux/io/weights.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/xomni_lm.h"
 #include "omniflux/sampling/latents.h"
@@ -41,7 +43,10 @@ struct TempLM {
                         {"num_mm_head_layers", s.head}, {"mm_vocab_size", s.mm_vocab},
                         {"image_vocab_size", s.image_vocab}};
     std::ofstream(dir / "config.json") << c.dump(2);
-    TinyWeights w(0, ctx.rt.compute_dtype());
+    // On CUDA the weights are drawn on the device and served from memory (a full X-Omni LM would
+    // take minutes to draw on the CPU and write); on the CPU they go through the file.
+    const bool cuda = ctx.rt.torch_device().is_cuda();
+    TinyWeights w = cuda ? TinyWeights(0, ctx.rt.compute_dtype(), ctx.rt.torch_device()) : TinyWeights(0, ctx.rt.compute_dtype());
     const int64_t H = s.hidden, hd = H / s.heads;
     w.embedding("model.lm_embed_tokens.weight", s.vocab, H);
     w.embedding("model.mm_embed_tokens.weight", s.mm_vocab, H);
@@ -61,7 +66,12 @@ struct TempLM {
     w.norm("model.mm_norm", H, false);
     w.linear("lm_head", s.vocab, H, false);
     w.linear("mm_head", s.mm_vocab, H, false);
-    w.save(dir / "model.safetensors");
+    if (cuda) memory = std::make_shared<WeightStore>(Checkpoint::from_tensors(w.tensors(), "random X-Omni LM"), ctx.rt);
+    else w.save(dir / "model.safetensors");
+  }
+  std::shared_ptr<WeightStore> memory;
+  xomni::XOmniLM load(const bench::BenchContext& ctx) const {
+    return memory ? xomni::XOmniLM::load(dir.string(), *memory, ctx.rt) : xomni::XOmniLM::load(dir.string(), ctx.rt);
   }
   ~TempLM() {
     std::error_code ec;
@@ -78,7 +88,7 @@ double step_bytes(const LMShape& s, at::ScalarType dt) {
 }  // namespace
 
 OMNIFLUX_BENCH_CASE(xomni, "X-Omni codes/s (batch 1, batch 2 with CFG) and decoder DiT step ms; args: "
-                           "preset=small|x-omni codes= prompt= hidden= layers= bw_gbs= dit=0|1") {
+                           "preset=small|x-omni codes= prompt= hidden= layers= bw_gbs= dit=0|1 cfg= (one scale only)") {
   const bool full = ctx.arg("preset", "small") == "x-omni";
   LMShape s;
   if (full) s = {3584, 18944, 36, 28, 4, 152064, 16448, 16384, 4, 4};
@@ -89,11 +99,13 @@ OMNIFLUX_BENCH_CASE(xomni, "X-Omni codes/s (batch 1, batch 2 with CFG) and decod
   const double bw = ctx.arg_double("bw_gbs", 0.0);
   {
     TempLM tm(ctx, s);
-    auto lm = xomni::XOmniLM::load(tm.dir.string(), ctx.rt);
+    auto lm = tm.load(ctx);
     at::Tensor prompt = at::randint(0, s.vocab, {1, prompt_len}, at::kLong);
     at::Tensor neg = prompt.slice(1, prompt_len - 8);
     const double bytes = step_bytes(s, ctx.rt.compute_dtype());
-    for (double g : {1.0, 3.0}) {
+    std::vector<double> scales = {1.0, 3.0};
+    if (ctx.args.count("cfg")) scales = {ctx.arg_double("cfg", 1.0)};
+    for (double g : scales) {
       xomni::XOmniLM::ImageGeneration opt;
       opt.guidance_scale = g;
       const double ms = ctx.time_ms([&] { lm.generate_image_codes(prompt, neg, n_codes, opt); });
@@ -120,12 +132,20 @@ OMNIFLUX_BENCH_CASE(xomni, "X-Omni codes/s (batch 1, batch 2 with CFG) and decod
                        ("omniflux-bench-xomni-dit-" + std::to_string(std::random_device{}()));
   fs::create_directories(dir);
   std::ofstream(dir / "config.json") << flux_dit_config(d).dump(2);
-  {
+  std::optional<FluxTransformer> loaded;
+  if (ctx.rt.torch_device().is_cuda()) {  // drawn on the device, served from memory
+    TinyWeights w(0, ctx.rt.compute_dtype(), ctx.rt.torch_device());
+    flux_dit_weights(w, d);
+    WeightStore store(Checkpoint::from_tensors(w.tensors(), "random FLUX DiT"), ctx.rt);
+    loaded.emplace(FluxDiTConfig::from_config(Config::load(dir.string())), store.root());
+    store.finish();
+  } else {
     TinyWeights w(0, ctx.rt.compute_dtype());
     flux_dit_weights(w, d);
     w.save(dir / "diffusion_pytorch_model.safetensors");
+    loaded.emplace(FluxTransformer::load(dir.string(), ctx.rt));
   }
-  auto model = FluxTransformer::load(dir.string(), ctx.rt);
+  const FluxTransformer& model = *loaded;
   const auto dev = ctx.rt.torch_device();
   const auto dt = ctx.rt.compute_dtype();
   const int64_t lat = flux_latent_size(side), n = (lat / 2) * (lat / 2), inner = d.heads * d.head_dim;

@@ -62,6 +62,8 @@ namespace {
 
 struct Check {
   double max_abs = 0;
+  double rel_l2 = 0;       // |got - ref|_2 / |ref|_2 (0 when ref is all zeros and got equals it)
+  double ref_max_abs = 0;  // the reference's scale
   bool pass = false;
   std::string why;  // on failure
 };
@@ -86,6 +88,9 @@ Check compare(const at::Tensor& got_in, const at::Tensor& ref_in, const json& me
   // NaN anywhere in the result fails, unless it sits where the reference has NaN too.
   at::Tensor nan_mismatch = at::isnan(g).logical_xor(at::isnan(r));
   c.max_abs = nan_mismatch.any().item<bool>() ? INFINITY : at::nan_to_num(diff, 0.0).max().item<double>();
+  const double ref_l2 = at::nan_to_num(r, 0.0).norm().item<double>();
+  c.ref_max_abs = at::nan_to_num(r, 0.0).abs().max().item<double>();
+  c.rel_l2 = !std::isfinite(c.max_abs) ? INFINITY : ref_l2 > 0 ? at::nan_to_num(diff, 0.0).norm().item<double>() / ref_l2 : (c.max_abs > 0 ? INFINITY : 0.0);
   if (exact) {
     c.pass = c.max_abs == 0.0;
     if (!c.pass) c.why = "not exactly equal";
@@ -126,6 +131,33 @@ constexpr ToleranceOverride kToleranceOverrides[] = {
     {"flux_transformer", "inter_double_block_txt", 4e-5, "inherits inter_temb's reference error through AdaLN"},
 };
 
+// Half-precision runs (--dtype bfloat16 / float16) compare against the same fp32 references, so
+// the fp32 tolerances cannot hold. A tensor then passes when it meets its fp32 tolerance or when its
+// relative L2 error |got - ref| / |ref| is within the half-precision bound of its class ("exact"
+// outputs stay exact):
+//  - network outputs and intermediates: 4%. bf16 keeps 8 significant bits, a relative rounding of
+//    u = 2^-8 per stored value (RMS u / sqrt 3). A fixture model stores each value along its longest
+//    path at most about 40 times (embeddings, 4 layers of norm, q/k/v, attention, projection, MLP,
+//    the head); independent roundings add in quadrature, u sqrt(40 / 3) = 1.4%, and a factor of
+//    about 3 covers what normalisations, softmax and output heads amplify. The CPU bf16 run of
+//    LibTorch 2.11 stays under 2% on every such tensor.
+//  - anything downstream of FLUX's timestep embedding: 50%, a gross-error check only. The
+//    reference itself (diffusers) casts the timestep to the model dtype before the x1000, so in bf16
+//    t = 0.37 moves by up to 2^-9 t, and sin(1000 t f) by up to 0.7 rad: the bf16 temb is O(1) away
+//    from the fp32 one, and no fp32 reference can check what follows tightly. A wrong layout or
+//    weight gives an uncorrelated result (relative error about sqrt 2).
+constexpr double kHalfRelL2 = 0.04;
+constexpr double kHalfRelL2AfterTimestep = 0.5;
+
+bool after_flux_timestep(const std::string& case_name, const std::string& output) {
+  if (case_name == "flux_transformer") return true;
+  if (case_name != "flux_pipeline" && case_name != "uniworld_pipeline") return false;
+  for (const char* o : {"final_latents", "latents_step1", "inter_noise_pred", "inter_step_latents", "image",
+                        "image_uint8"})
+    if (output == o) return true;
+  return false;
+}
+
 const ToleranceOverride* override_of(const std::string& case_name, const std::string& output) {
   for (const auto& o : kToleranceOverrides)
     if (case_name == o.case_name && output == o.output) return &o;
@@ -135,6 +167,7 @@ const ToleranceOverride* override_of(const std::string& case_name, const std::st
 // Runs one case; prints its lines; returns true when every compared tensor passed.
 bool run_case(const std::string& root, const std::string& name, const json& spec,
               const RuntimeOptions& rt) {
+  const bool half = rt.compute_dtype() != at::kFloat && rt.compute_dtype() != at::kDouble;
   auto emit = [&](json line) { std::cout << line.dump() << std::endl; };
   auto it = registry().find(name);
   if (it == registry().end()) {
@@ -184,7 +217,16 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
         continue;
       }
       Check c = compare(g->second, io.get(o.key()), meta);
+      const bool exact = meta.contains("tolerance") && meta["tolerance"].is_string();
+      if (half && !exact && !c.pass && std::isfinite(c.rel_l2)) {
+        const double bound = after_flux_timestep(name, o.key()) ? kHalfRelL2AfterTimestep : kHalfRelL2;
+        line["tolerance_rel_l2"] = bound;
+        c.pass = c.rel_l2 <= bound;
+        c.why = c.pass ? "" : "relative L2 error above the half-precision bound";
+      }
       line["max_abs_err"] = std::isfinite(c.max_abs) ? json(c.max_abs) : json("inf");
+      line["rel_l2"] = std::isfinite(c.rel_l2) ? json(c.rel_l2) : json("inf");
+      line["ref_max_abs"] = c.ref_max_abs;
       line["pass"] = c.pass;
       if (!required) line["group"] = group;
       if (over) line["tolerance_override"] = over->reason;
@@ -241,6 +283,11 @@ int main(int argc, char** argv) {
         throw omniflux::Error("MANIFEST.json has no cases object", root);
     }
     cli::apply_runtime(rt);
+    // fp32 parity means fp32: no TF32 in cuBLAS or cuDNN (cuDNN convolutions default to TF32).
+    if (rt.torch_device().is_cuda() && rt.compute_dtype() == at::kFloat) {
+      at::globalContext().setAllowTF32CuBLAS(false);
+      at::globalContext().setAllowTF32CuDNN(false);
+    }
     const json& cases = manifest["cases"];
     if (list) {
       for (auto c = cases.begin(); c != cases.end(); ++c)

@@ -44,30 +44,45 @@ struct TinyContext {
 // Seeded random tensors with the fixtures' initialisation conventions (MANIFEST "weights_init"):
 // matrices N(0, 1/fan_in), embeddings N(0, 1), norm scales 1 + 0.1 N, biases 0.02 N.
 // Header-only so that omniflux-bench can build random full-size weights with the same code.
+// shapes_only() holds meta tensors instead (names, shapes, dtype, no data): saved, they make the
+// header-only stand-ins of full-size checkpoints that omniflux-plan's dry runs load.
 class TinyWeights {
  public:
   explicit TinyWeights(uint64_t seed, at::ScalarType dtype = at::kFloat)
       : gen_(at::detail::createCPUGenerator(seed)), dtype_(dtype) {}
+  // Drawn on `device` by its default generator (seeded here), for full-size GPU benchmarks that
+  // would spend minutes drawing tens of GB on the CPU. Not the CPU stream: values differ.
+  TinyWeights(uint64_t seed, at::ScalarType dtype, c10::Device device) : TinyWeights(seed, dtype) {
+    device_ = device;
+    if (!device.is_cpu()) at::manual_seed(seed);
+  }
+  static TinyWeights shapes_only(at::ScalarType dtype) {
+    TinyWeights w(0, dtype);
+    w.meta_ = true;
+    return w;
+  }
   // std < 0: 1/sqrt(fan_in)
   void matrix(const std::string& name, std::vector<int64_t> shape, double std = -1) {
     int64_t fan_in = 1;
     for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
     if (std < 0) std = 1.0 / std::sqrt(static_cast<double>(fan_in));
-    put(name, at::randn(shape, gen_, at::kFloat).mul_(std));
+    put(name, shape, [&] { return randn(shape).mul_(std); });
   }
-  void embedding(const std::string& name, int64_t n, int64_t dim) { put(name, at::randn({n, dim}, gen_, at::kFloat)); }
+  void embedding(const std::string& name, int64_t n, int64_t dim) {
+    put(name, {n, dim}, [&] { return randn({n, dim}); });
+  }
   // name.weight (+ name.bias)
   void norm(const std::string& name, int64_t dim, bool bias) {
-    put(name + ".weight", 1 + 0.1 * at::randn({dim}, gen_, at::kFloat));
-    if (bias) put(name + ".bias", 0.02 * at::randn({dim}, gen_, at::kFloat));
+    put(name + ".weight", {dim}, [&] { return 1 + 0.1 * randn({dim}); });
+    if (bias) put(name + ".bias", {dim}, [&] { return 0.02 * randn({dim}); });
   }
   void linear(const std::string& name, int64_t out, int64_t in, bool bias = true) {
     matrix(name + ".weight", {out, in});
-    if (bias) put(name + ".bias", 0.02 * at::randn({out}, gen_, at::kFloat));
+    if (bias) put(name + ".bias", {out}, [&] { return 0.02 * randn({out}); });
   }
   void conv(const std::string& name, int64_t out, int64_t in, int64_t k) {
     matrix(name + ".weight", {out, in, k, k});
-    put(name + ".bias", 0.02 * at::randn({out}, gen_, at::kFloat));
+    put(name + ".bias", {out}, [&] { return 0.02 * randn({out}); });
   }
   void save(const std::filesystem::path& file) const {
     std::filesystem::create_directories(file.parent_path());
@@ -78,12 +93,20 @@ class TinyWeights {
   void set_prefix(std::string prefix) { prefix_ = std::move(prefix); }
   // N(0, std^2) of any shape (a SigLIP probe, a logit scale...).
   void normal(const std::string& name, std::vector<int64_t> shape, double std) {
-    put(name, at::randn(shape, gen_, at::kFloat).mul_(std));
+    put(name, shape, [&] { return randn(shape).mul_(std); });
   }
   const std::map<std::string, at::Tensor>& tensors() const { return tensors_; }
 
  private:
-  void put(const std::string& name, const at::Tensor& t) { tensors_[prefix_ + name] = t.to(dtype_); }
+  at::Tensor randn(const std::vector<int64_t>& shape) {
+    return device_.is_cpu() ? at::randn(shape, gen_, at::kFloat) : at::randn(shape, at::TensorOptions().device(device_));
+  }
+  void put(const std::string& name, const std::vector<int64_t>& shape, const std::function<at::Tensor()>& make) {
+    tensors_[prefix_ + name] = meta_ ? at::empty(shape, at::TensorOptions().device(at::kMeta).dtype(dtype_))
+                                     : make().to(dtype_);
+  }
+  bool meta_ = false;
+  c10::Device device_ = c10::kCPU;
   std::string prefix_;
   at::Generator gen_;
   at::ScalarType dtype_;

@@ -27,6 +27,9 @@ struct QwenVlShape {
 struct SiglipShape {
   int64_t hidden = 16, inter = 32, layers = 2, heads = 2, image = 64, patch = 16;
 };
+struct SiglipTextShape {  // the tiny folders' stub; the real so400m text tower is 256000 x 1152, 27 layers
+  int64_t vocab = 64, hidden = 16, inter = 32, layers = 1, positions = 16, projection = 16;
+};
 struct UniWorldShape {
   QwenVlShape qwen;
   SiglipShape siglip;
@@ -147,28 +150,8 @@ inline void write_uniworld_folder(const std::filesystem::path& dir, const UniWor
   save_torch_state_dict((dir / "task_head_final.pt").string(), h.tensors());
 }
 
-inline void write_siglip_folder(const std::filesystem::path& dir, const SiglipShape& s, uint64_t seed,
-                                at::ScalarType dtype = at::kFloat) {
-  std::filesystem::create_directories(dir);
-  const nlohmann::json config = {
-      {"architectures", {"SiglipModel"}}, {"model_type", "siglip"}, {"initializer_factor", 1.0},
-      {"torch_dtype", "float32"},
-      {"text_config",
-       {{"hidden_size", 16}, {"intermediate_size", 32}, {"max_position_embeddings", 16},
-        {"model_type", "siglip_text_model"}, {"num_attention_heads", 2}, {"num_hidden_layers", 1},
-        {"projection_size", 16}, {"vocab_size", 64}}},
-      {"vision_config",
-       {{"hidden_size", s.hidden}, {"image_size", s.image}, {"intermediate_size", s.inter},
-        {"model_type", "siglip_vision_model"}, {"num_attention_heads", s.heads}, {"num_hidden_layers", s.layers},
-        {"patch_size", s.patch}}}};
-  const nlohmann::json preprocessor = {
-      {"image_processor_type", "SiglipImageProcessor"}, {"processor_class", "SiglipProcessor"},
-      {"do_normalize", true}, {"do_rescale", true}, {"do_resize", true}, {"image_mean", {0.5, 0.5, 0.5}},
-      {"image_std", {0.5, 0.5, 0.5}}, {"resample", 2}, {"rescale_factor", 1.0 / 255.0},
-      {"size", {{"height", s.image}, {"width", s.image}}}};
-  write_file_atomic((dir / "config.json").string(), config.dump(2) + "\n");
-  write_file_atomic((dir / "preprocessor_config.json").string(), preprocessor.dump(2) + "\n");
-  TinyWeights w(seed, dtype);
+// A whole SiglipModel's weights (vision tower with its MAP head, text tower, logit scalars).
+inline void siglip_weights(TinyWeights& w, const SiglipShape& s, const SiglipTextShape& ts) {
   const int64_t d = s.hidden, n = (s.image / s.patch) * (s.image / s.patch);
   auto encoder = [&](const std::string& root, int64_t dim, int64_t inter, int64_t layers) {
     for (int64_t i = 0; i < layers; ++i) {
@@ -193,15 +176,40 @@ inline void write_siglip_folder(const std::filesystem::path& dir, const SiglipSh
   w.norm(v + "head.layernorm", d, true);
   w.linear(v + "head.mlp.fc1", s.inter, d);
   w.linear(v + "head.mlp.fc2", d, s.inter);
-  // A tiny text tower stub (never run) and the contrastive scalars, as in a whole SiglipModel.
+  // The text tower (never run) and the contrastive scalars, as in a whole SiglipModel.
   const std::string t = "text_model.";
-  w.embedding(t + "embeddings.token_embedding.weight", 64, 16);
-  w.embedding(t + "embeddings.position_embedding.weight", 16, 16);
-  encoder(t, 16, 32, 1);
-  w.norm(t + "final_layer_norm", 16, true);
-  w.linear(t + "head", 16, 16);
+  w.embedding(t + "embeddings.token_embedding.weight", ts.vocab, ts.hidden);
+  w.embedding(t + "embeddings.position_embedding.weight", ts.positions, ts.hidden);
+  encoder(t, ts.hidden, ts.inter, ts.layers);
+  w.norm(t + "final_layer_norm", ts.hidden, true);
+  w.linear(t + "head", ts.projection, ts.hidden);
   w.normal("logit_scale", {1}, 1.0);
   w.normal("logit_bias", {1}, 1.0);
+}
+
+inline void write_siglip_folder(const std::filesystem::path& dir, const SiglipShape& s, uint64_t seed,
+                                at::ScalarType dtype = at::kFloat) {
+  std::filesystem::create_directories(dir);
+  const nlohmann::json config = {
+      {"architectures", {"SiglipModel"}}, {"model_type", "siglip"}, {"initializer_factor", 1.0},
+      {"torch_dtype", "float32"},
+      {"text_config",
+       {{"hidden_size", 16}, {"intermediate_size", 32}, {"max_position_embeddings", 16},
+        {"model_type", "siglip_text_model"}, {"num_attention_heads", 2}, {"num_hidden_layers", 1},
+        {"projection_size", 16}, {"vocab_size", 64}}},
+      {"vision_config",
+       {{"hidden_size", s.hidden}, {"image_size", s.image}, {"intermediate_size", s.inter},
+        {"model_type", "siglip_vision_model"}, {"num_attention_heads", s.heads}, {"num_hidden_layers", s.layers},
+        {"patch_size", s.patch}}}};
+  const nlohmann::json preprocessor = {
+      {"image_processor_type", "SiglipImageProcessor"}, {"processor_class", "SiglipProcessor"},
+      {"do_normalize", true}, {"do_rescale", true}, {"do_resize", true}, {"image_mean", {0.5, 0.5, 0.5}},
+      {"image_std", {0.5, 0.5, 0.5}}, {"resample", 2}, {"rescale_factor", 1.0 / 255.0},
+      {"size", {{"height", s.image}, {"width", s.image}}}};
+  write_file_atomic((dir / "config.json").string(), config.dump(2) + "\n");
+  write_file_atomic((dir / "preprocessor_config.json").string(), preprocessor.dump(2) + "\n");
+  TinyWeights w(seed, dtype);
+  siglip_weights(w, s, SiglipTextShape{});
   w.save(dir / "model.safetensors");
 }
 
