@@ -608,6 +608,8 @@ TEST(ServerHttp, BadRequestsGetTheRightStatus) {
       {"unknown path", "GET /v2/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404, ""},
       {"wrong method", "GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405, ""},
       {"garbage request line", "HELLO\r\n\r\n", 400, ""},
+      {"another site's page", gen(R"({"model":"uniworld-v1","prompt":"p"})", "application/json",
+                                  "Origin: http://evil.example\r\n"), 403, ""},
   };
   for (const auto& k : cases) {
     const std::string raw = k.raw;

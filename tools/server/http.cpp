@@ -321,6 +321,16 @@ struct HttpServer::Impl {
   // Authentication, method, size, encoding and media type: everything decided from the head.
   std::optional<ApiError> precheck(const httplib::Request& req, httplib::Response& res) {
     if (t_conn) t_conn->head_done();
+    // Browsers send Origin with every POST: a page of another site may not use the API through a
+    // visitor's browser (cross-site request forgery against a loopback server). There is no CORS.
+    if (starts_with(req.path, "/v1/") && req.has_header("Origin")) {
+      std::string origin = req.get_header_value("Origin");
+      for (const char* scheme : {"http://", "https://"})
+        if (starts_with(origin, scheme)) origin = origin.substr(std::strlen(scheme));
+      if (origin != req.get_header_value("Host"))
+        return ApiError(403, "cross-origin requests are refused (Origin " + req.get_header_value("Origin") + ")", "",
+                        "cross_origin");
+    }
     if (starts_with(req.path, "/v1/") && !opt.api_key.empty()) {
       const std::string auth = req.get_header_value("Authorization");
       if (!starts_with(auth, "Bearer ") || !same_key(auth.substr(7), opt.api_key)) {
