@@ -2,7 +2,8 @@
 // omniflux-tiny (so the model work is small and the overhead shows). For each case it measures:
 //   direct     the library call in this process (plus encode_png for images: what an embedding
 //              application needs to get the same PNG bytes), one after another;
-//   http       the same request to omniflux-server (a child process, same threads) from one client;
+//   http       the same request to omniflux-server (a child process, same threads) from one client,
+//              alternating with the direct calls;
 //   http_cC    C clients at once (requests/s under load; latency then includes queueing).
 // One JSON line per measurement: requests, requests/s, p50 and p95 latency in ms.
 //   omniflux-bench_server [--requests 20] [--clients 4] [--threads 2] [--size 64] [--steps 2] [--tokens 12]
@@ -68,19 +69,6 @@ void report(const std::string& model, const std::string& what, const std::string
             {"threads", a.threads}};
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
-}
-
-// Runs `one` n times in a row; latencies and the wall time.
-std::pair<std::vector<double>, double> sequential(int n, const std::function<void()>& one) {
-  for (int i = 0; i < 2; ++i) one();  // warm-up
-  std::vector<double> lat;
-  const auto t0 = Clock::now();
-  for (int i = 0; i < n; ++i) {
-    const auto t = Clock::now();
-    one();
-    lat.push_back(ms_since(t));
-  }
-  return {lat, ms_since(t0)};
 }
 
 std::pair<std::vector<double>, double> concurrent(int n, int clients, const std::function<void()>& one) {
@@ -213,33 +201,21 @@ int main(int argc, char** argv) {
                             {{"type", "image_url"},
                              {"image_url", {{"url", "data:image/png;base64," + omniflux::server::base64_encode(chat_png)}}}}}}}}}};
 
-    // ---- direct library calls ----
-    {
-      auto uw = omniflux::UniWorldPipeline::load(uw_dir, flux_dir, sig_dir, {});
-      omniflux::UniWorldOptions o;
-      o.prompt = "a lighthouse";
-      o.width = o.height = a.size;
-      o.steps = a.steps;
-      o.task = omniflux::UniWorldTask::Image;
-      auto [lat, wall] = sequential(a.requests, [&] { omniflux::encode_png(uw.run(o)->image, {{"parameters", "x"}}); });
-      report("uniworld-v1", "t2i " + size + " x" + std::to_string(a.steps) + " steps", "direct", 1, lat, wall, a);
-    }
-    {
-      auto fl = omniflux::FluxPipeline::load(flux_dir, {});
-      omniflux::FluxGenerateOptions o;
-      o.prompt = "a lighthouse";
-      o.width = o.height = a.size;
-      o.steps = a.steps;
-      auto [lat, wall] = sequential(a.requests, [&] { omniflux::encode_png(*fl.generate(o), {{"parameters", "x"}}); });
-      report("flux.1-dev", "t2i " + size + " x" + std::to_string(a.steps) + " steps", "direct", 1, lat, wall, a);
-    }
-    {
-      auto xo = omniflux::xomni::XOmniPipeline::load(xo_dir, "", {});
-      auto [lat, wall] = sequential(a.requests, [&] { xo.chat(chat_image, "What is in the picture?", {}, a.tokens); });
-      report("x-omni", "chat " + std::to_string(a.tokens) + " tokens", "direct", 1, lat, wall, a);
-    }
+    // Both paths are measured in alternation (direct, http, direct, ...), so a machine whose load
+    // changes during the run weighs on both alike; then the concurrent clients.
+    auto uw = omniflux::UniWorldPipeline::load(uw_dir, flux_dir, sig_dir, {});
+    auto fl = omniflux::FluxPipeline::load(flux_dir, {});
+    auto xo = omniflux::xomni::XOmniPipeline::load(xo_dir, "", {});
+    omniflux::UniWorldOptions uo;
+    uo.prompt = "a lighthouse";
+    uo.width = uo.height = a.size;
+    uo.steps = a.steps;
+    uo.task = omniflux::UniWorldTask::Image;
+    omniflux::FluxGenerateOptions fo;
+    fo.prompt = "a lighthouse";
+    fo.width = fo.height = a.size;
+    fo.steps = a.steps;
 
-    // ---- through omniflux-server ----
     ServerProcess server(bin / "omniflux-server",
                          {"--uniworld", uw_dir, "--flux", flux_dir, "--siglip", sig_dir, "--xomni", xo_dir, "--serve-flux",
                           "--threads", std::to_string(a.threads), "--port", "0", "--no-log", "--max-queue",
@@ -247,18 +223,38 @@ int main(int argc, char** argv) {
     struct Case {
       std::string model, what, path;
       json body;
+      std::function<void()> direct;
     };
+    const std::string t2i = "t2i " + size + " x" + std::to_string(a.steps) + " steps";
     const std::vector<Case> cases = {
-        {"uniworld-v1", "t2i " + size + " x" + std::to_string(a.steps) + " steps", "/v1/images/generations", uw_body},
-        {"flux.1-dev", "t2i " + size + " x" + std::to_string(a.steps) + " steps", "/v1/images/generations", flux_body},
-        {"x-omni", "chat " + std::to_string(a.tokens) + " tokens", "/v1/chat/completions", chat},
+        {"uniworld-v1", t2i, "/v1/images/generations", uw_body,
+         [&] { omniflux::encode_png(uw.run(uo)->image, {{"parameters", "x"}}); }},
+        {"flux.1-dev", t2i, "/v1/images/generations", flux_body,
+         [&] { omniflux::encode_png(*fl.generate(fo), {{"parameters", "x"}}); }},
+        {"x-omni", "chat " + std::to_string(a.tokens) + " tokens", "/v1/chat/completions", chat,
+         [&] { xo.chat(chat_image, "What is in the picture?", {}, a.tokens); }},
     };
     for (const auto& c : cases) {
       const std::string body = c.body.dump();
-      auto one = [&] { post_ok(server.port, c.path, body); };
-      auto [lat, wall] = sequential(a.requests, one);
-      report(c.model, c.what, "http", 1, lat, wall, a);
-      auto [clat, cwall] = concurrent(a.requests, a.clients, one);
+      auto http = [&] { post_ok(server.port, c.path, body); };
+      for (int i = 0; i < 2; ++i) c.direct(), http();  // warm-up
+      std::vector<double> direct_ms, http_ms;
+      for (int i = 0; i < a.requests; ++i) {
+        auto t = Clock::now();
+        c.direct();
+        direct_ms.push_back(ms_since(t));
+        t = Clock::now();
+        http();
+        http_ms.push_back(ms_since(t));
+      }
+      auto sum = [](const std::vector<double>& v) {
+        double x = 0;
+        for (double d : v) x += d;
+        return x;
+      };
+      report(c.model, c.what, "direct", 1, direct_ms, sum(direct_ms), a);
+      report(c.model, c.what, "http", 1, http_ms, sum(http_ms), a);
+      auto [clat, cwall] = concurrent(a.requests, a.clients, http);
       report(c.model, c.what, "http_c" + std::to_string(a.clients), a.clients, clat, cwall, a);
     }
     std::error_code ec;
