@@ -273,7 +273,13 @@ struct HttpServer::Impl {
           t_note = RequestNote{};
           t_note.start = Clock::now();
           bool closed = false;
-          ret = process_request(conn, count == 1 || stopping, closed, nullptr);
+          // httplib catches what handlers throw, but not what escapes while it writes the response
+          // or logs; that ends this connection, never the server.
+          try {
+            ret = process_request(conn, count == 1 || stopping, closed, nullptr);
+          } catch (...) {
+            ret = false;
+          }
           t_note = RequestNote{};
           if (!ret || closed || conn.close_requested()) break;
         }
@@ -356,7 +362,7 @@ struct HttpServer::Impl {
                       "unsupported_encoding");
     if (req.has_header("Content-Length")) {
       const std::string cl = req.get_header_value("Content-Length");
-      const bool digits = !cl.empty() && cl.size() <= 19 && cl.find_first_not_of("0123456789") == std::string::npos;
+      const bool digits = !cl.empty() && cl.size() <= 18 && cl.find_first_not_of("0123456789") == std::string::npos;
       if (!digits) return ApiError(400, "malformed Content-Length", "", "invalid_request");
       if (std::stoll(cl) > opt.limits.max_body_bytes)
         return ApiError(413,
@@ -424,39 +430,55 @@ struct HttpServer::Impl {
   // Streams a job's events: `format` turns each into wire text (empty: nothing to send) and says
   // when the stream is complete.
   using Formatter = std::function<std::string(const JobEvent&, bool& last)>;
+  struct StreamState {
+    std::shared_ptr<Job> job;
+    std::string preamble;
+    Formatter format;
+    Clock::time_point last_write = Clock::now();
+  };
+
+  // One call of the chunked content provider: waits up to 100 ms for an event and sends it; false
+  // ends the stream (the client left).
+  static bool stream_step(StreamState& st, httplib::DataSink& sink) {
+    auto send = [&](const std::string& s) {
+      if (s.empty()) return true;
+      st.last_write = Clock::now();
+      return sink.write(s.data(), s.size());
+    };
+    if (!st.preamble.empty()) {
+      const std::string p = std::move(st.preamble);
+      st.preamble.clear();
+      if (!send(p)) return false;
+    }
+    auto e = st.job->next(std::chrono::milliseconds(100));
+    if (!e) {
+      if (!sink.is_writable()) return false;
+      return Clock::now() - st.last_write < std::chrono::seconds(10) || send(sse_comment("waiting"));
+    }
+    bool last = false;
+    if (!send(st.format(*e, last))) return false;
+    if (last) sink.done();
+    return true;
+  }
+
   void stream(httplib::Response& res, const std::shared_ptr<Job>& job, std::string preamble, Formatter format) {
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");  // nginx: pass events through unbuffered
-    auto last_write = std::make_shared<Clock::time_point>(Clock::now());
-    auto pre = std::make_shared<std::string>(std::move(preamble));
+    auto st = std::make_shared<StreamState>(StreamState{job, std::move(preamble), std::move(format)});
     JobQueue* q = &queue;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [q, job, last_write, pre, format](size_t, httplib::DataSink& sink) -> bool {
-          auto send = [&](const std::string& s) {
-            if (s.empty()) return true;
-            *last_write = Clock::now();
-            return sink.write(s.data(), s.size());
-          };
-          if (!pre->empty()) {
-            const std::string p = std::move(*pre);
-            pre->clear();
-            if (!send(p)) return q->cancel(job), false;
+        [q, st](size_t, httplib::DataSink& sink) {
+          bool ok = false;
+          try {  // httplib does not catch exceptions from a provider
+            ok = stream_step(*st, sink);
+          } catch (...) {
           }
-          auto e = job->next(std::chrono::milliseconds(100));
-          if (!e) {
-            if (!sink.is_writable()) return q->cancel(job), false;
-            if (Clock::now() - *last_write > std::chrono::seconds(10) && !send(sse_comment("waiting")))
-              return q->cancel(job), false;
-            return true;
-          }
-          bool last = false;
-          if (!send(format(*e, last))) return q->cancel(job), false;
-          if (last) sink.done();
-          return true;
+          if (!ok) q->cancel(st->job);
+          return ok;
         },
-        [q, job](bool success) {
-          if (!success) q->cancel(job);
+        [q, st](bool success) {
+          if (!success) q->cancel(st->job);
         });
   }
 
