@@ -432,11 +432,20 @@ TEST(ServerHttp, EditWithTwoImagesAndStreamedProgress) {
   EXPECT_EQ(img.width, 64);
   EXPECT_EQ(img.height, 64);
   EXPECT_NE(text.at(0).second.find("Reference images: 2"), std::string::npos);
-  // snapping (the default) follows the references' aspect ratio: 4:3 and 3:4 average to square
+  // snapping (the default) follows the references' aspect ratio: 4:3 and 3:4 average to square;
+  // streamed, an edit's events are image_edit.*
   form[4].content = "true";
+  form.push_back({"stream", "true", "", ""});
   r = c.Post("/v1/images/edits", form);
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  auto edit_events = parse_sse(r->body);
+  ASSERT_GE(edit_events.size(), 3u);
+  EXPECT_EQ(edit_events.back().data, "[DONE]");
+  const json done = json::parse(edit_events[edit_events.size() - 2].data);
+  EXPECT_EQ(done["type"], "image_edit.completed");
+  EXPECT_EQ(decode_b64_png(done["b64_json"]).width, decode_b64_png(done["b64_json"]).height);
 
   // streamed generation: progress events with the denoising steps in order, then the image, then [DONE]
   Streamed st = post_stream(s, "/v1/images/generations",
