@@ -106,7 +106,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
     else if (a == "--max-tokens") l.max_tokens = to_int(a, value(), 1, 1 << 20);
     else if (a == "--device") o.rt.device = value();
     else if (a == "--dtype") o.rt.dtype = value();
-    else if (a == "--threads") o.rt.num_threads = static_cast<int>(to_int(a, value(), 0, 4096));
+    else if (a == "--threads") o.rt.num_threads = static_cast<int>(to_int(a, value(), 0, RuntimeOptions::kMaxThreads));
     else if (a == "--offload") o.rt.offload = parse_offload(value());
     else if (a == "--max-vram-gb") {
       o.rt.max_vram_gb = to_double(a, value());
@@ -132,7 +132,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
   if (!o.siglip.empty() && o.uniworld.empty()) throw Error("--siglip is only used with --uniworld", "--siglip");
   if (o.serve_flux && o.flux.empty()) throw Error("--serve-flux needs --flux DIR", "--serve-flux");
   if (o.uniworld.empty() && o.xomni.empty()) o.serve_flux = true;  // --flux alone
-  parse_dtype(o.rt.dtype == "auto" ? "float32" : o.rt.dtype);     // fail early on a typo
+  o.rt.validate();  // a bad device or dtype fails here, before any model loads
   if (o.host.empty()) throw Error("empty host", "--host");
   return o;
 }
