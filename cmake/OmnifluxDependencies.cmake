@@ -81,3 +81,14 @@ add_library(omniflux_private_deps INTERFACE)
 target_link_libraries(omniflux_private_deps INTERFACE
   nlohmann_json::nlohmann_json PkgConfig::OMNIFLUX_PCRE2 PkgConfig::OMNIFLUX_UTF8PROC ${CMAKE_DL_LIBS})
 target_include_directories(omniflux_private_deps SYSTEM INTERFACE ${OMNIFLUX_STB_INCLUDE_DIR})
+
+# cpp-httplib for omniflux-server and its tests. Debian's libcpp-httplib-dev is the compiled
+# (split) build: httplib.h only declares, libcpp-httplib.so implements, built with OpenSSL, zlib and
+# Brotli on; the pkg-config flags carry the matching CPPHTTPLIB_*_SUPPORT defines, which change
+# class layouts and must agree with the library.
+if(OMNIFLUX_BUILD_TOOLS OR OMNIFLUX_BUILD_TESTS)
+  pkg_check_modules(OMNIFLUX_HTTPLIB QUIET IMPORTED_TARGET cpp-httplib)
+  if(NOT OMNIFLUX_HTTPLIB_FOUND)
+    omniflux_missing("cpp-httplib" "libcpp-httplib-dev")
+  endif()
+endif()

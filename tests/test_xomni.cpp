@@ -177,6 +177,24 @@ TEST(XOmniEndToEnd, CfgOnAndOffGiveFullCodeGrids) {
   EXPECT_EQ(img->width, 64);
 }
 
+TEST(XOmniEndToEnd, NegativePromptIsTheCfgRow) {
+  const auto& p = pipe();
+  // "" keeps generate.py's bare prefix; other text comes before it, encoded as the prompt row is
+  const xo::T2IPrompt plain = p.t2i_prompt("a dog", 64, 48), neg = p.t2i_prompt("a dog", 64, 48, "blurry");
+  EXPECT_TRUE(at::equal(plain.ids, neg.ids));
+  EXPECT_FALSE(at::equal(plain.negative_ids, neg.negative_ids));
+  EXPECT_TRUE(at::equal(neg.negative_ids, p.t2i_prompt("blurry", 64, 48).ids));
+  auto o = small("a dog");
+  o.cfg_scale = 4.0;
+  const xo::ImageCodes base = p.generate_codes(o);
+  o.negative_prompt = "blurry";
+  EXPECT_NE(p.generate_codes(o).codes, base.codes);
+  // without guidance the CFG row is never run
+  o.cfg_scale = 1.0;
+  auto none = small("a dog");
+  EXPECT_EQ(p.generate_codes(o).codes, p.generate_codes(none).codes);
+}
+
 TEST(XOmniEndToEnd, NonSquareResolution) {
   const auto& p = pipe();
   int64_t last = -1, total = 0;

@@ -400,7 +400,7 @@ std::vector<uint8_t> encode_png_at(const Image& image, const PngText& text,
 
 }  // namespace
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
+std::pair<int, int> image_size(const uint8_t* data, size_t size, const std::string& name) {
   if (size == 0) {
     throw Error("empty image file", name, std::string("a ") + kFormats + " image", "0 bytes");
   }
@@ -432,7 +432,11 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
   }
   detail::check_image_size(width, height, name, "image");
   check_pnm(data, size, name);
+  return {width, height};
+}
 
+Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
+  const auto [width, height] = image_size(data, size, name);
   // req_comp = 3: grey is replicated and alpha dropped, like PIL's convert("RGB"). 16-bit samples
   // are reduced to their high byte by stb (stbi__convert_16_to_8).
   StbReader reader{data, size};

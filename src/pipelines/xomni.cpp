@@ -370,7 +370,8 @@ namespace {
 at::Tensor as_ids(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong).reshape({1, -1}); }
 }  // namespace
 
-T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, int64_t height) const {
+T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, int64_t height,
+                                     const std::string& negative_prompt) const {
   check_image_size(width, height);
   T2IPrompt p;
   p.rows = height / 16;  // generate.py --downsample-size 16
@@ -381,8 +382,16 @@ T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, in
   p.ids = as_ids(text::encode_prompt(tok, t2i, user_text, special_tokens_));
   text::EncodeOptions no_special;
   no_special.add_special_tokens = false;
-  p.negative_ids = as_ids(tok.encode(text::xomni_image_prefix(static_cast<int>(p.rows), static_cast<int>(p.cols)), no_special));
-  check_context_length(p.ids.size(1), p.rows * p.cols, impl_->lm_cfg.text.max_position_embeddings, "X-Omni generate");
+  const int rows = static_cast<int>(p.rows), cols = static_cast<int>(p.cols);
+  if (negative_prompt.empty()) {
+    p.negative_ids = as_ids(tok.encode(text::xomni_image_prefix(rows, cols), no_special));
+  } else {  // encoded as the prompt row is
+    std::vector<text::TextSpan> negative_text;
+    const std::string negative = text::xomni_t2i_prompt(negative_prompt, rows, cols, &negative_text);
+    p.negative_ids = as_ids(text::encode_prompt(tok, negative, negative_text, special_tokens_));
+  }
+  check_context_length(std::max(p.ids.size(1), p.negative_ids.size(1)), p.rows * p.cols,
+                       impl_->lm_cfg.text.max_position_embeddings, "X-Omni generate");
   return p;
 }
 
@@ -395,7 +404,7 @@ sampling::SamplingOptions XOmniPipeline::effective_sampling(const GenerateOption
 }
 
 std::optional<ImageCodes> XOmniPipeline::generate_codes(const GenerateOptions& opt, const TokenProgress& progress) const {
-  const T2IPrompt p = t2i_prompt(opt.prompt, opt.width, opt.height);
+  const T2IPrompt p = t2i_prompt(opt.prompt, opt.width, opt.height, opt.negative_prompt);
   XOmniLM::ImageGeneration g;
   g.sampling = effective_sampling(opt);
   g.guidance_scale = opt.cfg_scale;

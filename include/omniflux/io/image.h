@@ -32,6 +32,9 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 Image load_image(const std::string& path);
 // Same, from memory. `name` appears in errors.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);
+// The size an encoded image declares, (width, height), after the same header checks as
+// decode_image and without decoding pixels: a server can refuse a large upload cheaply.
+std::pair<int, int> image_size(const uint8_t* data, size_t size, const std::string& name);
 
 // PNG tEXt entries: (keyword, text). Keywords are 1-79 printable Latin-1 bytes (32-126, 161-255)
 // without leading, trailing or consecutive spaces; text is any bytes except NUL. Both are written

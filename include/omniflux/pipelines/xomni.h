@@ -107,6 +107,9 @@ struct GenerateOptions {
   std::string prompt;
   int64_t width = kDefaultSide, height = kDefaultSide;
   double cfg_scale = 1.0;  // LM classifier-free guidance (generate.py --cfg-scale)
+  // Text of the CFG row before its "<SOM>h w<IMAGE>" prefix. generate.py's row is the bare prefix,
+  // which "" keeps; other text is ours (a negative prompt for the LM's guidance).
+  std::string negative_prompt;
   // Sampling as the user set it; merged with generation_config.json as Hugging Face does.
   sampling::SamplingOptions sampling = t2i_sampling_defaults();
   uint64_t seed = 1234;
@@ -181,8 +184,10 @@ class XOmniPipeline {
   // chat only; decode_codes then throws).
   static XOmniPipeline load(const std::string& model_dir, const std::string& flux_dir, const RuntimeOptions& rt = {});
 
-  // The prompt and CFG prefix ids for a width x height image (checked with check_image_size).
-  T2IPrompt t2i_prompt(const std::string& prompt, int64_t width, int64_t height) const;
+  // The prompt and CFG prefix ids for a width x height image (checked with check_image_size); the
+  // CFG row is `negative_prompt` + prefix, encoded as the prompt row is, when it is not empty.
+  T2IPrompt t2i_prompt(const std::string& prompt, int64_t width, int64_t height,
+                       const std::string& negative_prompt = {}) const;
   // The sampling actually used: opt.sampling merged with generation_config.json, seeded with opt.seed,
   // suppressing <SOM>, <EOM>, <IMAGE>.
   sampling::SamplingOptions effective_sampling(const GenerateOptions& opt) const;

@@ -1,0 +1,467 @@
+// omniflux-server's HTTP-independent parts: flag parsing, request validation into typed requests
+// (each bad field names itself), the OpenAI response shapes, base64 and data: URIs, SSE framing, and
+// the job queue (order, bound, cancellation, shutdown) driven without a socket.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "api.h"
+#include "jobs.h"
+#include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "options.h"
+#include "sse.h"
+
+using namespace omniflux;
+using namespace omniflux::server;
+using nlohmann::json;
+
+namespace {
+
+Catalog test_catalog(bool xomni_decoder = true) {
+  Catalog c;
+  ModelCaps uw;
+  uw.id = ModelId::UniWorld;
+  uw.generations = uw.edits = uw.chat = true;
+  uw.seed = 42;
+  ModelCaps xo;
+  xo.id = ModelId::XOmni;
+  xo.generations = xomni_decoder;
+  xo.chat = true;
+  xo.width = xo.height = 1152;
+  xo.guidance = 1.0;
+  xo.seed = 1234;
+  ModelCaps fl;
+  fl.id = ModelId::Flux;
+  fl.generations = true;
+  c.models = {uw, xo, fl};
+  return c;
+}
+
+// The ApiError a call throws (status and param), or a failure when it throws nothing.
+template <class F>
+ApiError error_of(F&& f) {
+  try {
+    f();
+  } catch (const ApiError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no ApiError thrown";
+  return ApiError(0, "");
+}
+
+std::string png_bytes(int w, int h) {
+  Image img{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3, 128)};
+  auto v = encode_png(img);
+  return std::string(v.begin(), v.end());
+}
+
+std::string data_uri(const std::string& bytes) { return "data:image/png;base64," + base64_encode(bytes); }
+
+}  // namespace
+
+TEST(ServerOptions, ParsesFlagsAndRefusesBadOnes) {
+  bool help = false;
+  ServerOptions o = parse_server_args({"--uniworld", "u", "--flux", "f", "--siglip", "s", "--port", "0", "--max-queue",
+                                       "4", "--max-body-bytes", "2M", "--offload", "model", "--max-vram-gb", "24"},
+                                      &help);
+  EXPECT_FALSE(help);
+  EXPECT_EQ(o.host, "127.0.0.1");  // loopback unless asked
+  EXPECT_EQ(o.port, 0);
+  EXPECT_EQ(o.limits.max_queue, 4u);
+  EXPECT_EQ(o.limits.max_body_bytes, 2 << 20);
+  EXPECT_EQ(o.rt.offload, Offload::Model);
+  EXPECT_DOUBLE_EQ(o.rt.max_vram_gb, 24.0);
+  EXPECT_FALSE(o.serve_flux);
+  EXPECT_TRUE(parse_server_args({"--flux", "f"}, &help).serve_flux);  // --flux alone serves FLUX.1-dev
+  EXPECT_THROW(parse_server_args({}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--uniworld", "u"}, &help), Error);  // needs --flux and --siglip
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--port", "70000"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-images", "5"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-queue"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--bogus"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--offload", "disk"}, &help), Error);
+  parse_server_args({"--help"}, &help);
+  EXPECT_TRUE(help);
+}
+
+TEST(ServerApi, ImageGenerationDefaultsAndExtensions) {
+  const Catalog c = test_catalog();
+  Limits l;
+  ImageRequest r = parse_image_generation(json{{"model", "uniworld-v1"}, {"prompt", "a fox"}}, c, l);
+  EXPECT_EQ(r.model, ModelId::UniWorld);
+  EXPECT_EQ(r.width, 1024);
+  EXPECT_EQ(r.steps, 28);
+  EXPECT_EQ(r.seed, 42u);
+  EXPECT_EQ(r.n, 1);
+  EXPECT_FALSE(r.stream);
+  r = parse_image_generation(json{{"model", "x-omni"}, {"prompt", "a fox"}, {"size", "64x48"}, {"n", 2}, {"seed", 7},
+                                  {"guidance", 3.0}, {"negative_prompt", "blurry"}, {"top_k", 10},
+                                  {"response_format", "b64_json"}, {"stream", true}, {"user", "u1"}},
+                             c, l);
+  EXPECT_EQ(r.model, ModelId::XOmni);
+  EXPECT_EQ(r.width, 64);
+  EXPECT_EQ(r.height, 48);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_EQ(*r.top_k, 10);
+  EXPECT_EQ(*r.negative_prompt, "blurry");
+  EXPECT_TRUE(r.stream);
+  r = parse_image_generation(json{{"model", "flux.1-dev"}, {"prompt", "p"}, {"negative_prompt", ""}, {"true_cfg_scale", 4}},
+                             c, l);
+  EXPECT_DOUBLE_EQ(*r.true_cfg_scale, 4.0);
+  // null counts as absent (OpenAI clients send it)
+  r = parse_image_generation(json{{"model", "uniworld-v1"}, {"prompt", "p"}, {"size", nullptr}, {"n", nullptr}}, c, l);
+  EXPECT_EQ(r.width, 1024);
+}
+
+TEST(ServerApi, EveryBadImageFieldIsNamed) {
+  const Catalog c = test_catalog(false);
+  Limits l;
+  l.max_prompt_bytes = 32;
+  l.max_pixels = 512 * 512;
+  auto gen = [&](json j) { return error_of([&] { parse_image_generation(j, c, l); }); };
+  const json base = {{"model", "uniworld-v1"}, {"prompt", "p"}, {"size", "64x64"}};
+  auto with = [&](const char* k, json v) {
+    json j = base;
+    j[k] = v;
+    return j;
+  };
+  struct Case {
+    json body;
+    int status;
+    std::string param;
+  };
+  const std::vector<Case> cases = {
+      {with("prompt", 5), 400, "prompt"},
+      {with("prompt", ""), 400, "prompt"},
+      {with("prompt", std::string(33, 'a')), 400, "prompt"},
+      {with("prompt", std::string("a\0b", 3)), 400, "prompt"},
+      {json{{"model", "uniworld-v1"}}, 400, "prompt"},
+      {with("model", "dall-e-3"), 404, "model"},
+      {with("model", "x-omni"), 400, "model"},  // chat only without --flux
+      {with("size", "1024"), 400, "size"},
+      {with("size", "100x100"), 400, "size"},
+      {with("size", "1024x1024"), 400, "size"},  // over max_pixels
+      {with("size", "-16x16"), 400, "size"},
+      {with("n", 0), 400, "n"},
+      {with("n", 5), 400, "n"},
+      {with("n", 1.5), 400, "n"},
+      {with("steps", 101), 400, "steps"},
+      {with("steps", "4"), 400, "steps"},
+      {with("seed", -1), 400, "seed"},
+      {with("guidance", "high"), 400, "guidance"},
+      {with("response_format", "url"), 400, "response_format"},
+      {with("output_format", "jpeg"), 400, "output_format"},
+      {with("stream", "yes"), 400, "stream"},
+      {with("negative_prompt", "x"), 400, "negative_prompt"},  // UniWorld has none
+      {with("top_k", 5), 400, "top_k"},                        // X-Omni's
+      {with("true_cfg_scale", 2), 400, "true_cfg_scale"},      // FLUX's
+      {with("snap", true), 400, "snap"},                        // edits only
+      {with("quality", "hd"), 400, "quality"},                  // unknown field
+  };
+  for (const auto& k : cases) {
+    const ApiError e = gen(k.body);
+    EXPECT_EQ(e.status, k.status) << k.body.dump();
+    EXPECT_EQ(e.param, k.param) << k.body.dump();
+    const json b = e.body();
+    EXPECT_TRUE(b["error"]["message"].is_string());
+    EXPECT_EQ(b["error"]["param"], k.param);
+    EXPECT_TRUE(b["error"]["type"].is_string());
+  }
+  // FLUX: a negative prompt needs true CFG and the other way round
+  EXPECT_EQ(gen(json{{"model", "flux.1-dev"}, {"prompt", "p"}, {"size", "64x64"}, {"negative_prompt", "x"}}).param, "negative_prompt");
+  EXPECT_EQ(gen(json{{"model", "flux.1-dev"}, {"prompt", "p"}, {"size", "64x64"}, {"true_cfg_scale", 3}}).param, "true_cfg_scale");
+  // with more than one model serving the endpoint, the model must be named
+  EXPECT_EQ(gen(json{{"prompt", "p"}}).param, "model");
+}
+
+TEST(ServerApi, MalformedJsonBodies) {
+  for (const std::string body : {"", "{", "[1,2]", "\"x\"", "{\"a\":}", "nul", "{\"prompt\": \"\xff\"}"}) {
+    const ApiError e = error_of([&] { parse_json_body(body); });
+    EXPECT_EQ(e.status, 400) << body;
+  }
+  std::string deep(100000, '[');
+  EXPECT_EQ(error_of([&] { parse_json_body("{\"a\":" + deep); }).status, 400);
+  EXPECT_EQ(parse_json_body("{\"a\": [1, {\"b\": 2}]}")["a"][1]["b"], 2);
+}
+
+TEST(ServerApi, EditFormFieldsAndImages) {
+  const Catalog c = test_catalog();
+  Limits l;
+  l.max_image_bytes = 100000;
+  l.max_image_pixels = 64 * 64;
+  const std::string img = png_bytes(40, 30);
+  std::vector<FormPart> parts = {{"model", "", "", "uniworld-v1"}, {"prompt", "", "", "make it snow"},
+                                 {"size", "", "", "64x64"},        {"steps", "", "", "3"},
+                                 {"snap", "", "", "false"},        {"image[]", "a.png", "image/png", img},
+                                 {"image[]", "b.png", "image/png", img}};
+  ImageRequest r = parse_image_edit(parts, c, l);
+  EXPECT_TRUE(r.edit);
+  ASSERT_EQ(r.images.size(), 2u);
+  EXPECT_EQ(r.images[1].width, 40);
+  EXPECT_EQ(r.steps, 3);
+  EXPECT_FALSE(*r.snap);
+  auto edit_error = [&](std::vector<FormPart> p) { return error_of([&] { parse_image_edit(p, c, l); }); };
+  auto without_images = std::vector<FormPart>(parts.begin(), parts.begin() + 5);
+  EXPECT_EQ(edit_error(without_images).param, "image");
+  auto five = without_images;
+  for (int i = 0; i < 5; ++i) five.push_back({"image[]", "", "", img});
+  EXPECT_EQ(edit_error(five).param, "image");
+  auto not_image = without_images;
+  not_image.push_back({"image[]", "x.png", "image/png", "GIF89a not really"});
+  EXPECT_EQ(edit_error(not_image).status, 400);
+  EXPECT_EQ(edit_error(not_image).param, "image[0]");
+  auto big = without_images;
+  big.push_back({"image[]", "", "", png_bytes(65, 64)});  // more pixels than allowed, refused before decoding
+  EXPECT_EQ(edit_error(big).param, "image[0]");
+  auto bad_int = parts;
+  bad_int[3].data = "3x";
+  EXPECT_EQ(edit_error(bad_int).param, "steps");
+  auto dup = parts;
+  dup.push_back({"prompt", "", "", "again"});
+  EXPECT_EQ(edit_error(dup).param, "prompt");
+  auto mask = parts;
+  mask.push_back({"mask", "", "", img});
+  EXPECT_EQ(edit_error(mask).param, "mask");
+  auto bad_utf8 = parts;
+  bad_utf8[1].data = "\xc3\x28";
+  EXPECT_EQ(edit_error(bad_utf8).param, "prompt");
+  auto xomni = parts;
+  xomni[0].data = "x-omni";
+  EXPECT_EQ(edit_error(xomni).param, "model");  // X-Omni has no editing
+}
+
+TEST(ServerApi, ChatMessagesAndImages) {
+  const Catalog c = test_catalog();
+  Limits l;
+  const std::string uri = data_uri(png_bytes(32, 32));
+  json body = {{"model", "x-omni"},
+               {"stream", true},
+               {"max_tokens", 8},
+               {"messages",
+                {{{"role", "user"},
+                  {"content", {{{"type", "text"}, {"text", "What is it?"}}, {{"type", "image_url"}, {"image_url", {{"url", uri}}}}}}}}}};
+  ChatRequest r = parse_chat(body, c, l);
+  EXPECT_EQ(r.model, ModelId::XOmni);
+  EXPECT_TRUE(r.stream);
+  EXPECT_EQ(r.max_tokens, 8);
+  EXPECT_EQ(r.text, "What is it?");
+  ASSERT_EQ(r.images.size(), 1u);
+  EXPECT_EQ(r.images[0].width, 32);
+  // UniWorld: plain string content, no image, app.py's default token budget
+  r = parse_chat(json{{"model", "uniworld-v1"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, c, l);
+  EXPECT_EQ(r.max_tokens, 128);
+  EXPECT_TRUE(r.images.empty());
+
+  auto err = [&](json j) { return error_of([&] { parse_chat(j, c, l); }); };
+  auto msg = [](json content) { return json{{"model", "x-omni"}, {"messages", {{{"role", "user"}, {"content", content}}}}}; };
+  const json text_part = {{"type", "text"}, {"text", "Q"}};
+  EXPECT_EQ(err(json{{"model", "x-omni"}}).param, "messages");
+  EXPECT_EQ(err(json{{"model", "x-omni"}, {"messages", json::array()}}).param, "messages");
+  EXPECT_EQ(err(json{{"model", "x-omni"}, {"messages", "hi"}}).param, "messages");
+  EXPECT_EQ(err(msg(json::array({text_part}))).param, "messages[0].content");  // X-Omni needs its image
+  EXPECT_EQ(err(msg(json::array({text_part, {{"type", "image_url"}, {"image_url", {{"url", "https://x/y.png"}}}}}))).param,
+            "messages[0].content[1].image_url.url");
+  EXPECT_EQ(err(msg(json::array({text_part, {{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64,@@@@"}}}}})))
+                .param,
+            "messages[0].content[1].image_url.url");
+  EXPECT_EQ(err(msg(json::array({text_part, {{"type", "image_url"}, {"image_url", {{"url", data_uri("not an image")}}}}})))
+                .param,
+            "messages[0].content[1].image_url.url");
+  EXPECT_EQ(err(msg(json::array({{{"type", "audio"}}}))).param, "messages[0].content[0].type");
+  EXPECT_EQ(err(msg(42)).param, "messages[0].content");
+  json sys = msg("Q");
+  sys["messages"][0]["role"] = "system";
+  EXPECT_EQ(err(sys).param, "messages[0].role");
+  json temp = msg("Q");
+  temp["temperature"] = 0.7;
+  EXPECT_EQ(err(temp).param, "temperature");
+  json many = msg("Q");
+  many["max_tokens"] = 100000;
+  EXPECT_EQ(err(many).param, "max_tokens");
+  json unknown = msg("Q");
+  unknown["tools"] = json::array();
+  EXPECT_EQ(err(unknown).param, "tools");
+  json flux = msg("Q");
+  flux["model"] = "flux.1-dev";
+  EXPECT_EQ(err(flux).param, "model");
+}
+
+TEST(ServerApi, Base64AndDataUris) {
+  for (const std::string s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba", "foobar", std::string("\0\xff\x10", 3)})
+    EXPECT_EQ(*base64_decode(base64_encode(s)), s);
+  EXPECT_EQ(base64_encode("foobar"), "Zm9vYmFy");  // RFC 4648 §10
+  EXPECT_EQ(base64_encode("fo"), "Zm8=");
+  for (const std::string bad : {"Zm9", "Zm9v!A==", "Zg=a", "Z===", "Zm 9v", "=Zm9"}) EXPECT_FALSE(base64_decode(bad)) << bad;
+  Limits l;
+  EXPECT_EQ(decode_data_uri("data:image/png;base64,Zm9v", "p", l), "foo");
+  EXPECT_EQ(error_of([&] { decode_data_uri("data:text/plain;base64,Zm9v", "p", l); }).param, "p");
+  EXPECT_EQ(error_of([&] { decode_data_uri("data:image/png,raw", "p", l); }).status, 400);
+  l.max_image_bytes = 10;
+  EXPECT_EQ(error_of([&] { decode_data_uri("data:image/png;base64," + base64_encode(std::string(30, 'x')), "p", l); }).status,
+            413);
+}
+
+TEST(ServerApi, ResponseShapesFollowOpenAI) {
+  GeneratedImage g;
+  g.png = {1, 2, 3};
+  g.width = 64;
+  g.height = 48;
+  g.seed = 9;
+  json r = images_response({g}, 1700000000);
+  EXPECT_EQ(r["created"], 1700000000);
+  EXPECT_EQ(r["data"][0]["b64_json"], "AQID");
+  EXPECT_EQ(r["size"], "64x48");
+  json chunk = chat_chunk("id1", "x-omni", 5, {{"content", "hi"}});
+  EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["content"], "hi");
+  EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+  EXPECT_EQ(chat_chunk("id1", "x-omni", 5, json::object(), "stop")["choices"][0]["finish_reason"], "stop");
+  json full = chat_response("id1", "x-omni", 5, "answer");
+  EXPECT_EQ(full["object"], "chat.completion");
+  EXPECT_EQ(full["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(full["choices"][0]["message"]["content"], "answer");
+  json models = models_response(test_catalog());
+  EXPECT_EQ(models["object"], "list");
+  EXPECT_EQ(models["data"].size(), 3u);
+  EXPECT_EQ(models["data"][0]["id"], "uniworld-v1");
+  EXPECT_EQ(models["data"][0]["defaults"]["seed"], 42);
+  ApiError e(429, "busy", "", "queue_full");
+  EXPECT_EQ(e.body()["error"]["type"], "rate_limit_error");
+  EXPECT_TRUE(e.body()["error"]["param"].is_null());
+  // invalid UTF-8 in a message does not throw on the way out
+  EXPECT_NE(dump(ApiError(400, "bad \xff byte").body()).find("bad"), std::string::npos);
+}
+
+TEST(ServerApi, SseFraming) {
+  EXPECT_EQ(sse_event(json{{"a", 1}}), "data: {\"a\":1}\n\n");
+  EXPECT_EQ(sse_event(json{{"a", "x\ny"}}, "e"), "event: e\ndata: {\"a\":\"x\\ny\"}\n\n");  // one data line
+  EXPECT_EQ(sse_done(), "data: [DONE]\n\n");
+  EXPECT_EQ(sse_comment("a\nb"), ": a b\n\n");
+}
+
+// ---- the job queue --------------------------------------------------------------------------------
+
+namespace {
+// Takes events until Finished (bounded: a job that never finishes fails the test).
+JobEvent drain(Job& j, std::vector<JobEvent>* seen = nullptr) {
+  for (int i = 0; i < 400; ++i) {
+    auto e = j.next(std::chrono::milliseconds(50));
+    if (!e) continue;
+    if (e->kind == JobEvent::Kind::Finished) return *e;
+    if (seen) seen->push_back(*e);
+  }
+  ADD_FAILURE() << "job did not finish";
+  return {};
+}
+}  // namespace
+
+TEST(ServerJobs, RunsInOrderAndBoundsTheQueue) {
+  JobQueue q(2);
+  std::atomic<bool> release{false};
+  std::vector<int> order;
+  std::mutex m;
+  auto make = [&](int id, bool block) {
+    return std::make_shared<Job>([&, id, block](Job& j) {
+      while (block && !release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::lock_guard<std::mutex> lock(m);
+      order.push_back(id);
+      j.set_answer(std::to_string(id));
+    });
+  };
+  std::thread worker([&] { q.run(); });
+  auto a = make(1, true), b = make(2, false), c = make(3, false), d = make(4, false);
+  EXPECT_EQ(q.submit(a), JobQueue::Admit::Accepted);
+  for (int i = 0; i < 200 && !q.stats().running; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(q.stats().running);
+  EXPECT_EQ(q.submit(b), JobQueue::Admit::Accepted);
+  EXPECT_EQ(q.submit(c), JobQueue::Admit::Accepted);
+  EXPECT_EQ(q.submit(d), JobQueue::Admit::Full);  // 1 running + 2 waiting
+  EXPECT_GE(q.retry_after_seconds(), 1);
+  release = true;
+  EXPECT_EQ(drain(*a).text, "1");
+  EXPECT_EQ(drain(*b).text, "2");
+  EXPECT_EQ(drain(*c).text, "3");
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(q.stats().completed, 3u);
+  q.shutdown();
+  worker.join();
+  EXPECT_EQ(q.submit(d), JobQueue::Admit::Closed);
+}
+
+TEST(ServerJobs, CancelWaitingAndRunningJobs) {
+  JobQueue q(4);
+  std::thread worker([&] { q.run(); });
+  std::atomic<int> steps{0};
+  // a "denoising loop" that stops when its progress callback says so
+  auto running = std::make_shared<Job>([&](Job& j) {
+    for (int s = 0; s < 100000; ++s) {
+      if (!j.progress(0, "denoise", s, 100000)) return;
+      ++steps;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  auto waiting = std::make_shared<Job>([](Job& j) { j.set_answer("never"); });
+  ASSERT_EQ(q.submit(running), JobQueue::Admit::Accepted);
+  while (steps < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(q.submit(waiting), JobQueue::Admit::Accepted);
+  q.cancel(waiting);
+  EXPECT_EQ(drain(*waiting).end, JobEvent::End::Cancelled);
+  EXPECT_EQ(q.stats().waiting, 0u);
+  while (steps < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  q.cancel(running);
+  std::vector<JobEvent> seen;
+  EXPECT_EQ(drain(*running, &seen).end, JobEvent::End::Cancelled);
+  EXPECT_LT(steps.load(), 1000);
+  ASSERT_FALSE(seen.empty());
+  // progress of one stage is merged: never more events than steps taken
+  EXPECT_LE(seen.size(), static_cast<size_t>(steps.load()) + 1);
+  // a token loop that cannot return false unwinds through Job::text
+  auto tokens = std::make_shared<Job>([&](Job& j) {
+    for (int i = 0;; ++i) {
+      j.text("t");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  ASSERT_EQ(q.submit(tokens), JobQueue::Admit::Accepted);
+  auto first = tokens->next(std::chrono::seconds(5));
+  ASSERT_TRUE(first && first->kind == JobEvent::Kind::Text);
+  q.cancel(tokens);
+  EXPECT_EQ(drain(*tokens).end, JobEvent::End::Cancelled);
+  q.shutdown();
+  worker.join();
+}
+
+TEST(ServerJobs, ErrorsBecomeApiErrorsAndShutdownRefusesWaiting) {
+  JobQueue q(4);
+  std::thread worker([&] { q.run(); });
+  auto model_error = std::make_shared<Job>([](Job&) { throw Error("image too small", "X-Omni"); });
+  auto api_error = std::make_shared<Job>([](Job&) { throw ApiError(400, "too big", "size"); });
+  ASSERT_EQ(q.submit(model_error), JobQueue::Admit::Accepted);
+  ASSERT_EQ(q.submit(api_error), JobQueue::Admit::Accepted);
+  JobEvent e = drain(*model_error);
+  ASSERT_TRUE(e.error);
+  EXPECT_EQ(e.error->status, 422);
+  e = drain(*api_error);
+  ASSERT_TRUE(e.error);
+  EXPECT_EQ(e.error->param, "size");
+  std::atomic<bool> started{false};
+  auto running = std::make_shared<Job>([&](Job& j) {
+    started = true;
+    while (j.progress(0, "denoise", 0, 1)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  auto queued = std::make_shared<Job>([](Job&) {});
+  ASSERT_EQ(q.submit(running), JobQueue::Admit::Accepted);
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(q.submit(queued), JobQueue::Admit::Accepted);
+  q.shutdown();
+  EXPECT_EQ(drain(*running).end, JobEvent::End::Cancelled);
+  e = drain(*queued);
+  EXPECT_EQ(e.end, JobEvent::End::Failed);
+  EXPECT_EQ(e.error->status, 503);
+  worker.join();
+}

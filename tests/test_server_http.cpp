@@ -1,0 +1,874 @@
+// omniflux-server over real HTTP on 127.0.0.1 with the tiny models of omniflux-tiny: every endpoint
+// (PNG decoded and sized, the parameters chunk, a 2-image edit, streamed progress, streamed chat
+// equal to the library's answer), every bad request with its status and named field, API keys,
+// the load test (32 clients x 4 requests against --max-queue 4: only 200 or 429, alive after, RSS
+// flat over a second round), cancellation when a client disconnects, and SIGTERM/SIGINT shutdown.
+// Each server is a child process on a port of its own (--port 0); every wait is bounded.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "api.h"
+#include "omniflux/io/image.h"
+#include "omniflux/pipelines/xomni.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace omniflux;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const fs::path& tiny_root() {
+  static TempDir dir;
+  static bool written = [] {
+    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
+                            " --seed 5 --only flux_1_dev --only uniworld_v1 --only siglip2 --only x_omni --tokenizers " +
+                            fixture("tokenizers") + " > /dev/null";
+    return std::system(cmd.c_str()) == 0;
+  }();
+  EXPECT_TRUE(written);
+  return dir.path();
+}
+
+// X-Omni without --flux: chat only, the quickest server to start.
+std::vector<std::string> chat_only() { return {"--xomni", (tiny_root() / "x-omni").string(), "--threads", "2"}; }
+
+std::vector<std::string> all_models() {
+  const fs::path d = tiny_root();
+  return {"--uniworld", (d / "uniworld-v1").string(), "--flux",   (d / "flux.1-dev").string(),
+          "--siglip",   (d / "siglip2").string(),     "--xomni",  (d / "x-omni").string(),
+          "--serve-flux", "--threads", "2"};
+}
+
+// omniflux-server as a child process; its stderr (the request log) goes to a file.
+class Server {
+ public:
+  // env: extra NAME=VALUE settings for the server process.
+  explicit Server(std::vector<std::string> args, const std::vector<std::string>& env = {}) {
+    args.insert(args.begin(), bin("omniflux-server"));
+    args.push_back("--port");
+    args.push_back("0");
+    log_path_ = log_dir_.path() / "server.log";
+    int out[2];
+    if (pipe(out) != 0) throw std::runtime_error("pipe");
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      const int err = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(err, 2);
+      close(out[0]);
+      for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    // "omniflux-server: listening on http://127.0.0.1:PORT", within a bounded wait.
+    std::string line;
+    const auto end = Clock::now() + std::chrono::seconds(240);
+    while (Clock::now() < end && line.find('\n') == std::string::npos) {
+      pollfd p{out[0], POLLIN, 0};
+      if (poll(&p, 1, 200) <= 0) {
+        int status;
+        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = -1;
+          break;
+        }
+        continue;
+      }
+      char buf[256];
+      const ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      line.append(buf, static_cast<size_t>(n));
+    }
+    close(out[0]);
+    const size_t colon = line.rfind(':');
+    if (line.find("listening on http://127.0.0.1:") == std::string::npos || colon == std::string::npos) {
+      ADD_FAILURE() << "server did not start: " << line << "\n" << log();
+      return;
+    }
+    port_ = std::stoi(line.substr(colon + 1));
+  }
+  ~Server() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return read_bytes(log_path_); }
+
+  // Sends `sig` and waits (bounded) for the exit; the exit status, or -1 if it had to be killed.
+  int stop(int sig = SIGTERM, int seconds = 60) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    const auto end = Clock::now() + std::chrono::seconds(seconds);
+    int status = 0;
+    while (Clock::now() < end) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+
+  // Resident set size of the server, KiB.
+  long rss_kib() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string key;
+    while (in >> key) {
+      if (key == "VmRSS:") {
+        long v = 0;
+        in >> v;
+        return v;
+      }
+      in.ignore(1 << 20, '\n');
+    }
+    return -1;
+  }
+
+  httplib::Client client(int timeout_s = 120) const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(timeout_s, 0);
+    c.set_write_timeout(timeout_s, 0);
+    c.set_connection_timeout(10, 0);
+    return c;
+  }
+
+ private:
+  TempDir log_dir_;
+  fs::path log_path_;
+  pid_t pid_ = -1;
+  int port_ = -1;
+};
+
+json body_json(const httplib::Result& r) { return json::parse(r->body); }
+
+// The OpenAI error object of a response, checked for shape.
+json error_of(const httplib::Result& r) {
+  json j = json::parse(r->body);
+  EXPECT_TRUE(j.contains("error")) << r->body;
+  EXPECT_TRUE(j["error"]["message"].is_string());
+  EXPECT_TRUE(j["error"]["type"].is_string());
+  EXPECT_TRUE(j["error"].contains("param"));
+  EXPECT_TRUE(j["error"].contains("code"));
+  return j["error"];
+}
+
+Image decode_b64_png(const std::string& b64, PngText* text = nullptr) {
+  auto bytes = server::base64_decode(b64);
+  EXPECT_TRUE(bytes);
+  if (text) *text = read_png_text(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), "response");
+  return decode_image(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), "response");
+}
+
+Image gradient(int w, int h, int salt) {
+  Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c)
+        im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50 + salt) % 256);
+  return im;
+}
+
+std::string png_of(const Image& im) {
+  auto v = encode_png(im);
+  return std::string(v.begin(), v.end());
+}
+
+// Noise compresses badly: a PNG of about w*h*3 bytes.
+std::string noise_png(int w, int h, unsigned seed) {
+  Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  uint32_t s = seed * 2654435761u + 1;
+  for (auto& b : im.rgb) {
+    s = s * 1664525u + 1013904223u;
+    b = static_cast<uint8_t>(s >> 24);
+  }
+  return png_of(im);
+}
+
+json chat_body(const std::string& model, const std::string& question, const std::vector<std::string>& pngs,
+               bool stream, int max_tokens) {
+  json content = json::array({{{"type", "text"}, {"text", question}}});
+  for (const auto& p : pngs)
+    content.push_back({{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64," + server::base64_encode(p)}}}});
+  return {{"model", model}, {"stream", stream}, {"max_tokens", max_tokens},
+          {"messages", json::array({{{"role", "user"}, {"content", content}}})}};
+}
+
+struct SseEvent {
+  std::string name, data;
+};
+std::vector<SseEvent> parse_sse(const std::string& text) {
+  std::vector<SseEvent> out;
+  size_t pos = 0;
+  while (true) {
+    const size_t end = text.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    SseEvent e;
+    std::istringstream block(text.substr(pos, end - pos));
+    for (std::string line; std::getline(block, line);) {
+      if (line.rfind("event: ", 0) == 0) e.name = line.substr(7);
+      if (line.rfind("data: ", 0) == 0) e.data += line.substr(6);
+    }
+    if (!e.data.empty()) out.push_back(e);
+    pos = end + 2;
+  }
+  return out;
+}
+
+// POSTs and collects a streamed body; `keep_going(received so far)` may stop early (disconnect).
+struct Streamed {
+  int status = -1;
+  std::string body;
+  std::string content_type;
+};
+Streamed post_stream(const Server& s, const std::string& path, const json& body,
+                     const std::function<bool(const std::string&)>& keep_going = {}) {
+  httplib::Client c = s.client();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  Streamed out;
+  req.response_handler = [&](const httplib::Response& r) {
+    out.status = r.status;
+    out.content_type = r.get_header_value("Content-Type");
+    return true;
+  };
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    out.body.append(data, n);
+    return !keep_going || keep_going(out.body);
+  };
+  c.send(req);
+  return out;
+}
+
+// Raw bytes to the server and whatever comes back until it closes or `seconds` pass.
+std::string raw_exchange(int port, const std::string& bytes, int seconds = 30, bool half_close = false) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return "";
+  }
+  size_t sent = 0;
+  while (sent < bytes.size()) {
+    const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may refuse before reading everything
+    sent += static_cast<size_t>(n);
+  }
+  if (half_close) shutdown(fd, SHUT_WR);
+  std::string out;
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
+
+int status_of(const std::string& raw) {
+  if (raw.rfind("HTTP/1.1 ", 0) != 0) return -1;
+  return std::stoi(raw.substr(9, 3));
+}
+
+json json_of_raw(const std::string& raw) {
+  const size_t b = raw.find("\r\n\r\n");
+  return b == std::string::npos ? json() : json::parse(raw.substr(b + 4), nullptr, false);
+}
+
+std::string http_post(const std::string& path, const std::string& content_type, const std::string& body,
+                      const std::string& extra_headers = "") {
+  return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + content_type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra_headers + "\r\n" + body;
+}
+
+json health(const Server& s) {
+  auto r = s.client(10).Get("/health");
+  EXPECT_TRUE(r);
+  if (!r) return json();
+  EXPECT_EQ(r->status, 200);
+  return json::parse(r->body);
+}
+
+}  // namespace
+
+TEST(ServerHttp, HealthModelsAndPage) {
+  Server s(all_models());
+  ASSERT_GT(s.port(), 0);
+  json h = health(s);
+  EXPECT_EQ(h["status"], "ok");
+  EXPECT_EQ(h["models"], json({"uniworld-v1", "x-omni", "flux.1-dev"}));
+  auto c = s.client();
+  auto r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  json m = body_json(r);
+  EXPECT_EQ(m["object"], "list");
+  ASSERT_EQ(m["data"].size(), 3u);
+  EXPECT_EQ(m["data"][1]["id"], "x-omni");
+  EXPECT_EQ(m["data"][1]["defaults"]["steps"], 2);  // the tiny X-Omni decoder config
+  r = c.Get("/v1/models/flux.1-dev");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(body_json(r)["id"], "flux.1-dev");
+  r = c.Get("/v1/models/gpt-4");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(error_of(r)["param"], "model");
+  r = c.Get("/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(r->body.find("<title>omniflux</title>"), std::string::npos);
+  EXPECT_NE(r->body.find("/v1/chat/completions"), std::string::npos);
+  // one log line per request
+  EXPECT_NE(s.log().find("GET /v1/models/gpt-4 404"), std::string::npos) << s.log();
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+TEST(ServerHttp, GenerationsForEveryModel) {
+  Server s(all_models());
+  ASSERT_GT(s.port(), 0);
+  auto c = s.client();
+  struct Case {
+    json body;
+    int w, h;
+    const char* params;  // expected in the PNG's parameters chunk
+  };
+  const std::vector<Case> cases = {
+      {{{"model", "uniworld-v1"}, {"prompt", "A red fox in the snow"}, {"size", "64x64"}, {"steps", 2}, {"n", 2}, {"seed", 3}},
+       64, 64, "Model: UniWorld-V1"},
+      {{{"model", "x-omni"}, {"prompt", "a red cube"}, {"size", "64x48"}, {"seed", 7}, {"guidance", 2.0},
+        {"negative_prompt", "blurry"}},
+       64, 48, "Negative prompt: blurry"},
+      {{{"model", "flux.1-dev"}, {"prompt", "a cat"}, {"size", "32x48"}, {"steps", 2}, {"response_format", "b64_json"}},
+       32, 48, "Model: FLUX.1-dev"},
+  };
+  for (const auto& k : cases) {
+    auto r = c.Post("/v1/images/generations", k.body.dump(), "application/json");
+    ASSERT_TRUE(r) << k.body.dump();
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json; charset=utf-8");
+    json j = body_json(r);
+    EXPECT_TRUE(j["created"].is_number_integer());
+    const size_t n = k.body.value("n", 1);
+    ASSERT_EQ(j["data"].size(), n);
+    for (size_t i = 0; i < n; ++i) {
+      PngText text;
+      Image img = decode_b64_png(j["data"][i]["b64_json"], &text);
+      EXPECT_EQ(img.width, k.w);
+      EXPECT_EQ(img.height, k.h);
+      ASSERT_EQ(text.size(), 1u);
+      EXPECT_EQ(text[0].first, "parameters");
+      EXPECT_EQ(text[0].second.rfind(k.body["prompt"].get<std::string>() + "\n", 0), 0u) << text[0].second;
+      EXPECT_NE(text[0].second.find(k.params), std::string::npos) << text[0].second;
+    }
+    if (n == 2) {
+      EXPECT_EQ(j["data"][0]["seed"], 3);
+      EXPECT_EQ(j["data"][1]["seed"], 4);  // image i uses seed + i
+      EXPECT_NE(j["data"][0]["b64_json"], j["data"][1]["b64_json"]);
+    }
+  }
+  // the same request twice gives the same image (the seed is part of the request)
+  auto a = c.Post("/v1/images/generations", cases[2].body.dump(), "application/json");
+  auto b = c.Post("/v1/images/generations", cases[2].body.dump(), "application/json");
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(body_json(a)["data"][0]["b64_json"], body_json(b)["data"][0]["b64_json"]);
+  EXPECT_EQ(s.stop(SIGINT), 0);
+}
+
+TEST(ServerHttp, EditWithTwoImagesAndStreamedProgress) {
+  Server s(all_models());
+  ASSERT_GT(s.port(), 0);
+  auto c = s.client();
+  httplib::MultipartFormDataItems form = {
+      {"model", "uniworld-v1", "", ""},
+      {"prompt", "Adapt Image1's content to fit the aesthetic of Image2.", "", ""},
+      {"size", "64x64", "", ""},
+      {"steps", "2", "", ""},
+      {"snap", "false", "", ""},
+      {"image[]", png_of(gradient(40, 30, 0)), "a.png", "image/png"},
+      {"image[]", png_of(gradient(30, 40, 9)), "b.png", "image/png"},
+  };
+  auto r = c.Post("/v1/images/edits", form);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  PngText text;
+  Image img = decode_b64_png(body_json(r)["data"][0]["b64_json"], &text);
+  EXPECT_EQ(img.width, 64);
+  EXPECT_EQ(img.height, 64);
+  EXPECT_NE(text.at(0).second.find("Reference images: 2"), std::string::npos);
+  // snapping (the default) follows the references' aspect ratio: 4:3 and 3:4 average to square;
+  // streamed, an edit's events are image_edit.*
+  form[4].content = "true";
+  form.push_back({"stream", "true", "", ""});
+  r = c.Post("/v1/images/edits", form);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  auto edit_events = parse_sse(r->body);
+  ASSERT_GE(edit_events.size(), 3u);
+  EXPECT_EQ(edit_events.back().data, "[DONE]");
+  const json done = json::parse(edit_events[edit_events.size() - 2].data);
+  EXPECT_EQ(done["type"], "image_edit.completed");
+  EXPECT_EQ(decode_b64_png(done["b64_json"]).width, decode_b64_png(done["b64_json"]).height);
+
+  // streamed generation: progress events with the denoising steps in order, then the image, then [DONE]
+  Streamed st = post_stream(s, "/v1/images/generations",
+                            {{"model", "uniworld-v1"}, {"prompt", "a fox"}, {"size", "64x64"}, {"steps", 4}, {"stream", true}});
+  EXPECT_EQ(st.status, 200);
+  EXPECT_EQ(st.content_type, "text/event-stream");
+  auto events = parse_sse(st.body);
+  ASSERT_GE(events.size(), 3u) << st.body;
+  EXPECT_EQ(events.back().data, "[DONE]");
+  std::vector<int64_t> steps;
+  std::set<std::string> stages;
+  int completed = 0;
+  for (const auto& e : events) {
+    if (e.data == "[DONE]") continue;
+    json j = json::parse(e.data);
+    EXPECT_EQ(e.name, j["type"]);
+    if (j["type"] == "image_generation.progress") {
+      stages.insert(j["stage"]);
+      if (j["stage"] == "denoise") {
+        EXPECT_EQ(j["total"], 4);
+        steps.push_back(j["step"]);
+      }
+    } else {
+      EXPECT_EQ(j["type"], "image_generation.completed");
+      EXPECT_EQ(decode_b64_png(j["b64_json"]).width, 64);
+      EXPECT_EQ(j["size"], "64x64");
+      ++completed;
+    }
+  }
+  EXPECT_EQ(completed, 1);
+  EXPECT_TRUE(stages.count("vlm") && stages.count("denoise") && stages.count("decode"));
+  ASSERT_FALSE(steps.empty());
+  EXPECT_TRUE(std::is_sorted(steps.begin(), steps.end()));
+  EXPECT_EQ(steps.back(), 4);
+  // X-Omni reports its code sampling as "tokens"
+  st = post_stream(s, "/v1/images/generations",
+                   {{"model", "x-omni"}, {"prompt", "a cube"}, {"size", "64x48"}, {"stream", true}});
+  EXPECT_NE(st.body.find("\"stage\":\"tokens\""), std::string::npos);
+  EXPECT_NE(st.body.find("image_generation.completed"), std::string::npos);
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
+  Server s(all_models());
+  ASSERT_GT(s.port(), 0);
+  const Image img = gradient(80, 64, 3);
+  const std::string png = png_of(img);
+  // what the library answers, in this process
+  auto pipe = xomni::XOmniPipeline::load((tiny_root() / "x-omni").string(), "");
+  std::string pieces;
+  const std::string expected = pipe.chat(img, "What is in the picture?", [&](const std::string& p) { pieces += p; }, 12);
+
+  auto c = s.client();
+  auto r = c.Post("/v1/chat/completions", chat_body("x-omni", "What is in the picture?", {png}, false, 12).dump(),
+                  "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = body_json(r);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["model"], "x-omni");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], expected);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+
+  Streamed st = post_stream(s, "/v1/chat/completions", chat_body("x-omni", "What is in the picture?", {png}, true, 12));
+  EXPECT_EQ(st.status, 200);
+  auto events = parse_sse(st.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back().data, "[DONE]");
+  std::string streamed;
+  std::set<std::string> ids;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    json k = json::parse(events[i].data);
+    EXPECT_EQ(k["object"], "chat.completion.chunk");
+    ids.insert(k["id"].get<std::string>());
+    const json& d = k["choices"][0]["delta"];
+    if (i == 0) EXPECT_EQ(d["role"], "assistant");
+    if (d.contains("content")) streamed += d["content"].get<std::string>();
+    if (i + 2 == events.size()) EXPECT_EQ(k["choices"][0]["finish_reason"], "stop");
+  }
+  EXPECT_EQ(ids.size(), 1u);
+  EXPECT_EQ(streamed, pieces);
+  EXPECT_GT(events.size(), 4u) << "the answer should arrive in several chunks";
+
+  // UniWorld's Qwen2.5-VL answer, with two images, streamed as one piece
+  st = post_stream(s, "/v1/chat/completions",
+                   chat_body("uniworld-v1", "What is in this picture?", {png, png_of(gradient(48, 48, 1))}, true, 6));
+  EXPECT_EQ(st.status, 200);
+  EXPECT_EQ(parse_sse(st.body).back().data, "[DONE]");
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(ServerHttp, BadRequestsGetTheRightStatus) {
+  auto args = all_models();
+  for (const char* a : {"--max-body-bytes", "300k", "--max-image-bytes", "100k", "--read-timeout", "1",
+                        "--request-timeout", "3"})
+    args.push_back(a);
+  Server s(args);
+  ASSERT_GT(s.port(), 0);
+  const int port = s.port();
+  auto gen = [&](const std::string& body, const std::string& ct = "application/json", const std::string& extra = "") {
+    return http_post("/v1/images/generations", ct, body, extra);
+  };
+  struct Case {
+    std::string name, raw;
+    int status;
+    std::string param;  // "" = null
+  };
+  const std::string png = png_of(gradient(32, 32, 0));
+  auto edit = [&](const std::string& parts_body, const std::string& boundary = "XyZ") {
+    return http_post("/v1/images/edits", "multipart/form-data; boundary=" + boundary, parts_body);
+  };
+  auto part = [](const std::string& name, const std::string& value, const std::string& filename = "") {
+    return "--XyZ\r\nContent-Disposition: form-data; name=\"" + name + "\"" +
+           (filename.empty() ? "" : "; filename=\"" + filename + "\"") + "\r\n\r\n" + value + "\r\n";
+  };
+  const std::string fields = part("model", "uniworld-v1") + part("prompt", "make it snow") + part("size", "64x64");
+  std::string five_images = fields;
+  for (int i = 0; i < 5; ++i) five_images += part("image[]", png, "a.png");
+  const std::vector<Case> cases = {
+      {"malformed JSON", gen("{\"model\": \"uniworld-v1\", "), 400, ""},
+      {"wrong type", gen(R"({"model":"uniworld-v1","prompt":"p","n":"two"})"), 400, "n"},
+      {"unknown model", gen(R"({"model":"dall-e-3","prompt":"p"})"), 404, "model"},
+      {"bad size", gen(R"({"model":"uniworld-v1","prompt":"p","size":"100x100"})"), 400, "size"},
+      {"too many steps", gen(R"({"model":"uniworld-v1","prompt":"p","steps":5000})"), 400, "steps"},
+      {"n over the limit", gen(R"({"model":"uniworld-v1","prompt":"p","n":9})"), 400, "n"},
+      {"prompt over the limit", gen(json{{"model", "uniworld-v1"}, {"prompt", std::string(20000, 'a')}}.dump()), 400, "prompt"},
+      {"pixels over the limit", gen(R"({"model":"uniworld-v1","prompt":"p","size":"4096x4096"})"), 400, "size"},
+      {"not JSON content type", gen(R"({"prompt":"p"})", "text/plain"), 415, ""},
+      {"compressed body", gen(R"({"prompt":"p"})", "application/json", "Content-Encoding: gzip\r\n"), 415, ""},
+      {"body over the limit", http_post("/v1/images/generations", "application/json", std::string(400 * 1024, ' ')), 413, ""},
+      {"declared body over the limit",
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\n\r\n",
+       413, ""},
+      {"chunked body over the limit",
+       [] {
+         std::string r = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n";
+         const std::string chunk(64 * 1024, 'a');
+         for (int i = 0; i < 8; ++i) r += "10000\r\n" + chunk + "\r\n";
+         return r + "0\r\n\r\n";
+       }(),
+       413, ""},
+      {"non-image bytes in chat",
+       http_post("/v1/chat/completions", "application/json",
+                 json{{"model", "x-omni"},
+                      {"messages", {{{"role", "user"},
+                                     {"content", {{{"type", "text"}, {"text", "Q"}},
+                                                  {{"type", "image_url"},
+                                                   {"image_url", {{"url", "data:image/png;base64," + server::base64_encode("hello")}}}}}}}}}}
+                     .dump()),
+       400, "messages[0].content[1].image_url.url"},
+      {"non-image bytes in an edit", edit(fields + part("image[]", "not an image at all", "a.png") + "--XyZ--\r\n"), 400,
+       "image[0]"},
+      {"too many images", edit(five_images + "--XyZ--\r\n"), 400, "image"},
+      {"image over the byte limit", edit(fields + part("image[]", std::string(120 * 1024, 'x'), "a.png") + "--XyZ--\r\n"), 413,
+       "image[0]"},
+      {"truncated multipart", edit(fields + "--XyZ\r\nContent-Disposition: form-data; name=\"image[]\"\r\n\r\nabc"), 400, ""},
+      {"multipart without boundary",
+       http_post("/v1/images/edits", "multipart/form-data", fields), 400, ""},
+      {"edit as JSON", http_post("/v1/images/edits", "application/json", "{}"), 415, ""},
+      {"huge headers",
+       "GET /health HTTP/1.1\r\nHost: x\r\n" + [] {
+         std::string h;
+         for (int i = 0; i < 40; ++i) h += "X-Filler-" + std::to_string(i) + ": " + std::string(4000, 'a') + "\r\n";
+         return h;
+       }() + "\r\n",
+       431, ""},
+      {"one header line too long", "GET /health HTTP/1.1\r\nX-Long: " + std::string(10000, 'a') + "\r\n\r\n", 400, ""},
+      {"unknown path", "GET /v2/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404, ""},
+      {"wrong method", "GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405, ""},
+      {"garbage request line", "HELLO\r\n\r\n", 400, ""},
+      {"another site's page", gen(R"({"model":"uniworld-v1","prompt":"p"})", "application/json",
+                                  "Origin: http://evil.example\r\n"), 403, ""},
+  };
+  for (const auto& k : cases) {
+    const std::string raw = k.raw;
+    const std::string resp = raw_exchange(port, raw);
+    EXPECT_EQ(status_of(resp), k.status) << k.name << "\n" << resp.substr(0, 400);
+    json e = json_of_raw(resp);
+    ASSERT_TRUE(e.is_object() && e.contains("error")) << k.name << "\n" << resp.substr(0, 400);
+    EXPECT_TRUE(e["error"]["message"].is_string()) << k.name;
+    if (k.param.empty()) EXPECT_TRUE(e["error"]["param"].is_null()) << k.name;
+    else EXPECT_EQ(e["error"]["param"], k.param) << k.name;
+  }
+  // a slow client: half a request line, then silence; cut after --read-timeout while others are served
+  {
+    std::string slow_resp;
+    const auto t0 = Clock::now();
+    std::thread slow([&] { slow_resp = raw_exchange(port, "POST /v1/chat/comp", 20); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    health(s);
+    slow.join();
+    EXPECT_LT(Clock::now() - t0, std::chrono::seconds(15)) << "the stalled connection was never closed";
+    EXPECT_TRUE(slow_resp.empty() || status_of(slow_resp) >= 400) << slow_resp.substr(0, 200);
+  }
+  // a trickling client: one header byte at a time stays under --read-timeout but not --request-timeout
+  {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const std::string head = "GET /health HTTP/1.1\r\nX-Slow: " + std::string(200, 'a');
+    bool cut = false;
+    for (char ch : head) {
+      if (send(fd, &ch, 1, MSG_NOSIGNAL) != 1) {
+        cut = true;
+        break;
+      }
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 500) > 0) {  // the server answered (408) or closed: it cut us off
+        cut = true;
+        break;
+      }
+    }
+    close(fd);
+    EXPECT_TRUE(cut) << "a 100-second trickle should be cut by --request-timeout 3";
+  }
+  health(s);
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(ServerHttp, ApiKey) {
+  auto args = chat_only();
+  args.push_back("--api-key");
+  args.push_back("sekret-123");
+  Server s(args);
+  ASSERT_GT(s.port(), 0);
+  auto c = s.client();
+  auto r = c.Get("/health");  // needs no key
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  r = c.Get("/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(error_of(r)["code"], "invalid_api_key");
+  r = c.Get("/v1/models", {{"Authorization", "Bearer wrong"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = c.Post("/v1/chat/completions", {{"Authorization", "Bearer sekret-12"}}, R"({"messages":[]})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = c.Get("/v1/models", {{"Authorization", "Bearer sekret-123"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
+  auto args = all_models();
+  args.push_back("--max-queue");
+  args.push_back("4");
+  // glibc gives threads arenas of their own, and 21 connection threads warm theirs up over several
+  // rounds (RSS +4 to +10 MiB a round for 7 rounds, measured), which hides what this test looks for.
+  // With one arena a round moves the RSS by 0.1 to 5.4 MiB (measured), so a leak stands out.
+  Server s(args, {"MALLOC_ARENA_MAX=1"});
+  ASSERT_GT(s.port(), 0);
+  // half the requests carry a ~430 KiB image (590 KiB as base64, 430 KiB decoded), so keeping
+  // anything of a request would show in the RSS
+  std::vector<std::string> images;
+  for (unsigned i = 0; i < 4; ++i) images.push_back(noise_png(384, 384, i));
+  auto round = [&](std::map<int, int>& statuses) {
+    std::mutex m;
+    std::vector<std::thread> clients;
+    std::atomic<int> retry_after_missing{0};
+    for (int t = 0; t < 32; ++t) {
+      clients.emplace_back([&, t] {
+        auto c = s.client();
+        for (int k = 0; k < 4; ++k) {
+          const bool image = (t + k) % 2 == 0;
+          httplib::Result r =
+              image ? c.Post("/v1/images/generations",
+                             json{{"model", "uniworld-v1"}, {"prompt", "load " + std::to_string(t)}, {"size", "32x32"}, {"steps", 1}}
+                                 .dump(),
+                             "application/json")
+                    : c.Post("/v1/chat/completions",
+                             chat_body("uniworld-v1", "What is this?", {images[static_cast<size_t>(t % 4)]}, false, 2).dump(),
+                             "application/json");
+          std::lock_guard<std::mutex> lock(m);
+          const int st = r ? r->status : -1;
+          ++statuses[st];
+          if (st == 429 && r->get_header_value("Retry-After").empty()) ++retry_after_missing;
+          if (st == 429) EXPECT_EQ(error_of(r)["code"], "queue_full");
+        }
+      });
+    }
+    for (auto& c : clients) c.join();
+    EXPECT_EQ(retry_after_missing.load(), 0);
+  };
+  std::map<int, int> first, second;
+  round(first);
+  const long rss1 = s.rss_kib();
+  round(second);
+  const long rss2 = s.rss_kib();
+  for (const auto* st : {&first, &second}) {
+    int total = 0;
+    for (const auto& [code, count] : *st) {
+      EXPECT_TRUE(code == 200 || code == 429) << "status " << code << " x" << count;
+      total += count;
+    }
+    EXPECT_EQ(total, 128);
+    EXPECT_GT(st->count(200) ? st->at(200) : 0, 0);
+  }
+  json h = health(s);
+  EXPECT_EQ(h["queue"]["waiting"], 0);
+  // 64 requests a round carry 1 MiB of body plus decoded image: keeping them would add ~64 MiB a
+  // round, keeping one in four 16 MiB.
+  std::printf("server RSS after round 1: %ld KiB, after round 2: %ld KiB (statuses round 2: 200 x%d, 429 x%d)\n", rss1,
+              rss2, second.count(200) ? second[200] : 0, second.count(429) ? second[429] : 0);
+  EXPECT_GT(rss1, 0);
+  EXPECT_LT(rss2 - rss1, 16 * 1024) << "RSS grew from " << rss1 << " to " << rss2 << " KiB";
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(ServerHttp, DisconnectCancelsTheRequest) {
+  auto args = all_models();
+  args.push_back("--max-steps");
+  args.push_back("1000");
+  Server s(args);
+  ASSERT_GT(s.port(), 0);
+  // 1000 DiT steps at 256x256 run for minutes on the tiny model; a cancelled one ends within a step
+  const json long_job = {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}};
+  auto wait_idle = [&](int seconds) {
+    const auto end = Clock::now() + std::chrono::seconds(seconds);
+    while (Clock::now() < end) {
+      json h = health(s);
+      if (h["queue"]["running"] == 0 && h["queue"]["waiting"] == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  // streamed: leave after the second denoising step
+  Streamed st = post_stream(s, "/v1/images/generations", long_job, [](const std::string& body) {
+    return body.find("\"stage\":\"denoise\",\"step\":2") == std::string::npos;
+  });
+  EXPECT_NE(st.body.find("\"step\":2"), std::string::npos);
+  EXPECT_TRUE(wait_idle(30)) << "the streamed job still runs after its client left";
+  // not streamed: the client gives up while its job runs
+  {
+    json j = long_job;
+    j["stream"] = false;
+    std::thread gone([&] {
+      raw_exchange(s.port(), http_post("/v1/images/generations", "application/json", j.dump()), 1);
+    });
+    gone.join();
+    EXPECT_TRUE(wait_idle(30)) << "the job still runs after its client left";
+  }
+  // waiting in the queue: leaves the queue when its client goes
+  {
+    std::atomic<bool> stop_first{false};
+    std::thread first([&] {
+      post_stream(s, "/v1/images/generations", long_job, [&](const std::string&) { return !stop_first.load(); });
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    json j = long_job;
+    j["stream"] = false;
+    std::thread second([&] { raw_exchange(s.port(), http_post("/v1/images/generations", "application/json", j.dump()), 1); });
+    second.join();
+    const auto end = Clock::now() + std::chrono::seconds(10);
+    json h;
+    while (Clock::now() < end) {
+      h = health(s);
+      if (h["queue"]["waiting"] == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(h["queue"]["waiting"], 0);
+    EXPECT_EQ(h["queue"]["running"], 1);  // the first one still runs
+    stop_first = true;
+    first.join();
+    EXPECT_TRUE(wait_idle(30));
+  }
+  // X-Omni's code sampling stops within a token (four 960x960 grids are 14400 codes, a minute or
+  // more of sampling on the tiny model)
+  st = post_stream(s, "/v1/images/generations",
+                   {{"model", "x-omni"}, {"prompt", "p"}, {"size", "960x960"}, {"n", 4}, {"stream", true}},
+                   [](const std::string& body) { return body.find("\"stage\":\"tokens\"") == std::string::npos; });
+  EXPECT_TRUE(wait_idle(20)) << "X-Omni kept sampling after its client left";
+  const std::string log = s.log();
+  EXPECT_NE(log.find(" 499 "), std::string::npos) << log;  // the non-streamed ones that left
+  EXPECT_EQ(s.stop(), 0);
+}
+
+TEST(ServerHttp, SigtermCancelsTheRunningRequestAndExitsZero) {
+  auto args = all_models();
+  args.push_back("--max-steps");
+  args.push_back("1000");
+  Server s(args);
+  ASSERT_GT(s.port(), 0);
+  std::atomic<bool> started{false};
+  Streamed st;
+  std::thread client([&] {
+    st = post_stream(s, "/v1/images/generations",
+                     {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}},
+                     [&](const std::string& body) {
+                       if (body.find("\"stage\":\"denoise\"") != std::string::npos) started = true;
+                       return true;
+                     });
+  });
+  const auto end = Clock::now() + std::chrono::seconds(60);
+  while (!started && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(started);
+  EXPECT_EQ(s.stop(SIGTERM, 30), 0) << s.log();
+  client.join();
+  // the stream ended with an error event saying why, then [DONE]
+  auto events = parse_sse(st.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back().data, "[DONE]");
+  EXPECT_EQ(events[events.size() - 2].name, "error");
+  json err = json::parse(events[events.size() - 2].data);
+  EXPECT_EQ(err["type"], "error");
+  EXPECT_EQ(err["error"]["code"], "cancelled");
+}
+
+TEST(ServerHttp, SigintOnAnIdleServerExitsZero) {
+  Server s(chat_only());
+  ASSERT_GT(s.port(), 0);
+  health(s);
+  EXPECT_EQ(s.stop(SIGINT, 30), 0);
+}

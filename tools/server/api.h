@@ -1,0 +1,130 @@
+#pragma once
+// The OpenAI-shaped HTTP API without the HTTP: request parsing and validation into typed requests,
+// the error object, and the response bodies. Everything here is unit-tested without a socket
+// (tests/test_server_api.cpp). Field semantics per model are in README "Serving".
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "omniflux/io/image.h"
+#include "options.h"
+
+namespace omniflux::server {
+
+// An API error: the HTTP status and OpenAI's {"error": {"message", "type", "param", "code"}}.
+struct ApiError : std::exception {
+  int status = 400;
+  std::string message, type, param, code;
+  ApiError(int status, std::string message, std::string param = {}, std::string code = {});
+  const char* what() const noexcept override { return message.c_str(); }
+  nlohmann::json body() const;
+};
+
+// ---- models -----------------------------------------------------------------------------------
+
+enum class ModelId { UniWorld, XOmni, Flux };
+const char* model_name(ModelId m);  // "uniworld-v1", "x-omni", "flux.1-dev"
+
+// What each loaded model serves, and its defaults (from the official scripts, as the CLIs use).
+struct ModelCaps {
+  ModelId id = ModelId::UniWorld;
+  bool generations = false, edits = false, chat = false;
+  int64_t width = 1024, height = 1024;
+  int64_t steps = 28;
+  double guidance = 3.5;
+  uint64_t seed = 0;
+  std::string note;  // why an endpoint is off (e.g. X-Omni without --flux)
+};
+
+struct Catalog {
+  std::vector<ModelCaps> models;
+  int64_t created = 0;  // unix time the server started, for /v1/models
+  const ModelCaps* find(const std::string& id) const;
+};
+
+// ---- requests -----------------------------------------------------------------------------------
+
+struct ImageRequest {
+  ModelId model = ModelId::UniWorld;
+  bool edit = false;
+  bool stream = false;
+  std::string prompt;
+  std::vector<Image> images;  // edits: 1..max_images references, decoded
+  int64_t width = 0, height = 0;
+  int64_t n = 1;
+  uint64_t seed = 0;  // image i uses seed + i
+  int64_t steps = 0;  // 0 = the model's default (X-Omni: its decoder config)
+  double guidance = 0;
+  std::optional<std::string> negative_prompt;
+  // Extensions (README "Serving"): FLUX true CFG; UniWorld T5 and snapping; X-Omni sampling and
+  // decoder guidance.
+  std::optional<double> true_cfg_scale;
+  std::optional<bool> use_t5, snap;
+  std::optional<double> temperature, top_p, min_p, decoder_cfg_scale, decoder_cfg_scale_2;
+  std::optional<int64_t> top_k;
+};
+
+struct ChatRequest {
+  ModelId model = ModelId::XOmni;
+  bool stream = false;
+  bool include_usage = false;
+  std::string text;           // the user's text parts, joined by "\n"
+  std::vector<Image> images;  // the user's image_url parts, decoded
+  int64_t max_tokens = 0;
+};
+
+// One part of a multipart/form-data body.
+struct FormPart {
+  std::string name, filename, content_type, data;
+};
+
+// JSON with a nesting limit (deep nesting would otherwise cost stack when the value is destroyed).
+nlohmann::json parse_json_body(const std::string& body);
+
+ImageRequest parse_image_generation(const nlohmann::json& body, const Catalog& catalog, const Limits& limits);
+// Edits: text fields and 1..max_images `image`/`image[]` parts, already split by the HTTP layer.
+ImageRequest parse_image_edit(const std::vector<FormPart>& parts, const Catalog& catalog, const Limits& limits);
+ChatRequest parse_chat(const nlohmann::json& body, const Catalog& catalog, const Limits& limits);
+
+// An uploaded image (raw bytes): size limits (bytes, then the declared pixel count read from the
+// header before anything is allocated), then decoded. `param` names the field in errors.
+Image decode_upload(const std::string& bytes, const std::string& param, const Limits& limits);
+
+// "data:image/png;base64,...." -> bytes; ApiError naming `param` otherwise.
+std::string decode_data_uri(const std::string& uri, const std::string& param, const Limits& limits);
+
+std::string base64_encode(const std::string& bytes);
+std::string base64_encode(const uint8_t* data, size_t size);
+// Strict RFC 4648 (padding required, no whitespace); nullopt when malformed.
+std::optional<std::string> base64_decode(const std::string& text);
+
+// ---- responses ----------------------------------------------------------------------------------
+
+struct GeneratedImage {
+  std::vector<uint8_t> png;
+  int width = 0, height = 0;
+  uint64_t seed = 0;
+};
+
+nlohmann::json models_response(const Catalog& catalog);
+nlohmann::json model_object(const ModelCaps& m, int64_t created);
+nlohmann::json images_response(const std::vector<GeneratedImage>& images, int64_t created);
+// One image as a streamed event of type "<prefix>.completed" (prefix image_generation / image_edit).
+nlohmann::json image_completed_event(const std::string& prefix, int64_t index, const GeneratedImage& image,
+                                     int64_t created);
+nlohmann::json image_progress_event(const std::string& prefix, int64_t index, const std::string& stage, int64_t step,
+                                    int64_t total);
+nlohmann::json chat_response(const std::string& id, const std::string& model, int64_t created,
+                             const std::string& text);
+// A chat.completion.chunk: `delta` {"role"} / {"content"} / {}; finish_reason null unless given.
+nlohmann::json chat_chunk(const std::string& id, const std::string& model, int64_t created,
+                          const nlohmann::json& delta, const char* finish_reason = nullptr);
+
+// Serialises for the wire: invalid UTF-8 never throws (it is replaced).
+std::string dump(const nlohmann::json& j);
+
+}  // namespace omniflux::server

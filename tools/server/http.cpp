@@ -1,0 +1,752 @@
+// cpp-httplib 0.11.4 (Debian's libcpp-httplib-dev) as omniflux-server uses it, and why:
+//  - Each connection runs on a thread of the server's task queue (new_task_queue: a ThreadPool of
+//    --http-threads); a handler may block there while its job waits or runs.
+//  - 0.11.4 gives a handler no way to see its socket (Request::is_connection_closed came later),
+//    and its own connection loop bounds neither the number of header lines nor the time a request
+//    may take to arrive, nor a chunked body's size. So HttpServer::Impl::Server overrides the
+//    (virtual) process_and_close_socket with its own keep-alive loop over a Connection stream:
+//    per-request byte budgets (64 KiB of head, then --max-body-bytes of body), a deadline for the
+//    whole request (--request-timeout), a wait limit per read (--read-timeout), and a peer check
+//    that a waiting handler polls to cancel the job of a client that went away.
+//  - Handlers run after the head is parsed; the pre-routing handler runs before any body byte is
+//    read, so authentication, Content-Length, Content-Type and Content-Encoding are refused without
+//    reading the body (and the connection is then closed: its unread body would be taken for the
+//    next request). Request bodies are decompressed by httplib when they carry Content-Encoding,
+//    which would lift the body limit, so such requests are refused (415).
+//  - Responses: JSON bodies are typed "application/json; charset=utf-8", which httplib's
+//    compressor does not recognise, so multi-megabyte base64 PNGs are not brotli-compressed at
+//    quality 11 on the connection thread; text/event-stream is never compressed by httplib.
+//  - Streams use set_chunked_content_provider: httplib calls the provider until sink.done(), and
+//    sink.is_writable() ends in our Connection::is_writable (peer check included).
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <random>
+
+#include <httplib.h>
+
+#include "omniflux/error.h"
+#include "page_html.h"
+#include "sse.h"
+
+namespace omniflux::server {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+const char* const kJson = "application/json; charset=utf-8";
+constexpr int64_t kMaxHeadBytes = 64 * 1024;
+constexpr int64_t kBodySlack = 64 * 1024;  // chunked framing, multipart boundaries
+
+int ms_until(Clock::time_point t) {
+  const auto d = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count();
+  return static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(d, INT32_MAX)));
+}
+
+// One client connection as httplib reads and writes it, with the limits described above.
+class Connection final : public httplib::Stream {
+ public:
+  Connection(int fd, const ServerOptions& o, const std::atomic<bool>& stopping)
+      : fd_(fd), read_ms_(o.read_timeout_s * 1000), write_ms_(o.write_timeout_s * 1000),
+        request_ms_(o.request_timeout_s * 1000), body_limit_(o.limits.max_body_bytes), buf_(16384),
+        stopping_(stopping) {}
+
+  // Waits for the first byte of the next request; false on idle timeout or stop.
+  bool wait_request(int keep_alive_s) {
+    if (off_ < len_) return true;
+    const auto end = Clock::now() + std::chrono::seconds(keep_alive_s);
+    while (!stopping_) {
+      pollfd p{fd_, POLLIN, 0};
+      const int r = ::poll(&p, 1, std::min(100, ms_until(end)));
+      if (r > 0) return true;  // data, or EOF/error, which the request line read then reports
+      if (r < 0 && errno != EINTR) return false;
+      if (Clock::now() >= end) return false;
+    }
+    return false;
+  }
+
+  void begin_request() {
+    used_ = 0;
+    limit_ = kMaxHeadBytes;
+    in_head_ = true;
+    head_overflow_ = body_overflow_ = timed_out_ = false;
+    deadline_ = Clock::now() + std::chrono::milliseconds(request_ms_);
+  }
+  // The head is parsed: the body may use up to the body limit.
+  void head_done() {
+    if (!in_head_) return;
+    in_head_ = false;
+    limit_ = used_ + body_limit_ + kBodySlack;
+  }
+  // Reading is over for this request (a handler that streams back must not be cut by the deadline).
+  void reading_done() { deadline_ = Clock::time_point::max(); }
+
+  bool head_overflow() const { return head_overflow_; }
+  bool body_overflow() const { return body_overflow_; }
+  bool timed_out() const { return timed_out_; }
+  void close_after() { close_ = true; }
+  bool close_requested() const { return close_; }
+
+  // False once the client closed or reset its side. Unread bytes (a pipelined request) mean it is
+  // still there. A client that half-closes after sending counts as gone.
+  bool peer_open() const {
+    pollfd p{fd_, POLLIN | POLLRDHUP, 0};
+    const int r = ::poll(&p, 1, 0);
+    if (r < 0) return errno == EINTR;
+    if (r == 0) return true;
+    if (p.revents & (POLLERR | POLLHUP | POLLNVAL | POLLRDHUP)) return false;
+    char c;
+    const ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
+  }
+
+  bool is_readable() const override {
+    if (off_ < len_) return true;
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, read_ms_) > 0;
+  }
+
+  bool is_writable() const override {
+    pollfd p{fd_, POLLOUT, 0};
+    return ::poll(&p, 1, write_ms_) > 0 && (p.revents & POLLOUT) && peer_open();
+  }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (used_ >= limit_) {
+      (in_head_ ? head_overflow_ : body_overflow_) = true;
+      return -1;
+    }
+    size = std::min<size_t>(size, static_cast<size_t>(limit_ - used_));
+    if (off_ == len_) {
+      // Wait in slices, so a shutdown does not wait for a slow client's timeout.
+      const auto end = std::min(Clock::now() + std::chrono::milliseconds(read_ms_), deadline_);
+      int r = 0;
+      while (!stopping_) {
+        pollfd p{fd_, POLLIN, 0};
+        r = ::poll(&p, 1, std::min(100, ms_until(end)));
+        if (r > 0 || (r < 0 && errno != EINTR)) break;
+        if (Clock::now() >= end) break;
+      }
+      if (r <= 0) {
+        timed_out_ = r == 0 && !stopping_;
+        return -1;
+      }
+      ssize_t n;
+      do n = ::recv(fd_, buf_.data(), buf_.size(), 0);
+      while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      off_ = 0;
+      len_ = static_cast<size_t>(n);
+    }
+    const size_t n = std::min(size, len_ - off_);
+    std::memcpy(ptr, buf_.data() + off_, n);
+    off_ += n;
+    used_ += static_cast<int64_t>(n);
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    ssize_t n;
+    do n = ::send(fd_, ptr, size, MSG_NOSIGNAL);  // SO_SNDTIMEO (set by httplib) bounds a stall
+    while (n < 0 && errno == EINTR);
+    return n;
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address(false, ip, port); }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  void address(bool remote, std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    auto* sa = reinterpret_cast<sockaddr*>(&a);
+    if ((remote ? ::getpeername(fd_, sa, &len) : ::getsockname(fd_, sa, &len)) != 0) return;
+    char host[INET6_ADDRSTRLEN] = {0};
+    if (a.ss_family == AF_INET) {
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&a);
+      ::inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+      port = ntohs(v4->sin_port);
+    } else if (a.ss_family == AF_INET6) {
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&a);
+      ::inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+      port = ntohs(v6->sin6_port);
+    }
+    ip = host;
+  }
+
+  int fd_;
+  int read_ms_, write_ms_, request_ms_;
+  int64_t body_limit_;
+  std::vector<char> buf_;
+  size_t off_ = 0, len_ = 0;
+  int64_t used_ = 0, limit_ = kMaxHeadBytes;
+  bool in_head_ = true, head_overflow_ = false, body_overflow_ = false, timed_out_ = false, close_ = false;
+  Clock::time_point deadline_ = Clock::time_point::max();
+  const std::atomic<bool>& stopping_;
+};
+
+// What the request log line says about the request being handled on this thread.
+struct RequestNote {
+  Clock::time_point start;
+  std::string model;
+  std::shared_ptr<Job> job;
+  std::string extra;
+};
+
+thread_local Connection* t_conn = nullptr;
+thread_local RequestNote t_note;
+
+void mark_close(httplib::Response& res) {
+  res.set_header("Connection", "close");
+  if (t_conn) t_conn->close_after();
+}
+
+void set_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  res.set_content(dump(e.body()), kJson);
+}
+
+bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+
+std::string random_id(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return std::string(prefix) + buf;
+}
+
+int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// Constant-time comparison of the presented key.
+bool same_key(const std::string& given, const std::string& key) {
+  if (key.empty()) return false;
+  unsigned char diff = given.size() == key.size() ? 0 : 1;
+  for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ key[i % key.size()]);
+  return diff == 0;
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  class Server final : public httplib::Server {
+   public:
+    explicit Server(const ServerOptions& o) : opt_(o) {}
+    std::atomic<bool> stopping{false};
+    // Stops accepting without httplib's stop(): that marks the server as shutting down, and
+    // httplib then cuts every stream short before our final events (the error saying why, and
+    // [DONE]) go out. Shutting the listening socket down makes accept() fail, so listen closes it
+    // and returns once the connection threads are done; `stopping` ends idle keep-alive waits and
+    // request reads. Works before listen has started too (accept then fails at once).
+    void stop_now() {
+      stopping = true;
+      const socket_t s = svr_sock_.load();
+      if (s != INVALID_SOCKET) ::shutdown(s, SHUT_RDWR);
+    }
+
+   private:
+    // httplib's own loop, plus the limits of Connection, a stop check while idle, a close after
+    // any error response, and a lingering close so a refused client still reads its answer.
+    bool process_and_close_socket(socket_t sock) override {
+      bool ret = false;
+      {
+        Connection conn(sock, opt_, stopping);
+        t_conn = &conn;
+        for (size_t count = keep_alive_max_count_; count > 0 && !stopping; --count) {
+          if (!conn.wait_request(static_cast<int>(keep_alive_timeout_sec_))) break;
+          conn.begin_request();
+          t_note = RequestNote{};
+          t_note.start = Clock::now();
+          bool closed = false;
+          // httplib catches what handlers throw, but not what escapes while it writes the response
+          // or logs; that ends this connection, never the server.
+          try {
+            ret = process_request(conn, count == 1 || stopping, closed, nullptr);
+          } catch (...) {
+            ret = false;
+          }
+          t_note = RequestNote{};
+          if (!ret || closed || conn.close_requested()) break;
+        }
+        t_conn = nullptr;
+      }
+      ::shutdown(sock, SHUT_WR);
+      char drain[4096];
+      const auto end = Clock::now() + std::chrono::seconds(2);
+      for (;;) {
+        pollfd p{sock, POLLIN, 0};
+        if (::poll(&p, 1, ms_until(end)) <= 0) break;
+        if (::recv(sock, drain, sizeof drain, 0) <= 0) break;
+      }
+      ::close(sock);
+      return ret;
+    }
+    const ServerOptions& opt_;
+  };
+
+  const ServerOptions& opt;
+  const Engine& engine;
+  JobQueue& queue;
+  Server svr;
+  std::mutex log_mutex;
+  int port = -1;
+
+  Impl(const ServerOptions& o, const Engine& e, JobQueue& q) : opt(o), engine(e), queue(q), svr(o) {}
+
+  const Catalog& catalog() const { return engine.catalog(); }
+
+  // ---- checks before the body is read --------------------------------------------------------
+
+  enum class Route { Page, Health, Models, Model, Generations, Edits, Chat, None };
+  static Route route_of(const std::string& path) {
+    if (path == "/") return Route::Page;
+    if (path == "/health") return Route::Health;
+    if (path == "/v1/models") return Route::Models;
+    if (starts_with(path, "/v1/models/") && path.size() > 11 && path.find('/', 11) == std::string::npos) return Route::Model;
+    if (path == "/v1/images/generations") return Route::Generations;
+    if (path == "/v1/images/edits") return Route::Edits;
+    if (path == "/v1/chat/completions") return Route::Chat;
+    return Route::None;
+  }
+
+  // Authentication, method, size, encoding and media type: everything decided from the head.
+  std::optional<ApiError> precheck(const httplib::Request& req, httplib::Response& res) {
+    if (t_conn) t_conn->head_done();
+    // Browsers send Origin with every POST: a page of another site may not use the API through a
+    // visitor's browser (cross-site request forgery against a loopback server). There is no CORS.
+    if (starts_with(req.path, "/v1/") && req.has_header("Origin")) {
+      std::string origin = req.get_header_value("Origin");
+      for (const char* scheme : {"http://", "https://"})
+        if (starts_with(origin, scheme)) origin = origin.substr(std::strlen(scheme));
+      if (origin != req.get_header_value("Host"))
+        return ApiError(403, "cross-origin requests are refused (Origin " + req.get_header_value("Origin") + ")", "",
+                        "cross_origin");
+    }
+    if (starts_with(req.path, "/v1/") && !opt.api_key.empty()) {
+      const std::string auth = req.get_header_value("Authorization");
+      if (!starts_with(auth, "Bearer ") || !same_key(auth.substr(7), opt.api_key)) {
+        res.set_header("WWW-Authenticate", "Bearer");
+        return ApiError(401,
+                        auth.empty() ? "missing API key: send 'Authorization: Bearer KEY'" : "invalid API key",
+                        "", "invalid_api_key");
+      }
+    }
+    const Route r = route_of(req.path);
+    if (r == Route::None) return std::nullopt;  // 404 from httplib, filled in by the error handler
+    const bool post = r == Route::Generations || r == Route::Edits || r == Route::Chat;
+    const bool get = !post;
+    if ((post && req.method != "POST") || (get && req.method != "GET" && req.method != "HEAD")) {
+      res.set_header("Allow", post ? "POST" : "GET, HEAD");
+      return ApiError(405, req.method + " is not allowed on " + req.path + " (use " + (post ? "POST" : "GET") + ")", "",
+                      "method_not_allowed");
+    }
+    if (!post) return std::nullopt;
+    const std::string enc = req.get_header_value("Content-Encoding");
+    if (!enc.empty() && enc != "identity")
+      return ApiError(415, "compressed request bodies (Content-Encoding: " + enc + ") are not accepted", "",
+                      "unsupported_encoding");
+    if (req.has_header("Content-Length")) {
+      const std::string cl = req.get_header_value("Content-Length");
+      const bool digits = !cl.empty() && cl.size() <= 18 && cl.find_first_not_of("0123456789") == std::string::npos;
+      if (!digits) return ApiError(400, "malformed Content-Length", "", "invalid_request");
+      if (std::stoll(cl) > opt.limits.max_body_bytes)
+        return ApiError(413,
+                        "the body is " + cl + " bytes, more than the limit of " + std::to_string(opt.limits.max_body_bytes),
+                        "", "body_too_large");
+    }
+    const std::string ct = req.get_header_value("Content-Type");
+    auto media = ct.substr(0, ct.find(';'));
+    while (!media.empty() && media.back() == ' ') media.pop_back();
+    for (auto& c : media) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (r == Route::Edits ? media != "multipart/form-data" : media != "application/json")
+      return ApiError(415,
+                      std::string("Content-Type must be ") + (r == Route::Edits ? "multipart/form-data" : "application/json") +
+                          (ct.empty() ? "" : ", got " + ct),
+                      "", "unsupported_media_type");
+    return std::nullopt;
+  }
+
+  // ---- jobs -------------------------------------------------------------------------------------
+
+  std::shared_ptr<Job> admit(Job::Fn fn, httplib::Response& res) {
+    auto job = std::make_shared<Job>(std::move(fn));
+    switch (queue.submit(job)) {
+      case JobQueue::Admit::Accepted: break;
+      case JobQueue::Admit::Full:
+        res.set_header("Retry-After", std::to_string(queue.retry_after_seconds()));
+        throw ApiError(429, "the queue is full (" + std::to_string(queue.max_waiting()) + " waiting); retry later", "",
+                       "queue_full");
+      case JobQueue::Admit::Closed: throw ApiError(503, "the server is shutting down", "", "shutting_down");
+    }
+    t_note.job = job;
+    if (t_conn) t_conn->reading_done();
+    return job;
+  }
+
+  // Waits for a job while its client waits for the answer; cancels it when the client goes away.
+  // nullopt then (nothing can be sent).
+  std::optional<JobEvent> wait(const std::shared_ptr<Job>& job, const std::function<void(JobEvent&)>& on_event) {
+    auto last_check = Clock::now();
+    for (;;) {
+      auto e = job->next(std::chrono::milliseconds(50));
+      if (e && e->kind == JobEvent::Kind::Finished) return e;
+      if (e) on_event(*e);
+      if (Clock::now() - last_check >= std::chrono::milliseconds(50)) {
+        last_check = Clock::now();
+        if (t_conn && !t_conn->peer_open()) {
+          queue.cancel(job);
+          return std::nullopt;
+        }
+      }
+    }
+  }
+
+  static ApiError failure(const JobEvent& end) {
+    if (end.end == JobEvent::End::Failed && end.error) return *end.error;
+    return ApiError(503, "the request was cancelled (the server is shutting down)", "", "cancelled");
+  }
+
+  // A client that left gets nothing; the log shows nginx's 499 (client closed request).
+  static void client_gone(httplib::Response& res) {
+    res.status = 499;
+    mark_close(res);
+  }
+
+  // Streams a job's events: `format` turns each into wire text (empty: nothing to send) and says
+  // when the stream is complete.
+  using Formatter = std::function<std::string(const JobEvent&, bool& last)>;
+  struct StreamState {
+    std::shared_ptr<Job> job;
+    std::string preamble;
+    Formatter format;
+    Clock::time_point last_write = Clock::now();
+  };
+
+  // One call of the chunked content provider: waits up to 100 ms for an event and sends it; false
+  // ends the stream (the client left).
+  static bool stream_step(StreamState& st, httplib::DataSink& sink) {
+    auto send = [&](const std::string& s) {
+      if (s.empty()) return true;
+      st.last_write = Clock::now();
+      return sink.write(s.data(), s.size());
+    };
+    if (!st.preamble.empty()) {
+      const std::string p = std::move(st.preamble);
+      st.preamble.clear();
+      if (!send(p)) return false;
+    }
+    auto e = st.job->next(std::chrono::milliseconds(100));
+    if (!e) {
+      if (!sink.is_writable()) return false;
+      return Clock::now() - st.last_write < std::chrono::seconds(10) || send(sse_comment("waiting"));
+    }
+    bool last = false;
+    if (!send(st.format(*e, last))) return false;
+    if (last) sink.done();
+    return true;
+  }
+
+  void stream(httplib::Response& res, const std::shared_ptr<Job>& job, std::string preamble, Formatter format) {
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");  // nginx: pass events through unbuffered
+    auto st = std::make_shared<StreamState>(StreamState{job, std::move(preamble), std::move(format)});
+    JobQueue* q = &queue;
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [q, st](size_t, httplib::DataSink& sink) {
+          bool ok = false;
+          try {  // httplib does not catch exceptions from a provider
+            ok = stream_step(*st, sink);
+          } catch (...) {
+          }
+          if (!ok) q->cancel(st->job);
+          return ok;
+        },
+        [q, st](bool success) {
+          if (!success) q->cancel(st->job);
+        });
+  }
+
+  // ---- handlers ---------------------------------------------------------------------------------
+
+  void images(const httplib::Request&, httplib::Response& res, ImageRequest r) {
+    t_note.model = model_name(r.model);
+    t_note.extra = "n=" + std::to_string(r.n) + " size=" + std::to_string(r.width) + "x" + std::to_string(r.height);
+    const int64_t n = r.n;
+    const bool streamed = r.stream;
+    const std::string prefix = r.edit ? "image_edit" : "image_generation";
+    auto shared = std::make_shared<ImageRequest>(std::move(r));
+    const Engine* eng = &engine;
+    auto job = admit([eng, shared](Job& j) { eng->run_images(*shared, j); }, res);
+    const int64_t created = unix_now();
+    if (!streamed) {
+      std::vector<GeneratedImage> out(static_cast<size_t>(n));
+      auto end = wait(job, [&](JobEvent& e) {
+        if (e.kind == JobEvent::Kind::Image) out.at(static_cast<size_t>(e.index)) = std::move(e.image);
+      });
+      if (!end) return client_gone(res);
+      if (end->end != JobEvent::End::Ok) throw failure(*end);
+      res.set_content(dump(images_response(out, created)), kJson);
+      return;
+    }
+    stream(res, job, "", [prefix, created](const JobEvent& e, bool& last) -> std::string {
+      switch (e.kind) {
+        case JobEvent::Kind::Progress:
+          return sse_event(image_progress_event(prefix, e.index, e.stage, e.step, e.total), prefix + ".progress");
+        case JobEvent::Kind::Image:
+          return sse_event(image_completed_event(prefix, e.index, e.image, created), prefix + ".completed");
+        case JobEvent::Kind::Text: return {};
+        case JobEvent::Kind::Finished:
+          last = true;
+          if (e.end == JobEvent::End::Ok) return sse_done();
+          {
+            json err = failure(e).body();
+            err["type"] = "error";
+            return sse_event(err, "error") + sse_done();
+          }
+      }
+      return {};
+    });
+  }
+
+  void chat(const httplib::Request&, httplib::Response& res, ChatRequest r) {
+    const std::string model = model_name(r.model);
+    t_note.model = model;
+    t_note.extra = "images=" + std::to_string(r.images.size()) + " max_tokens=" + std::to_string(r.max_tokens);
+    const bool streamed = r.stream;
+    auto shared = std::make_shared<ChatRequest>(std::move(r));
+    const Engine* eng = &engine;
+    auto job = admit([eng, shared](Job& j) { eng->run_chat(*shared, j); }, res);
+    const std::string id = random_id("chatcmpl-");
+    const int64_t created = unix_now();
+    if (!streamed) {
+      auto end = wait(job, [](JobEvent&) {});
+      if (!end) return client_gone(res);
+      if (end->end != JobEvent::End::Ok) throw failure(*end);
+      res.set_content(dump(chat_response(id, model, created, end->text)), kJson);
+      return;
+    }
+    const std::string first = sse_event(chat_chunk(id, model, created, {{"role", "assistant"}, {"content", ""}}));
+    stream(res, job, first, [id, model, created](const JobEvent& e, bool& last) -> std::string {
+      switch (e.kind) {
+        case JobEvent::Kind::Text: return sse_event(chat_chunk(id, model, created, {{"content", e.text}}));
+        case JobEvent::Kind::Progress:
+        case JobEvent::Kind::Image: return {};
+        case JobEvent::Kind::Finished:
+          last = true;
+          if (e.end == JobEvent::End::Ok) return sse_event(chat_chunk(id, model, created, json::object(), "stop")) + sse_done();
+          return sse_event(failure(e).body()) + sse_done();
+      }
+      return {};
+    });
+  }
+
+  // multipart/form-data read part by part, refusing an oversized part or one image too many as
+  // soon as it shows up.
+  std::vector<FormPart> read_form(const httplib::ContentReader& reader) {
+    std::vector<FormPart> parts;
+    std::optional<ApiError> stop;
+    int64_t images = 0;
+    auto is_image = [](const std::string& name) { return name == "image" || name == "image[]"; };
+    const bool ok = reader(
+        [&](const httplib::MultipartFormData& f) {
+          if (parts.size() >= 64) {
+            stop = ApiError(400, "more than 64 form fields", "", "invalid_multipart");
+            return false;
+          }
+          if (is_image(f.name) && ++images > opt.limits.max_images) {
+            stop = ApiError(400, "more than " + std::to_string(opt.limits.max_images) + " images given", "image",
+                            "limit_exceeded");
+            return false;
+          }
+          parts.push_back({f.name, f.filename, f.content_type, {}});
+          return true;
+        },
+        [&](const char* data, size_t n) {
+          FormPart& p = parts.back();
+          const bool img = is_image(p.name);
+          const int64_t cap = img ? opt.limits.max_image_bytes : std::max<int64_t>(opt.limits.max_prompt_bytes, 256);
+          if (static_cast<int64_t>(p.data.size() + n) > cap) {
+            stop = img ? ApiError(413, "an image part is larger than the limit of " + std::to_string(cap) + " bytes",
+                                  "image[" + std::to_string(images - 1) + "]", "image_too_large")
+                       : ApiError(400, "field '" + p.name + "' is longer than the limit of " + std::to_string(cap) + " bytes",
+                                  p.name, p.name == "prompt" ? "prompt_too_long" : "invalid_value");
+            return false;
+          }
+          p.data.append(data, n);
+          return true;
+        });
+    if (stop) throw *stop;
+    if (!ok) {
+      if (t_conn && t_conn->body_overflow()) throw ApiError(413, "the body is larger than the limit", "", "body_too_large");
+      if (t_conn && t_conn->timed_out()) throw ApiError(408, "the body did not arrive in time", "", "timeout");
+      throw ApiError(400, "malformed or truncated multipart/form-data body", "", "invalid_multipart");
+    }
+    return parts;
+  }
+
+  json health() const {
+    const auto s = queue.stats();
+    json models = json::array();
+    for (const auto& m : catalog().models) models.push_back(model_name(m.id));
+    return {{"status", svr.stopping ? "shutting_down" : "ok"},
+            {"models", models},
+            {"queue", {{"running", s.running ? 1 : 0}, {"waiting", s.waiting}, {"max_waiting", queue.max_waiting()},
+                       {"completed", s.completed}}}};
+  }
+
+  void log(const httplib::Request& req, const httplib::Response& res) {
+    if (!opt.log_requests) return;
+    const double s = std::chrono::duration<double>(Clock::now() - t_note.start).count();
+    char when[32];
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    std::string line = std::string(when) + " " + req.remote_addr + ":" + std::to_string(req.remote_port) + " " +
+                       req.method + " " + req.path + " " + std::to_string(res.status);
+    char t[64];
+    std::snprintf(t, sizeof t, " %.3fs", s);
+    line += t;
+    if (!t_note.model.empty()) line += " model=" + t_note.model;
+    if (!t_note.extra.empty()) line += " " + t_note.extra;
+    if (t_note.job) {
+      std::snprintf(t, sizeof t, " queued=%.3fs run=%.3fs", t_note.job->queued_seconds(), t_note.job->run_seconds());
+      line += t;
+    }
+    std::lock_guard<std::mutex> lock(log_mutex);
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+
+  void setup() {
+    const int threads = opt.http_threads > 0 ? opt.http_threads : static_cast<int>(opt.limits.max_queue) + 17;
+    svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    svr.set_read_timeout(opt.read_timeout_s, 0);
+    svr.set_write_timeout(opt.write_timeout_s, 0);
+    svr.set_keep_alive_timeout(opt.keep_alive_timeout_s);
+    svr.set_keep_alive_max_count(100);
+    svr.set_payload_max_length(static_cast<size_t>(opt.limits.max_body_bytes));
+    svr.set_tcp_nodelay(true);
+    svr.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
+
+    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (auto e = precheck(req, res)) {
+        set_error(res, *e);
+        mark_close(res);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    svr.set_expect_100_continue_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (auto e = precheck(req, res)) {
+        set_error(res, *e);
+        mark_close(res);
+        return e->status;
+      }
+      return 100;
+    });
+    svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      try {
+        std::rethrow_exception(ep);
+      } catch (const ApiError& e) {
+        set_error(res, e);
+      } catch (const std::exception& e) {
+        set_error(res, ApiError(500, e.what(), "", "internal_error"));
+      } catch (...) {
+        set_error(res, ApiError(500, "unknown error", "", "internal_error"));
+      }
+    });
+    // httplib's own refusals (bad request line or headers, body read failures, unknown paths) come
+    // without a body: give them the OpenAI error object. Every error response closes the
+    // connection, since the request may not have been read to its end.
+    svr.set_error_handler(httplib::Server::HandlerWithResponse(
+        [](const httplib::Request& req, httplib::Response& res) {
+          mark_close(res);
+          if (!res.body.empty() || res.status == 499) return httplib::Server::HandlerResponse::Handled;
+          if (t_conn && t_conn->head_overflow())
+            set_error(res, ApiError(431, "the request head is larger than 64 KiB", "", "headers_too_large"));
+          else if (t_conn && t_conn->body_overflow())
+            set_error(res, ApiError(413, "the body is larger than the limit", "", "body_too_large"));
+          else if (t_conn && t_conn->timed_out())
+            set_error(res, ApiError(408, "the request did not arrive in time", "", "timeout"));
+          else if (res.status == 404)
+            set_error(res, ApiError(404, "no such endpoint: " + req.method + " " + req.path, "", "not_found"));
+          else if (res.status == 414)
+            set_error(res, ApiError(414, "the request target is longer than 8192 bytes", "", "uri_too_long"));
+          else
+            set_error(res, ApiError(res.status, "malformed request", "", "invalid_request"));
+          return httplib::Server::HandlerResponse::Handled;
+        }));
+    svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) { log(req, res); });
+
+    svr.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Content-Security-Policy",
+                     "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; "
+                     "script-src 'unsafe-inline'; connect-src 'self'");
+      res.set_content(kPageHtml, "text/html; charset=utf-8");
+    });
+    svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      const json h = health();
+      if (svr.stopping) res.status = 503;
+      res.set_content(dump(h), kJson);
+    });
+    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(dump(models_response(catalog())), kJson);
+    });
+    svr.Get(R"(/v1/models/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      const ModelCaps* m = catalog().find(req.matches[1]);
+      if (!m) throw ApiError(404, "model '" + std::string(req.matches[1]) + "' is not served here", "model", "model_not_found");
+      res.set_content(dump(model_object(*m, catalog().created)), kJson);
+    });
+    svr.Post("/v1/images/generations", [this](const httplib::Request& req, httplib::Response& res) {
+      images(req, res, parse_image_generation(parse_json_body(req.body), catalog(), opt.limits));
+    });
+    svr.Post("/v1/images/edits",
+             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+               images(req, res, parse_image_edit(read_form(reader), catalog(), opt.limits));
+             });
+    svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      chat(req, res, parse_chat(parse_json_body(req.body), catalog(), opt.limits));
+    });
+  }
+};
+
+HttpServer::HttpServer(const ServerOptions& o, const Engine& e, JobQueue& q) : impl_(std::make_unique<Impl>(o, e, q)) {
+  impl_->setup();
+}
+
+HttpServer::~HttpServer() = default;
+
+int HttpServer::bind() {
+  const auto& o = impl_->opt;
+  if (o.port == 0) {
+    impl_->port = impl_->svr.bind_to_any_port(o.host);
+    if (impl_->port < 0) throw Error("cannot bind", o.host + ":0", "a free port", std::strerror(errno));
+  } else {
+    if (!impl_->svr.bind_to_port(o.host, o.port))
+      throw Error("cannot bind", o.host + ":" + std::to_string(o.port), "a free address", std::strerror(errno));
+    impl_->port = o.port;
+  }
+  return impl_->port;
+}
+
+void HttpServer::serve() { impl_->svr.listen_after_bind(); }
+
+void HttpServer::stop() { impl_->svr.stop_now(); }
+
+}  // namespace omniflux::server

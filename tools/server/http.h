@@ -1,0 +1,30 @@
+#pragma once
+// The HTTP side of omniflux-server on cpp-httplib: routes, authentication, limits on the request
+// head and body, the request log, server-sent events, and cancellation when a client goes away.
+#include <memory>
+
+#include "engine.h"
+#include "jobs.h"
+#include "options.h"
+
+namespace omniflux::server {
+
+class HttpServer {
+ public:
+  HttpServer(const ServerOptions& options, const Engine& engine, JobQueue& queue);
+  ~HttpServer();
+
+  // Binds host:port (port 0 picks a free one) and returns the port; throws omniflux::Error.
+  int bind();
+  // Serves until stop(); returns once every connection has ended.
+  void serve();
+  // From any thread (the signal thread): stops accepting and ends idle connections.
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace omniflux::server

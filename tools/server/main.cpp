@@ -1,0 +1,111 @@
+// omniflux-server: an OpenAI-compatible HTTP API and a web page for UniWorld-V1, X-Omni and
+// FLUX.1-dev (README "Serving").
+//   omniflux-server --uniworld DIR --flux DIR --siglip DIR [--xomni DIR] [--host 127.0.0.1] [--port 8080]
+// The models load once; one worker runs the requests in order from a bounded queue. SIGINT and
+// SIGTERM cancel the running request within one step (or token), refuse the waiting ones (503),
+// close the connections and exit 0.
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine.h"
+#include "http.h"
+#include "jobs.h"
+#include "omniflux/error.h"
+#include "options.h"
+
+namespace {
+
+std::mutex g_log;
+void log_line(const std::string& s) {
+  std::lock_guard<std::mutex> lock(g_log);
+  std::fprintf(stderr, "omniflux-server: %s\n", s.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace omniflux::server;
+  // Every thread (LibTorch's, httplib's, the worker) inherits this mask; only the signal thread
+  // below receives SIGINT and SIGTERM, so a signal never interrupts model code mid-step.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  ServerOptions opt;
+  try {
+    bool help = false;
+    opt = parse_server_args(std::vector<std::string>(argv + 1, argv + argc), &help);
+    if (help) {
+      std::fputs(server_usage(), stdout);
+      return 0;
+    }
+    if (opt.api_key.empty())
+      if (const char* k = std::getenv("OMNIFLUX_API_KEY"); k && *k) opt.api_key = k;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "omniflux-server: %s\n%s", e.what(), server_usage());
+    return 2;
+  }
+
+  // The signal thread stops a serving server; main waits for it to be done before tearing down.
+  std::atomic<HttpServer*> http{nullptr};
+  std::atomic<JobQueue*> queue_ptr{nullptr};
+  std::atomic<bool> stop_begun{false}, stop_done{false};
+  std::thread([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    const std::string name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    stop_begun = true;
+    HttpServer* h = http.load();
+    if (!h) {  // still loading: nothing to finish
+      log_line(name + " while loading; exiting");
+      std::_Exit(0);
+    }
+    log_line(name + ": cancelling the running request, shutting down");
+    queue_ptr.load()->shutdown();
+    h->stop();
+    stop_done = true;
+    sigwait(&stop_signals, &sig);
+    log_line("second signal: exiting now");
+    std::_Exit(1);
+  }).detach();
+
+  try {
+    omniflux::set_num_threads(opt.rt.num_threads);
+    std::unique_ptr<Engine> engine = Engine::load(opt, log_line);
+    JobQueue queue(opt.limits.max_queue);
+    HttpServer server(opt, *engine, queue);
+    const int port = server.bind();
+    std::thread worker([&] { queue.run(); });
+    queue_ptr = &queue;
+    http = &server;
+    if (stop_begun) {  // a signal came while the pointers were being set
+      while (!stop_done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::printf("omniflux-server: listening on http://%s:%d\n", opt.host.c_str(), port);
+    std::fflush(stdout);
+    if (opt.api_key.empty() && opt.host != "127.0.0.1" && opt.host != "localhost" && opt.host != "::1")
+      log_line("warning: listening on " + opt.host + " without --api-key; anyone who can reach it can use it");
+    server.serve();  // returns at once when a signal already stopped it
+    queue.shutdown();  // serve() also returns when the listening socket fails
+    worker.join();
+    while (stop_begun && !stop_done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    log_line("stopped");
+  } catch (const std::exception& e) {
+    log_line(e.what());
+    return 1;
+  }
+  return 0;
+}

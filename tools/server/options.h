@@ -1,0 +1,51 @@
+#pragma once
+// omniflux-server's settings and its command line. parse_server_args is the one place that reads
+// flags, so it can move onto the shared tools/common parser unchanged in behaviour.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "omniflux/runtime.h"
+
+namespace omniflux::server {
+
+// Request limits; each violation is a 4xx that names the field (README "Serving").
+struct Limits {
+  size_t max_queue = 8;                       // requests waiting behind the running one
+  int64_t max_pixels = 2048 * 2048;           // output width * height
+  int64_t max_steps = 100;
+  int64_t max_n = 4;                          // images per request
+  int64_t max_prompt_bytes = 16384;
+  int64_t max_body_bytes = 32ll << 20;        // whole request body
+  int64_t max_images = 4;                     // reference images per request (the pipelines take 4)
+  int64_t max_image_bytes = 16ll << 20;       // one uploaded image, encoded
+  int64_t max_image_pixels = 4096 * 4096;     // one uploaded image, decoded (checked before decoding)
+  int64_t max_tokens = 512;                   // chat answer tokens
+};
+
+struct ServerOptions {
+  // Model folders. --uniworld needs --flux and --siglip; --xomni uses --flux for its decoder (chat
+  // only without it); --flux alone, or --serve-flux, serves plain FLUX.1-dev.
+  std::string uniworld, flux, siglip, xomni;
+  bool serve_flux = false;
+
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port (printed at start)
+  std::string api_key;
+  Limits limits;
+  RuntimeOptions rt;
+
+  int http_threads = 0;          // connection threads; 0 = max_queue + 17
+  int read_timeout_s = 10;       // longest wait for the next bytes of a request
+  int write_timeout_s = 30;      // longest wait for the client to take response bytes
+  int request_timeout_s = 60;    // a whole request (head and body) must arrive within this
+  int keep_alive_timeout_s = 5;  // idle keep-alive connections close after this
+  bool log_requests = true;      // one line per request on stderr
+};
+
+// Parses argv[1..]; throws omniflux::Error naming the flag on bad input. `help` is set for -h.
+ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help);
+const char* server_usage();
+
+}  // namespace omniflux::server
