@@ -499,7 +499,7 @@ TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
   // what the library answers, in this process
   auto pipe = xomni::XOmniPipeline::load((tiny_root() / "x-omni").string(), "");
   std::string pieces;
-  const std::string expected = pipe.chat(img, "What is in the picture?", [&](const std::string& p) { pieces += p; }, 12);
+  const std::string expected = pipe.chat(img, "What is in the picture?", [&](const std::string& p) { pieces += p; }, 12).value();
 
   auto c = s.client();
   auto r = c.Post("/v1/chat/completions", chat_body("x-omni", "What is in the picture?", {png}, false, 12).dump(),

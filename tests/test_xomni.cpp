@@ -186,13 +186,13 @@ TEST(XOmniEndToEnd, NegativePromptIsTheCfgRow) {
   EXPECT_TRUE(at::equal(neg.negative_ids, p.t2i_prompt("blurry", 64, 48).ids));
   auto o = small("a dog");
   o.cfg_scale = 4.0;
-  const xo::ImageCodes base = p.generate_codes(o);
+  const xo::ImageCodes base = p.generate_codes(o).value();
   o.negative_prompt = "blurry";
-  EXPECT_NE(p.generate_codes(o).codes, base.codes);
+  EXPECT_NE(p.generate_codes(o)->codes, base.codes);
   // without guidance the CFG row is never run
   o.cfg_scale = 1.0;
   auto none = small("a dog");
-  EXPECT_EQ(p.generate_codes(o).codes, p.generate_codes(none).codes);
+  EXPECT_EQ(p.generate_codes(o)->codes, p.generate_codes(none)->codes);
 }
 
 TEST(XOmniEndToEnd, NonSquareResolution) {

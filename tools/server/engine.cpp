@@ -186,14 +186,12 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
         o.decoder.steps = r.steps;
         o.decoder.cfg_scale = r.decoder_cfg_scale;
         o.decoder.cfg_scale_2 = r.decoder_cfg_scale_2;
-        // The token callback cannot stop the loop, so it unwinds it (Cancelled) once the job is
-        // cancelled: within one token.
-        auto tokens = [&job, i](int64_t done, int64_t total) {
-          if (!job.progress(i, "tokens", done, total)) throw Cancelled{};
-        };
-        xo::ImageCodes codes = m.xomni->generate_codes(o, tokens);
-        img = m.xomni->decode_codes(codes, o.decoder, progress);
-        params = xomni_params(codes, o, *m.xomni);
+        // A cancelled job stops the token loop within one token.
+        auto tokens = [&job, i](int64_t done, int64_t total) { return job.progress(i, "tokens", done, total); };
+        std::optional<xo::ImageCodes> codes = m.xomni->generate_codes(o, tokens);
+        if (!codes) throw Cancelled{};
+        img = m.xomni->decode_codes(*codes, o.decoder, progress);
+        params = xomni_params(*codes, o, *m.xomni);
         break;
       }
     }
@@ -206,9 +204,11 @@ void Engine::run_chat(const ChatRequest& r, Job& job) const {
   const Impl& m = *impl_;
   if (r.model == ModelId::XOmni) {
     job.check_cancelled();
-    std::string answer = m.xomni->chat(r.images.at(0), r.text, [&job](const std::string& piece) { job.text(piece); },
-                                       r.max_tokens);
-    job.set_answer(std::move(answer));
+    std::optional<std::string> answer =
+        m.xomni->chat(r.images.at(0), r.text, [&job](const std::string& piece) { job.text(piece); }, r.max_tokens,
+                      [&job](int64_t, int64_t) { return !job.cancelled(); });
+    if (!answer) throw Cancelled{};
+    job.set_answer(std::move(*answer));
     return;
   }
   if (r.model != ModelId::UniWorld) throw ApiError(400, "this model has no chat", "model", "unsupported_model");
