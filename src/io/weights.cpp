@@ -48,9 +48,11 @@ bool check_quantization_config(const std::string& config_path) {
 
 std::shared_ptr<WeightStore> WeightStore::open(const std::string& path, const RuntimeOptions& rt) {
   rt.validate();  // before mapping anything
-  const bool quantized = check_quantization_config(config_beside(path));
+  const std::string config = config_beside(path);
+  const bool quantized = check_quantization_config(config);
   auto store = std::make_shared<WeightStore>(Checkpoint::open(path, rt.allow_outside_paths), rt);
   store->quantized_ = quantized;
+  store->config_path_ = config;
   return store;
 }
 
@@ -76,7 +78,8 @@ namespace {
 // One reduction per tensor: the sum is finite exactly when every element is, unless it overflows,
 // which the exact test then rules out.
 void check_finite_weight(const at::Tensor& t, const std::string& where) {
-  if (t.numel() == 0 || std::isfinite(t.sum(at::kFloat).item<double>())) return;
+  // Meta tensors (dry runs) have no values to check.
+  if (t.numel() == 0 || t.is_meta() || std::isfinite(t.sum(at::kFloat).item<double>())) return;
   if (at::isfinite(t).all().item<bool>()) return;
   const int64_t nan = at::isnan(t).sum().item<int64_t>(), inf = at::isinf(t).sum().item<int64_t>();
   throw Error("weight holds non-finite values", where,
@@ -126,8 +129,12 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
     }
     if (t.scalar_type() != target || t.device() != device) t = t.to(device, target);
     // Once per tensor: streamed blocks are built again on every use.
-    if (rt_.check_finite_weights && finite_checked_.insert(name).second)
+    // Keyed by dtype too: a value finite in fp32 can overflow in fp16.
+    const std::string checked = name + "|" + c10::toString(target);
+    if (rt_.check_finite_weights && !finite_checked_.count(checked)) {
       check_finite_weight(t, ckpt_.source_of(name) + ": " + name);
+      finite_checked_.insert(checked);  // only once it passed: a failed tensor fails again
+    }
   } else {
     if (dtype != c10::ScalarType::Undefined && dtype != t.scalar_type()) t = t.to(dtype);
     if (t.device() != device) t = t.to(device);
@@ -149,6 +156,11 @@ WeightStore::Quantized WeightStore::get_quantized(const std::string& name, const
     throw Error("quantised weight has an unsupported dtype", where, "F8_E4M3 or I8 codes", dtype_name(ti.dtype));
   const std::string sname = name + "_scale";
   if (!ckpt_.contains(sname)) throw Error("quantised weight without its scale", where, sname, "missing");
+  // Codes and scales whose config.json does not say how they were made could follow another
+  // convention (per-tensor, transposed, a different scale meaning): refuse rather than guess.
+  if (!quantized_ && !config_path_.empty())
+    throw Error("quantised weights but no quantization_config", config_path_ + " (for " + where + ")",
+                "a compressed-tensors quantization_config (as omniflux-quantize writes)", "none");
   const TensorInfo& si = ckpt_.info(sname);
   const int64_t out = ti.shape[0];
   const bool scale_shape_ok = (si.shape.size() == 1 && si.shape[0] == out) ||
@@ -171,8 +183,10 @@ WeightStore::Quantized WeightStore::get_quantized(const std::string& name, const
   const void* source = q.codes.data_ptr();
   if (q.codes.device() != device) q.codes = q.codes.to(device);
   if (has_target_ && target_pinned_ && device.is_cpu() && !q.codes.is_pinned()) q.codes = q.codes.pin_memory();
-  if (rt_.check_finite_weights && finite_checked_.insert(name).second)
+  if (rt_.check_finite_weights && !finite_checked_.count(name)) {
     check_finite_weight(q.codes.to(at::kFloat), ckpt_.source_of(name) + ": " + name);
+    finite_checked_.insert(name);  // only once it passed: a failed tensor fails again
+  }
   if (q.codes.data_ptr() != source) ckpt_.drop_pages(name);
   q.scale = scale.to(device).contiguous();
   return q;

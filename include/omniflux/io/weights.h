@@ -81,6 +81,7 @@ class WeightStore : public std::enable_shared_from_this<WeightStore> {
   std::set<std::string> used_;
   std::vector<std::string> ignored_prefixes_;
   bool quantized_ = false;
+  std::string config_path_;  // the config.json open() read (empty: none, or not opened through open())
   std::set<std::string> finite_checked_;
   bool has_target_ = false, target_pinned_ = false;
   c10::Device target_device_ = c10::Device(c10::kCPU);
