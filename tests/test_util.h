@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -26,6 +27,46 @@ inline std::string fixture(const std::string& rel) {
 inline std::string read_bytes(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Writes bytes to a file.
+inline void write_bytes(const std::filesystem::path& p, const std::string& s) {
+  std::ofstream out(p, std::ios::binary);
+  out.write(s.data(), static_cast<std::streamsize>(s.size()));
+}
+
+// CRC-32 (zip's polynomial), bit by bit: independent of the library's table.
+inline uint32_t zip_crc(const std::string& s) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char ch : s) {
+    c ^= ch;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
+// A zip of stored entries with their CRC-32, written independently of the library's writer.
+inline std::string make_zip(const std::vector<std::pair<std::string, std::string>>& entries, uint16_t method = 0) {
+  auto put = [](std::string& s, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  };
+  std::string out, cd;
+  for (const auto& [name, data] : entries) {
+    const size_t off = out.size();
+    const uint32_t crc = zip_crc(data);
+    put(out, 0x04034b50, 4); put(out, 20, 2); put(out, 0, 2); put(out, method, 2); put(out, 0, 4);
+    put(out, crc, 4); put(out, data.size(), 4); put(out, data.size(), 4); put(out, name.size(), 2); put(out, 0, 2);
+    out += name + data;
+    put(cd, 0x02014b50, 4); put(cd, 20, 2); put(cd, 20, 2); put(cd, 0, 2); put(cd, method, 2); put(cd, 0, 4);
+    put(cd, crc, 4); put(cd, data.size(), 4); put(cd, data.size(), 4); put(cd, name.size(), 2);
+    put(cd, 0, 2); put(cd, 0, 2); put(cd, 0, 2); put(cd, 0, 2); put(cd, 0, 4); put(cd, off, 4);
+    cd += name;
+  }
+  const size_t cd_off = out.size();
+  out += cd;
+  put(out, 0x06054b50, 4); put(out, 0, 4); put(out, entries.size(), 2); put(out, entries.size(), 2);
+  put(out, cd.size(), 4); put(out, cd_off, 4); put(out, 0, 2);
+  return out;
 }
 
 #ifdef OMNIFLUX_BIN_DIR

@@ -1,0 +1,526 @@
+// Offload and quantised weights. The offload modes (none, model, sequential) give bit-identical
+// outputs on the tiny pipelines in fp32 on the CPU. Folders written by quantize_folder (fp8, int8,
+// bf16) load through the normal loaders and stay within a tolerance measured on the reference
+// fixtures and the tiny pipelines. Broken quantised folders and pickles are refused by name. X-Omni's
+// vision weights load from PyTorch pickles exactly as from safetensors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "omniflux/error.h"
+#include "omniflux/io/image.h"
+#include "omniflux/io/quantize.h"
+#include "omniflux/io/safetensors.h"
+#include "omniflux/io/torch_pickle.h"
+#include "omniflux/models/flux_dit.h"
+#include "omniflux/models/qwen2.h"
+#include "omniflux/pipelines/flux.h"
+#include "omniflux/pipelines/uniworld.h"
+#include "omniflux/pipelines/xomni.h"
+#include "omniflux/plan.h"
+#include "omniflux/sampling/latents.h"
+#include "omniflux/sampling/token_sampling.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace omniflux;
+namespace xo = omniflux::xomni;
+
+namespace {
+
+const fs::path& tiny_root() {
+  static TempDir dir;
+  static bool written = [] {
+    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
+                            " --seed 7 --only flux_1_dev --only uniworld_v1 --only siglip2 --only x_omni --tokenizers " +
+                            fixture("tokenizers") + " > /dev/null";
+    return std::system(cmd.c_str()) == 0;
+  }();
+  EXPECT_TRUE(written);
+  return dir.path();
+}
+std::string tiny(const std::string& name) { return (tiny_root() / name).string(); }
+
+RuntimeOptions with(Offload o) {
+  RuntimeOptions rt;
+  rt.offload = o;
+  return rt;
+}
+const Offload kModes[] = {Offload::None, Offload::Model, Offload::Sequential};
+
+Image gradient(int w, int h, int salt) {
+  Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c)
+        im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50 + salt) % 256);
+  return im;
+}
+
+UniWorldOptions uniworld_request(std::vector<Image> refs, UniWorldTask task) {
+  UniWorldOptions o;
+  o.prompt = refs.empty() ? "a red cube" : "Make it snow";
+  o.images = std::move(refs);
+  o.width = o.height = 64;
+  o.steps = 2;
+  o.task = task;
+  o.max_new_tokens = 6;
+  return o;
+}
+
+xo::GenerateOptions xomni_request() {
+  xo::GenerateOptions o;
+  o.prompt = "a lighthouse";
+  o.width = 64;
+  o.height = 48;
+  o.cfg_scale = 2.0;  // both LM rows
+  o.seed = o.decoder.seed = 3;
+  o.decoder.steps = 2;
+  return o;
+}
+
+// The error of `got` against the fp32 `ref`.
+struct Deviation {
+  double max_abs = 0, rel_l2 = 0, cosine = 1;
+};
+Deviation deviation(const at::Tensor& got, const at::Tensor& ref) {
+  const at::Tensor g = got.to(at::kDouble).flatten(), r = ref.to(at::kDouble).flatten();
+  Deviation d;
+  d.max_abs = (g - r).abs().max().item<double>();
+  d.rel_l2 = ((g - r).norm() / r.norm()).item<double>();
+  d.cosine = (at::dot(g, r) / (g.norm() * r.norm())).item<double>();
+  return d;
+}
+at::Tensor pixels(const Image& im) {
+  return at::from_blob(const_cast<uint8_t*>(im.rgb.data()), {static_cast<int64_t>(im.rgb.size())}, at::kByte).clone();
+}
+void report(const std::string& what, const Deviation& d) {
+  std::printf("[quant] %-34s max_abs %.4g  rel_l2 %.4g  cosine %.6f\n", what.c_str(), d.max_abs, d.rel_l2, d.cosine);
+}
+
+// A quantised copy of `src` (cached per source and format for the whole test run).
+std::string quantized(const std::string& src, WeightFormat f) {
+  static TempDir root;
+  static std::map<std::string, std::string> done;
+  const std::string key = src + "|" + weight_format_name(f);
+  if (auto it = done.find(key); it != done.end()) return it->second;
+  const std::string dst = (root.path() / (std::to_string(done.size()) + "-" + weight_format_name(f))).string();
+  QuantizeOptions opt;
+  opt.format = f;
+  quantize_folder(src, dst, opt);
+  return done[key] = dst;
+}
+
+// Tolerances of a quantised model's outputs against fp32: a bound on the relative L2 error and a
+// floor on the cosine. Each is twice the worst value measured on the reference fixtures and the tiny
+// pipelines (the "[quant]" lines these tests print; README "Quantised weights"), rounded up:
+//   models (flux_transformer output, qwen2_lm logits), worst rel_l2 / 1 - cosine:
+//     fp8 0.042 / 8.6e-4, int8 0.010 / 5.2e-5, bf16 0.0028 / 4e-6
+//   pipelines (uint8 pixels of a 2-step UniWorld edit and X-Omni decode at 64x48):
+//     fp8 0.0054 / 1.5e-5, int8 0.0022 / 2e-6, bf16 0.0011 / 1e-6
+// The sizes follow from the formats: e4m3 keeps 3 mantissa bits (relative rounding up to 2^-4 per
+// weight), int8 per-channel rounds to 1/254 of a row's range, bf16 to 2^-9; a layer's output error
+// is about its weights' RMS relative error, and a few layers add a small factor. Pixels move less
+// than logits: the VAE and the uint8 rounding absorb much of the DiT's error at two steps.
+struct Bound {
+  double rel_l2, cosine;
+};
+Bound model_bound(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::Fp8: return {0.09, 0.998};
+    case WeightFormat::Int8: return {0.025, 0.9999};
+    case WeightFormat::Bf16: return {0.006, 0.99999};
+  }
+  return {};
+}
+Bound pipeline_bound(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::Fp8: return {0.012, 0.99996};
+    case WeightFormat::Int8: return {0.005, 0.99999};
+    case WeightFormat::Bf16: return {0.003, 0.999997};
+  }
+  return {};
+}
+void expect_within(const std::string& what, const Deviation& d, const Bound& b) {
+  report(what, d);
+  EXPECT_LE(d.rel_l2, b.rel_l2) << what;
+  EXPECT_GE(d.cosine, b.cosine) << what;
+}
+
+const WeightFormat kFormats[] = {WeightFormat::Fp8, WeightFormat::Int8, WeightFormat::Bf16};
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  return nlohmann::json::parse(in);
+}
+void write_json(const fs::path& p, const nlohmann::json& j) {
+  fs::remove(p);
+  std::ofstream(p) << j.dump(2);
+}
+
+// A copy of a folder (regular files; symlinks followed).
+fs::path copy_folder(const std::string& src, const fs::path& dst) {
+  fs::copy(src, dst, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  return dst;
+}
+
+// Every tensor of a safetensors file.
+std::map<std::string, at::Tensor> read_all(const fs::path& file) {
+  const Checkpoint c = Checkpoint::open(file.string());
+  std::map<std::string, at::Tensor> out;
+  for (const auto& n : c.names()) out[n] = c.get(n).clone();
+  return out;
+}
+void write_all(const fs::path& file, const std::map<std::string, at::Tensor>& tensors) {
+  fs::remove(file);
+  save_safetensors(file.string(), tensors);
+}
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+// ---- offload modes --------------------------------------------------------------------------------
+
+TEST(Offload, ModesGiveBitIdenticalUniWorldOutputs) {
+  std::optional<Image> edit0, t2i0;
+  std::string text0;
+  for (Offload mode : kModes) {
+    SCOPED_TRACE(offload_name(mode));
+    const auto p = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2"), with(mode));
+    auto edit = p.run(uniworld_request({gradient(40, 32, 1)}, UniWorldTask::Image));
+    auto t2i = p.run(uniworld_request({}, UniWorldTask::Image));
+    auto text = p.run(uniworld_request({gradient(32, 32, 2)}, UniWorldTask::Text));
+    ASSERT_TRUE(edit && t2i && text);
+    ASSERT_TRUE(edit->is_image && t2i->is_image && !text->is_image);
+    if (mode == Offload::None) {
+      edit0 = edit->image;
+      t2i0 = t2i->image;
+      text0 = text->text;
+      continue;
+    }
+    EXPECT_EQ(edit->image.rgb, edit0->rgb);
+    EXPECT_EQ(t2i->image.rgb, t2i0->rgb);
+    EXPECT_EQ(text->text, text0);
+  }
+}
+
+TEST(Offload, ModesGiveBitIdenticalXOmniOutputs) {
+  std::optional<xo::ImageCodes> codes0;
+  std::optional<Image> image0;
+  std::string chat0;
+  for (Offload mode : kModes) {
+    SCOPED_TRACE(offload_name(mode));
+    const auto p = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"), with(mode));
+    auto codes = p.generate_codes(xomni_request());
+    ASSERT_TRUE(codes);
+    auto image = p.decode_codes(*codes, xomni_request().decoder);
+    ASSERT_TRUE(image);
+    auto chat = p.chat(gradient(48, 48, 3), "What is this?", {}, 6);
+    ASSERT_TRUE(chat);
+    if (mode == Offload::None) {
+      codes0 = codes;
+      image0 = image;
+      chat0 = *chat;
+      continue;
+    }
+    EXPECT_EQ(codes->codes, codes0->codes);
+    EXPECT_EQ(image->rgb, image0->rgb);
+    EXPECT_EQ(*chat, chat0);
+  }
+}
+
+TEST(Offload, ModesGiveBitIdenticalFluxImages) {
+  FluxGenerateOptions o;
+  o.prompt = "a cat";
+  o.width = o.height = 64;
+  o.steps = 2;
+  o.seed = 9;
+  std::optional<Image> ref;
+  for (Offload mode : kModes) {
+    SCOPED_TRACE(offload_name(mode));
+    auto img = FluxPipeline::load(tiny("flux.1-dev"), with(mode)).generate(o);
+    ASSERT_TRUE(img);
+    if (!ref) ref = img;
+    else EXPECT_EQ(img->rgb, ref->rgb);
+  }
+}
+
+TEST(Offload, QuantisedFoldersAreBitIdenticalAcrossModesToo) {
+  const std::string q = quantized(tiny("uniworld-v1"), WeightFormat::Fp8);
+  std::optional<Image> ref;
+  for (Offload mode : kModes) {
+    SCOPED_TRACE(offload_name(mode));
+    auto r = UniWorldPipeline::load(q, tiny("flux.1-dev"), tiny("siglip2"), with(mode))
+                 .run(uniworld_request({gradient(40, 32, 1)}, UniWorldTask::Image));
+    ASSERT_TRUE(r && r->is_image);
+    if (!ref) ref = r->image;
+    else EXPECT_EQ(r->image.rgb, ref->rgb);
+  }
+}
+
+// ---- quantisation error against fp32 ------------------------------------------------------------
+
+TEST(Quantize, TinyDiTStaysWithinTolerance) {
+  const fs::path fx = fixture("flux_transformer");
+  const Checkpoint io = Checkpoint::open((fx / "io.safetensors").string());
+  FluxDiTInputs in;
+  in.hidden_states = pack_latents(io.get("latents_unpacked"));
+  in.encoder_hidden_states = io.get("encoder_hidden_states");
+  in.pooled_projections = io.get("pooled_projections");
+  in.timestep = io.get("timestep");
+  in.guidance = io.get("guidance");
+  in.img_ids = io.get("img_ids");
+  in.txt_ids = io.get("txt_ids");
+  const at::Tensor ref = io.get("output");
+  // fp32 itself reproduces the reference (the parity case's tolerance).
+  EXPECT_LT(deviation(FluxTransformer::load(fx.string()).forward(in), ref).max_abs, 1e-3);
+  for (WeightFormat f : kFormats) {
+    const at::Tensor got = FluxTransformer::load(quantized(fx.string(), f)).forward(in);
+    expect_within(std::string("flux_transformer ") + weight_format_name(f), deviation(got, ref), model_bound(f));
+  }
+}
+
+TEST(Quantize, LMsStayWithinToleranceAndMostlyKeepGreedyTokens) {
+  const fs::path fx = fixture("qwen2_lm");
+  const Checkpoint io = Checkpoint::open((fx / "io.safetensors").string());
+  const at::Tensor ids = io.get("input_ids");
+  const at::Tensor ref_ids = io.get("generated_ids");
+  for (WeightFormat f : kFormats) {
+    auto lm = qwen2::Qwen2ForCausalLM::load(quantized(fx.string(), f));
+    expect_within(std::string("qwen2_lm logits ") + weight_format_name(f), deviation(lm.forward(ids), io.get("logits")),
+                  model_bound(f));
+    auto cache = lm.new_cache(1, ids.size(1) + ref_ids.size(1));
+    at::Tensor first = lm.prefill(ids, cache).squeeze(1);
+    sampling::GenerateOptions g;
+    g.max_new_tokens = ref_ids.size(1);
+    auto r = sampling::generate(first, [&](const at::Tensor& next) { return lm.decode_one(next, cache); }, g);
+    const double agree = r.tokens.cpu().eq(ref_ids).to(at::kDouble).mean().item<double>();
+    std::printf("[quant] %-34s greedy-token agreement %.3f (%lld tokens)\n",
+                (std::string("qwen2_lm ") + weight_format_name(f)).c_str(), agree,
+                static_cast<long long>(ref_ids.size(1)));
+    // Measured 1.0 for every format; a greedy path may fork at a near-tie, so allow one token.
+    EXPECT_GE(agree, 1.0 - 1.0 / static_cast<double>(ref_ids.size(1)) - 1e-9) << weight_format_name(f);
+  }
+}
+
+TEST(Quantize, PipelinesStayWithinTolerance) {
+  const UniWorldOptions edit = uniworld_request({gradient(40, 32, 1)}, UniWorldTask::Image);
+  const auto ref_uw = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2")).run(edit);
+  const auto ref_xo = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev")).generate(xomni_request());
+  ASSERT_TRUE(ref_uw && ref_xo);
+  for (WeightFormat f : kFormats) {
+    const std::string flux = quantized(tiny("flux.1-dev"), f);
+    auto uw = UniWorldPipeline::load(quantized(tiny("uniworld-v1"), f), flux, tiny("siglip2")).run(edit);
+    ASSERT_TRUE(uw && uw->is_image);
+    expect_within(std::string("uniworld edit pixels ") + weight_format_name(f), deviation(pixels(uw->image), pixels(ref_uw->image)),
+                  pipeline_bound(f));
+    // X-Omni: the decoder image from the fp32 LM's codes, so the comparison isolates the weights of
+    // the decoder path (sampled codes of a quantised LM may differ by a near-tie and then diverge).
+    const auto xp = xo::XOmniPipeline::load(quantized(tiny("x-omni"), f), flux);
+    const auto ref_pipe = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
+    auto codes = ref_pipe.generate_codes(xomni_request());
+    ASSERT_TRUE(codes);
+    auto img = xp.decode_codes(*codes, xomni_request().decoder);
+    ASSERT_TRUE(img);
+    expect_within(std::string("xomni decode pixels ") + weight_format_name(f), deviation(pixels(*img), pixels(*ref_xo)),
+                  pipeline_bound(f));
+  }
+}
+
+// ---- bad quantised folders ----------------------------------------------------------------------
+
+TEST(Quantize, BrokenQuantisedFoldersAreRefusedByName) {
+  const std::string q = quantized(fixture("flux_transformer"), WeightFormat::Fp8);
+  const std::string scale = "transformer_blocks.0.attn.to_q.weight_scale";
+  {  // a missing scale
+    TempDir d;
+    const fs::path f = copy_folder(q, d.path() / "m");
+    auto t = read_all(f / "diffusion_pytorch_model.safetensors");
+    ASSERT_TRUE(t.count(scale));
+    t.erase(scale);
+    write_all(f / "diffusion_pytorch_model.safetensors", t);
+    const std::string e = error_of([&] { FluxTransformer::load(f.string()); });
+    EXPECT_TRUE(has(e, "transformer_blocks.0.attn.to_q.weight")) << e;
+    EXPECT_TRUE(has(e, "scale")) << e;
+  }
+  {  // a scale of the wrong shape
+    TempDir d;
+    const fs::path f = copy_folder(q, d.path() / "m");
+    auto t = read_all(f / "diffusion_pytorch_model.safetensors");
+    t[scale] = at::ones({t[scale].size(0) + 1, 1});
+    write_all(f / "diffusion_pytorch_model.safetensors", t);
+    const std::string e = error_of([&] { FluxTransformer::load(f.string()); });
+    EXPECT_TRUE(has(e, scale)) << e;
+    EXPECT_TRUE(has(e, "shape")) << e;
+  }
+  {  // a zero scale
+    TempDir d;
+    const fs::path f = copy_folder(q, d.path() / "m");
+    auto t = read_all(f / "diffusion_pytorch_model.safetensors");
+    t[scale].zero_();
+    write_all(f / "diffusion_pytorch_model.safetensors", t);
+    EXPECT_TRUE(has(error_of([&] { FluxTransformer::load(f.string()); }), scale));
+  }
+  {  // an unknown quantisation method
+    TempDir d;
+    const fs::path f = copy_folder(q, d.path() / "m");
+    auto cfg = read_json(f / "config.json");
+    cfg["quantization_config"]["quant_method"] = "awq";
+    write_json(f / "config.json", cfg);
+    const std::string e = error_of([&] { FluxTransformer::load(f.string()); });
+    EXPECT_TRUE(has(e, "quantisation method")) << e;
+    EXPECT_TRUE(has(e, "awq")) << e;
+  }
+  {  // fp8 codes without any quantization_config
+    TempDir d;
+    const fs::path f = copy_folder(q, d.path() / "m");
+    auto cfg = read_json(f / "config.json");
+    cfg.erase("quantization_config");
+    write_json(f / "config.json", cfg);
+    const std::string e = error_of([&] { FluxTransformer::load(f.string()); });
+    EXPECT_TRUE(has(e, "quantization_config")) << e;
+  }
+  {  // quantising a quantised folder
+    TempDir d;
+    QuantizeOptions opt;
+    EXPECT_TRUE(has(error_of([&] { quantize_folder(q, (d.path() / "again").string(), opt); }), "quantis"));
+    EXPECT_FALSE(fs::exists(d.path() / "again"));
+  }
+}
+
+// ---- PyTorch pickles ----------------------------------------------------------------------------
+
+// X-Omni ships its SigLIP-VQ ViT and projector as torch.save files: the same folder with .pt / .bin
+// files in place of the safetensors ones tokenizes, chats and generates exactly the same.
+TEST(Pickles, XOmniVisionWeightsLoadFromPicklesWithoutConversion) {
+  TempDir d;
+  const fs::path f = copy_folder(tiny("x-omni"), d.path() / "x-omni");
+  auto cfg = read_json(f / "config.json");
+  auto& enc = cfg["vision_config"]["encoder"];
+  const std::map<std::string, std::string> renames = {{"siglip_path", ".pt"}, {"projector_path", ".bin"}};
+  for (const auto& [field, ext] : renames) {
+    const fs::path st = f / enc[field].get<std::string>();
+    const fs::path pk = fs::path(st).replace_extension(ext);
+    save_torch_state_dict(pk.string(), read_all(st));
+    fs::remove(st);
+    enc[field] = pk.filename().string();
+  }
+  write_json(f / "config.json", cfg);
+
+  const auto a = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
+  const auto b = xo::XOmniPipeline::load(f.string(), tiny("flux.1-dev"));
+  const Image im = gradient(48, 32, 4);
+  EXPECT_EQ(a.tokenize_image(im).codes, b.tokenize_image(im).codes);
+  EXPECT_EQ(*a.chat(im, "What is this?", {}, 4), *b.chat(im, "What is this?", {}, 4));
+  auto codes = a.generate_codes(xomni_request());
+  ASSERT_TRUE(codes);
+  EXPECT_EQ(a.decode_codes(*codes, xomni_request().decoder)->rgb, b.decode_codes(*codes, xomni_request().decoder)->rgb);
+
+  // omniflux-quantize takes the pickles as input and writes safetensors.
+  const std::string q = (d.path() / "q").string();
+  QuantizeOptions opt;
+  opt.format = WeightFormat::Bf16;
+  quantize_folder(f.string(), q, opt);
+  const auto qcfg = read_json(fs::path(q) / "config.json");
+  for (const auto& [field, ext] : renames) {
+    const std::string name = qcfg["vision_config"]["encoder"][field].get<std::string>();
+    EXPECT_EQ(fs::path(name).extension(), ".safetensors") << field;
+    EXPECT_TRUE(fs::exists(fs::path(q) / name)) << name;
+  }
+  EXPECT_TRUE(xo::XOmniPipeline::load(q, tiny("flux.1-dev")).chat(im, "What is this?", {}, 2).has_value());
+}
+
+// pytorch_model.bin (and its index) in a folder load as model.safetensors does; a pickle that is
+// not a state dict is refused with a message naming the file.
+TEST(Pickles, PytorchModelBinLoadsLikeSafetensorsAndBadOnesAreRefused) {
+  const fs::path fx = fixture("qwen2_lm");
+  TempDir d;
+  const fs::path f = copy_folder(fx.string(), d.path() / "lm");
+  fs::remove(f / "io.safetensors");
+  save_torch_state_dict((f / "pytorch_model.bin").string(), read_all(f / "model.safetensors"));
+  fs::remove(f / "model.safetensors");
+  const at::Tensor ids = Checkpoint::open((fx / "io.safetensors").string()).get("input_ids");
+  EXPECT_TRUE(at::equal(qwen2::Qwen2ForCausalLM::load(f.string()).forward(ids),
+                        qwen2::Qwen2ForCausalLM::load(fx.string()).forward(ids)));
+
+  // A torch.save zip whose pickle is a list, not a dict.
+  write_bytes(f / "pytorch_model.bin", make_zip({{"a/data.pkl", std::string("\x80\x02]q\x00.", 6)}}));
+  std::string e = error_of([&] { qwen2::Qwen2ForCausalLM::load(f.string()); });
+  EXPECT_TRUE(has(e, "pytorch_model.bin")) << e;
+  EXPECT_TRUE(has(e, "dict")) << e;
+  // Not a zip at all.
+  write_bytes(f / "pytorch_model.bin", "not a pickle");
+  e = error_of([&] { qwen2::Qwen2ForCausalLM::load(f.string()); });
+  EXPECT_TRUE(has(e, "pytorch_model.bin")) << e;
+}
+
+// ---- dry runs -----------------------------------------------------------------------------------
+
+// The estimate's arithmetic on hand-made figures: none holds everything, model the largest
+// component, sequential the streamed component's non-block weights and two blocks.
+TEST(DryRun, OffloadEstimateFollowsTheModes) {
+  auto comp = [](const std::string& name, int64_t bf16, int64_t act, int64_t blocks, int64_t block_bytes) {
+    plan::ComponentPlan c;
+    c.name = name;
+    c.weights.bytes_bf16 = bf16;
+    c.weights.bytes_fp8 = bf16 / 2;
+    c.largest_activation.bytes = act;
+    if (blocks) c.weights.blocks.push_back({"transformer_blocks", blocks, 0, block_bytes, block_bytes / 2});
+    return c;
+  };
+  const std::vector<plan::ComponentPlan> plans = {comp("t5_encoder", 1000, 10, 0, 0),
+                                                  comp("flux_dit", 4000, 50, 10, 350)};
+  const plan::OffloadEstimate e = plan::estimate_offload(plans, "bf16", 7);
+  EXPECT_EQ(e.peak_none, 5000 + 100 + 7);
+  EXPECT_EQ(e.peak_model, 4000 + 100 + 7);
+  EXPECT_EQ(e.peak_model_at, "flux_dit");
+  // The DiT streamed: 500 outside its blocks + 2 blocks of 350 + activations 100 (T5: 1020).
+  EXPECT_EQ(e.peak_sequential, 500 + 700 + 100 + 7);
+  EXPECT_EQ(e.peak_sequential_at, "flux_dit");
+  EXPECT_EQ(plan::estimate_offload(plans, "fp32", 0).peak_model, 8000 + 200);
+  EXPECT_EQ(plan::estimate_offload(plans, "fp8", 0).peak_model, 2000 + 100);
+  EXPECT_THROW(plan::estimate_offload(plans, "nf4"), Error);
+}
+
+// --dry-run prints the plan of the request per offload mode and loads nothing.
+TEST(DryRun, PipelineClisPlanTheRequestWithoutLoading) {
+  const std::string img = (tiny_root() / "ref.png").string();
+  save_png(img, gradient(40, 32, 1));
+  const std::vector<std::vector<std::string>> runs = {
+      {bin("omniflux-uniworld"), "-m", tiny("uniworld-v1"), "--flux", tiny("flux.1-dev"), "--siglip", tiny("siglip2"),
+       "-p", "Make it snow", "-i", img, "-W", "64", "-H", "64", "--dry-run", "--max-vram", "24"},
+      {bin("omniflux-xomni"), "generate", "-m", tiny("x-omni"), "--flux", tiny("flux.1-dev"), "-p", "a cat", "-W",
+       "64", "-H", "48", "--cfg", "2", "--dry-run", "--max-vram", "24"},
+      {bin("omniflux-flux"), "-m", tiny("flux.1-dev"), "-p", "a cat", "-W", "64", "-H", "64", "--dry-run"}};
+  for (const auto& args : runs) {
+    Child c(args);
+    ASSERT_TRUE(c.started());
+    const int st = c.wait();
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << args[0] << "\n" << c.err();
+    for (const char* want : {"none", "model", "sequential", "bf16", "fp8", "working"})
+      EXPECT_TRUE(has(c.out(), want)) << args[0] << " lacks " << want << "\n" << c.out();
+    EXPECT_FALSE(has(c.out(), "FAILED")) << c.out();
+    EXPECT_EQ(has(c.out(), "fits --max-vram 24 GiB"), args.back() == "24") << c.out();
+    EXPECT_FALSE(fs::exists(tiny_root() / "out.png"));
+  }
+}
