@@ -43,7 +43,9 @@ TEST(Plan, WeightFiguresCountBf16Fp8AndBlocks) {
   EXPECT_EQ(f.blocks[0].params, 256 + 8);  // the larger block
   EXPECT_EQ(plan::weight_figures(ck, {"layers.1."}).params, 264);
   EXPECT_FALSE(plan::fp8_eligible("model.embed_tokens.weight", {10, 4}));
-  EXPECT_TRUE(plan::fp8_eligible("x_embedder.weight", {10, 4}));  // FLUX's patch embedding is a Linear
+  // The quantiser's rule: block linears only (FLUX's patch embedding stays bf16).
+  EXPECT_FALSE(plan::fp8_eligible("x_embedder.weight", {10, 4}));
+  EXPECT_TRUE(plan::fp8_eligible("single_transformer_blocks.3.proj_out.weight", {10, 4}));
 }
 
 TEST(Plan, ProbeSeesAllocationsNotViews) {

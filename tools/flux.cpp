@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   cli::install_cancel_handler();
   return cli::run("omniflux-flux", [&] {
     std::string model, out = "out.png", tiling = "auto";
-    bool quiet = false;
+    bool quiet = false, dry_run = false;
     omniflux::FluxGenerateOptions opt;
     omniflux::RuntimeOptions rt;
     cli::Parser p("omniflux-flux", "FLUX.1-dev text-to-image; the PNG's \"parameters\" text chunk records the settings.");
@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     p.path("-o,--output", &out, "FILE", "the PNG to write");
     p.choice("--vae-tiling", &tiling, {"auto", "on", "off"}, "decode the VAE in tiles");
     p.toggle("--quiet", &quiet, "no progress on stderr");
+    p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)");
     cli::add_runtime_flags(p, &rt);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     opt.vae_tiling = tiling == "on" ? omniflux::VaeTilingMode::On
@@ -47,6 +48,14 @@ int main(int argc, char** argv) {
     cli::check_input_folder("-m/--model", model);
     cli::check_output_file("-o/--output", out);
     cli::apply_runtime(rt);
+    if (dry_run) {
+      omniflux::plan::FluxRequest req;
+      req.width = opt.width;
+      req.height = opt.height;
+      req.t5_tokens = opt.max_sequence_length;
+      req.batch = opt.true_cfg_scale > 1 && opt.negative_prompt ? 2 : 1;
+      return cli::print_dry_run(omniflux::plan::plan_flux(model, req), rt);
+    }
 
     auto t0 = std::chrono::steady_clock::now();
     auto pipe = omniflux::FluxPipeline::load(model, rt);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cli.h"
@@ -20,7 +21,7 @@ int main(int argc, char** argv) {
   return cli::run("omniflux-uniworld", [&] {
     std::string model, flux, siglip, out = "out.png", task = "auto";
     std::vector<std::string> image_paths;
-    bool quiet = false, no_t5 = false, no_snap = false;
+    bool quiet = false, no_t5 = false, no_snap = false, dry_run = false;
     omniflux::UniWorldOptions opt;
     omniflux::RuntimeOptions rt;
     cli::Parser p("omniflux-uniworld",
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     p.integer("--max-new-tokens", &opt.max_new_tokens, 1, 32768, "N", "length limit of a text answer");
     p.path("-o,--output", &out, "FILE", "the PNG to write (an image answer)");
     p.toggle("--quiet", &quiet, "no progress on stderr");
+    p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)");
     cli::add_runtime_flags(p, &rt);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     opt.use_t5 = !no_t5;
@@ -77,6 +79,19 @@ int main(int argc, char** argv) {
     cli::check_input_folder("--flux", flux);
     cli::check_input_folder("--siglip", siglip);
     cli::apply_runtime(rt);
+    if (dry_run) {
+      omniflux::plan::UniWorldRequest req;
+      std::tie(req.height, req.width) = omniflux::UniWorldPipeline::output_size(opt);
+      req.ref_images = static_cast<int64_t>(opt.images.size());
+      if (!opt.images.empty()) {
+        req.ref_width = opt.images[0].width;
+        req.ref_height = opt.images[0].height;
+      }
+      req.prompt = opt.prompt;
+      req.t5 = opt.use_t5;
+      req.t5_tokens = opt.max_sequence_length;
+      return cli::print_dry_run(omniflux::plan::plan_uniworld(model, flux, siglip, req), rt);
+    }
 
     auto t0 = std::chrono::steady_clock::now();
     auto pipe = omniflux::UniWorldPipeline::load(model, flux, siglip, rt);

@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   cli::install_cancel_handler();
   return cli::run("omniflux-xomni", [&] {
     std::string model, flux, out = "out.png", codes_out, codes_in, image_path;
-    bool quiet = false, codes_only = false;
+    bool quiet = false, codes_only = false, dry_run = false;
     int64_t max_new = 512;
     xo::GenerateOptions opt;
     omniflux::RuntimeOptions rt;
@@ -146,6 +146,8 @@ int main(int argc, char** argv) {
     p.path("-i,--image", &image_path, "IMAGE", "the image to ask about").commands(chat).required();
     p.integer("--max-new-tokens", &max_new, 1, 32768, "N", "length limit of the answer").commands(chat);
     p.toggle("--quiet", &quiet, "no progress on stderr");
+    p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)")
+        .commands(gen);
     cli::add_runtime_flags(p, &rt);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     const std::string cmd = p.chosen_command();
@@ -181,6 +183,15 @@ int main(int argc, char** argv) {
     }
     cli::check_input_folder("-m/--model", model);
     cli::apply_runtime(rt);
+    if (dry_run) {
+      if (flux.empty()) throw cli::UsageError("--dry-run plans the whole request and needs --flux", "--dry-run");
+      omniflux::plan::XOmniRequest req;
+      req.width = opt.width;
+      req.height = opt.height;
+      req.cfg = opt.cfg_scale != 1.0;
+      req.prompt = opt.prompt;
+      return cli::print_dry_run(omniflux::plan::plan_xomni(model, flux, req), rt);
+    }
 
     auto t0 = std::chrono::steady_clock::now();
     auto pipe = xo::XOmniPipeline::load(model, need_decoder ? flux : std::string(), rt);

@@ -21,9 +21,9 @@ namespace omniflux::plan {
 
 // Bytes of a checkpoint's tensors in two storage formats:
 //   bf16: 2 bytes per parameter;
-//   fp8:  a 2-D Linear weight takes 1 byte per element plus a float32 scale per output row (the
-//         per-channel layout of nn/quant.h); embedding tables, the LM output heads (lm_head,
-//         mm_head), norms, biases and convolutions stay bf16.
+//   fp8:  what omniflux-quantize writes (io/quantize.h, is_block_linear_weight): a block's 2-D
+//         Linear weight takes 1 byte per element plus a float32 scale per output row (the
+//         per-channel layout of nn/quant.h); everything else stays bf16. int8 takes the same bytes.
 struct BlockFigures {
   std::string prefix;     // e.g. "transformer_blocks", "model.layers"
   int64_t count = 0;      // blocks under the prefix
@@ -133,5 +133,37 @@ struct XOmniRequest {
 };
 std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::string& flux_dir,
                                       const XOmniRequest& req, const DryRunOptions& opt = {});
+
+// --- Offload --------------------------------------------------------------------------------------
+
+// Peak device memory of a request under each offload mode, from its components' dry-run figures.
+// Weights count in the storage format ("fp32", "bf16", "fp8" or "int8"; int8 takes fp8's bytes);
+// activations at the compute dtype (bf16 figures, doubled for fp32). A component's working set is
+// its weights + 2 x its largest activation (an op's input and output alive together) + its KV cache.
+//   none:       every component's weights + the largest working set beyond weights;
+//   model:      the largest working set (one component on the device at a time);
+//   sequential: as model, but the DiT and LM keep only their non-block weights and two blocks
+//               (the running one and the one being copied in).
+// Plus `reserve_bytes` for the CUDA context, cuBLAS workspaces and allocator slack.
+struct OffloadEstimate {
+  std::string weights;  // the storage format used
+  struct Component {
+    std::string name;
+    int64_t weight_bytes = 0, streamed_bytes = 0, working_bytes = 0;  // streamed: under sequential
+    bool streams = false;
+  };
+  std::vector<Component> components;
+  int64_t reserve_bytes = 0;
+  int64_t peak_none = 0, peak_model = 0, peak_sequential = 0;
+  std::string peak_model_at, peak_sequential_at;  // the component that sets the peak
+  int64_t peak(Offload mode) const;
+};
+constexpr int64_t kDefaultReserveBytes = int64_t(1) << 30;
+OffloadEstimate estimate_offload(const std::vector<ComponentPlan>& plans, const std::string& weights,
+                                 int64_t reserve_bytes = kDefaultReserveBytes);
+// The table --dry-run prints: bytes per component, then the peak of each mode for each storage
+// format, marked against `max_vram_gb` (0: no budget given).
+std::string offload_table(const std::vector<ComponentPlan>& plans, const std::vector<std::string>& formats,
+                          double max_vram_gb);
 
 }  // namespace omniflux::plan

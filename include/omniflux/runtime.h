@@ -23,7 +23,7 @@ struct RuntimeOptions {
   std::string dtype = "auto";  // "auto", "float32", "bfloat16", "float16"
   int num_threads = 0;         // CPU intra-op threads; 0 = all hardware threads
   Offload offload = Offload::None;
-  double max_vram_gb = 0;      // device-memory budget in GB for plans and checks; 0 = none given
+  double max_vram_gb = 0;      // device-memory budget in GiB (as cards are sized) that --dry-run plans are checked against; 0 = none
   bool check_finite_weights = true;   // scan weights for NaN/Inf at load and name the tensor
   bool allow_outside_paths = false;   // let config files point outside their model folder
 

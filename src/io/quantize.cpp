@@ -111,6 +111,14 @@ json quantization_config(WeightFormat f, const std::vector<std::string>& ignored
           {"producer", "omniflux-quantize"}};
 }
 
+}  // namespace
+
+std::string quantization_config_json(WeightFormat format, const std::vector<std::string>& ignored) {
+  return quantization_config(format, ignored).dump();
+}
+
+namespace {
+
 struct FileResult {
   std::string out_name;                      // file name written
   std::vector<std::string> keys;             // tensor names written

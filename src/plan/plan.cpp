@@ -13,23 +13,15 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
+#include "omniflux/io/quantize.h"
 #include "plan/meta_kernels.h"
 
 namespace omniflux::plan {
 
 // --- Weights ------------------------------------------------------------------------------------
 
-bool fp8_eligible(const std::string& name, const std::vector<int64_t>& shape) {
-  if (shape.size() != 2) return false;
-  auto ends_with = [&](const std::string& s) {
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
-  if (!ends_with(".weight")) return false;
-  // Lookup tables and the LM output heads stay in bf16 (vLLM's fp8 checkpoints keep them too).
-  for (const char* keep : {"embed_tokens", "embedding", "shared.weight", "pos_embed", "lm_head", "mm_head"})
-    if (name.find(keep) != std::string::npos) return false;
-  return true;
-}
+// The figure must be what omniflux-quantize writes, so it uses the quantiser's own rule.
+bool fp8_eligible(const std::string& name, const std::vector<int64_t>& shape) { return is_block_linear_weight(name, shape); }
 
 namespace {
 

@@ -521,7 +521,7 @@ void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload) {
                rt->offload = parse_offload(v);
              },
              offload_name(rt->offload));
-    p.number("--max-vram", &rt->max_vram_gb, 0, 1e6, "GB", "device memory budget in GB, 0 = none given");
+    p.number("--max-vram", &rt->max_vram_gb, 0, 1e6, "GB", "device memory budget in GiB (a 24 GB card: 24) that --dry-run checks the plan against; 0 = none");
   }
   p.group("");
 }
@@ -633,6 +633,23 @@ int run(const std::string& program, const std::function<int()>& body) {
     if (rc == kExitOk) rc = kExitRuntimeError;
   }
   return rc;
+}
+
+int print_dry_run(const std::vector<plan::ComponentPlan>& plans, const RuntimeOptions& rt) {
+  std::cout << "dry run on the meta device (no weights read beyond the file headers), bf16 figures:\n"
+            << plan::to_table(plans);
+  for (const auto& c : plans)
+    if (!c.ok()) {
+      std::fprintf(stderr, "dry run failed: %s: %s\n", c.name.c_str(), c.error.c_str());
+      return kExitRuntimeError;
+    }
+  std::vector<std::string> formats;
+  if (rt.compute_dtype() == at::kFloat) formats.push_back("fp32");
+  for (const char* f : {"bf16", "fp8"}) formats.push_back(f);
+  std::cout << "\n" << plan::offload_table(plans, formats, rt.max_vram_gb)
+            << "(fp8 columns: folders written by omniflux-quantize --weights fp8 or int8; working set = weights +\n"
+               " 2 x the largest activation + KV cache; sequential streams the DiT and LM blocks)\n";
+  return kExitOk;
 }
 
 }  // namespace omniflux::cli

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "omniflux/error.h"
+#include "omniflux/plan.h"
 #include "omniflux/runtime.h"
 
 namespace omniflux::cli {
@@ -136,6 +137,12 @@ class Parser {
 void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload = true);
 // After parsing: a CUDA device that this machine does not have is an Error. Sets the CPU threads.
 void apply_runtime(const RuntimeOptions& rt);
+
+// --dry-run: prints the meta-device plan of a request (omniflux/plan.h): each component's
+// parameters and bytes, then the peak device memory under each offload mode for the storage
+// formats that apply (fp32 too when the compute dtype is fp32), marked against rt.max_vram_gb.
+// Returns kExitOk, or kExitRuntimeError when a component's dry run failed.
+int print_dry_run(const std::vector<plan::ComponentPlan>& plans, const RuntimeOptions& rt);
 
 // Checks before any work: an input that must be a regular readable file (a FIFO or folder would
 // block or fail later), a folder, and an output whose folder exists and is writable. Errors name

@@ -36,6 +36,10 @@ struct QuantizeReport {
 // embeddings (`embed`) or T5's relative_attention_bias.
 bool is_block_linear_weight(const std::string& name, const std::vector<int64_t>& shape);
 
+// The compressed-tensors quantization_config (JSON text) quantize_folder records in config.json;
+// `ignored` lists the Linear modules (names without ".weight") left unquantised.
+std::string quantization_config_json(WeightFormat format, const std::vector<std::string>& ignored);
+
 // `dst` must not exist; it is written as `dst`.partial and renamed at the end, so a failed run
 // leaves nothing behind.
 QuantizeReport quantize_folder(const std::string& src, const std::string& dst, const QuantizeOptions& opt);

@@ -18,6 +18,7 @@
 
 #include "../tiny/flux_weights.h"
 #include "../tiny/uniworld_weights.h"
+#include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/plan.h"
@@ -223,34 +224,29 @@ void write_xomni(const fs::path& configs, const fs::path& out) {
   }
 }
 
-int usage() {
-  std::fprintf(stderr, "usage: omniflux-plan [--request flux|uniworld|xomni|all] [--configs DIR] [--tokenizers DIR] "
-                       "[--work DIR] [--keep] [--json]\n");
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string request = "all";
-  fs::path configs = find_up(argv[0], "models/configs"), tokenizers = find_up(argv[0], "tests/fixtures/tokenizers");
-  fs::path work;
+  namespace cli = omniflux::cli;
+  return cli::run("omniflux-plan", [&] {
+  std::string request = "all", configs_arg, tokenizers_arg, work_arg;
   bool keep = false, json = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) std::exit(usage());
-      return argv[++i];
-    };
-    if (a == "--request") request = value();
-    else if (a == "--configs") configs = value();
-    else if (a == "--tokenizers") tokenizers = value();
-    else if (a == "--work") work = value();
-    else if (a == "--keep") keep = true;
-    else if (a == "--json") json = true;
-    else return usage();
-  }
-  if (request != "all" && request != "flux" && request != "uniworld" && request != "xomni") return usage();
+  double max_vram = 0;
+  cli::Parser p("omniflux-plan",
+                "Builds FLUX.1-dev, UniWorld-V1 and X-Omni from their published configs (models/configs) with every\n"
+                "weight on the meta device, runs them at real request sizes, and prints per component the\n"
+                "parameters, bytes, largest activation and KV cache, then the peak device memory per offload mode.");
+  p.choice("--request", &request, {"all", "flux", "uniworld", "xomni"}, "which request to plan");
+  p.path("--configs", &configs_arg, "DIR", "the published configs (default: the repository's models/configs)");
+  p.path("--tokenizers", &tokenizers_arg, "DIR", "the tokenizer files (default: tests/fixtures/tokenizers)");
+  p.path("--work", &work_arg, "DIR", "where the header-only stand-in folders go (default: a temporary folder)");
+  p.toggle("--keep", &keep, "keep the stand-in folders");
+  p.toggle("--json", &json, "also print one JSON line per component");
+  p.number("--max-vram", &max_vram, 0, 1e6, "GB", "mark which offload mode and format fits this budget");
+  if (!p.parse(argc, argv)) return cli::kExitOk;
+  const fs::path configs = configs_arg.empty() ? find_up(argv[0], "models/configs") : fs::path(configs_arg);
+  const fs::path tokenizers = tokenizers_arg.empty() ? find_up(argv[0], "tests/fixtures/tokenizers") : fs::path(tokenizers_arg);
+  fs::path work = work_arg;
   const bool own_work = work.empty();
   if (own_work) {
     std::random_device rd;
@@ -274,7 +270,9 @@ int main(int argc, char** argv) {
       char total[96];
       std::snprintf(total, sizeof total, "   total %lld params, %.2f GiB in bf16\n", static_cast<long long>(params),
                     bf16 / double(int64_t(1) << 30));
-      std::cout << total << std::flush;
+      std::cout << total;
+      if (failed == 0) std::cout << plan::offload_table(plans, {"bf16", "fp8"}, max_vram);
+      std::cout << std::flush;
     };
     if (request == "all" || request == "flux")
       report("FLUX.1-dev text to image, 1024x1024", plan::plan_flux(flux.string(), {}));
@@ -301,5 +299,6 @@ int main(int argc, char** argv) {
     if (!own_work)
       for (const char* d : {"siglip2-so400m-patch16-512", "UniWorld-V1", "X-Omni-En"}) fs::remove_all(work / d, ec);
   }
-  return failed == 0 ? 0 : 1;
+  return failed == 0 ? cli::kExitOk : cli::kExitRuntimeError;
+  });
 }

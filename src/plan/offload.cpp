@@ -1,0 +1,125 @@
+// Peak device memory per offload mode from the dry-run figures (omniflux/plan.h, estimate_offload).
+#include <algorithm>
+#include <cstdio>
+#include <iomanip>
+#include <sstream>
+
+#include "omniflux/error.h"
+#include "omniflux/plan.h"
+
+namespace omniflux::plan {
+
+namespace {
+
+// The components nn::BlockStack streams under sequential offload (their block prefixes).
+bool streams(const std::string& name) {
+  return name == "flux_dit" || name == "uniworld_dit" || name == "xomni_dit" || name == "qwen2_5_vl_lm" ||
+         name == "xomni_lm";
+}
+
+int64_t weight_bytes(const WeightFigures& w, const std::string& format) {
+  if (format == "bf16") return w.bytes_bf16;
+  if (format == "fp32") return 2 * w.bytes_bf16;
+  if (format == "fp8" || format == "int8") return w.bytes_fp8;
+  throw Error("unknown weight format", "plan::estimate_offload", "fp32, bf16, fp8 or int8", format);
+}
+int64_t block_bytes(const BlockFigures& b, const std::string& format) {
+  if (format == "bf16") return b.bytes_bf16;
+  if (format == "fp32") return 2 * b.bytes_bf16;
+  return b.bytes_fp8;
+}
+
+std::string gib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+int64_t OffloadEstimate::peak(Offload mode) const {
+  switch (mode) {
+    case Offload::None: return peak_none;
+    case Offload::Model: return peak_model;
+    case Offload::Sequential: return peak_sequential;
+  }
+  return peak_none;
+}
+
+OffloadEstimate estimate_offload(const std::vector<ComponentPlan>& plans, const std::string& weights,
+                                 int64_t reserve_bytes) {
+  OffloadEstimate e;
+  e.weights = weights;
+  e.reserve_bytes = reserve_bytes;
+  const int64_t act_scale = weights == "fp32" ? 2 : 1;  // the dry runs measure bf16 activations
+  int64_t all_weights = 0, extra_max = 0;
+  for (const auto& p : plans) {
+    if (!p.ok()) throw Error("the dry run of a component failed", p.name, "a finished dry run", p.error);
+    OffloadEstimate::Component c;
+    c.name = p.name;
+    c.weight_bytes = weight_bytes(p.weights, weights);
+    const int64_t extra = 2 * act_scale * p.largest_activation.bytes + p.kv_cache_bytes;
+    c.working_bytes = c.weight_bytes + extra;
+    c.streams = streams(p.name) && !p.weights.blocks.empty();
+    c.streamed_bytes = c.weight_bytes;
+    if (c.streams) {
+      int64_t in_blocks = 0, largest = 0;
+      for (const auto& b : p.weights.blocks) {
+        in_blocks += b.count * block_bytes(b, weights);
+        largest = std::max(largest, block_bytes(b, weights));
+      }
+      c.streamed_bytes = std::max<int64_t>(0, c.weight_bytes - in_blocks) + 2 * largest;
+    }
+    all_weights += c.weight_bytes;
+    extra_max = std::max(extra_max, extra);
+    const int64_t seq = c.streamed_bytes + extra;
+    if (c.working_bytes > e.peak_model) {
+      e.peak_model = c.working_bytes;
+      e.peak_model_at = c.name;
+    }
+    if (seq > e.peak_sequential) {
+      e.peak_sequential = seq;
+      e.peak_sequential_at = c.name;
+    }
+    e.components.push_back(c);
+  }
+  e.peak_none = all_weights + extra_max + reserve_bytes;
+  e.peak_model += reserve_bytes;
+  e.peak_sequential += reserve_bytes;
+  return e;
+}
+
+std::string offload_table(const std::vector<ComponentPlan>& plans, const std::vector<std::string>& formats,
+                          double max_vram_gb) {
+  std::vector<OffloadEstimate> est;
+  for (const auto& f : formats) est.push_back(estimate_offload(plans, f));
+  std::ostringstream s;
+  s << "weights and working set (GiB) per component:\n" << std::left << std::setw(22) << "component";
+  for (const auto& e : est) s << std::right << std::setw(10) << e.weights << std::setw(10) << "working";
+  s << "\n";
+  for (size_t i = 0; i < plans.size(); ++i) {
+    s << std::left << std::setw(22) << plans[i].name;
+    for (const auto& e : est)
+      s << std::right << std::setw(10) << gib(e.components[i].weight_bytes) << std::setw(10)
+        << gib(e.components[i].working_bytes);
+    s << "\n";
+  }
+  const double budget = max_vram_gb * 1024.0 * 1024.0 * 1024.0;  // GPU memory is sized in GiB
+  s << "peak device memory (GiB, incl. " << gib(kDefaultReserveBytes) << " for the CUDA context and workspaces)";
+  if (max_vram_gb > 0) s << "; fits --max-vram " << max_vram_gb << " GiB?";
+  s << "\n" << std::left << std::setw(22) << "offload";
+  for (const auto& e : est) s << std::right << std::setw(16) << e.weights;
+  s << "\n";
+  for (Offload mode : {Offload::None, Offload::Model, Offload::Sequential}) {
+    s << std::left << std::setw(22) << offload_name(mode);
+    for (const auto& e : est) {
+      std::string cell = gib(e.peak(mode));
+      if (max_vram_gb > 0) cell += static_cast<double>(e.peak(mode)) <= budget ? " yes" : " no ";
+      s << std::right << std::setw(16) << cell;
+    }
+    s << "\n";
+  }
+  return s.str();
+}
+
+}  // namespace omniflux::plan
