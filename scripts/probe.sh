@@ -19,21 +19,11 @@ only=${PROBE_ONLY:-}
 work=$(mktemp -d "${TMPDIR:-/tmp}/omniflux-probe.XXXXXX")
 if [ "${PROBE_KEEP:-0}" = 1 ]; then echo "probe: corpus in $work"; else trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT; fi
 
-# Problems of the library, not of the command line: they belong to issue 16 items 2, 3, 5 and 6
-# (config validation, FIFOs as weight files, paths escaping the model folder, NaN weights, context
-# length), which are fixed in src/ on another branch. Each case named here is expected to fail
-# until then: it is reported as XFAIL and does not fail the probe; once it passes it is reported as
-# XPASS and should be removed from this list.
-EXPECTED_TO_FAIL=(
-  flux.model.fifo-weights         # a FIFO as a weight file is opened and read forever (item 4)
-  inspect.folder-with-fifo        # the same through a checkpoint folder
-  uniworld.model.zero-patch-size  # vision_config.patch_size 0: SIGFPE (item 2)
-  flux.model.zero-norm-groups     # vae norm_num_groups 0: SIGFPE (item 2)
-  uniworld.model.negative-eps     # rms_norm_eps < 0 runs and writes garbage (item 2)
-  flux.model.nan-weights          # NaN weights: a black PNG and exit 0 (items 2 and 6)
-  xomni.model.path-escape         # vision_config siglip_path "../x" is read outside the folder (item 3)
-  xomni.chat.huge-prompt          # chat runs past max_position_embeddings (item 5)
-)
+# Cases known to fail, reported as XFAIL without failing the probe; one that passes is reported as
+# XPASS (an error with PROBE_STRICT=1) and should leave the list. Empty: the library problems this
+# list held (issue 16: config validation, FIFOs, paths leaving the folder, NaN weights, context
+# length) are fixed.
+EXPECTED_TO_FAIL=()
 
 n_pass=0 n_fail=0 n_xfail=0 n_xpass=0
 failed=() xpassed=()
@@ -134,8 +124,9 @@ printf '{"prompt": "a", "rows": 1, "cols": 2, "codes": [1, 99999]}' >"$c/bad-cod
 printf '{"prompt": 1' >"$c/garbage-codes.json"
 printf '{"version": "1.0", "model": {"type": "BPE", "vocab": 7}' >"$c/garbage-tokenizer.json"
 
-# Copies of the tiny folders (files as symbolic links) with one part broken.
-linked() { cp -rs "$1" "$2"; }
+# Copies of the tiny folders with one part broken.
+# Real copies (the tiny folders are small): symlinks out of a model folder are refused on their own.
+linked() { cp -r "$1" "$2"; }
 linked "$F" "$c/flux-fifo"
 rm "$c/flux-fifo/transformer/diffusion_pytorch_model.safetensors"
 mkfifo "$c/flux-fifo/transformer/diffusion_pytorch_model.safetensors"
