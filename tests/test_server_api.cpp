@@ -67,7 +67,7 @@ std::string data_uri(const std::string& bytes) { return "data:image/png;base64,"
 TEST(ServerOptions, ParsesFlagsAndRefusesBadOnes) {
   bool help = false;
   ServerOptions o = parse_server_args({"--uniworld", "u", "--flux", "f", "--siglip", "s", "--port", "0", "--max-queue",
-                                       "4", "--max-body-bytes", "2M", "--offload", "model", "--max-vram-gb", "24"},
+                                       "4", "--max-body-bytes", "2M", "--offload", "model", "--max-vram", "24"},
                                       &help);
   EXPECT_FALSE(help);
   EXPECT_EQ(o.host, "127.0.0.1");  // loopback unless asked

@@ -48,14 +48,11 @@ int main(int argc, char** argv) {
   try {
     bool help = false;
     opt = parse_server_args(std::vector<std::string>(argv + 1, argv + argc), &help);
-    if (help) {
-      std::fputs(server_usage(), stdout);
-      return 0;
-    }
+    if (help) return 0;
     if (opt.api_key.empty())
       if (const char* k = std::getenv("OMNIFLUX_API_KEY"); k && *k) opt.api_key = k;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "omniflux-server: %s\n%s", e.what(), server_usage());
+    std::fprintf(stderr, "omniflux-server: %s\n(omniflux-server --help lists the flags)\n", e.what());
     return 2;
   }
 

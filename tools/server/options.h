@@ -1,6 +1,5 @@
 #pragma once
-// omniflux-server's settings and its command line. parse_server_args is the one place that reads
-// flags, so it can move onto the shared tools/common parser unchanged in behaviour.
+// omniflux-server's settings and its command line, read by the shared tools/common parser.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -44,8 +43,8 @@ struct ServerOptions {
   bool log_requests = true;      // one line per request on stderr
 };
 
-// Parses argv[1..]; throws omniflux::Error naming the flag on bad input. `help` is set for -h.
+// Parses argv[1..]; throws omniflux::Error (cli::UsageError) naming the flag on bad input. With
+// --help or --version that text is printed and `help` is set.
 ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help);
-const char* server_usage();
 
 }  // namespace omniflux::server
