@@ -4,7 +4,8 @@
 # Debian's LibTorch 1.13). Each runs with OpenBLAS's own pool pinned to one thread and unpinned.
 #
 #   scripts/bench-cpu.sh [BIN_DIR]                  # this build and eager
-#   OLD_BIN=DIR OLD_LD=LIBDIR scripts/bench-cpu.sh  # plus an older build, its libraries in LIBDIR
+#   OLD_BIN=DIR OLD_LD=LIBDIRS scripts/bench-cpu.sh  # plus an older build, its libraries in LIBDIRS
+#   (Debian's LibTorch 1.13 needs its OpenBLAS first: without it libblas.so.3 may be the reference BLAS)
 #
 # Prints one JSON line per measurement (with "impl" and "openblas" added) and a summary table.
 set -uo pipefail
@@ -52,7 +53,9 @@ import json, sys
 rows = {}
 for l in open(sys.argv[1]):
     d = json.loads(l)
-    key = (d["case"], d.get("metric", ""), d.get("unit", ""))
+    shape = d.get("shape")
+    batch = shape.get("batch", 1) if isinstance(shape, dict) else 1
+    key = (d["case"], d.get("metric", "") + ("" if batch == 1 else " b%d" % batch), d.get("unit", ""))
     rows.setdefault(key, {})[(d["impl"], d["openblas"])] = d.get("value")
 impls = sorted({i for r in rows.values() for i in r})
 print("\n%-22s %-12s %-6s " % ("case", "metric", "unit") + " ".join("%20s" % ("%s/%s" % i) for i in impls))

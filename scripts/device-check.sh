@@ -14,7 +14,9 @@
 #    tools/dev/parity/main.cpp);
 # 5. runs omniflux-bench at the real shapes: the SDPA backend per attention shape, a FLUX.1-dev
 #    1024^2 DiT step, Qwen2.5-7B decode at batch 1, a 2048-token Qwen2.5-VL LM prefill, and X-Omni's
-#    5184 codes (1152^2) with CFG; writes bench/results/<date>-h200.jsonl.
+#    5184 codes (1152^2) with CFG; writes bench/results/<date>-h200.jsonl;
+# 6. (cuda) a 12B FLUX-shaped DiT with fp8 weights from disk: a 1024^2 forward resident and under
+#    sequential offload (load and step time, peak RSS), into the same results file.
 # Logs and results go to $OUT (the device tool's folder; else build-device/out), at most 8 files.
 # Exit status: 0 when every step passed.
 set -uo pipefail
@@ -143,6 +145,18 @@ else  # the same cases at their small CPU shapes, to test the script
   step bench-qwen-prefill bench lm_prefill batch=1 prompt=256 --warmup 1 --iters 2
   step bench-xomni-codes bench xomni dit=0 cfg=3 codes=32 --warmup 0 --iters 1
 fi
+# --- 6. offload and fp8 at full size ------------------------------------------------------------
+# A FLUX.1-dev-shaped DiT with random fp8 weights on local disk: one 1024^2 forward with the whole
+# model on the GPU (the fp8 linears through _scaled_mm on sm_89+) and one streamed block by block
+# from pinned host memory (sequential offload); each prints load and step time and peak RSS.
+ditdir="$build/dit-fp8"
+if [ "$device" = cuda ]; then
+  [ -d "$ditdir" ] || step dit-write "$bin/omniflux-bench_dit_disk" write "$ditdir" --weights fp8 --threads 0
+  for mode in none sequential; do
+    step "dit-fp8-$mode" sh -c "'$bin/omniflux-bench_dit_disk' run '$ditdir' --device cuda --offload $mode --size 1024 | tee -a '$results'"
+  done
+fi
+
 cp "$results" "$out/$(basename "$results")"
 python3 - "$results" <<'EOF' >>"$summary"
 import json, sys

@@ -20,16 +20,7 @@ using namespace omniflux;
 namespace {
 
 // One tiny folder for the whole suite.
-const fs::path& tiny_root() {
-  static TempDir dir;
-  static bool written = [] {
-    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() + " --seed 3 --only flux_1_dev" +
-                            " --tokenizers " + fixture("tokenizers") + " > /dev/null";
-    return std::system(cmd.c_str()) == 0;
-  }();
-  EXPECT_TRUE(written);
-  return dir.path();
-}
+const fs::path& tiny_root() { return tiny_folders(3, {"flux_1_dev"}); }
 
 int run_flux(const fs::path& out, const std::string& extra = "", int seed = 11) {
   const std::string cmd = bin("omniflux-flux") + " -m " + (tiny_root() / "flux.1-dev").string() +

@@ -128,17 +128,7 @@ TEST(MultiImage, Qwen2_5_VLTwoAndThreeImagesEqualTheirPartsAlone) {
 
 namespace {
 
-const fs::path& tiny_root() {
-  static TempDir dir;
-  static bool written = [] {
-    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
-                            " --seed 5 --only flux_1_dev --only uniworld_v1 --only siglip2 --tokenizers " +
-                            fixture("tokenizers") + " > /dev/null";
-    return std::system(cmd.c_str()) == 0;
-  }();
-  EXPECT_TRUE(written);
-  return dir.path();
-}
+const fs::path& tiny_root() { return tiny_folders(5, {"flux_1_dev", "uniworld_v1", "siglip2"}); }
 
 }  // namespace
 

@@ -38,17 +38,7 @@ namespace xo = omniflux::xomni;
 
 namespace {
 
-const fs::path& tiny_root() {
-  static TempDir dir;
-  static bool written = [] {
-    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
-                            " --seed 7 --only flux_1_dev --only uniworld_v1 --only siglip2 --only x_omni --tokenizers " +
-                            fixture("tokenizers") + " > /dev/null";
-    return std::system(cmd.c_str()) == 0;
-  }();
-  EXPECT_TRUE(written);
-  return dir.path();
-}
+const fs::path& tiny_root() { return tiny_folders(7, {"flux_1_dev", "uniworld_v1", "siglip2", "x_omni"}); }
 std::string tiny(const std::string& name) { return (tiny_root() / name).string(); }
 
 RuntimeOptions with(Offload o) {

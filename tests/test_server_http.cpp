@@ -40,17 +40,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const fs::path& tiny_root() {
-  static TempDir dir;
-  static bool written = [] {
-    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
-                            " --seed 5 --only flux_1_dev --only uniworld_v1 --only siglip2 --only x_omni --tokenizers " +
-                            fixture("tokenizers") + " > /dev/null";
-    return std::system(cmd.c_str()) == 0;
-  }();
-  EXPECT_TRUE(written);
-  return dir.path();
-}
+const fs::path& tiny_root() { return tiny_folders(5, {"flux_1_dev", "uniworld_v1", "siglip2", "x_omni"}); }
 
 // X-Omni without --flux: chat only, the quickest server to start.
 std::vector<std::string> chat_only() { return {"--xomni", (tiny_root() / "x-omni").string(), "--threads", "2"}; }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <filesystem>
 #include <string>
 
@@ -44,17 +45,7 @@ Image gradient(int w, int h, int salt) {
   return im;
 }
 
-const fs::path& tiny_root() {
-  static TempDir dir;
-  static bool written = [] {
-    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
-                            " --seed 5 --only flux_1_dev --only x_omni --only uniworld_v1 --only siglip2 --tokenizers " +
-                            fixture("tokenizers") + " > /dev/null";
-    return std::system(cmd.c_str()) == 0;
-  }();
-  EXPECT_TRUE(written);
-  return dir.path();
-}
+const fs::path& tiny_root() { return tiny_folders(5, {"flux_1_dev", "x_omni", "uniworld_v1", "siglip2"}); }
 
 }  // namespace
 
@@ -176,4 +167,24 @@ TEST(SpecialTokens, XOmniPromptAndQuestionBothSettings) {
     p.chat(img, q, {}, 4);
   } catch (const Error&) {
   }
+}
+
+// The CLIs' switch: by default a prompt's "<|image_pad|>" is text and the request runs; with
+// --parse-special-tokens it is the placeholder, which no image backs, so the run fails naming it.
+TEST(SpecialTokens, CliSwitchParsesSpecialTokenText) {
+  const std::string uw = (tiny_root() / "uniworld-v1").string(), flux = (tiny_root() / "flux.1-dev").string(),
+                    sig = (tiny_root() / "siglip2").string();
+  auto run = [&](bool parse) {
+    std::vector<std::string> args = {bin("omniflux-uniworld"), "-m", uw, "--flux", flux, "--siglip", sig, "-p",
+                                     "what is <|image_pad|>?", "--task", "text", "--max-new-tokens", "2", "--quiet"};
+    if (parse) args.push_back("--parse-special-tokens");
+    auto c = std::make_unique<Child>(args);
+    const int st = c->wait();
+    return std::make_pair(WIFEXITED(st) ? WEXITSTATUS(st) : -1, c->err());
+  };
+  const auto text = run(false);
+  EXPECT_EQ(text.first, 0) << text.second;
+  const auto parsed = run(true);
+  EXPECT_EQ(parsed.first, 1) << parsed.second;
+  EXPECT_NE(parsed.second.find("image"), std::string::npos) << parsed.second;
 }

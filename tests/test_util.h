@@ -10,10 +10,15 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -94,6 +99,30 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+#ifdef OMNIFLUX_BIN_DIR
+// Tiny random-weight model folders written by omniflux-tiny (the repository's tokenizer files),
+// once per process for each seed and model list; they live until the process ends.
+inline const std::filesystem::path& tiny_folders(uint64_t seed, const std::vector<std::string>& only) {
+  static std::map<std::string, std::unique_ptr<TempDir>> written;
+  static std::mutex m;
+  std::string key = std::to_string(seed), args;
+  for (const auto& o : only) {
+    key += " " + o;
+    args += " --only " + o;
+  }
+  std::lock_guard<std::mutex> lock(m);
+  auto& dir = written[key];
+  if (!dir) {
+    auto d = std::make_unique<TempDir>();
+    const std::string cmd = bin("omniflux-tiny") + " --out " + d->path().string() + " --seed " + std::to_string(seed) +
+                            args + " --tokenizers " + fixture("tokenizers") + " > /dev/null";
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("omniflux-tiny failed: " + cmd);
+    dir = std::move(d);
+  }
+  return dir->path();
+}
+#endif
 
 // A tool run as a child process (argv verbatim, no shell) with stdout and stderr captured, for
 // tests that must act while it runs (send Ctrl-C once it reports progress).

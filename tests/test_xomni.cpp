@@ -31,17 +31,7 @@ namespace xo = omniflux::xomni;
 
 namespace {
 
-const fs::path& tiny_root() {
-  static TempDir dir;
-  static bool written = [] {
-    const std::string cmd = bin("omniflux-tiny") + " --out " + dir.path().string() +
-                            " --seed 5 --only flux_1_dev --only x_omni --tokenizers " + fixture("tokenizers") +
-                            " > /dev/null";
-    return std::system(cmd.c_str()) == 0;
-  }();
-  EXPECT_TRUE(written);
-  return dir.path();
-}
+const fs::path& tiny_root() { return tiny_folders(5, {"flux_1_dev", "x_omni"}); }
 std::string xomni_dir() { return (tiny_root() / "x-omni").string(); }
 std::string flux_dir() { return (tiny_root() / "flux.1-dev").string(); }
 

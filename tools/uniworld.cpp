@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   return cli::run("omniflux-uniworld", [&] {
     std::string model, flux, siglip, out = "out.png", task = "auto";
     std::vector<std::string> image_paths;
-    bool quiet = false, no_t5 = false, no_snap = false, dry_run = false;
+    bool quiet = false, no_t5 = false, no_snap = false, dry_run = false, parse_special = false;
     omniflux::UniWorldOptions opt;
     omniflux::RuntimeOptions rt;
     cli::Parser p("omniflux-uniworld",
@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
     p.integer("--max-new-tokens", &opt.max_new_tokens, 1, 32768, "N", "length limit of a text answer");
     p.path("-o,--output", &out, "FILE", "the PNG to write (an image answer)");
     p.toggle("--quiet", &quiet, "no progress on stderr");
+    p.toggle("--parse-special-tokens", &parse_special,
+             "read special-token text in the prompt (<|im_start|>, <|image_pad|>, ...) as those tokens, as Hugging Face does; default: as plain text");
     p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)");
     cli::add_runtime_flags(p, &rt);
     if (!p.parse(argc, argv)) return cli::kExitOk;
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
 
     auto t0 = std::chrono::steady_clock::now();
     auto pipe = omniflux::UniWorldPipeline::load(model, flux, siglip, rt);
+    if (parse_special) pipe.set_prompt_special_tokens(omniflux::text::PromptSpecialTokens::Parse);
     if (!quiet) std::fprintf(stderr, "loaded %s, %s, %s\n", model.c_str(), flux.c_str(), siglip.c_str());
     if (cli::cancel_requested()) return cli::kExitCancelled;
     auto progress = [&](const std::string& stage, int64_t step, int64_t total) {

@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   cli::install_cancel_handler();
   return cli::run("omniflux-xomni", [&] {
     std::string model, flux, out = "out.png", codes_out, codes_in, image_path;
-    bool quiet = false, codes_only = false, dry_run = false;
+    bool quiet = false, codes_only = false, dry_run = false, parse_special = false;
     int64_t max_new = 512;
     xo::GenerateOptions opt;
     omniflux::RuntimeOptions rt;
@@ -146,6 +146,9 @@ int main(int argc, char** argv) {
     p.path("-i,--image", &image_path, "IMAGE", "the image to ask about").commands(chat).required();
     p.integer("--max-new-tokens", &max_new, 1, 32768, "N", "length limit of the answer").commands(chat);
     p.toggle("--quiet", &quiet, "no progress on stderr");
+    p.toggle("--parse-special-tokens", &parse_special,
+             "read special-token text in the prompt (<|im_start|>, <|image_pad|>, ...) as those tokens, as Hugging Face does; default: as plain text")
+        .commands({"generate", "chat"});
     p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)")
         .commands(gen);
     cli::add_runtime_flags(p, &rt);
@@ -195,6 +198,7 @@ int main(int argc, char** argv) {
 
     auto t0 = std::chrono::steady_clock::now();
     auto pipe = xo::XOmniPipeline::load(model, need_decoder ? flux : std::string(), rt);
+    if (parse_special) pipe.set_prompt_special_tokens(omniflux::text::PromptSpecialTokens::Parse);
     if (!quiet) std::fprintf(stderr, "loaded %s\n", model.c_str());
     if (cli::cancel_requested()) return cli::kExitCancelled;
 

@@ -128,7 +128,8 @@ int run(const std::string& dir, const RuntimeOptions& rt, int64_t size, int64_t 
   at::Tensor y = m.forward(in);
   const double step_s = seconds_since(t1);
   if (!at::isfinite(y).all().item<bool>()) throw Error("non-finite DiT output", dir);
-  std::cout << nlohmann::json({{"folder", dir}, {"offload", offload_name(rt.offload)}, {"dtype", c10::toString(dt)},
+  std::cout << nlohmann::json({{"case", "dit_disk"}, {"metric", "step"}, {"value", step_s * 1e3}, {"unit", "ms"},
+                               {"folder", dir}, {"offload", offload_name(rt.offload)}, {"dtype", c10::toString(dt)},
                                {"size", size}, {"image_tokens", lat * lat}, {"text_tokens", text},
                                {"threads", at::get_num_threads()}, {"load_s", load_s}, {"step_s", step_s},
                                {"peak_rss_after_load_mib", rss_after_load / 1024.0},
