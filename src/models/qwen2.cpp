@@ -94,10 +94,10 @@ DecoderLayer DecoderLayer::random(const Config& cfg, at::TensorOptions o) {
   l.eps_ = cfg.rms_norm_eps;
   l.input_norm_ = at::ones({H}, o);
   l.post_norm_ = at::ones({H}, o);
-  l.qkv_.weight = at::randn({q + 2 * kv, H}, o) * (1.0 / std::sqrt(double(H)));
+  l.qkv_.weight = nn::cpu_gemv_layout(at::randn({q + 2 * kv, H}, o) * (1.0 / std::sqrt(double(H))));
   l.qkv_.bias = at::randn({q + 2 * kv}, o) * 0.02;
   l.o_.weight = at::randn({H, q}, o) * (1.0 / std::sqrt(double(q)));
-  l.gate_up_.weight = at::randn({2 * I, H}, o) * (1.0 / std::sqrt(double(H)));
+  l.gate_up_.weight = nn::cpu_gemv_layout(at::randn({2 * I, H}, o) * (1.0 / std::sqrt(double(H))));
   l.down_.weight = at::randn({H, I}, o) * (1.0 / std::sqrt(double(I)));
   return l;
 }
@@ -148,10 +148,10 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
       m.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return DecoderLayer::load(w, c); }, rt);
   lm.norm_ = m.get("norm.weight", {c.hidden_size});
   if (c.tie_word_embeddings) {
-    lm.lm_head_ = lm.embed_tokens_;
+    lm.lm_head_ = nn::cpu_gemv_layout(lm.embed_tokens_);  // on the CPU a transposed copy (decode speed)
     store->ignore_prefix("lm_head.");  // transformers ties it over whatever the file holds
   } else {
-    lm.lm_head_ = store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size});
+    lm.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size}));
   }
   store->ignore_prefix("model.rotary_emb.");
   store->finish();
@@ -170,8 +170,9 @@ Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions&
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers.push_back(DecoderLayer::random(c, o));
   lm.layers_ = nn::BlockStack<DecoderLayer>::from_blocks(std::move(layers));
   lm.norm_ = at::ones({c.hidden_size}, o);
-  lm.lm_head_ = c.tie_word_embeddings ? lm.embed_tokens_
-                                      : at::randn({c.vocab_size, c.hidden_size}, o) * (1.0 / std::sqrt(double(c.hidden_size)));
+  lm.lm_head_ = nn::cpu_gemv_layout(c.tie_word_embeddings ? lm.embed_tokens_
+                                                          : at::randn({c.vocab_size, c.hidden_size}, o) *
+                                                                (1.0 / std::sqrt(double(c.hidden_size))));
   lm.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
   return lm;
 }

@@ -427,10 +427,10 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
       lmw.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return qwen2::DecoderLayer::load(w, c); }, rt);
   m.norm_ = lmw.get("norm.weight", {c.hidden_size});
   if (c.tie_word_embeddings) {
-    m.lm_head_ = m.embed_tokens_;
+    m.lm_head_ = nn::cpu_gemv_layout(m.embed_tokens_);  // on the CPU a transposed copy (decode speed)
     store->ignore_prefix("lm_head.");
   } else {
-    m.lm_head_ = store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size});
+    m.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size}));
   }
   m.visual_ = VisionTower::load(store->root().sub(new_layout ? "model.visual" : "visual"), m.cfg_.vision);
   m.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());

@@ -66,9 +66,9 @@ XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOp
       m.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return qwen2::DecoderLayer::load(w, c); }, rt);
   lm.lm_norm_ = m.get("lm_norm.weight", {H});
   lm.mm_norm_ = m.get("mm_norm.weight", {H});
-  lm.lm_head_ = store->root().get("lm_head.weight", {V, H});
+  lm.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {V, H}));
   // Only the image-code rows of mm_head are ever used (image mode); the view keeps the mapping.
-  lm.image_head_ = store->root().get("mm_head.weight", {M, H}).slice(0, 0, lm.cfg_.image_vocab_size);
+  lm.image_head_ = nn::cpu_gemv_layout(store->root().get("mm_head.weight", {M, H}).slice(0, 0, lm.cfg_.image_vocab_size));
   store->ignore_prefix("image_tokenizer.");  // declared ignorable by the remote code
   store->ignore_prefix("model.rotary_emb.");
   store->finish();

@@ -8,6 +8,13 @@
 
 namespace omniflux::nn {
 
+at::Tensor cpu_gemv_layout(const at::Tensor& w) {
+  if (!w.defined() || w.dim() != 2 || !w.device().is_cpu() || !at::isFloatingType(w.scalar_type()) ||
+      w.size(0) <= w.size(1))
+    return w;
+  return w.t().contiguous().t();
+}
+
 Linear Linear::load(const WeightView& w, const std::string& name, int64_t in, int64_t out, bool bias,
                     c10::ScalarType dtype) {
   Linear l;
@@ -16,7 +23,7 @@ Linear Linear::load(const WeightView& w, const std::string& name, int64_t in, in
     l.weight = q.codes;
     l.weight_scale = q.scale;
   } else {
-    l.weight = w.get(name + ".weight", {out, in}, dtype);
+    l.weight = cpu_gemv_layout(w.get(name + ".weight", {out, in}, dtype));
   }
   if (bias) l.bias = w.get(name + ".bias", {out});
   return l;
@@ -37,7 +44,7 @@ Linear Linear::fuse(const std::vector<Linear>& parts) {
     if (p.bias.defined()) bs.push_back(p.bias);
     if (p.quantized()) ss.push_back(p.weight_scale);
   }
-  f.weight = at::cat(ws, 0);
+  f.weight = ss.empty() ? cpu_gemv_layout(at::cat(ws, 0)) : at::cat(ws, 0);
   if (!bs.empty()) f.bias = at::cat(bs, 0);
   if (!ss.empty()) f.weight_scale = at::cat(ss, 0);
   return f;
