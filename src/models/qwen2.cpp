@@ -79,6 +79,15 @@ DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
   const WeightView m = w.sub("mlp");
   l.gate_up_ = nn::Linear::fuse({nn::Linear::load(m, "gate_proj", H, I, false), nn::Linear::load(m, "up_proj", H, I, false)});
   l.down_ = nn::Linear::load(m, "down_proj", I, H, false);
+  // Decode speed on the CPU (nn::cpu_gemv_layout), for resident layers only: a streamed layer is
+  // built again for every use, where the extra copy would cost more than it saves.
+  if (w.store().runtime().offload != Offload::Sequential) {
+    if (!l.qkv_.quantized()) l.qkv_.weight = nn::cpu_gemv_layout(l.qkv_.weight);
+    if (!l.gate_up_.quantized()) l.gate_up_.weight = nn::cpu_gemv_layout(l.gate_up_.weight);
+  }
+  // The fused copies replace the mapped parts: give their pages back.
+  for (const char* p : {"q_proj.", "k_proj.", "v_proj."}) w.store().drop_pages(a.key(p));
+  for (const char* p : {"gate_proj.", "up_proj."}) w.store().drop_pages(m.key(p));
   // rotary_emb.inv_freq is a non-persistent buffer; some third-party files still carry it.
   w.store().ignore_prefix(a.key("rotary_emb."));
   return l;
@@ -152,6 +161,7 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
     store->ignore_prefix("lm_head.");  // transformers ties it over whatever the file holds
   } else {
     lm.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size}));
+    store->drop_pages("lm_head.");  // copied by the layout change on the CPU
   }
   store->ignore_prefix("model.rotary_emb.");
   store->finish();

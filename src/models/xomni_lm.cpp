@@ -69,6 +69,10 @@ XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOp
   lm.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {V, H}));
   // Only the image-code rows of mm_head are ever used (image mode); the view keeps the mapping.
   lm.image_head_ = nn::cpu_gemv_layout(store->root().get("mm_head.weight", {M, H}).slice(0, 0, lm.cfg_.image_vocab_size));
+  if (lm.lm_head_.device().is_cpu()) {  // both heads are copies there (nn::cpu_gemv_layout)
+    store->drop_pages("lm_head.");
+    store->drop_pages("mm_head.");
+  }
   store->ignore_prefix("image_tokenizer.");  // declared ignorable by the remote code
   store->ignore_prefix("model.rotary_emb.");
   store->finish();

@@ -23,7 +23,7 @@ Linear Linear::load(const WeightView& w, const std::string& name, int64_t in, in
     l.weight = q.codes;
     l.weight_scale = q.scale;
   } else {
-    l.weight = cpu_gemv_layout(w.get(name + ".weight", {out, in}, dtype));
+    l.weight = w.get(name + ".weight", {out, in}, dtype);
   }
   if (bias) l.bias = w.get(name + ".bias", {out});
   return l;
@@ -44,7 +44,7 @@ Linear Linear::fuse(const std::vector<Linear>& parts) {
     if (p.bias.defined()) bs.push_back(p.bias);
     if (p.quantized()) ss.push_back(p.weight_scale);
   }
-  f.weight = ss.empty() ? cpu_gemv_layout(at::cat(ws, 0)) : at::cat(ws, 0);
+  f.weight = at::cat(ws, 0);
   if (!bs.empty()) f.bias = at::cat(bs, 0);
   if (!ss.empty()) f.weight_scale = at::cat(ss, 0);
   return f;
