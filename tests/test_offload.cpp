@@ -48,15 +48,6 @@ RuntimeOptions with(Offload o) {
 }
 const Offload kModes[] = {Offload::None, Offload::Model, Offload::Sequential};
 
-Image gradient(int w, int h, int salt) {
-  Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c)
-        im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50 + salt) % 256);
-  return im;
-}
-
 UniWorldOptions uniworld_request(std::vector<Image> refs, UniWorldTask task) {
   UniWorldOptions o;
   o.prompt = refs.empty() ? "a red cube" : "Make it snow";
@@ -197,9 +188,9 @@ TEST(Offload, ModesGiveBitIdenticalUniWorldOutputs) {
   for (Offload mode : kModes) {
     SCOPED_TRACE(offload_name(mode));
     const auto p = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2"), with(mode));
-    auto edit = p.run(uniworld_request({gradient(40, 32, 1)}, UniWorldTask::Image));
+    auto edit = p.run(uniworld_request({gradient_image(40, 32, 1)}, UniWorldTask::Image));
     auto t2i = p.run(uniworld_request({}, UniWorldTask::Image));
-    auto text = p.run(uniworld_request({gradient(32, 32, 2)}, UniWorldTask::Text));
+    auto text = p.run(uniworld_request({gradient_image(32, 32, 2)}, UniWorldTask::Text));
     ASSERT_TRUE(edit && t2i && text);
     ASSERT_TRUE(edit->is_image && t2i->is_image && !text->is_image);
     if (mode == Offload::None) {
@@ -225,7 +216,7 @@ TEST(Offload, ModesGiveBitIdenticalXOmniOutputs) {
     ASSERT_TRUE(codes);
     auto image = p.decode_codes(*codes, xomni_request().decoder);
     ASSERT_TRUE(image);
-    auto chat = p.chat(gradient(48, 48, 3), "What is this?", {}, 6);
+    auto chat = p.chat(gradient_image(48, 48, 3), "What is this?", {}, 6);
     ASSERT_TRUE(chat);
     if (mode == Offload::None) {
       codes0 = codes;
@@ -261,7 +252,7 @@ TEST(Offload, QuantisedFoldersAreBitIdenticalAcrossModesToo) {
   for (Offload mode : kModes) {
     SCOPED_TRACE(offload_name(mode));
     auto r = UniWorldPipeline::load(q, tiny("flux.1-dev"), tiny("siglip2"), with(mode))
-                 .run(uniworld_request({gradient(40, 32, 1)}, UniWorldTask::Image));
+                 .run(uniworld_request({gradient_image(40, 32, 1)}, UniWorldTask::Image));
     ASSERT_TRUE(r && r->is_image);
     if (!ref) ref = r->image;
     else EXPECT_EQ(r->image.rgb, ref->rgb);
@@ -314,7 +305,7 @@ TEST(Quantize, LMsStayWithinToleranceAndMostlyKeepGreedyTokens) {
 }
 
 TEST(Quantize, PipelinesStayWithinTolerance) {
-  const UniWorldOptions edit = uniworld_request({gradient(40, 32, 1)}, UniWorldTask::Image);
+  const UniWorldOptions edit = uniworld_request({gradient_image(40, 32, 1)}, UniWorldTask::Image);
   const auto ref_uw = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2")).run(edit);
   const auto ref_xo = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev")).generate(xomni_request());
   ASSERT_TRUE(ref_uw && ref_xo);
@@ -419,7 +410,7 @@ TEST(Pickles, XOmniVisionWeightsLoadFromPicklesWithoutConversion) {
 
   const auto a = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
   const auto b = xo::XOmniPipeline::load(f.string(), tiny("flux.1-dev"));
-  const Image im = gradient(48, 32, 4);
+  const Image im = gradient_image(48, 32, 4);
   EXPECT_EQ(a.tokenize_image(im).codes, b.tokenize_image(im).codes);
   EXPECT_EQ(*a.chat(im, "What is this?", {}, 4), *b.chat(im, "What is this?", {}, 4));
   auto codes = a.generate_codes(xomni_request());
@@ -494,14 +485,15 @@ TEST(DryRun, OffloadEstimateFollowsTheModes) {
 
 // --dry-run prints the plan of the request per offload mode and loads nothing.
 TEST(DryRun, PipelineClisPlanTheRequestWithoutLoading) {
-  const std::string img = (tiny_root() / "ref.png").string();
-  save_png(img, gradient(40, 32, 1));
+  TempDir d;
+  const std::string img = (d.path() / "ref.png").string(), png = (d.path() / "never.png").string();
+  save_png(img, gradient_image(40, 32, 1));
   const std::vector<std::vector<std::string>> runs = {
       {bin("omniflux-uniworld"), "-m", tiny("uniworld-v1"), "--flux", tiny("flux.1-dev"), "--siglip", tiny("siglip2"),
-       "-p", "Make it snow", "-i", img, "-W", "64", "-H", "64", "--dry-run", "--max-vram", "24"},
+       "-p", "Make it snow", "-i", img, "-W", "64", "-H", "64", "-o", png, "--dry-run", "--max-vram", "24"},
       {bin("omniflux-xomni"), "generate", "-m", tiny("x-omni"), "--flux", tiny("flux.1-dev"), "-p", "a cat", "-W",
-       "64", "-H", "48", "--cfg", "2", "--dry-run", "--max-vram", "24"},
-      {bin("omniflux-flux"), "-m", tiny("flux.1-dev"), "-p", "a cat", "-W", "64", "-H", "64", "--dry-run"}};
+       "64", "-H", "48", "--cfg", "2", "-o", png, "--dry-run", "--max-vram", "24"},
+      {bin("omniflux-flux"), "-m", tiny("flux.1-dev"), "-p", "a cat", "-W", "64", "-H", "64", "-o", png, "--dry-run"}};
   for (const auto& args : runs) {
     Child c(args);
     ASSERT_TRUE(c.started());
@@ -511,6 +503,49 @@ TEST(DryRun, PipelineClisPlanTheRequestWithoutLoading) {
       EXPECT_TRUE(has(c.out(), want)) << args[0] << " lacks " << want << "\n" << c.out();
     EXPECT_FALSE(has(c.out(), "FAILED")) << c.out();
     EXPECT_EQ(has(c.out(), "fits --max-vram 24 GiB"), args.back() == "24") << c.out();
-    EXPECT_FALSE(fs::exists(tiny_root() / "out.png"));
+    EXPECT_FALSE(fs::exists(png)) << "a dry run wrote its output";
   }
+}
+
+// A dry run reads the folders' configs and headers: garbage there is an error that names the file,
+// not a crash and not a plan.
+TEST(DryRun, BrokenFoldersAreRefusedByName) {
+  TempDir d;
+  const fs::path flux = copy_folder(tiny("flux.1-dev"), d.path() / "flux");
+  std::ofstream(flux / "transformer" / "config.json") << "{ not json";
+  Child c({bin("omniflux-flux"), "-m", flux.string(), "-p", "a cat", "-W", "64", "-H", "64", "--dry-run"});
+  int st = c.wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << c.err();
+  EXPECT_TRUE(has(c.err(), "transformer") && has(c.err(), "config.json")) << c.err();
+  fs::create_directories(d.path() / "empty");
+  Child e({bin("omniflux-xomni"), "generate", "-m", (d.path() / "empty").string(), "--flux", tiny("flux.1-dev"), "-p",
+           "a cat", "-W", "64", "-H", "48", "--dry-run"});
+  st = e.wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1) << e.err();
+  EXPECT_TRUE(has(e.err(), "config.json")) << e.err();
+}
+
+// quantize_folder's refusals: a missing source, an existing destination, an unknown --only, and a
+// folder with no block linears; none leaves a destination behind.
+TEST(Quantize, BadArgumentsAreRefusedAndLeaveNothing) {
+  TempDir d;
+  QuantizeOptions opt;
+  const std::string dst = (d.path() / "out").string();
+  EXPECT_TRUE(has(error_of([&] { quantize_folder((d.path() / "absent").string(), dst, opt); }), "not a folder"));
+  fs::create_directories(d.path() / "exists");
+  EXPECT_TRUE(has(error_of([&] { quantize_folder(tiny("siglip2"), (d.path() / "exists").string(), opt); }), "exists"));
+  QuantizeOptions only = opt;
+  only.only = {"no_such_part"};
+  EXPECT_TRUE(has(error_of([&] { quantize_folder(tiny("flux.1-dev"), dst, only); }), "no_such_part"));
+  // The VAE alone has no numbered-block linears.
+  fs::create_directories(d.path() / "vae-only");
+  const fs::path vae = copy_folder((fs::path(tiny("flux.1-dev")) / "vae").string(), d.path() / "vae-only" / "vae");
+  only.only = {"vae"};
+  EXPECT_TRUE(has(error_of([&] { quantize_folder((d.path() / "vae-only").string(), dst, only); }), "nothing to convert"));
+  // A weight file that is not safetensors.
+  const fs::path junk = copy_folder(tiny("siglip2"), d.path() / "junk");
+  write_bytes(junk / "model.safetensors", "garbage, not a checkpoint");
+  EXPECT_NE(error_of([&] { quantize_folder(junk.string(), dst, opt); }), "(no error)");
+  EXPECT_FALSE(fs::exists(dst));
+  EXPECT_FALSE(fs::exists(dst + ".partial"));
 }

@@ -179,15 +179,6 @@ Image decode_b64_png(const std::string& b64, PngText* text = nullptr) {
   return decode_image(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), "response");
 }
 
-Image gradient(int w, int h, int salt) {
-  Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c)
-        im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50 + salt) % 256);
-  return im;
-}
-
 std::string png_of(const Image& im) {
   auto v = encode_png(im);
   return std::string(v.begin(), v.end());
@@ -414,8 +405,8 @@ TEST(ServerHttp, EditWithTwoImagesAndStreamedProgress) {
       {"size", "64x64", "", ""},
       {"steps", "2", "", ""},
       {"snap", "false", "", ""},
-      {"image[]", png_of(gradient(40, 30, 0)), "a.png", "image/png"},
-      {"image[]", png_of(gradient(30, 40, 9)), "b.png", "image/png"},
+      {"image[]", png_of(gradient_image(40, 30, 0)), "a.png", "image/png"},
+      {"image[]", png_of(gradient_image(30, 40, 9)), "b.png", "image/png"},
   };
   auto r = c.Post("/v1/images/edits", form);
   ASSERT_TRUE(r);
@@ -484,7 +475,7 @@ TEST(ServerHttp, EditWithTwoImagesAndStreamedProgress) {
 TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
   Server s(all_models());
   ASSERT_GT(s.port(), 0);
-  const Image img = gradient(80, 64, 3);
+  const Image img = gradient_image(80, 64, 3);
   const std::string png = png_of(img);
   // what the library answers, in this process
   auto pipe = xomni::XOmniPipeline::load((tiny_root() / "x-omni").string(), "");
@@ -524,7 +515,7 @@ TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
 
   // UniWorld's Qwen2.5-VL answer, with two images, streamed as one piece
   st = post_stream(s, "/v1/chat/completions",
-                   chat_body("uniworld-v1", "What is in this picture?", {png, png_of(gradient(48, 48, 1))}, true, 6));
+                   chat_body("uniworld-v1", "What is in this picture?", {png, png_of(gradient_image(48, 48, 1))}, true, 6));
   EXPECT_EQ(st.status, 200);
   EXPECT_EQ(parse_sse(st.body).back().data, "[DONE]");
   EXPECT_EQ(s.stop(), 0);
@@ -546,7 +537,7 @@ TEST(ServerHttp, BadRequestsGetTheRightStatus) {
     int status;
     std::string param;  // "" = null
   };
-  const std::string png = png_of(gradient(32, 32, 0));
+  const std::string png = png_of(gradient_image(32, 32, 0));
   auto edit = [&](const std::string& parts_body, const std::string& boundary = "XyZ") {
     return http_post("/v1/images/edits", "multipart/form-data; boundary=" + boundary, parts_body);
   };

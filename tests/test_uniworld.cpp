@@ -235,14 +235,6 @@ const UniWorldPipeline& tiny_pipeline() {
   return p;
 }
 
-Image gradient(int w, int h, int salt) {
-  Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c) im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50 + salt) % 256);
-  return im;
-}
-
 UniWorldOptions small(const std::string& prompt, std::vector<Image> images = {}) {
   UniWorldOptions o;
   o.prompt = prompt;
@@ -307,7 +299,7 @@ TEST(UniWorldEndToEnd, TextToImageIsReproducible) {
 
 TEST(UniWorldEndToEnd, EditingWithOneToFourImages) {
   const auto& p = tiny_pipeline();
-  std::vector<Image> refs = {gradient(40, 30, 0), gradient(30, 40, 9), gradient(32, 32, 17), gradient(50, 20, 33)};
+  std::vector<Image> refs = {gradient_image(40, 30, 0), gradient_image(30, 40, 9), gradient_image(32, 32, 17), gradient_image(50, 20, 33)};
   std::vector<int64_t> rows;
   for (size_t n = 1; n <= 4; ++n) {
     auto o = small("Adapt Image1's content to fit the aesthetic of Image2.",
@@ -327,7 +319,7 @@ TEST(UniWorldEndToEnd, EditingWithOneToFourImages) {
   // each image adds its SigLIP tokens ((64 / 16)^2 = 16 in the tiny SigLIP)
   EXPECT_EQ(rows, (std::vector<int64_t>{16, 32, 48, 64}));
   // With snapping (cli.py), a 4:3 reference and anchor 64x64 gives 96x128.
-  auto o = small("Remove blur, make it clear.", {gradient(128, 96, 1)});
+  auto o = small("Remove blur, make it clear.", {gradient_image(128, 96, 1)});
   EXPECT_EQ(p.output_size(o), HW(96, 128));
   auto r = p.run(o);
   EXPECT_EQ(r->image.height, 96);
@@ -336,7 +328,7 @@ TEST(UniWorldEndToEnd, EditingWithOneToFourImages) {
 
 TEST(UniWorldEndToEnd, PerceptionPromptsAreEditsAndTextAnswersComeFromTheVlm) {
   const auto& p = tiny_pipeline();
-  const Image ref = gradient(48, 48, 3);
+  const Image ref = gradient_image(48, 48, 3);
   auto depth = p.run(small("Estimate depth with a focus on background structure.", {ref}));
   auto canny = p.run(small("Generate a Canny edge map for this image.", {ref}));
   ASSERT_TRUE(depth && canny);
@@ -379,7 +371,7 @@ TEST(UniWorldEndToEnd, BadInputsAreErrors) {
   EXPECT_THROW(UniWorldPipeline::load((d / "uniworld-v1").string(), (d / "flux.1-dev").string(), (d / "nope").string()), Error);
   // the FLUX folder where the UniWorld one belongs
   EXPECT_THROW(UniWorldPipeline::load((d / "flux.1-dev").string(), (d / "flux.1-dev").string(), (d / "siglip2").string()), Error);
-  auto five = small("x", std::vector<Image>(5, gradient(32, 32, 0)));
+  auto five = small("x", std::vector<Image>(5, gradient_image(32, 32, 0)));
   EXPECT_THROW(p.run(five), Error);
   auto odd = small("x");
   odd.width = 100;
@@ -437,7 +429,7 @@ TEST(UniWorldEndToEnd, CliWritesReproduciblePngsAndPrintsAnswers) {
   EXPECT_EQ(load_image((out.path() / "a.png").string()).rgb, tiny_pipeline().run(o)->image.rgb);
 
   // editing through the CLI
-  save_png((out.path() / "ref.png").string(), gradient(64, 48, 5));
+  save_png((out.path() / "ref.png").string(), gradient_image(64, 48, 5));
   err = run_cli(base + "-p 'Make it a watercolor.' -i " + (out.path() / "ref.png").string() + " -o " +
                     (out.path() / "edit.png").string(), &rc);
   ASSERT_EQ(rc, 0) << err;
@@ -463,7 +455,7 @@ TEST(UniWorldEndToEnd, CliRejectsBadInputs) {
   std::string err = run_cli("-p x -W 100 -H 64" + o, &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(err.find("multiple of 16"), std::string::npos) << err;
-  save_png((out.path() / "r.png").string(), gradient(16, 16, 0));
+  save_png((out.path() / "r.png").string(), gradient_image(16, 16, 0));
   std::string five;
   for (int i = 0; i < 5; ++i) five += " -i " + (out.path() / "r.png").string();
   err = run_cli("-p x" + five + o, &rc);
@@ -482,7 +474,7 @@ TEST(UniWorldEndToEnd, CliRejectsBadInputs) {
   EXPECT_NE(read_bytes(out.path() / "e.txt").find("folder not found"), std::string::npos);
   // Checked before loading ("loaded" is never printed): the size after snapping to the aspect-ratio
   // table (4:3 at anchor 4096 x 4096 snaps to 4736 x 3552), the output folder, the numbers.
-  save_png((out.path() / "wide.png").string(), gradient(64, 48, 1));
+  save_png((out.path() / "wide.png").string(), gradient_image(64, 48, 1));
   err = run_cli("-p x -W 4096 -H 4096 -i " + (out.path() / "wide.png").string() + o, &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(err.find("snapped"), std::string::npos) << err;

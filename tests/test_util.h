@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "omniflux/io/image.h"
+
 extern char** environ;
 
 inline std::string fixture(const std::string& rel) {
@@ -72,6 +74,16 @@ inline std::string make_zip(const std::vector<std::pair<std::string, std::string
   put(out, 0x06054b50, 4); put(out, 0, 4); put(out, entries.size(), 2); put(out, entries.size(), 2);
   put(out, cd.size(), 4); put(out, cd_off, 4); put(out, 0, 2);
   return out;
+}
+
+// A deterministic RGB test image: a diagonal colour ramp shifted by `salt`.
+inline omniflux::Image gradient_image(int w, int h, int salt) {
+  omniflux::Image im{w, h, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3)};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c)
+        im.rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50 + salt) % 256);
+  return im;
 }
 
 #ifdef OMNIFLUX_BIN_DIR
