@@ -79,12 +79,8 @@ DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
   const WeightView m = w.sub("mlp");
   l.gate_up_ = nn::Linear::fuse({nn::Linear::load(m, "gate_proj", H, I, false), nn::Linear::load(m, "up_proj", H, I, false)});
   l.down_ = nn::Linear::load(m, "down_proj", I, H, false);
-  // Decode speed on the CPU (nn::cpu_gemv_layout), for resident layers only: a streamed layer is
-  // built again for every use, where the extra copy would cost more than it saves.
-  if (w.store().runtime().offload != Offload::Sequential) {
-    if (!l.qkv_.quantized()) l.qkv_.weight = nn::cpu_gemv_layout(l.qkv_.weight);
-    if (!l.gate_up_.quantized()) l.gate_up_.weight = nn::cpu_gemv_layout(l.gate_up_.weight);
-  }
+  l.qkv_.prefer_decode_layout(w.store());
+  l.gate_up_.prefer_decode_layout(w.store());
   // The fused copies replace the mapped parts: give their pages back.
   for (const char* p : {"q_proj.", "k_proj.", "v_proj."}) w.store().drop_pages(a.key(p));
   for (const char* p : {"gate_proj.", "up_proj."}) w.store().drop_pages(m.key(p));

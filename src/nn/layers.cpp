@@ -50,6 +50,10 @@ Linear Linear::fuse(const std::vector<Linear>& parts) {
   return f;
 }
 
+void Linear::prefer_decode_layout(const WeightStore& store) {
+  if (!quantized() && store.runtime().offload != Offload::Sequential) weight = cpu_gemv_layout(weight);
+}
+
 at::Tensor Linear::operator()(const at::Tensor& x) const {
   return quantized() ? quantized_linear(x, weight, weight_scale, bias) : linear(x, weight, bias);
 }

@@ -33,6 +33,10 @@ struct Linear {
   static Linear fuse(const std::vector<Linear>& parts);
   at::Tensor operator()(const at::Tensor& x) const;
   bool quantized() const { return weight_scale.defined(); }
+  // For a layer that runs one or two rows at a time (LM decode): a plain weight on the CPU takes
+  // cpu_gemv_layout, unless `store` streams blocks (sequential offload builds them again for every
+  // use, where the copy would cost more than it saves).
+  void prefer_decode_layout(const WeightStore& store);
   int64_t out_features() const { return weight.size(0); }
   // Every tensor the layer holds (for moving a block between devices).
   template <class F>
