@@ -695,6 +695,7 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
   // anything of a request would show in the RSS
   std::vector<std::string> images;
   for (unsigned i = 0; i < 4; ++i) images.push_back(noise_png(384, 384, i));
+  std::map<std::string, int> transport_errors;  // requests that ended with no HTTP status, by httplib's reason
   auto round = [&](std::map<int, int>& statuses) {
     std::mutex m;
     std::vector<std::thread> clients;
@@ -715,6 +716,7 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
           std::lock_guard<std::mutex> lock(m);
           const int st = r ? r->status : -1;
           ++statuses[st];
+          if (!r) ++transport_errors[httplib::to_string(r.error())];
           if (st == 429 && r->get_header_value("Retry-After").empty()) ++retry_after_missing;
           if (st == 429) EXPECT_EQ(error_of(r)["code"], "queue_full");
         }
@@ -737,6 +739,7 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
     EXPECT_EQ(total, 128);
     EXPECT_GT(st->count(200) ? st->at(200) : 0, 0);
   }
+  for (const auto& [what, count] : transport_errors) ADD_FAILURE() << "no HTTP status (" << what << ") x" << count;
   json h = health(s);
   EXPECT_EQ(h["queue"]["waiting"], 0);
   // 64 requests a round carry 1 MiB of body plus decoded image: keeping them would add ~64 MiB a
@@ -745,6 +748,83 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
               rss2, second.count(200) ? second[200] : 0, second.count(429) ? second[429] : 0);
   EXPECT_GT(rss1, 0);
   EXPECT_LT(rss2 - rss1, 16 * 1024) << "RSS grew from " << rss1 << " to " << rss2 << " KiB";
+  EXPECT_EQ(s.stop(), 0);
+}
+
+// The load test's lost connections (issue 27): a burst of clients met httplib's listen backlog of
+// 5 while the accepting thread was off the CPU, so handshakes were dropped and connects timed out.
+// A stopped server accepts nothing: its kernel must hold every connection until it goes on.
+TEST(ServerHttp, ConnectionsWaitWhileTheServerCannotAccept) {
+  Server s(chat_only());
+  ASSERT_GT(s.port(), 0);
+  health(s);
+  ASSERT_EQ(kill(s.pid(), SIGSTOP), 0);
+  constexpr int kClients = 48;
+  std::vector<int> status(kClients, 0);
+  std::vector<std::string> failure(kClients);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i)
+    clients.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", s.port());
+      c.set_connection_timeout(10, 0);  // shorter than the stop: a dropped handshake fails the request
+      c.set_read_timeout(60, 0);
+      auto r = c.Get("/health");
+      status[static_cast<size_t>(i)] = r ? r->status : -1;
+      if (!r) failure[static_cast<size_t>(i)] = httplib::to_string(r.error());
+    });
+  std::this_thread::sleep_for(std::chrono::seconds(12));
+  ASSERT_EQ(kill(s.pid(), SIGCONT), 0);
+  for (auto& c : clients) c.join();
+  for (int i = 0; i < kClients; ++i)
+    EXPECT_EQ(status[static_cast<size_t>(i)], 200) << "client " << i << ": " << failure[static_cast<size_t>(i)];
+  EXPECT_EQ(s.stop(), 0);
+}
+
+// A body refused from its head (415 here) while the client is still sending it: the server reads
+// and drops the rest instead of closing on unread bytes, whose reset would destroy the response
+// before the client reads it. The body trickles for longer than the old fixed 2-second drain.
+TEST(ServerHttp, ABodyRefusedEarlyStillGetsItsResponse) {
+  Server s(chat_only());
+  ASSERT_GT(s.port(), 0);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(s.port()));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  constexpr size_t kChunk = 256 * 1024, kChunks = 20;  // 5 MiB over about 5 s
+  const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: " + std::to_string(kChunk * kChunks) + "\r\n\r\n";
+  ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  const std::string chunk(kChunk, 'x');
+  size_t sent_chunks = 0;
+  for (; sent_chunks < kChunks; ++sent_chunks) {
+    size_t off = 0;
+    while (off < chunk.size()) {
+      const ssize_t n = send(fd, chunk.data() + off, chunk.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    if (off < chunk.size()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_EQ(sent_chunks, kChunks) << "the server reset the connection while the body was arriving";
+  // Only now read, as clients that send the whole request first do (httplib, curl without Expect).
+  std::string got;
+  const auto end = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  EXPECT_EQ(status_of(got), 415) << got.substr(0, 200);
+  EXPECT_NE(got.find("Connection: close"), std::string::npos);
+  EXPECT_EQ(json_of_raw(got)["error"]["code"], "unsupported_media_type");
+  health(s);
   EXPECT_EQ(s.stop(), 0);
 }
 

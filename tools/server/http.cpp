@@ -285,17 +285,43 @@ struct HttpServer::Impl {
         }
         t_conn = nullptr;
       }
-      ::shutdown(sock, SHUT_WR);
-      char drain[4096];
-      const auto end = Clock::now() + std::chrono::seconds(2);
-      for (;;) {
-        pollfd p{sock, POLLIN, 0};
-        if (::poll(&p, 1, ms_until(end)) <= 0) break;
-        if (::recv(sock, drain, sizeof drain, 0) <= 0) break;
-      }
-      ::close(sock);
+      linger_close(sock);
       return ret;
     }
+
+    // Closing a socket whose receive buffer still holds bytes makes the kernel send a reset, and a
+    // reset can destroy the response the client has not read yet (a 413 or 401 refused before a
+    // large body was read). So, like nginx's lingering close: no more writes, then read and drop
+    // what the client still sends until it closes, goes quiet for 2 s, sends more than a body may
+    // hold, or 30 s pass.
+    void linger_close(socket_t sock) const {
+      ::shutdown(sock, SHUT_WR);
+      char drain[16384];
+      const auto end = Clock::now() + std::chrono::seconds(30);
+      int64_t left = opt_.limits.max_body_bytes + kMaxHeadBytes + kBodySlack;
+      while (left > 0 && !stopping) {
+        pollfd p{sock, POLLIN, 0};
+        if (::poll(&p, 1, std::min(2000, ms_until(end))) <= 0) break;
+        const ssize_t n = ::recv(sock, drain, sizeof drain, 0);
+        if (n <= 0) break;
+        left -= n;
+      }
+      ::close(sock);
+    }
+
+   public:
+    // httplib 0.11.4 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed in Debian's
+    // build). A burst of clients then overflows the accept queue whenever the accepting thread is
+    // briefly off the CPU: Linux drops the handshake, the client's SYN retries back off (1, 3, 7,
+    // 15 s) past its connect timeout and the request fails with no HTTP status. listen() on a
+    // listening socket only changes its backlog; waiting connections then wait for a thread.
+    void widen_backlog(int backlog) {
+      const socket_t s = svr_sock_.load();
+      if (s != INVALID_SOCKET && ::listen(s, backlog) != 0)
+        throw Error("cannot set the listen backlog", "listen()", std::to_string(backlog), std::strerror(errno));
+    }
+
+   private:
     const ServerOptions& opt_;
   };
 
@@ -742,6 +768,7 @@ int HttpServer::bind() {
       throw Error("cannot bind", o.host + ":" + std::to_string(o.port), "a free address", std::strerror(errno));
     impl_->port = o.port;
   }
+  impl_->svr.widen_backlog(o.listen_backlog);
   return impl_->port;
 }
 

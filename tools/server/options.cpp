@@ -83,6 +83,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
   p.integer("--write-timeout", &o.write_timeout_s, 1, 3600, "S", "longest wait for the client to take response bytes");
   p.integer("--request-timeout", &o.request_timeout_s, 1, 86400, "S", "a whole request must arrive within this");
   p.integer("--keep-alive-timeout", &o.keep_alive_timeout_s, 1, 3600, "S", "idle keep-alive connections close after this");
+  p.integer("--listen-backlog", &o.listen_backlog, 1, 65535, "N", "connections the kernel queues before they are accepted (capped by net.core.somaxconn)");
   bool no_log = false;
   p.toggle("--no-log", &no_log, "no line per request on stderr");
   p.group("runtime");

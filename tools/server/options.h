@@ -40,6 +40,7 @@ struct ServerOptions {
   int write_timeout_s = 30;      // longest wait for the client to take response bytes
   int request_timeout_s = 60;    // a whole request (head and body) must arrive within this
   int keep_alive_timeout_s = 5;  // idle keep-alive connections close after this
+  int listen_backlog = 1024;     // connections the kernel holds until they are accepted (capped by somaxconn)
   bool log_requests = true;      // one line per request on stderr
 };
 
