@@ -28,6 +28,9 @@ Catalog test_catalog(bool xomni_decoder = true) {
   uw.id = ModelId::UniWorld;
   uw.generations = uw.edits = uw.chat = true;
   uw.seed = 42;
+  uw.chat_images = 4;
+  uw.chat_max_tokens = 128;
+  uw.vocab_size = 1000;
   ModelCaps xo;
   xo.id = ModelId::XOmni;
   xo.generations = xomni_decoder;
@@ -35,6 +38,8 @@ Catalog test_catalog(bool xomni_decoder = true) {
   xo.width = xo.height = 1152;
   xo.guidance = 1.0;
   xo.seed = 1234;
+  xo.chat_images = 1;
+  xo.chat_max_tokens = 512;
   ModelCaps fl;
   fl.id = ModelId::Flux;
   fl.generations = true;
@@ -113,6 +118,13 @@ TEST(ServerApi, ImageGenerationDefaultsAndExtensions) {
   r = parse_image_generation(json{{"model", "flux.1-dev"}, {"prompt", "p"}, {"negative_prompt", ""}, {"true_cfg_scale", 4}},
                              c, l);
   EXPECT_DOUBLE_EQ(*r.true_cfg_scale, 4.0);
+  // the fields a client may send that change nothing here, and JPEG output
+  r = parse_image_generation(json{{"model", "uniworld-v1"}, {"prompt", "p"}, {"quality", "auto"}, {"style", "vivid"},
+                                  {"background", "opaque"}, {"moderation", "low"}, {"partial_images", 0},
+                                  {"output_format", "jpeg"}, {"output_compression", 80}},
+                             c, l);
+  EXPECT_EQ(r.output_format, "jpeg");
+  EXPECT_EQ(r.output_compression, 80);
   // null counts as absent (OpenAI clients send it)
   r = parse_image_generation(json{{"model", "uniworld-v1"}, {"prompt", "p"}, {"size", nullptr}, {"n", nullptr}}, c, l);
   EXPECT_EQ(r.width, 1024);
@@ -155,13 +167,20 @@ TEST(ServerApi, EveryBadImageFieldIsNamed) {
       {with("seed", -1), 400, "seed"},
       {with("guidance", "high"), 400, "guidance"},
       {with("response_format", "url"), 400, "response_format"},
-      {with("output_format", "jpeg"), 400, "output_format"},
+      {with("output_format", "webp"), 400, "output_format"},
+      {with("output_compression", 50), 400, "output_compression"},  // PNG is lossless
+      {with("output_compression", 101), 400, "output_compression"},
+      {with("background", "transparent"), 400, "background"},
+      {with("partial_images", 2), 400, "partial_images"},
+      {with("input_fidelity", "low"), 400, "input_fidelity"},  // edits only
+      {with("style", "natural"), 400, "style"},
+      {with("qualty", "auto"), 400, "qualty"},                 // a typo stays unknown
       {with("stream", "yes"), 400, "stream"},
       {with("negative_prompt", "x"), 400, "negative_prompt"},  // UniWorld has none
       {with("top_k", 5), 400, "top_k"},                        // X-Omni's
       {with("true_cfg_scale", 2), 400, "true_cfg_scale"},      // FLUX's
       {with("snap", true), 400, "snap"},                        // edits only
-      {with("quality", "hd"), 400, "quality"},                  // unknown field
+      {with("quality", "hd"), 400, "quality"},                  // only "auto"
   };
   for (const auto& k : cases) {
     const ApiError e = gen(k.body);
@@ -248,14 +267,21 @@ TEST(ServerApi, ChatMessagesAndImages) {
   ChatRequest r = parse_chat(body, c, l);
   EXPECT_EQ(r.model, ModelId::XOmni);
   EXPECT_TRUE(r.stream);
-  EXPECT_EQ(r.max_tokens, 8);
-  EXPECT_EQ(r.text, "What is it?");
-  ASSERT_EQ(r.images.size(), 1u);
-  EXPECT_EQ(r.images[0].width, 32);
+  EXPECT_EQ(r.options.max_new_tokens, 8);
+  ASSERT_EQ(r.turns.size(), 1u);
+  EXPECT_EQ(r.turns[0].role, "user");
+  ASSERT_EQ(r.turns[0].parts.size(), 2u);
+  EXPECT_EQ(r.turns[0].parts[0].text, "What is it?");
+  ASSERT_TRUE(r.turns[0].parts[1].is_image);
+  EXPECT_EQ(r.turns[0].parts[1].image.width, 32);
+  EXPECT_EQ(r.images, 1);
+  EXPECT_FALSE(r.seed);
+  EXPECT_EQ(r.n, 1);
   // UniWorld: plain string content, no image, app.py's default token budget
   r = parse_chat(json{{"model", "uniworld-v1"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, c, l);
-  EXPECT_EQ(r.max_tokens, 128);
-  EXPECT_TRUE(r.images.empty());
+  EXPECT_EQ(r.options.max_new_tokens, 128);
+  EXPECT_EQ(r.images, 0);
+  EXPECT_FALSE(r.options.temperature);  // no sampling field: the official greedy decoding
 
   auto err = [&](json j) { return error_of([&] { parse_chat(j, c, l); }); };
   auto msg = [](json content) { return json{{"model", "x-omni"}, {"messages", {{{"role", "user"}, {"content", content}}}}}; };
@@ -263,7 +289,9 @@ TEST(ServerApi, ChatMessagesAndImages) {
   EXPECT_EQ(err(json{{"model", "x-omni"}}).param, "messages");
   EXPECT_EQ(err(json{{"model", "x-omni"}, {"messages", json::array()}}).param, "messages");
   EXPECT_EQ(err(json{{"model", "x-omni"}, {"messages", "hi"}}).param, "messages");
-  EXPECT_EQ(err(msg(json::array({text_part}))).param, "messages[0].content");  // X-Omni needs its image
+  EXPECT_NO_THROW(parse_chat(msg(json::array({text_part})), c, l));  // X-Omni answers text-only turns
+  const json img = {{"type", "image_url"}, {"image_url", {{"url", uri}}}};
+  EXPECT_EQ(err(msg(json::array({text_part, img, img}))).param, "messages[0].content");  // chat.py: one image
   EXPECT_EQ(err(msg(json::array({text_part, {{"type", "image_url"}, {"image_url", {{"url", "https://x/y.png"}}}}}))).param,
             "messages[0].content[1].image_url.url");
   EXPECT_EQ(err(msg(json::array({text_part, {{"type", "image_url"}, {"image_url", {{"url", "data:image/png;base64,@@@@"}}}}})))
@@ -273,22 +301,113 @@ TEST(ServerApi, ChatMessagesAndImages) {
                 .param,
             "messages[0].content[1].image_url.url");
   EXPECT_EQ(err(msg(json::array({{{"type", "audio"}}}))).param, "messages[0].content[0].type");
+  EXPECT_EQ(err(msg(json::array({{{"type", "input_audio"}, {"input_audio", json::object()}}}))).param,
+            "messages[0].content[0].type");
   EXPECT_EQ(err(msg(42)).param, "messages[0].content");
-  json sys = msg("Q");
-  sys["messages"][0]["role"] = "system";
-  EXPECT_EQ(err(sys).param, "messages[0].role");
-  json temp = msg("Q");
-  temp["temperature"] = 0.7;
-  EXPECT_EQ(err(temp).param, "temperature");
+  json only_sys = msg("Q");
+  only_sys["messages"][0]["role"] = "system";
+  EXPECT_EQ(err(only_sys).param, "messages");  // the last message must be the user's
   json many = msg("Q");
   many["max_tokens"] = 100000;
   EXPECT_EQ(err(many).param, "max_tokens");
-  json unknown = msg("Q");
-  unknown["tools"] = json::array();
-  EXPECT_EQ(err(unknown).param, "tools");
+  json tools = msg("Q");
+  tools["tools"] = json::array({{{"type", "function"}}});
+  EXPECT_EQ(err(tools).param, "tools");
+  json typo = msg("Q");
+  typo["temprature"] = 0.5;
+  EXPECT_EQ(err(typo).param, "temprature");
   json flux = msg("Q");
   flux["model"] = "flux.1-dev";
   EXPECT_EQ(err(flux).param, "model");
+}
+
+// What chat front-ends and SDKs send by default is accepted; what cannot be honoured is refused
+// with the field named.
+TEST(ServerApi, ChatConversationsAndTheWholeRequestSchema) {
+  const Catalog c = test_catalog();
+  Limits l;
+  const std::string uri = data_uri(png_bytes(32, 32));
+  json body = {{"model", "uniworld-v1"},
+               {"messages",
+                {{{"role", "developer"}, {"content", "Be brief."}},
+                 {{"role", "user"}, {"content", {{{"type", "text"}, {"text", "What is it?"}}, {{"type", "image_url"}, {"image_url", {{"url", uri}, {"detail", "low"}}}}}}},
+                 {{"role", "assistant"}, {"content", "A square."}, {"refusal", nullptr}, {"tool_calls", json::array()}},
+                 {{"role", "user"}, {"name", "ann"}, {"content", {{{"type", "text"}, {"text", "And "}}, {{"type", "text"}, {"text", "this?"}}, {{"type", "image_url"}, {"image_url", uri}}}}}}},
+               {"temperature", 0.7}, {"top_p", 0.9}, {"n", 2}, {"seed", 7}, {"stop", {"\n\n", "END"}},
+               {"presence_penalty", 0}, {"frequency_penalty", 0.5}, {"logit_bias", {{"17", -100}, {"5", 2.5}}},
+               {"max_completion_tokens", 20}, {"stream", true}, {"stream_options", {{"include_usage", true}}},
+               {"user", "u"}, {"store", false}, {"metadata", {{"k", "v"}}}, {"logprobs", false}, {"service_tier", "auto"},
+               {"parallel_tool_calls", true}, {"tool_choice", "none"}, {"tools", json::array()},
+               {"response_format", {{"type", "text"}}}, {"modalities", {"text"}}, {"top_k", 40}, {"min_p", 0.05},
+               {"repetition_penalty", 1.1}, {"prompt_cache_key", "k"}, {"safety_identifier", "s"}, {"audio", nullptr}};
+  ChatRequest r = parse_chat(body, c, l);
+  ASSERT_EQ(r.turns.size(), 4u);
+  EXPECT_EQ(r.turns[0].role, "system");  // developer is system
+  EXPECT_EQ(r.turns[2].role, "assistant");
+  EXPECT_EQ(r.turns[3].parts.size(), 3u);
+  EXPECT_EQ(r.images, 2);
+  EXPECT_EQ(*r.options.temperature, 0.7);
+  EXPECT_EQ(*r.options.top_p, 0.9);
+  EXPECT_EQ(*r.options.top_k, 40);
+  EXPECT_EQ(*r.options.min_p, 0.05);
+  EXPECT_EQ(*r.options.repetition_penalty, 1.1);
+  EXPECT_EQ(r.options.frequency_penalty, 0.5);
+  EXPECT_EQ(r.options.logit_bias, (std::vector<std::pair<int64_t, double>>{{17, -100.0}, {5, 2.5}}));
+  EXPECT_EQ(r.options.stop, (std::vector<std::string>{"\n\n", "END"}));
+  EXPECT_EQ(r.options.max_new_tokens, 20);
+  EXPECT_EQ(*r.seed, 7u);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_TRUE(r.include_usage);
+
+  auto err = [&](json j) { return error_of([&] { parse_chat(j, c, l); }); };
+  auto with = [&](const char* k, json v) {
+    json j = {{"model", "uniworld-v1"}, {"messages", {{{"role", "user"}, {"content", "Q"}}}}};
+    j[k] = v;
+    return j;
+  };
+  struct Case {
+    json body;
+    std::string param;
+  };
+  const std::vector<Case> refused = {
+      {with("logprobs", true), "logprobs"},
+      {with("top_logprobs", 3), "top_logprobs"},
+      {with("n", 5), "n"},
+      {with("temperature", 2.5), "temperature"},
+      {with("presence_penalty", 3), "presence_penalty"},
+      {with("stop", {"a", "b", "c", "d", "e"}), "stop"},
+      {with("stop", ""), "stop"},
+      {with("stop", 5), "stop"},
+      {with("logit_bias", {{"1000", 1}}), "logit_bias"},  // outside the 1000-token vocabulary
+      {with("logit_bias", {{"x", 1}}), "logit_bias"},
+      {with("logit_bias", {{"3", 101}}), "logit_bias"},
+      {with("response_format", {{"type", "json_object"}}), "response_format"},
+      {with("tool_choice", "required"), "tool_choice"},
+      {with("store", true), "store"},
+      {with("modalities", {"text", "audio"}), "modalities"},
+      {with("audio", {{"voice", "x"}}), "audio"},
+      {with("service_tier", "flex"), "service_tier"},
+      {with("reasoning_effort", "low"), "reasoning_effort"},
+      {with("stream_options", {{"include_usage", true}}), "stream_options"},  // without stream
+  };
+  for (size_t i = 0; i < refused.size(); ++i) {
+    const ApiError e = err(refused[i].body);
+    EXPECT_EQ(e.status, 400) << refused[i].body.dump();
+    EXPECT_EQ(e.param, refused[i].param) << refused[i].body.dump();
+  }
+  auto conv = [&](json messages) { return json{{"model", "uniworld-v1"}, {"messages", messages}}; };
+  const json user = {{"role", "user"}, {"content", "Q"}};
+  EXPECT_EQ(err(conv({user, {{"role", "system"}, {"content", "late"}}, user})).param, "messages[1].role");
+  EXPECT_EQ(err(conv({{{"role", "tool"}, {"content", "x"}, {"tool_call_id", "1"}}, user})).param, "messages[0].role");
+  EXPECT_EQ(err(conv({user, {{"role", "assistant"}, {"content", "x"}, {"tool_calls", {{{"id", "1"}}}}}, user})).param,
+            "messages[1].tool_calls");
+  EXPECT_EQ(err(conv({user, {{"role", "assistant"}, {"content", "x"}}})).param, "messages");  // the user's turn is last
+  EXPECT_EQ(err(conv({{{"role", "assistant"}, {"content", {{{"type", "image_url"}, {"image_url", uri}}}}}, user})).param,
+            "messages[0].content[0]");
+  const json five_images = {{"role", "user"}, {"content", {{{"type", "image_url"}, {"image_url", uri}}, {{"type", "image_url"}, {"image_url", uri}}, {{"type", "image_url"}, {"image_url", uri}}}}};
+  EXPECT_EQ(err(conv({five_images, {{"role", "assistant"}, {"content", "ok"}}, five_images})).param, "messages[2].content");
+  // greedy when asked: temperature 0
+  EXPECT_EQ(*parse_chat(with("temperature", 0), c, l).options.temperature, 0.0);
 }
 
 TEST(ServerApi, Base64AndDataUris) {
@@ -316,15 +435,31 @@ TEST(ServerApi, ResponseShapesFollowOpenAI) {
   EXPECT_EQ(r["created"], 1700000000);
   EXPECT_EQ(r["data"][0]["b64_json"], "AQID");
   EXPECT_EQ(r["size"], "64x48");
-  json chunk = chat_chunk("id1", "x-omni", 5, {{"content", "hi"}});
+  r = images_response({g}, 1700000000, ImageUsage{5, 3, 7});
+  EXPECT_EQ(r["usage"], json({{"input_tokens", 8},
+                              {"input_tokens_details", {{"text_tokens", 5}, {"image_tokens", 3}}},
+                              {"output_tokens", 7},
+                              {"total_tokens", 15}}));
+  json chunk = chat_chunk("id1", "x-omni", 5, 1, {{"content", "hi"}});
   EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+  EXPECT_EQ(chunk["choices"][0]["index"], 1);
   EXPECT_EQ(chunk["choices"][0]["delta"]["content"], "hi");
   EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
-  EXPECT_EQ(chat_chunk("id1", "x-omni", 5, json::object(), "stop")["choices"][0]["finish_reason"], "stop");
-  json full = chat_response("id1", "x-omni", 5, "answer");
+  EXPECT_FALSE(chunk.contains("usage"));
+  EXPECT_TRUE(chat_chunk("id1", "x-omni", 5, 0, {{"content", "hi"}}, nullptr, true)["usage"].is_null());
+  EXPECT_EQ(chat_chunk("id1", "x-omni", 5, 0, json::object(), "length")["choices"][0]["finish_reason"], "length");
+  ChatResult result{{{"answer", "stop"}, {"other", "length"}}, 11, 7};
+  json full = chat_response("id1", "x-omni", 5, result);
   EXPECT_EQ(full["object"], "chat.completion");
   EXPECT_EQ(full["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(full["choices"][0]["message"]["content"], "answer");
+  EXPECT_EQ(full["choices"][1]["index"], 1);
+  EXPECT_EQ(full["choices"][1]["finish_reason"], "length");
+  EXPECT_EQ(full["usage"], json({{"prompt_tokens", 11}, {"completion_tokens", 7}, {"total_tokens", 18}}));
+  EXPECT_EQ(full["system_fingerprint"].get<std::string>().rfind("omniflux-", 0), 0u);
+  json last = chat_usage_chunk("id1", "x-omni", 5, result);
+  EXPECT_TRUE(last["choices"].empty());
+  EXPECT_EQ(last["usage"]["total_tokens"], 18);
   json models = models_response(test_catalog());
   EXPECT_EQ(models["object"], "list");
   EXPECT_EQ(models["data"].size(), 3u);
@@ -370,7 +505,7 @@ TEST(ServerJobs, RunsInOrderAndBoundsTheQueue) {
       while (block && !release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       std::lock_guard<std::mutex> lock(m);
       order.push_back(id);
-      j.set_answer(std::to_string(id));
+      j.set_answer(ChatResult{{{std::to_string(id), "stop"}}, 0, 0});
     });
   };
   std::thread worker([&] { q.run(); });
@@ -383,9 +518,9 @@ TEST(ServerJobs, RunsInOrderAndBoundsTheQueue) {
   EXPECT_EQ(q.submit(d), JobQueue::Admit::Full);  // 1 running + 2 waiting
   EXPECT_GE(q.retry_after_seconds(), 1);
   release = true;
-  EXPECT_EQ(drain(*a).text, "1");
-  EXPECT_EQ(drain(*b).text, "2");
-  EXPECT_EQ(drain(*c).text, "3");
+  EXPECT_EQ(drain(*a).chat.choices.at(0).text, "1");
+  EXPECT_EQ(drain(*b).chat.choices.at(0).text, "2");
+  EXPECT_EQ(drain(*c).chat.choices.at(0).text, "3");
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
   EXPECT_EQ(q.stats().completed, 3u);
   q.shutdown();
@@ -405,7 +540,7 @@ TEST(ServerJobs, CancelWaitingAndRunningJobs) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
-  auto waiting = std::make_shared<Job>([](Job& j) { j.set_answer("never"); });
+  auto waiting = std::make_shared<Job>([](Job& j) { j.set_answer(ChatResult{{{"never", "stop"}}, 0, 0}); });
   ASSERT_EQ(q.submit(running), JobQueue::Admit::Accepted);
   while (steps < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_EQ(q.submit(waiting), JobQueue::Admit::Accepted);
@@ -423,7 +558,7 @@ TEST(ServerJobs, CancelWaitingAndRunningJobs) {
   // a token loop that cannot return false unwinds through Job::text
   auto tokens = std::make_shared<Job>([&](Job& j) {
     for (int i = 0;; ++i) {
-      j.text("t");
+      j.text(0, "t");
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });

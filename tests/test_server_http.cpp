@@ -30,6 +30,7 @@
 
 #include "api.h"
 #include "omniflux/io/image.h"
+#include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
 #include "test_util.h"
 
@@ -479,8 +480,16 @@ TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
   const std::string png = png_of(img);
   // what the library answers, in this process
   auto pipe = xomni::XOmniPipeline::load((tiny_root() / "x-omni").string(), "");
+  ChatOptions co;
+  co.max_new_tokens = 12;
   std::string pieces;
-  const std::string expected = pipe.chat(img, "What is in the picture?", [&](const std::string& p) { pieces += p; }, 12).value();
+  const ChatAnswer expected = pipe.chat({{"user", {ChatPart::make_text("What is in the picture?"), ChatPart::make_image(img)}}}, co,
+                                        [&](const std::string& p) {
+                                          pieces += p;
+                                          return true;
+                                        })
+                                  .value();
+  EXPECT_EQ(expected.text, pipe.chat(img, "What is in the picture?", {}, 12).value());  // chat.py's one turn
 
   auto c = s.client();
   auto r = c.Post("/v1/chat/completions", chat_body("x-omni", "What is in the picture?", {png}, false, 12).dump(),
@@ -490,8 +499,12 @@ TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
   json j = body_json(r);
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["model"], "x-omni");
-  EXPECT_EQ(j["choices"][0]["message"]["content"], expected);
-  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], expected.text);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], expected.finish == sampling::FinishReason::Length ? "length" : "stop");
+  EXPECT_EQ(j["usage"]["prompt_tokens"], expected.prompt_tokens);
+  EXPECT_EQ(j["usage"]["completion_tokens"], expected.completion_tokens);
+  EXPECT_EQ(j["usage"]["total_tokens"], expected.prompt_tokens + expected.completion_tokens);
+  EXPECT_TRUE(j["system_fingerprint"].is_string());
 
   Streamed st = post_stream(s, "/v1/chat/completions", chat_body("x-omni", "What is in the picture?", {png}, true, 12));
   EXPECT_EQ(st.status, 200);
@@ -503,21 +516,50 @@ TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
   for (size_t i = 0; i + 1 < events.size(); ++i) {
     json k = json::parse(events[i].data);
     EXPECT_EQ(k["object"], "chat.completion.chunk");
+    EXPECT_FALSE(k.contains("usage"));  // not asked for
     ids.insert(k["id"].get<std::string>());
     const json& d = k["choices"][0]["delta"];
     if (i == 0) EXPECT_EQ(d["role"], "assistant");
     if (d.contains("content")) streamed += d["content"].get<std::string>();
-    if (i + 2 == events.size()) EXPECT_EQ(k["choices"][0]["finish_reason"], "stop");
+    if (i + 2 == events.size()) EXPECT_EQ(k["choices"][0]["finish_reason"], j["choices"][0]["finish_reason"]);
   }
   EXPECT_EQ(ids.size(), 1u);
   EXPECT_EQ(streamed, pieces);
   EXPECT_GT(events.size(), 4u) << "the answer should arrive in several chunks";
 
-  // UniWorld's Qwen2.5-VL answer, with two images, streamed as one piece
-  st = post_stream(s, "/v1/chat/completions",
-                   chat_body("uniworld-v1", "What is in this picture?", {png, png_of(gradient_image(48, 48, 1))}, true, 6));
+  // UniWorld's Qwen2.5-VL answer with two images and a system turn streams token by token too,
+  // with the usage chunk last when asked for.
+  auto uw = UniWorldPipeline::load((tiny_root() / "uniworld-v1").string(), (tiny_root() / "flux.1-dev").string(),
+                                   (tiny_root() / "siglip2").string());
+  const Image second = gradient_image(48, 48, 1);
+  co.max_new_tokens = 8;
+  const ChatAnswer uw_expected =
+      uw.chat({ChatTurn::text("system", "Be brief."),
+               {"user", {ChatPart::make_text("What is in this picture?"), ChatPart::make_image(img), ChatPart::make_image(second)}}},
+              co)
+          .value();
+  json body = chat_body("uniworld-v1", "What is in this picture?", {png, png_of(second)}, true, 8);
+  body["messages"].insert(body["messages"].begin(), json{{"role", "system"}, {"content", "Be brief."}});
+  body["stream_options"] = {{"include_usage", true}};
+  st = post_stream(s, "/v1/chat/completions", body);
   EXPECT_EQ(st.status, 200);
-  EXPECT_EQ(parse_sse(st.body).back().data, "[DONE]");
+  events = parse_sse(st.body);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_EQ(events.back().data, "[DONE]");
+  streamed.clear();
+  int text_chunks = 0;
+  for (size_t i = 0; i + 2 < events.size(); ++i) {
+    json k = json::parse(events[i].data);
+    EXPECT_TRUE(k["usage"].is_null());
+    const json& d = k["choices"][0]["delta"];
+    if (d.contains("content") && !d["content"].get<std::string>().empty()) ++text_chunks, streamed += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(streamed, uw_expected.text);
+  if (uw_expected.text.size() > 1) EXPECT_GT(text_chunks, 1) << "UniWorld's answer should stream in pieces";
+  json last = json::parse(events[events.size() - 2].data);
+  EXPECT_TRUE(last["choices"].empty());
+  EXPECT_EQ(last["usage"]["prompt_tokens"], uw_expected.prompt_tokens);
+  EXPECT_EQ(last["usage"]["completion_tokens"], uw_expected.completion_tokens);
   EXPECT_EQ(s.stop(), 0);
 }
 

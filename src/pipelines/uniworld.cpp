@@ -75,6 +75,41 @@ void require_folder(const std::string& path, const char* what) {
   if (!fs::is_directory(path, ec)) throw Error(std::string(what) + " folder not found", path, "a folder", "missing");
 }
 
+// The VLM's text answer to a built prompt (app.py: model.generate, then batch_decode with special
+// tokens skipped). Finish Cancelled when `stream` cancelled.
+ChatAnswer vlm_answer(const UniWorldPipeline::Impl& m, const UniWorldPipeline::VlmPrompt& p, const ChatOptions& o,
+                      const ChatStream& stream) {
+  sampling::TextGenerationOptions g = chat_generation_options(o, 128);  // app.py: max_new_tokens=128
+  g.eos_token_ids = {m.vlm_cfg.eos_token_id};
+  if (auto eot = m.tokenizer->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
+  check_context_length(p.ids.size(1), g.max_new_tokens, m.vlm_cfg.text.max_position_embeddings,
+                       "UniWorld text answer (prompt + max_new_tokens)");
+  const qwen2_5_vl::Qwen2_5_VL vlm = m.vlm.get();
+  nn::KVCache cache = vlm.new_cache(1, p.ids.size(1) + g.max_new_tokens);
+  at::Tensor first = vlm.prefill(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache).squeeze(1);
+  check_finite(first, "UniWorld VLM prefill logits");
+  const int64_t known = m.tokenizer->vocab_size();
+  auto decode = [&](const std::vector<int64_t>& ids) {
+    // The embedding table is padded past the tokenizer (152064 vs 151665 ids); HF's fast
+    // tokenizer decodes such ids to nothing.
+    std::vector<int64_t> kept;
+    for (int64_t id : ids)
+      if (id < known) kept.push_back(id);
+    return m.tokenizer->decode(kept, /*skip_special_tokens=*/true);
+  };
+  auto step = [&](int64_t id) {
+    return vlm.decode_one(at::full({1}, id, at::TensorOptions().dtype(at::kLong).device(first.device())), cache).squeeze(1);
+  };
+  sampling::TextGeneration t =
+      sampling::generate_text(first, step, decode, g, p.ids.to(first.device(), at::kLong), stream);
+  ChatAnswer a;
+  a.text = std::move(t.text);
+  a.prompt_tokens = p.ids.size(1);
+  a.completion_tokens = t.completion_tokens;
+  a.finish = t.finish;
+  return a;
+}
+
 }  // namespace
 
 UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const std::string& flux_folder,
@@ -181,13 +216,39 @@ std::string UniWorldPipeline::chat_text(const std::string& prompt, int num_image
 
 UniWorldPipeline::VlmPrompt UniWorldPipeline::build_prompt(const std::string& prompt,
                                                            const std::vector<Image>& images) const {
+  if (images.size() > static_cast<size_t>(kUniWorldMaxImages))
+    throw Error("too many reference images", "UniWorldPipeline", "0 to " + std::to_string(kUniWorldMaxImages),
+                std::to_string(images.size()));
+  // app.py: the prompt text first, then one placeholder per reference image.
+  ChatTurn user{"user", {ChatPart::make_text(prompt)}};
+  for (const Image& im : images) user.parts.push_back(ChatPart::make_image(im));
+  return build_chat_prompt({user});
+}
+
+UniWorldPipeline::VlmPrompt UniWorldPipeline::build_chat_prompt(const std::vector<ChatTurn>& turns) const {
   const Impl& m = *impl_;
+  std::vector<text::ChatMessage> messages;
+  std::vector<Image> images;
+  for (const ChatTurn& t : turns) {
+    text::ChatMessage msg{t.role, {}};
+    for (const ChatPart& part : t.parts) {
+      if (part.is_image) {
+        msg.content.push_back(text::ChatContent::image());
+        images.push_back(part.image);
+      } else if (!msg.content.empty() && msg.content.back().type == text::ChatContent::Type::Text) {
+        msg.content.back().text += part.text;  // the template concatenates adjacent text parts
+      } else {
+        msg.content.push_back(text::ChatContent::make_text(part.text));
+      }
+    }
+    messages.push_back(std::move(msg));
+  }
   if (images.size() > static_cast<size_t>(kUniWorldMaxImages))
     throw Error("too many reference images", "UniWorldPipeline", "0 to " + std::to_string(kUniWorldMaxImages),
                 std::to_string(images.size()));
   VlmPrompt p;
   std::vector<text::TextSpan> user_text;
-  const std::string chat = text::render_uniworld(prompt, static_cast<int>(images.size()), &user_text);
+  const std::string chat = text::render_uniworld(messages, &user_text);
   std::vector<int64_t> ids = text::encode_prompt(*m.tokenizer, chat, user_text, m.special_tokens);
   std::vector<int64_t> counts;
   if (!images.empty()) {
@@ -275,6 +336,14 @@ std::pair<int64_t, int64_t> UniWorldPipeline::output_size(const UniWorldOptions&
   return hw;
 }
 
+std::optional<ChatAnswer> UniWorldPipeline::chat(const std::vector<ChatTurn>& turns, const ChatOptions& options,
+                                                  const ChatStream& stream) const {
+  check_chat_turns(turns, kUniWorldMaxImages, "UniWorldPipeline::chat");
+  ChatAnswer a = vlm_answer(*impl_, build_chat_prompt(turns), options, stream);
+  if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
+  return a;
+}
+
 std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, const ProgressCallback& progress) const {
   const Impl& m = *impl_;
   if (opt.images.size() > static_cast<size_t>(kUniWorldMaxImages))
@@ -282,6 +351,8 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
                 std::to_string(opt.images.size()));
   if (opt.steps < 1 || opt.steps > 1000) throw Error("invalid number of steps", "UniWorldPipeline", "1..1000", std::to_string(opt.steps));
   check_guidance(opt.guidance, "UniWorldPipeline: guidance");
+  if (opt.task != UniWorldTask::Image && opt.max_new_tokens < 1)
+    throw Error("invalid max_new_tokens", "UniWorldPipeline", ">= 1", std::to_string(opt.max_new_tokens));
   if (opt.max_sequence_length < 1 || opt.max_sequence_length > 512)
     throw Error("invalid max_sequence_length", "UniWorldPipeline", "1..512", std::to_string(opt.max_sequence_length));
   const auto [height, width] = output_size(opt);
@@ -299,24 +370,11 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
   if (opt.task == UniWorldTask::Auto) image = route_to_image(p.ids, hidden);
   UniWorldResult r;
   if (!image) {
-    // app.py: model.generate(**inputs, max_new_tokens=128), special tokens skipped.
-    sampling::GenerateOptions g;
-    g.max_new_tokens = opt.max_new_tokens;
-    g.eos_token_ids = {m.vlm_cfg.eos_token_id};
-    if (auto eot = m.tokenizer->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
-    g.pad_token_id = g.eos_token_ids[0];
-    at::Tensor out = m.vlm.get().generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g).cpu();
-    std::vector<int64_t> ids;
-    const int64_t known = m.tokenizer->vocab_size();
-    for (int64_t i = 0; i < out.size(1); ++i) {
-      const int64_t id = out[0][i].item<int64_t>();
-      if (std::find(g.eos_token_ids.begin(), g.eos_token_ids.end(), id) != g.eos_token_ids.end()) break;
-      // The embedding table is padded past the tokenizer (152064 vs 151665 ids); HF's fast
-      // tokenizer decodes such ids to nothing.
-      if (id < known) ids.push_back(id);
-    }
+    // app.py: model.generate(**inputs, max_new_tokens=128), greedy, special tokens skipped.
+    ChatOptions greedy;
+    greedy.max_new_tokens = opt.max_new_tokens;
     r.is_image = false;
-    r.text = m.tokenizer->decode(ids, /*skip_special_tokens=*/true);
+    r.text = vlm_answer(m, p, greedy, {}).text;
     if (progress && !progress("answer", 1, 1)) return std::nullopt;
     return r;
   }

@@ -516,65 +516,93 @@ ImageCodes XOmniPipeline::tokenize_image(const Image& image) const {
 at::Tensor XOmniPipeline::chat_prompt(const ImageCodes& image, const std::string& question) const {
   text::XOmniChatOptions o;
   o.system_prompt = impl_->system_prompt;
-  const std::string image_part = image_text(image) + "\n";  // chat.py: image text, newline, question
+  // chat.py: the image text, a newline, then the question; only the question is the user's text
+  // (the image text is ours and must parse as special tokens).
+  text::ChatMessage user{"user", {text::ChatContent::make_markup(image_text(image) + "\n"), text::ChatContent::make_text(question)}};
   std::vector<text::TextSpan> user_text;
-  const std::string chat = text::render_xomni_chat(image_part + question, o, &user_text);
-  // Only the question is the user's: the image text is ours and must parse.
-  for (text::TextSpan& sp : user_text) sp.begin += image_part.size();
+  const std::string chat = text::render_xomni_chat(std::vector<text::ChatMessage>{user}, o, &user_text);
   return as_ids(text::encode_prompt(*impl_->tokenizer, chat, user_text, special_tokens_));
 }
 
-namespace {
-// A decoded prefix can end inside a multi-byte character (shown as U+FFFD); hold it back.
-size_t complete_utf8_prefix(const std::string& s) {
-  static const std::string repl = "\xEF\xBF\xBD";
-  size_t n = s.size();
-  while (n >= repl.size() && s.compare(n - repl.size(), repl.size(), repl) == 0) n -= repl.size();
-  return n;
+at::Tensor XOmniPipeline::chat_prompt(const std::vector<ChatTurn>& turns) const {
+  check_chat_turns(turns, 1, "X-Omni chat");
+  std::vector<text::ChatMessage> messages;
+  for (const ChatTurn& t : turns) {
+    text::ChatMessage m{t.role, {}};
+    std::string question;
+    for (const ChatPart& part : t.parts) {
+      if (part.is_image)
+        m.content.push_back(text::ChatContent::make_markup(image_text(tokenize_image(part.image)) + "\n"));
+      else
+        question += part.text;  // the template concatenates adjacent text parts
+    }
+    if (!question.empty() || m.content.empty()) m.content.push_back(text::ChatContent::make_text(question));
+    messages.push_back(std::move(m));
+  }
+  text::XOmniChatOptions o;
+  o.system_prompt = impl_->system_prompt;
+  std::vector<text::TextSpan> user_text;
+  const std::string chat = text::render_xomni_chat(messages, o, &user_text);
+  return as_ids(text::encode_prompt(*impl_->tokenizer, chat, user_text, special_tokens_));
 }
-}  // namespace
+
+ChatAnswer XOmniPipeline::answer(const at::Tensor& ids, sampling::TextGenerationOptions g, const ChatStream& stream) const {
+  // chat.py returns texts[0] of mmdecode over the answer ids: the text before any image the model
+  // wrote. Without a stop string cutting it, the answer is that.
+  check_context_length(ids.size(1), g.max_new_tokens, impl_->lm_cfg.text.max_position_embeddings, "X-Omni chat");
+  const XOmniLM lm = impl_->lm.get();  // after the image tokenizer ran (model offload swaps them)
+  g.eos_token_ids = {impl_->im_end};
+  nn::KVCache cache = lm.new_cache(1, ids.size(1) + g.max_new_tokens);
+  at::Tensor first = lm.prefill(ids, cache, Mode::Text).squeeze(1);
+  check_finite(first, "X-Omni chat prefill logits");
+  auto step = [&](int64_t id) {
+    return lm.decode_one(at::full({1}, id, at::TensorOptions().dtype(at::kLong).device(first.device())), cache, Mode::Text);
+  };
+  std::vector<int64_t> sampled;  // the ids of the last decode: the whole answer
+  auto decode = [&](const std::vector<int64_t>& answer) {
+    sampled = answer;
+    return impl_->tokenizer->decode(answer, false);
+  };
+  sampling::TextGeneration t = sampling::generate_text(first, step, decode, g, ids.to(first.device(), at::kLong), stream);
+  ChatAnswer a;
+  a.prompt_tokens = ids.size(1);
+  a.completion_tokens = t.completion_tokens;
+  a.finish = t.finish;
+  const bool cut_by_stop = t.finish == sampling::FinishReason::Stop && !g.stop.empty() &&
+                           t.text.size() < impl_->tokenizer->decode(sampled, false).size();
+  a.text = cut_by_stop || t.finish == sampling::FinishReason::Cancelled ? std::move(t.text) : mmdecode(sampled).texts.front();
+  return a;
+}
+
+std::optional<ChatAnswer> XOmniPipeline::chat(const std::vector<ChatTurn>& turns, const ChatOptions& options,
+                                              const ChatStream& stream) const {
+  const at::Tensor ids = chat_prompt(turns);
+  // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
+  // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
+  const double rp = impl_->generation_config ? impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4) : 1.0;
+  ChatAnswer a = answer(ids, chat_generation_options(options, 512, rp), stream);
+  if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
+  return a;
+}
 
 std::optional<std::string> XOmniPipeline::chat(const Image& image, const std::string& question,
                                                const TextCallback& on_text, int64_t max_new_tokens,
                                                const TokenProgress& progress) const {
   if (max_new_tokens < 1) throw Error("max_new_tokens must be >= 1", "X-Omni chat", ">= 1", std::to_string(max_new_tokens));
   const at::Tensor ids = chat_prompt(tokenize_image(image), question);
-  check_context_length(ids.size(1), max_new_tokens, impl_->lm_cfg.text.max_position_embeddings, "X-Omni chat");
-  const XOmniLM lm = impl_->lm.get();  // after the image tokenizer ran (model offload swaps them)
-  // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
-  // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
-  sampling::SamplingOptions s;
-  s.do_sample = false;
-  if (impl_->generation_config) s.repetition_penalty = impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4);
-  nn::KVCache cache = lm.new_cache(1, ids.size(1) + max_new_tokens);
-  at::Tensor logits = lm.prefill(ids, cache, Mode::Text).squeeze(1);
-  check_finite(logits, "X-Omni chat prefill logits");
-  std::vector<int64_t> answer;
-  at::Tensor history = ids.clone();
-  size_t emitted = 0;
-  for (int64_t i = 0; i < max_new_tokens; ++i) {
-    at::Tensor scores = sampling::process_scores(logits.to(at::kFloat), history.to(logits.device()), s);
-    const int64_t next = scores.argmax(-1).item<int64_t>();
-    if (next == impl_->im_end) break;
-    answer.push_back(next);
-    if (on_text) {
-      const std::string text = impl_->tokenizer->decode(answer, false);
-      const size_t n = complete_utf8_prefix(text);
-      if (n > emitted) {
-        on_text(text.substr(emitted, n - emitted));
-        emitted = n;
-      }
-    }
-    if (progress && !progress(i + 1, max_new_tokens)) return std::nullopt;
-    if (i + 1 == max_new_tokens) break;
-    history = at::cat({history, at::full({1, 1}, next, at::kLong)}, 1);
-    logits = lm.decode_one(at::full({1}, next, at::kLong).to(logits.device()), cache, Mode::Text);
-  }
-  if (on_text) {
-    const std::string text = impl_->tokenizer->decode(answer, false);
-    if (text.size() > emitted) on_text(text.substr(emitted));
-  }
-  return mmdecode(answer).texts.front();  // chat.py: texts[0]
+  ChatOptions options;
+  options.max_new_tokens = max_new_tokens;
+  const double rp = impl_->generation_config ? impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4) : 1.0;
+  sampling::TextGenerationOptions g = chat_generation_options(options, 512, rp);
+  if (progress) g.on_token = [&](int64_t done) { return progress(done, max_new_tokens); };
+  ChatStream stream;
+  if (on_text) stream = [&](const std::string& piece) {
+    on_text(piece);
+    return true;
+  };
+  ChatAnswer a = answer(ids, g, stream);
+  if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
+  return a.text;
 }
 
 }  // namespace omniflux::xomni

@@ -9,15 +9,15 @@ namespace {
 constexpr const char* kImStart = "<|im_start|>";
 constexpr const char* kImEnd = "<|im_end|>\n";
 
-std::string text_only(const ChatMessage& m, const char* where) {
-  std::string s;
+// Appends a text-only message's content to `out`, reporting each non-markup item in user_text.
+void append_text_only(std::string& out, const ChatMessage& m, const char* where, std::vector<TextSpan>* user_text) {
   for (const auto& c : m.content) {
     if (c.type != ChatContent::Type::Text) {
       throw Error("this chat template takes text only", where, "text content", "an image or video item");
     }
-    s += c.text;
+    if (user_text && !c.markup && !c.text.empty()) user_text->push_back({out.size(), out.size() + c.text.size()});
+    out += c.text;
   }
-  return s;
 }
 
 }  // namespace
@@ -60,11 +60,16 @@ std::string render_uniworld(std::string_view prompt, int num_images, std::vector
   if (num_images < 0) throw Error("negative image count", "render_uniworld", ">= 0", std::to_string(num_images));
   ChatMessage user{"user", {ChatContent::make_text(std::string(prompt))}};
   for (int i = 0; i < num_images; ++i) user.content.push_back(ChatContent::image());
+  return render_uniworld(std::vector<ChatMessage>{user}, user_text);
+}
+
+std::string render_uniworld(const std::vector<ChatMessage>& messages, std::vector<TextSpan>* user_text) {
   std::vector<TextSpan> spans;
-  const std::string full = render_qwen2_5_vl({user}, {}, &spans);
+  const std::string full = render_qwen2_5_vl(messages, {}, &spans);
   // app.py: '<|im_end|>\n'.join(text.split('<|im_end|>\n')[1:]) drops the system turn, which is
   // everything up to and including the first "<|im_end|>\n" (the default system prompt has none).
-  const size_t cut = full.find(kImEnd) + std::string(kImEnd).size();
+  // A system message of the caller's is kept: app.py never has one, and dropping it would ignore it.
+  const size_t cut = !messages.empty() && messages[0].role == "system" ? 0 : full.find(kImEnd) + std::string(kImEnd).size();
   if (user_text)
     for (const TextSpan& sp : spans) user_text->push_back({sp.begin - cut, sp.end - cut});
   return full.substr(cut);
@@ -76,9 +81,8 @@ std::string render_xomni_chat(const std::vector<ChatMessage>& messages, const XO
   size_t first = 0;
   if (!messages.empty() && messages[0].role == "system") {
     out += std::string(kImStart) + "system\n";
-    const std::string t = text_only(messages[0], "render_xomni_chat: system");
-    if (user_text && !t.empty()) user_text->push_back({out.size(), out.size() + t.size()});
-    out += t + kImEnd;
+    append_text_only(out, messages[0], "render_xomni_chat: system", user_text);
+    out += kImEnd;
     first = 1;
   } else if (options.system_prompt) {
     out += std::string(kImStart) + "system\n" + *options.system_prompt + kImEnd;
@@ -89,9 +93,8 @@ std::string render_xomni_chat(const std::vector<ChatMessage>& messages, const XO
       throw Error("unsupported chat role", "render_xomni_chat", "system, user or assistant", m.role);
     }
     out += kImStart + m.role + "\n";
-    const std::string t = text_only(m, "render_xomni_chat");
-    if (user_text && !t.empty()) user_text->push_back({out.size(), out.size() + t.size()});
-    out += t + kImEnd;
+    append_text_only(out, m, "render_xomni_chat", user_text);
+    out += kImEnd;
   }
   if (options.add_generation_prompt) out += std::string(kImStart) + "assistant\n";
   return out;

@@ -1,10 +1,12 @@
 #include "api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <set>
 
+#include "omniflux/build_info.h"
 #include "omniflux/error.h"
 #include "omniflux/pipelines/flux.h"
 
@@ -74,24 +76,28 @@ json parse_json_body(const std::string& body) {
 
 namespace {
 
-enum class Kind { Str, Int, Num, Bool };
+// Any: a structured value, checked by the parser that reads it.
+enum class Kind { Str, Int, Num, Bool, Any };
 const char* kind_name(Kind k) {
   switch (k) {
     case Kind::Str: return "a string";
     case Kind::Int: return "an integer";
     case Kind::Num: return "a number";
     case Kind::Bool: return "a boolean";
+    case Kind::Any: return "a value";
   }
   return "?";
 }
 
 using Schema = std::map<std::string, Kind>;
 
-// The image endpoints' fields (OpenAI's, then ours).
+// The image endpoints' fields (OpenAI's generation and edit fields, then ours).
 const Schema& image_schema() {
   static const Schema s = {
       {"model", Kind::Str}, {"prompt", Kind::Str}, {"n", Kind::Int}, {"size", Kind::Str},
       {"response_format", Kind::Str}, {"output_format", Kind::Str}, {"user", Kind::Str}, {"stream", Kind::Bool},
+      {"quality", Kind::Str}, {"style", Kind::Str}, {"background", Kind::Str}, {"moderation", Kind::Str},
+      {"output_compression", Kind::Int}, {"partial_images", Kind::Int}, {"input_fidelity", Kind::Str},
       {"seed", Kind::Int}, {"steps", Kind::Int}, {"guidance", Kind::Num}, {"negative_prompt", Kind::Str},
       {"true_cfg_scale", Kind::Num}, {"use_t5", Kind::Bool}, {"snap", Kind::Bool}, {"temperature", Kind::Num},
       {"top_k", Kind::Int}, {"top_p", Kind::Num}, {"min_p", Kind::Num}, {"decoder_cfg_scale", Kind::Num},
@@ -113,6 +119,7 @@ void check_fields(const json& j, const Schema& schema, const std::string& prefix
       case Kind::Int: ok = v.is_number_integer(); break;
       case Kind::Num: ok = v.is_number(); break;
       case Kind::Bool: ok = v.is_boolean(); break;
+      case Kind::Any: ok = true; break;
     }
     if (!ok)
       throw ApiError(400, "'" + it.key() + "' must be " + kind_name(f->second) + ", got " + v.type_name(),
@@ -121,6 +128,23 @@ void check_fields(const json& j, const Schema& schema, const std::string& prefix
 }
 
 bool has(const json& j, const char* key) { return j.contains(key) && !j.at(key).is_null(); }
+
+std::string quoted_list(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "\"" : ", \"") + x + "\"";
+  return s;
+}
+
+// A string field that has no effect here: its default and other values that change nothing are
+// accepted, anything else is refused with what is supported and why.
+void accept_only(const json& j, const char* key, const std::vector<std::string>& accepted, const std::string& why) {
+  if (!has(j, key)) return;
+  const std::string v = j.at(key).get<std::string>();
+  if (std::find(accepted.begin(), accepted.end(), v) != accepted.end()) return;
+  if (accepted.empty()) throw ApiError(400, std::string("'") + key + "' is not supported here (" + why + ")", key, "unsupported_parameter");
+  throw ApiError(400, std::string("'") + key + "' must be " + quoted_list(accepted) + " here (" + why + "), got \"" + v + "\"",
+                 key, "unsupported_value");
+}
 
 std::optional<std::string> get_str(const json& j, const char* key) {
   if (!has(j, key)) return std::nullopt;
@@ -251,8 +275,24 @@ ImageRequest parse_image_common(const json& body, const Catalog& catalog, const 
   if (auto f = get_str(body, "response_format"); f && *f != "b64_json")
     throw ApiError(400, "'response_format' must be \"b64_json\" (the server keeps no files to link to), got \"" + *f + "\"",
                    "response_format", "invalid_value");
-  if (auto f = get_str(body, "output_format"); f && *f != "png")
-    throw ApiError(400, "'output_format' must be \"png\", got \"" + *f + "\"", "output_format", "invalid_value");
+  accept_only(body, "output_format", {"png", "jpeg"}, "WebP is not written");
+  r.output_format = get_str(body, "output_format").value_or("png");
+  if (auto c = get_int(body, "output_compression", 0, 100)) {
+    if (r.output_format != "jpeg" && *c != 100)
+      throw ApiError(400, "'output_compression' applies to output_format \"jpeg\" (PNG is lossless)", "output_compression",
+                     "unsupported_parameter");
+    r.output_compression = *c;
+  }
+  accept_only(body, "quality", {"auto"}, "quality follows 'steps' and 'size'");
+  accept_only(body, "style", {"vivid"}, "the prompt sets the style; \"vivid\" is accepted as the default and does nothing");
+  accept_only(body, "background", {"auto", "opaque"}, "images are opaque RGB");
+  accept_only(body, "moderation", {"auto", "low"}, "no moderation model runs here");
+  accept_only(body, "input_fidelity", {"low"}, "the references condition the model as it was trained");
+  if (!edit && has(body, "input_fidelity"))
+    throw ApiError(400, "'input_fidelity' applies to edits only", "input_fidelity", "unsupported_parameter");
+  if (auto p = get_int(body, "partial_images", 0, 3); p && *p != 0)
+    throw ApiError(400, "'partial_images' must be 0: no partial images are made (streams send progress events)",
+                   "partial_images", "unsupported_value");
 
   r.width = m.width;
   r.height = m.height;
@@ -371,107 +411,267 @@ ImageRequest parse_image_edit(const std::vector<FormPart>& parts, const Catalog&
   return r;
 }
 
+namespace {
+
+// The chat request's fields: OpenAI's (Create chat completion), then ours.
+const Schema& chat_schema() {
+  static const Schema s = {
+      {"model", Kind::Str}, {"messages", Kind::Any}, {"stream", Kind::Bool}, {"stream_options", Kind::Any},
+      {"max_tokens", Kind::Int}, {"max_completion_tokens", Kind::Int}, {"temperature", Kind::Num}, {"top_p", Kind::Num},
+      {"n", Kind::Int}, {"seed", Kind::Int}, {"stop", Kind::Any}, {"presence_penalty", Kind::Num},
+      {"frequency_penalty", Kind::Num}, {"logit_bias", Kind::Any}, {"logprobs", Kind::Bool}, {"top_logprobs", Kind::Int},
+      {"user", Kind::Str}, {"metadata", Kind::Any}, {"store", Kind::Bool}, {"service_tier", Kind::Str},
+      {"parallel_tool_calls", Kind::Bool}, {"tools", Kind::Any}, {"tool_choice", Kind::Any}, {"functions", Kind::Any},
+      {"function_call", Kind::Any}, {"response_format", Kind::Any}, {"modalities", Kind::Any}, {"audio", Kind::Any},
+      {"prediction", Kind::Any}, {"reasoning_effort", Kind::Str}, {"verbosity", Kind::Str},
+      {"web_search_options", Kind::Any}, {"prompt_cache_key", Kind::Str}, {"safety_identifier", Kind::Str},
+      // extensions (README "Serving")
+      {"top_k", Kind::Int}, {"min_p", Kind::Num}, {"repetition_penalty", Kind::Num}};
+  return s;
+}
+
+[[noreturn]] void refuse(const std::string& param, const std::string& why, const char* code = "unsupported_parameter") {
+  throw ApiError(400, why, param, code);
+}
+
+// The fields that ask for what this server has no part of (tools, audio, structured output...):
+// their empty and default values are accepted, anything else refused.
+void check_chat_noops(const json& body) {
+  auto empty_array = [&](const char* k) {
+    if (has(body, k) && !(body.at(k).is_array() && body.at(k).empty()))
+      refuse(k, std::string("'") + k + "' is not supported: these models call no tools");
+  };
+  empty_array("tools");
+  empty_array("functions");
+  for (const char* k : {"tool_choice", "function_call"})
+    if (has(body, k) && !(body.at(k).is_string() && (body.at(k) == "none" || body.at(k) == "auto")))
+      refuse(k, std::string("'") + k + "' must be \"none\" or \"auto\": these models call no tools");
+  if (has(body, "response_format")) {
+    const json& rf = body.at("response_format");
+    if (!rf.is_object() || !rf.contains("type") || rf.at("type") != "text" || rf.size() != 1)
+      refuse("response_format", "'response_format' must be {\"type\": \"text\"}: JSON modes are not enforced here");
+  }
+  if (has(body, "modalities")) {
+    const json& m = body.at("modalities");
+    if (!m.is_array() || m.size() != 1 || m[0] != "text")
+      refuse("modalities", "'modalities' must be [\"text\"]: chat answers are text (images come from /v1/images)");
+  }
+  for (const char* k : {"audio", "prediction", "web_search_options"})
+    if (has(body, k)) refuse(k, std::string("'") + k + "' is not supported here");
+  if (has(body, "metadata") && !body.at("metadata").is_object())
+    throw ApiError(400, "'metadata' must be an object", "metadata", "invalid_type");
+  if (get_bool(body, "store").value_or(false)) refuse("store", "'store' must be false: the server keeps no completions");
+  accept_only(body, "service_tier", {"auto", "default"}, "one tier serves every request");
+  accept_only(body, "reasoning_effort", {}, "these models do not reason in hidden tokens");
+  accept_only(body, "verbosity", {"medium"}, "the answer length follows max_tokens and the prompt");
+  if (get_bool(body, "logprobs").value_or(false))
+    refuse("logprobs", "'logprobs' is not supported: answers carry no log probabilities");
+  if (get_int(body, "top_logprobs", 0, 20).value_or(0) != 0)
+    refuse("top_logprobs", "'top_logprobs' needs logprobs, which are not supported");
+}
+
+std::vector<std::string> parse_stop(const json& body) {
+  std::vector<std::string> stop;
+  if (!has(body, "stop")) return stop;
+  const json& v = body.at("stop");
+  if (v.is_string()) {
+    stop.push_back(v.get<std::string>());
+  } else if (v.is_array()) {
+    if (v.size() > 4) refuse("stop", "'stop' holds at most 4 strings, got " + std::to_string(v.size()), "invalid_value");
+    for (const json& x : v) {
+      if (!x.is_string()) throw ApiError(400, "'stop' must be a string or an array of strings", "stop", "invalid_type");
+      stop.push_back(x.get<std::string>());
+    }
+  } else {
+    throw ApiError(400, "'stop' must be a string or an array of strings", "stop", "invalid_type");
+  }
+  for (const auto& x : stop) {
+    if (x.empty()) refuse("stop", "a stop string must not be empty", "invalid_value");
+    if (x.size() > 256 || !valid_utf8(x)) refuse("stop", "a stop string must be valid UTF-8 of at most 256 bytes", "invalid_value");
+  }
+  return stop;
+}
+
+std::vector<std::pair<int64_t, double>> parse_logit_bias(const json& body, int64_t vocab) {
+  std::vector<std::pair<int64_t, double>> bias;
+  if (!has(body, "logit_bias")) return bias;
+  const json& v = body.at("logit_bias");
+  if (!v.is_object()) throw ApiError(400, "'logit_bias' must be an object of token id -> bias", "logit_bias", "invalid_type");
+  if (v.size() > 1024) refuse("logit_bias", "'logit_bias' names more than 1024 tokens", "invalid_value");
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& k = it.key();
+    const bool digits = !k.empty() && k.size() <= 9 && k.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits) refuse("logit_bias", "'logit_bias' keys must be token ids, got \"" + k.substr(0, 32) + "\"", "invalid_value");
+    const int64_t id = std::stoll(k);
+    if (vocab > 0 && id >= vocab)
+      refuse("logit_bias", "token id " + k + " is outside the vocabulary (0.." + std::to_string(vocab - 1) + ")", "invalid_value");
+    if (!it.value().is_number()) throw ApiError(400, "'logit_bias' values must be numbers", "logit_bias", "invalid_type");
+    const double b = it.value().get<double>();
+    if (!std::isfinite(b) || b < -100 || b > 100) refuse("logit_bias", "'logit_bias' values must be in -100..100", "invalid_value");
+    bias.emplace_back(id, b);
+  }
+  return bias;
+}
+
+// One message's content: a string, or parts (text, image_url; refusal parts of assistant turns).
+// Images are decoded here (data: URIs only).
+ChatTurn parse_message(const json& msg, const std::string& mp, const Limits& limits, int64_t& total_bytes) {
+  if (!msg.is_object()) throw ApiError(400, "each message must be an object", mp, "invalid_type");
+  if (!msg.contains("role") || !msg["role"].is_string())
+    throw ApiError(400, "each message needs a string 'role'", mp + ".role", "missing_required_parameter");
+  std::string role = msg["role"];
+  if (role == "tool" || role == "function")
+    refuse(mp + ".role", "'" + role + "' messages are not supported: these models call no tools");
+  if (role == "developer") role = "system";  // OpenAI's newer name for the same turn
+  if (role != "system" && role != "user" && role != "assistant")
+    throw ApiError(400, "the role must be \"system\", \"developer\", \"user\" or \"assistant\", got \"" + role + "\"",
+                   mp + ".role", "invalid_value");
+  for (auto it = msg.begin(); it != msg.end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "role" || k == "content" || k == "name") continue;
+    if (role == "assistant" && (k == "refusal" || k == "tool_calls" || k == "function_call" || k == "audio")) {
+      if (it.value().is_null() || (k == "tool_calls" && it.value().is_array() && it.value().empty()) ||
+          (k == "refusal" && it.value().is_string()))
+        continue;
+      refuse(mp + "." + k, "'" + k + "' in an assistant message is not supported: these models call no tools");
+    }
+    throw ApiError(400, "unknown field '" + k + "'", mp + "." + k, "unknown_parameter");
+  }
+  if (msg.contains("name") && !msg["name"].is_null() && !msg["name"].is_string())
+    throw ApiError(400, "'name' must be a string", mp + ".name", "invalid_type");
+  ChatTurn turn{role, {}};
+  auto add_text = [&](const std::string& t, const std::string& param) {
+    total_bytes += static_cast<int64_t>(t.size());
+    if (total_bytes > limits.max_prompt_bytes)
+      throw ApiError(400, "the messages' text is more than the limit of " + std::to_string(limits.max_prompt_bytes) + " bytes",
+                     param, "prompt_too_long");
+    turn.parts.push_back(ChatPart::make_text(check_text(t, param, limits, false)));
+  };
+  if (!msg.contains("content") || msg["content"].is_null()) {
+    if (role != "assistant") throw ApiError(400, "the message has no content", mp + ".content", "missing_required_parameter");
+    return turn;
+  }
+  const json& content = msg["content"];
+  if (content.is_string()) {
+    add_text(content.get<std::string>(), mp + ".content");
+    return turn;
+  }
+  if (!content.is_array()) throw ApiError(400, "'content' must be a string or an array of parts", mp + ".content", "invalid_type");
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string pp = mp + ".content[" + std::to_string(i) + "]";
+    if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+      throw ApiError(400, "a content part must be an object with a 'type'", pp, "invalid_type");
+    const std::string type = part["type"];
+    auto only_keys = [&](std::initializer_list<const char*> keys) {
+      for (auto it = part.begin(); it != part.end(); ++it) {
+        bool known = false;
+        for (const char* k : keys) known = known || it.key() == k;
+        if (!known) throw ApiError(400, "unknown field '" + it.key() + "'", pp + "." + it.key(), "unknown_parameter");
+      }
+    };
+    if (type == "text" || (type == "refusal" && role == "assistant")) {
+      const char* key = type == "text" ? "text" : "refusal";
+      if (!part.contains(key) || !part[key].is_string())
+        throw ApiError(400, std::string("a ") + type + " part needs a string '" + key + "'", pp + "." + key, "invalid_type");
+      only_keys({"type", key});
+      add_text(part[key].get<std::string>(), pp + "." + key);
+    } else if (type == "image_url") {
+      if (role != "user") refuse(pp, "only user messages may hold images", "invalid_value");
+      if (!part.contains("image_url"))
+        throw ApiError(400, "an image_url part needs 'image_url'", pp + ".image_url", "missing_required_parameter");
+      only_keys({"type", "image_url"});
+      const json& iu = part["image_url"];
+      std::string uri, param;
+      if (iu.is_string()) {
+        uri = iu.get<std::string>(), param = pp + ".image_url";
+      } else if (iu.is_object() && iu.contains("url") && iu["url"].is_string()) {
+        for (auto it = iu.begin(); it != iu.end(); ++it)
+          if (it.key() != "url" && it.key() != "detail")
+            throw ApiError(400, "unknown field '" + it.key() + "'", pp + ".image_url." + it.key(), "unknown_parameter");
+        // "detail" changes nothing: each model sizes images by its own processor.
+        accept_only(iu, "detail", {"auto", "low", "high"}, "each model sizes images by its own processor");
+        uri = iu["url"].get<std::string>(), param = pp + ".image_url.url";
+      } else {
+        throw ApiError(400, "'image_url' must be {\"url\": \"data:image/...;base64,...\"}", pp + ".image_url", "invalid_type");
+      }
+      turn.parts.push_back(ChatPart::make_image(decode_upload(decode_data_uri(uri, param, limits), param, limits)));
+    } else if (type == "input_audio" || type == "file") {
+      refuse(pp + ".type", "'" + type + "' parts are not supported: messages take text and image_url parts");
+    } else {
+      throw ApiError(400, "content part type must be \"text\" or \"image_url\", got \"" + type + "\"", pp + ".type",
+                     "invalid_value");
+    }
+  }
+  return turn;
+}
+
+}  // namespace
+
 ChatRequest parse_chat(const json& body, const Catalog& catalog, const Limits& limits) {
-  static const Schema schema = {{"model", Kind::Str},       {"stream", Kind::Bool},
-                                {"max_tokens", Kind::Int},  {"max_completion_tokens", Kind::Int},
-                                {"temperature", Kind::Num}, {"n", Kind::Int},
-                                {"user", Kind::Str}};
-  // messages and stream_options are structured: checked below.
-  json flat = body;
-  flat.erase("messages");
-  flat.erase("stream_options");
-  check_fields(flat, schema);
+  check_fields(body, chat_schema());
   ChatRequest r;
   const ModelCaps& m = pick_model(body, catalog, &ModelCaps::chat, "/v1/chat/completions");
   r.model = m.id;
+  check_chat_noops(body);
   r.stream = get_bool(body, "stream").value_or(false);
-  if (auto t = get_num(body, "temperature", 0, 2); t && *t != 0)
-    throw ApiError(400, "decoding is greedy: 'temperature' must be 0 or absent", "temperature", "unsupported_value");
-  get_int(body, "n", 1, 1);
-  const int64_t default_tokens = m.id == ModelId::UniWorld ? 128 : 512;  // app.py / chat.py
-  r.max_tokens = std::min(default_tokens, limits.max_tokens);
-  if (auto t = get_int(body, "max_tokens", 1, limits.max_tokens)) r.max_tokens = *t;
-  if (auto t = get_int(body, "max_completion_tokens", 1, limits.max_tokens)) r.max_tokens = *t;
   if (has(body, "stream_options")) {
     const json& so = body.at("stream_options");
     if (!so.is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options", "invalid_type");
     for (auto it = so.begin(); it != so.end(); ++it) {
-      if (it.key() != "include_usage")
+      // include_obfuscation pads chunks against length side channels; nothing here to pad, so
+      // either value is accepted.
+      if (it.key() != "include_usage" && it.key() != "include_obfuscation")
         throw ApiError(400, "unknown field '" + it.key() + "'", "stream_options." + it.key(), "unknown_parameter");
-      if (!it.value().is_boolean())
-        throw ApiError(400, "'include_usage' must be a boolean", "stream_options.include_usage", "invalid_type");
-      if (it.value().get<bool>())
-        throw ApiError(400, "token usage is not reported", "stream_options.include_usage", "unsupported_value");
+      if (!it.value().is_boolean() && !it.value().is_null())
+        throw ApiError(400, "'" + it.key() + "' must be a boolean", "stream_options." + it.key(), "invalid_type");
     }
+    if (!r.stream) refuse("stream_options", "'stream_options' applies only when 'stream' is true", "invalid_value");
+    r.include_usage = get_bool(so, "include_usage").value_or(false);
   }
+  ChatOptions& o = r.options;
+  o.max_new_tokens = std::min(m.chat_max_tokens, limits.max_tokens);
+  if (auto t = get_int(body, "max_tokens", 1, limits.max_tokens)) o.max_new_tokens = *t;
+  if (auto t = get_int(body, "max_completion_tokens", 1, limits.max_tokens)) o.max_new_tokens = *t;
+  o.temperature = get_num(body, "temperature", 0, 2);
+  o.top_p = get_num(body, "top_p", 0, 1);
+  o.top_k = get_int(body, "top_k", 0, 1 << 20);
+  if (o.top_k && *o.top_k == 0) o.top_k.reset();  // 0 = off, as absent
+  o.min_p = get_num(body, "min_p", 0, 1);
+  o.repetition_penalty = get_num(body, "repetition_penalty", 0.01, 100);
+  o.presence_penalty = get_num(body, "presence_penalty", -2, 2).value_or(0);
+  o.frequency_penalty = get_num(body, "frequency_penalty", -2, 2).value_or(0);
+  o.logit_bias = parse_logit_bias(body, m.vocab_size);
+  o.stop = parse_stop(body);
+  if (auto seed = get_int(body, "seed", INT64_MIN, INT64_MAX)) r.seed = static_cast<uint64_t>(*seed);
+  r.n = get_int(body, "n", 1, 4).value_or(1);
 
   if (!has(body, "messages")) throw ApiError(400, "'messages' is required", "messages", "missing_required_parameter");
   const json& msgs = body.at("messages");
-  if (!msgs.is_array() || msgs.empty())
-    throw ApiError(400, "'messages' must be a non-empty array", "messages", "invalid_type");
-  if (msgs.size() != 1)
-    throw ApiError(400, "'messages' must hold exactly one user message (one turn: its text and images)", "messages",
-                   "unsupported_value");
-  const json& msg = msgs[0];
-  const std::string mp = "messages[0]";
-  if (!msg.is_object()) throw ApiError(400, "each message must be an object", mp, "invalid_type");
-  for (auto it = msg.begin(); it != msg.end(); ++it)
-    if (it.key() != "role" && it.key() != "content" && it.key() != "name")
-      throw ApiError(400, "unknown field '" + it.key() + "'", mp + "." + it.key(), "unknown_parameter");
-  if (!msg.contains("role") || !msg["role"].is_string() || msg["role"] != "user")
-    throw ApiError(400, "the message's role must be \"user\"", mp + ".role", "invalid_value");
-  if (!msg.contains("content")) throw ApiError(400, "the message has no content", mp + ".content", "missing_required_parameter");
-  const json& content = msg["content"];
-  std::string text;
-  std::vector<std::pair<std::string, std::string>> uris;  // (param, uri)
-  if (content.is_string()) {
-    text = content.get<std::string>();
-  } else if (content.is_array()) {
-    for (size_t i = 0; i < content.size(); ++i) {
-      const json& part = content[i];
-      const std::string pp = mp + ".content[" + std::to_string(i) + "]";
-      if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-        throw ApiError(400, "a content part must be an object with a 'type'", pp, "invalid_type");
-      const std::string type = part["type"];
-      if (type == "text") {
-        if (!part.contains("text") || !part["text"].is_string())
-          throw ApiError(400, "a text part needs a string 'text'", pp + ".text", "invalid_type");
-        for (auto it = part.begin(); it != part.end(); ++it)
-          if (it.key() != "type" && it.key() != "text")
-            throw ApiError(400, "unknown field '" + it.key() + "'", pp + "." + it.key(), "unknown_parameter");
-        if (!text.empty()) text += "\n";
-        text += part["text"].get<std::string>();
-      } else if (type == "image_url") {
-        if (!part.contains("image_url")) throw ApiError(400, "an image_url part needs 'image_url'", pp + ".image_url", "missing_required_parameter");
-        const json& iu = part["image_url"];
-        if (iu.is_string()) {
-          uris.emplace_back(pp + ".image_url", iu.get<std::string>());
-        } else if (iu.is_object() && iu.contains("url") && iu["url"].is_string()) {
-          for (auto it = iu.begin(); it != iu.end(); ++it)
-            if (it.key() != "url" && it.key() != "detail")
-              throw ApiError(400, "unknown field '" + it.key() + "'", pp + ".image_url." + it.key(), "unknown_parameter");
-          uris.emplace_back(pp + ".image_url.url", iu["url"].get<std::string>());
-        } else {
-          throw ApiError(400, "'image_url' must be {\"url\": \"data:image/...;base64,...\"}", pp + ".image_url", "invalid_type");
-        }
-      } else {
-        throw ApiError(400, "content part type must be \"text\" or \"image_url\", got \"" + type + "\"", pp + ".type",
-                       "invalid_value");
-      }
+  if (!msgs.is_array() || msgs.empty()) throw ApiError(400, "'messages' must be a non-empty array", "messages", "invalid_type");
+  if (msgs.size() > 256) refuse("messages", "at most 256 messages are accepted", "limit_exceeded");
+  int64_t text_bytes = 0;
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const std::string mp = "messages[" + std::to_string(i) + "]";
+    if (msgs[i].is_object() && msgs[i].contains("content") && msgs[i]["content"].is_array())
+      for (const json& part : msgs[i]["content"])
+        if (part.is_object() && part.contains("type") && part["type"] == "image_url" && ++r.images > std::min(m.chat_images, limits.max_images))
+          refuse(mp + ".content", std::string(model_name(m.id)) + " takes at most " +
+                                      std::to_string(std::min(m.chat_images, limits.max_images)) + " image(s) in a conversation",
+                 "limit_exceeded");
+    r.turns.push_back(parse_message(msgs[i], mp, limits, text_bytes));
+    if (r.turns.back().role == "system" && i != 0) {
+      // Qwen's templates render a later system turn as a turn of its own; OpenAI clients put
+      // system messages first, and a later one is most often a mistake.
+      refuse(mp + ".role", "a system (or developer) message may only come first", "invalid_value");
     }
-  } else {
-    throw ApiError(400, "'content' must be a string or an array of parts", mp + ".content", "invalid_type");
   }
-  r.text = check_text(text, mp + ".content", limits, true);
-  const int64_t max_images = m.id == ModelId::XOmni ? 1 : limits.max_images;
-  if (m.id == ModelId::XOmni && uris.size() != 1)
-    throw ApiError(400, "x-omni chat takes exactly one image_url part, got " + std::to_string(uris.size()), mp + ".content",
-                   "invalid_value");
-  if (static_cast<int64_t>(uris.size()) > max_images)
-    throw ApiError(400,
-                   std::to_string(uris.size()) + " images given, at most " + std::to_string(max_images) + " are accepted",
-                   mp + ".content", "limit_exceeded");
-  for (const auto& [param, uri] : uris) r.images.push_back(decode_upload(decode_data_uri(uri, param, limits), param, limits));
+  if (r.turns.back().role != "user")
+    refuse("messages", "the last message must be the user's (the model answers it)", "invalid_value");
+  bool user_text = false;
+  for (const ChatTurn& t : r.turns)
+    for (const ChatPart& p : t.parts) user_text = user_text || (t.role == "user" && !p.is_image && !p.text.empty());
+  if (!user_text) refuse("messages", "the conversation has no user text", "invalid_value");
   return r;
 }
 
@@ -599,39 +799,70 @@ namespace {
 std::string size_str(const GeneratedImage& g) { return std::to_string(g.width) + "x" + std::to_string(g.height); }
 }  // namespace
 
-json images_response(const std::vector<GeneratedImage>& images, int64_t created) {
+json images_response(const std::vector<GeneratedImage>& images, int64_t created, const ImageUsage& u) {
   json data = json::array();
   for (const auto& g : images) data.push_back({{"b64_json", base64_encode(g.png.data(), g.png.size())}, {"seed", g.seed}});
-  json r = {{"created", created}, {"data", data}, {"output_format", "png"}};
+  const int64_t input = u.text_tokens + u.image_tokens;
+  json r = {{"created", created}, {"data", data}, {"output_format", images.empty() ? "png" : images[0].format},
+            {"background", "opaque"}, {"quality", "auto"},
+            {"usage", {{"input_tokens", input},
+                       {"input_tokens_details", {{"text_tokens", u.text_tokens}, {"image_tokens", u.image_tokens}}},
+                       {"output_tokens", u.output_tokens},
+                       {"total_tokens", input + u.output_tokens}}}};
   if (!images.empty()) r["size"] = size_str(images[0]);
   return r;
 }
 
 json image_completed_event(const std::string& prefix, int64_t index, const GeneratedImage& g, int64_t created) {
   return {{"type", prefix + ".completed"}, {"index", index}, {"b64_json", base64_encode(g.png.data(), g.png.size())},
-          {"created_at", created}, {"size", size_str(g)}, {"output_format", "png"}, {"seed", g.seed}};
+          {"created_at", created}, {"size", size_str(g)}, {"output_format", g.format}, {"background", "opaque"},
+          {"quality", "auto"}, {"seed", g.seed}};
 }
 
 json image_progress_event(const std::string& prefix, int64_t index, const std::string& stage, int64_t step, int64_t total) {
   return {{"type", prefix + ".progress"}, {"index", index}, {"stage", stage}, {"step", step}, {"total", total}};
 }
 
-json chat_response(const std::string& id, const std::string& model, int64_t created, const std::string& text) {
-  return {{"id", id},
-          {"object", "chat.completion"},
-          {"created", created},
-          {"model", model},
-          {"choices", json::array({{{"index", 0},
-                                    {"message", {{"role", "assistant"}, {"content", text}}},
-                                    {"finish_reason", "stop"}}})}};
+std::string system_fingerprint() {
+  static const std::string fp = [] {
+    const BuildInfo b = build_info();
+    return "omniflux-" + b.version + "-torch" + b.torch_version + (b.cuda_compiled ? "-cuda" : "-cpu");
+  }();
+  return fp;
 }
 
-json chat_chunk(const std::string& id, const std::string& model, int64_t created, const json& delta,
-                const char* finish_reason) {
-  json choice = {{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}};
+json chat_usage(const ChatResult& r) {
+  return {{"prompt_tokens", r.prompt_tokens},
+          {"completion_tokens", r.completion_tokens},
+          {"total_tokens", r.prompt_tokens + r.completion_tokens}};
+}
+
+json chat_response(const std::string& id, const std::string& model, int64_t created, const ChatResult& r) {
+  json choices = json::array();
+  for (size_t i = 0; i < r.choices.size(); ++i)
+    choices.push_back({{"index", i},
+                       {"message", {{"role", "assistant"}, {"content", r.choices[i].text}, {"refusal", nullptr}}},
+                       {"logprobs", nullptr},
+                       {"finish_reason", r.choices[i].finish_reason}});
+  return {{"id", id},           {"object", "chat.completion"}, {"created", created},
+          {"model", model},     {"choices", choices},          {"usage", chat_usage(r)},
+          {"system_fingerprint", system_fingerprint()}};
+}
+
+json chat_chunk(const std::string& id, const std::string& model, int64_t created, int64_t index, const json& delta,
+                const char* finish_reason, bool include_usage) {
+  json choice = {{"index", index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
   if (finish_reason) choice["finish_reason"] = finish_reason;
-  return {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", model},
-          {"choices", json::array({choice})}};
+  json c = {{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
+            {"model", model}, {"system_fingerprint", system_fingerprint()}, {"choices", json::array({choice})}};
+  if (include_usage) c["usage"] = nullptr;
+  return c;
+}
+
+json chat_usage_chunk(const std::string& id, const std::string& model, int64_t created, const ChatResult& r) {
+  return {{"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
+          {"model", model}, {"system_fingerprint", system_fingerprint()}, {"choices", json::array()},
+          {"usage", chat_usage(r)}};
 }
 
 }  // namespace omniflux::server

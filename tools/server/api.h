@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/io/image.h"
+#include "omniflux/pipelines/chat.h"
 #include "options.h"
 
 namespace omniflux::server {
@@ -38,6 +39,9 @@ struct ModelCaps {
   double guidance = 3.5;
   uint64_t seed = 0;
   std::string note;  // why an endpoint is off (e.g. X-Omni without --flux)
+  // Chat: images a conversation may hold (UniWorld kUniWorldMaxImages, X-Omni 1 as chat.py), the
+  // default answer length (app.py 128, chat.py 512) and the LM's logit count (0 = unchecked).
+  int64_t chat_images = 0, chat_max_tokens = 512, vocab_size = 0;
 };
 
 struct Catalog {
@@ -66,15 +70,29 @@ struct ImageRequest {
   std::optional<bool> use_t5, snap;
   std::optional<double> temperature, top_p, min_p, decoder_cfg_scale, decoder_cfg_scale_2;
   std::optional<int64_t> top_k;
+  std::string output_format = "png";  // or "jpeg"
+  int64_t output_compression = 100;   // JPEG quality (OpenAI's 0..100 compression level, 0 read as 1)
 };
 
 struct ChatRequest {
   ModelId model = ModelId::XOmni;
   bool stream = false;
   bool include_usage = false;
-  std::string text;           // the user's text parts, joined by "\n"
-  std::vector<Image> images;  // the user's image_url parts, decoded
-  int64_t max_tokens = 0;
+  std::vector<ChatTurn> turns;  // system, user and assistant turns, images decoded
+  int64_t images = 0;           // in all turns
+  ChatOptions options;          // max_new_tokens set (the request's, or the model's default)
+  std::optional<uint64_t> seed; // absent: each request draws one (OpenAI: not reproducible)
+  int64_t n = 1;                // choices, each its own sample (seed + index)
+};
+
+// What a chat job produced: one text per choice, and the token counts of the whole request.
+struct ChatChoice {
+  std::string text;
+  std::string finish_reason;  // "stop" or "length"
+};
+struct ChatResult {
+  std::vector<ChatChoice> choices;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
 };
 
 // One part of a multipart/form-data body.
@@ -105,24 +123,36 @@ std::optional<std::string> base64_decode(const std::string& text);
 // ---- responses ----------------------------------------------------------------------------------
 
 struct GeneratedImage {
-  std::vector<uint8_t> png;
+  std::vector<uint8_t> png;  // the encoded image (PNG, or JPEG when format says so)
+  std::string format = "png";
   int width = 0, height = 0;
   uint64_t seed = 0;
 };
 
+// The images API's usage: the prompt tokens the model read (text, and reference-image tokens for
+// UniWorld edits) and the tokens it generated (X-Omni's image codes; none for the diffusion models).
+struct ImageUsage {
+  int64_t text_tokens = 0, image_tokens = 0, output_tokens = 0;
+};
+
 nlohmann::json models_response(const Catalog& catalog);
 nlohmann::json model_object(const ModelCaps& m, int64_t created);
-nlohmann::json images_response(const std::vector<GeneratedImage>& images, int64_t created);
+nlohmann::json images_response(const std::vector<GeneratedImage>& images, int64_t created, const ImageUsage& usage = {});
 // One image as a streamed event of type "<prefix>.completed" (prefix image_generation / image_edit).
 nlohmann::json image_completed_event(const std::string& prefix, int64_t index, const GeneratedImage& image,
                                      int64_t created);
 nlohmann::json image_progress_event(const std::string& prefix, int64_t index, const std::string& stage, int64_t step,
                                     int64_t total);
-nlohmann::json chat_response(const std::string& id, const std::string& model, int64_t created,
-                             const std::string& text);
-// A chat.completion.chunk: `delta` {"role"} / {"content"} / {}; finish_reason null unless given.
-nlohmann::json chat_chunk(const std::string& id, const std::string& model, int64_t created,
-                          const nlohmann::json& delta, const char* finish_reason = nullptr);
+// "omniflux-<version>": the system_fingerprint of every chat response.
+std::string system_fingerprint();
+nlohmann::json chat_usage(const ChatResult& r);
+nlohmann::json chat_response(const std::string& id, const std::string& model, int64_t created, const ChatResult& r);
+// A chat.completion.chunk of choice `index`: `delta` {"role"} / {"content"} / {}; finish_reason
+// null unless given. With include_usage every chunk carries "usage": null (OpenAI's shape).
+nlohmann::json chat_chunk(const std::string& id, const std::string& model, int64_t created, int64_t index,
+                          const nlohmann::json& delta, const char* finish_reason = nullptr, bool include_usage = false);
+// The last chunk of a stream with include_usage: no choices, the usage of the whole request.
+nlohmann::json chat_usage_chunk(const std::string& id, const std::string& model, int64_t created, const ChatResult& r);
 
 // Serialises for the wire: invalid UTF-8 never throws (it is replaced).
 std::string dump(const nlohmann::json& j);

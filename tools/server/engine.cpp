@@ -1,8 +1,12 @@
 #include "engine.h"
 
+#include <algorithm>
 #include <ctime>
+#include <random>
 #include <optional>
 #include <sstream>
+
+#include <ATen/ATen.h>
 
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
@@ -40,6 +44,9 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
     c.steps = 28;
     c.guidance = 3.5;
     c.seed = 42;
+    c.chat_images = kUniWorldMaxImages;
+    c.chat_max_tokens = 128;  // app.py: max_new_tokens=128
+    c.vocab_size = m->uniworld->vlm().config().text.vocab_size;
     m->catalog.models.push_back(c);
     log("loaded uniworld-v1 from " + o.uniworld + " (FLUX.1-dev parts from " + o.flux + ", SigLIP from " + o.siglip + ")");
   }
@@ -53,6 +60,9 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
     c.steps = m->xomni->vision_config().decoder.num_inference_steps;
     c.guidance = 1.0;  // generate.py --cfg-scale
     c.seed = 1234;
+    c.chat_images = 1;        // chat.py: one image
+    c.chat_max_tokens = 512;  // chat.py: max_new_tokens=512
+    c.vocab_size = m->xomni->lm().config().text.vocab_size;  // text logits
     if (!c.generations) c.note = "started without --flux: chat only";
     m->catalog.models.push_back(c);
     log("loaded x-omni from " + o.xomni + (o.flux.empty() ? " (chat only: no --flux)" : " (decoder from " + o.flux + ")"));
@@ -109,9 +119,12 @@ std::string xomni_params(const xo::ImageCodes& c, const xo::GenerateOptions& o, 
   return s.str();
 }
 
-GeneratedImage finish_image(const Image& img, const std::string& params, uint64_t seed) {
+GeneratedImage finish_image(const Image& img, const std::string& params, uint64_t seed, const ImageRequest& r) {
   GeneratedImage g;
-  g.png = encode_png(img, {{"parameters", params}});
+  g.format = r.output_format;
+  // OpenAI's output_compression is a compression level (100 = best quality); stb's quality 1..100.
+  g.png = r.output_format == "jpeg" ? encode_jpeg(img, static_cast<int>(std::max<int64_t>(1, r.output_compression)))
+                                    : encode_png(img, {{"parameters", params}});
   g.width = img.width;
   g.height = img.height;
   g.seed = seed;
@@ -122,6 +135,24 @@ GeneratedImage finish_image(const Image& img, const std::string& params, uint64_
 
 void Engine::run_images(const ImageRequest& r, Job& job) const {
   const Impl& m = *impl_;
+  ImageUsage usage;
+  switch (r.model) {
+    case ModelId::UniWorld: {  // the VLM prompt: text ids and the <|image_pad|> ids of the references
+      const at::Tensor ids = m.uniworld->build_prompt(r.prompt, r.images).ids;
+      usage.image_tokens = ids.eq(m.uniworld->vlm().config().image_token_id).sum().item<int64_t>();
+      usage.text_tokens = ids.size(1) - usage.image_tokens;
+      break;
+    }
+    case ModelId::XOmni: {  // the LM prompt; each image's rows x cols codes are its output
+      const xo::T2IPrompt p = m.xomni->t2i_prompt(r.prompt, r.width, r.height, r.negative_prompt.value_or(""));
+      usage.text_tokens = p.ids.size(1);
+      usage.output_tokens = r.n * p.rows * p.cols;
+      break;
+    }
+    case ModelId::Flux:  // T5's ids without its padding (T5's pad id is 0)
+      usage.text_tokens = m.flux->t5_ids(r.prompt, 512).ne(0).sum().item<int64_t>();
+      break;
+  }
   for (int64_t i = 0; i < r.n; ++i) {
     const uint64_t seed = r.seed + static_cast<uint64_t>(i);
     auto progress = [&job, i](const std::string& stage, int64_t step, int64_t total) {
@@ -196,33 +227,35 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
       }
     }
     if (!img) throw Cancelled{};
-    job.image(i, finish_image(*img, params, seed));
+    job.image(i, finish_image(*img, params, seed, r));
   }
+  job.set_usage(usage);
 }
 
 void Engine::run_chat(const ChatRequest& r, Job& job) const {
   const Impl& m = *impl_;
-  if (r.model == ModelId::XOmni) {
-    job.check_cancelled();
-    std::optional<std::string> answer =
-        m.xomni->chat(r.images.at(0), r.text, [&job](const std::string& piece) { job.text(piece); }, r.max_tokens,
-                      [&job](int64_t, int64_t) { return !job.cancelled(); });
-    if (!answer) throw Cancelled{};
-    job.set_answer(std::move(*answer));
-    return;
+  if (r.model != ModelId::XOmni && r.model != ModelId::UniWorld)
+    throw ApiError(400, "this model has no chat", "model", "unsupported_model");
+  const uint64_t seed = r.seed ? *r.seed : std::random_device{}() * 0x100000000ull + std::random_device{}();
+  ChatResult result;
+  for (int64_t i = 0; i < r.n; ++i) {
+    ChatOptions o = r.options;
+    o.seed = seed + static_cast<uint64_t>(i);
+    // A disconnect or shutdown cancels the job: the token loop stops within one token.
+    o.on_token = [&job](int64_t) { return !job.cancelled(); };
+    auto stream = [&job, i](const std::string& piece) {
+      if (job.cancelled()) return false;
+      job.text(i, piece);
+      return true;
+    };
+    std::optional<ChatAnswer> a =
+        r.model == ModelId::XOmni ? m.xomni->chat(r.turns, o, stream) : m.uniworld->chat(r.turns, o, stream);
+    if (!a) throw Cancelled{};
+    result.prompt_tokens = a->prompt_tokens;  // the same conversation for every choice: counted once
+    result.completion_tokens += a->completion_tokens;
+    result.choices.push_back({a->text, a->finish == sampling::FinishReason::Length ? "length" : "stop"});
   }
-  if (r.model != ModelId::UniWorld) throw ApiError(400, "this model has no chat", "model", "unsupported_model");
-  UniWorldOptions o;
-  o.prompt = r.text;
-  o.images = r.images;
-  o.task = UniWorldTask::Text;  // app.py's text answer: greedy, special tokens skipped
-  o.max_new_tokens = r.max_tokens;
-  auto res = m.uniworld->run(o, [&job](const std::string& stage, int64_t step, int64_t total) {
-    return job.progress(0, stage, step, total);
-  });
-  if (!res) throw Cancelled{};
-  job.text(res->text);
-  job.set_answer(std::move(res->text));
+  job.set_answer(std::move(result));
 }
 
 }  // namespace omniflux::server

@@ -21,10 +21,11 @@ class Engine {
   const Catalog& catalog() const;
 
   // Inside the worker: progress and images go to `job`; each image is a PNG with a "parameters"
-  // text chunk as the CLIs write it. Throws ApiError, omniflux::Error or Cancelled.
+  // text chunk as the CLIs write it (or a JPEG when asked). Throws ApiError, omniflux::Error or
+  // Cancelled.
   void run_images(const ImageRequest& request, Job& job) const;
-  // Streams the answer through job.text and sets it with job.set_answer. X-Omni streams token by
-  // token; UniWorld's answer comes in one piece (its pipeline has no token callback).
+  // Each of the n choices streams token by token through job.text(choice, piece); the texts,
+  // finish reasons and token counts go to job.set_answer.
   void run_chat(const ChatRequest& request, Job& job) const;
 
   struct Impl;

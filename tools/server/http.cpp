@@ -527,7 +527,7 @@ struct HttpServer::Impl {
       });
       if (!end) return client_gone(res);
       if (end->end != JobEvent::End::Ok) throw failure(*end);
-      res.set_content(dump(images_response(out, created)), kJson);
+      res.set_content(dump(images_response(out, created, end->usage)), kJson);
       return;
     }
     stream(res, job, "", [prefix, created](const JobEvent& e, bool& last) -> std::string {
@@ -553,8 +553,10 @@ struct HttpServer::Impl {
   void chat(const httplib::Request&, httplib::Response& res, ChatRequest r) {
     const std::string model = model_name(r.model);
     t_note.model = model;
-    t_note.extra = "images=" + std::to_string(r.images.size()) + " max_tokens=" + std::to_string(r.max_tokens);
-    const bool streamed = r.stream;
+    t_note.extra = "messages=" + std::to_string(r.turns.size()) + " images=" + std::to_string(r.images) +
+                   " n=" + std::to_string(r.n) + " max_tokens=" + std::to_string(r.options.max_new_tokens);
+    const bool streamed = r.stream, usage = r.include_usage;
+    const int64_t n = r.n;
     auto shared = std::make_shared<ChatRequest>(std::move(r));
     const Engine* eng = &engine;
     auto job = admit([eng, shared](Job& j) { eng->run_chat(*shared, j); }, res);
@@ -564,19 +566,28 @@ struct HttpServer::Impl {
       auto end = wait(job, [](JobEvent&) {});
       if (!end) return client_gone(res);
       if (end->end != JobEvent::End::Ok) throw failure(*end);
-      res.set_content(dump(chat_response(id, model, created, end->text)), kJson);
+      res.set_content(dump(chat_response(id, model, created, end->chat)), kJson);
       return;
     }
-    const std::string first = sse_event(chat_chunk(id, model, created, {{"role", "assistant"}, {"content", ""}}));
-    stream(res, job, first, [id, model, created](const JobEvent& e, bool& last) -> std::string {
+    std::string first;
+    for (int64_t i = 0; i < n; ++i)
+      first += sse_event(chat_chunk(id, model, created, i, {{"role", "assistant"}, {"content", ""}}, nullptr, usage));
+    stream(res, job, first, [id, model, created, usage](const JobEvent& e, bool& last) -> std::string {
       switch (e.kind) {
-        case JobEvent::Kind::Text: return sse_event(chat_chunk(id, model, created, {{"content", e.text}}));
+        case JobEvent::Kind::Text:
+          return sse_event(chat_chunk(id, model, created, e.index, {{"content", e.text}}, nullptr, usage));
         case JobEvent::Kind::Progress:
         case JobEvent::Kind::Image: return {};
-        case JobEvent::Kind::Finished:
+        case JobEvent::Kind::Finished: {
           last = true;
-          if (e.end == JobEvent::End::Ok) return sse_event(chat_chunk(id, model, created, json::object(), "stop")) + sse_done();
-          return sse_event(failure(e).body()) + sse_done();
+          if (e.end != JobEvent::End::Ok) return sse_event(failure(e).body()) + sse_done();
+          std::string out;
+          for (size_t i = 0; i < e.chat.choices.size(); ++i)
+            out += sse_event(chat_chunk(id, model, created, static_cast<int64_t>(i), json::object(),
+                                        e.chat.choices[i].finish_reason.c_str(), usage));
+          if (usage) out += sse_event(chat_usage_chunk(id, model, created, e.chat));
+          return out + sse_done();
+        }
       }
       return {};
     });

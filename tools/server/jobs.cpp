@@ -40,10 +40,11 @@ bool Job::progress(int64_t index, const std::string& stage, int64_t step, int64_
   return !cancelled_;
 }
 
-void Job::text(const std::string& piece) {
+void Job::text(int64_t index, const std::string& piece) {
   check_cancelled();
   JobEvent e;
   e.kind = JobEvent::Kind::Text;
+  e.index = index;
   e.text = piece;
   push(std::move(e));
 }
@@ -56,9 +57,14 @@ void Job::image(int64_t index, GeneratedImage image) {
   push(std::move(e));
 }
 
-void Job::set_answer(std::string text) {
+void Job::set_answer(ChatResult result) {
   std::lock_guard<std::mutex> lock(m_);
-  answer_ = std::move(text);
+  answer_ = std::move(result);
+}
+
+void Job::set_usage(ImageUsage usage) {
+  std::lock_guard<std::mutex> lock(m_);
+  usage_ = usage;
 }
 
 void Job::check_cancelled() const {
@@ -73,7 +79,10 @@ void Job::finish(JobEvent::End end, std::optional<ApiError> error) {
     e.kind = JobEvent::Kind::Finished;
     e.end = end;
     e.error = std::move(error);
-    if (end == JobEvent::End::Ok) e.text = std::move(answer_);
+    if (end == JobEvent::End::Ok) {
+      e.chat = std::move(answer_);
+      e.usage = usage_;
+    }
     events_.push_back(std::move(e));
     finished_ = true;
     if (ended_ == Clock::time_point{}) ended_ = Clock::now();

@@ -25,11 +25,13 @@ struct JobEvent {
   enum class Kind { Progress, Text, Image, Finished };
   enum class End { Ok, Cancelled, Failed };
   Kind kind = Kind::Progress;
-  int64_t index = 0;  // which image of the request (progress, image)
+  int64_t index = 0;  // which image (progress, image) or choice (text) of the request
   std::string stage;  // progress
   int64_t step = 0, total = 0;
-  std::string text;      // a text piece; with Finished, the whole answer of a text job
+  std::string text;      // a text piece
   GeneratedImage image;  // one finished image
+  ChatResult chat;       // with Finished, what a chat job answered
+  ImageUsage usage;      // with Finished, the token counts of an image job
   End end = End::Ok;     // finished
   std::optional<ApiError> error;
 };
@@ -43,10 +45,12 @@ class Job {
   // Queues a progress event (consecutive ones of the same stage are merged, so a slow reader never
   // holds more than the latest); false once cancelled, which is what the pipelines' callbacks want.
   bool progress(int64_t index, const std::string& stage, int64_t step, int64_t total);
-  void text(const std::string& piece);  // throws Cancelled once cancelled
+  void text(int64_t index, const std::string& piece);  // throws Cancelled once cancelled
   void image(int64_t index, GeneratedImage image);
-  // The final answer of a text job, delivered in the Finished event (streams send the pieces).
-  void set_answer(std::string text);
+  // The final answer of a chat job, delivered in the Finished event (streams send the pieces).
+  void set_answer(ChatResult result);
+  // The token counts of an image job, delivered in the Finished event.
+  void set_usage(ImageUsage usage);
   void check_cancelled() const;  // throws Cancelled
 
   // ---- either side ----
@@ -77,7 +81,8 @@ class Job {
   std::condition_variable cv_;
   std::deque<JobEvent> events_;
   bool finished_ = false, finish_taken_ = false;
-  std::string answer_;
+  ChatResult answer_;
+  ImageUsage usage_;
   std::chrono::steady_clock::time_point submitted_, started_, ended_;
 };
 

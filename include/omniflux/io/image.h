@@ -44,6 +44,8 @@ using PngText = std::vector<std::pair<std::string, std::string>>;
 
 // Encodes an 8-bit RGB PNG (stb_image_write), with one tEXt chunk per entry right after IHDR.
 std::vector<uint8_t> encode_png(const Image& image, const PngText& text = {});
+// Encodes a baseline JPEG at quality 1..100 (stb_image_write; no metadata).
+std::vector<uint8_t> encode_jpeg(const Image& image, int quality = 90);
 // encode_png, written with write_file_atomic: a failed write leaves no partial file.
 void save_png(const std::string& path, const Image& image, const PngText& text = {});
 // The tEXt chunks of a PNG, in file order. Checks the PNG structure and every chunk's CRC.

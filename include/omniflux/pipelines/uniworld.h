@@ -21,6 +21,7 @@
 #include "omniflux/io/image.h"
 #include "omniflux/models/qwen2_5_vl.h"
 #include "omniflux/models/uniworld_connectors.h"
+#include "omniflux/pipelines/chat.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/runtime.h"
 #include "omniflux/text/tokenizer.h"
@@ -79,6 +80,8 @@ class UniWorldPipeline {
   // Spec §3.2: fetch_image (smart_resize with min_pixels = max_pixels = qwen_pixels, PIL bicubic)
   // then the Qwen2VLImageProcessor with the same limits; then the chat text tokenised.
   VlmPrompt build_prompt(const std::string& prompt, const std::vector<Image>& images) const;
+  // The same for a conversation (text::render_uniworld of the turns; images where their parts are).
+  VlmPrompt build_chat_prompt(const std::vector<ChatTurn>& turns) const;
   // Qwen2.5-VL last_hidden_state (after the final norm) [1, L, hidden].
   at::Tensor vlm_hidden(const VlmPrompt& p) const;
   // SiglipImageProcessor + SiglipVisionModel last_hidden_state: pixels [n, 3, S, S] and
@@ -102,6 +105,13 @@ class UniWorldPipeline {
   // The output size run() uses for these options (after validation), as (height, width). Needs no
   // loaded model, so callers can check a snapped size before loading.
   static std::pair<int64_t, int64_t> output_size(const UniWorldOptions& opt);
+
+  // A text answer to a conversation (system, user and assistant turns; up to kUniWorldMaxImages
+  // images in all), by the VLM as app.py answers one turn: greedy unless the options sample,
+  // ending at <|im_end|> or <|endoftext|>, special tokens skipped. The text streams through
+  // `stream`; nullopt when it cancelled.
+  std::optional<ChatAnswer> chat(const std::vector<ChatTurn>& turns, const ChatOptions& options = {},
+                                 const ChatStream& stream = {}) const;
 
   // Components are handles, built on the device if offload had released them.
   qwen2_5_vl::Qwen2_5_VL vlm() const;

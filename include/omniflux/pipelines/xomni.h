@@ -30,6 +30,7 @@
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/siglip_vq.h"
 #include "omniflux/models/xomni_lm.h"
+#include "omniflux/pipelines/chat.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/residency.h"
 #include "omniflux/runtime.h"
@@ -211,8 +212,16 @@ class XOmniPipeline {
   // (answer tokens, max_new_tokens) after each token; nullopt when it cancelled.
   std::optional<std::string> chat(const Image& image, const std::string& question, const TextCallback& on_text = {},
                                   int64_t max_new_tokens = 512, const TokenProgress& progress = {}) const;
-  // The chat prompt ids [1, L] for image codes and a question.
+  // A conversation: system, user and assistant turns, text only or with one image in all (chat.py
+  // takes one). An image becomes its code text and a newline at the start of its turn, as chat.py
+  // writes it; a system turn replaces the template's default system prompt. Greedy with the
+  // generation config's repetition penalty unless the options say otherwise; ends at <|im_end|>.
+  // nullopt when `stream` cancelled.
+  std::optional<ChatAnswer> chat(const std::vector<ChatTurn>& turns, const ChatOptions& options = {},
+                                 const ChatStream& stream = {}) const;
+  // The chat prompt ids [1, L] for image codes and a question, and for a conversation.
   at::Tensor chat_prompt(const ImageCodes& image, const std::string& question) const;
+  at::Tensor chat_prompt(const std::vector<ChatTurn>& turns) const;
 
   // What special-token text ("<SOM>", "<IMAGE>", "<|im_start|>") inside a prompt or question
   // becomes (default: text; README "Validation"). This object's setting; copies keep their own.
@@ -230,6 +239,7 @@ class XOmniPipeline {
   struct Impl;
 
  private:
+  ChatAnswer answer(const at::Tensor& ids, sampling::TextGenerationOptions g, const ChatStream& stream) const;
   std::shared_ptr<const Impl> impl_;
   text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };

@@ -17,9 +17,11 @@ namespace omniflux::text {
 struct ChatContent {
   enum class Type { Text, Image, Video };
   Type type = Type::Text;
-  std::string text;  // Type::Text only
+  std::string text;     // Type::Text only
+  bool markup = false;  // text the caller wrote for the model (X-Omni's image text), not user text
 
   static ChatContent make_text(std::string t) { return {Type::Text, std::move(t)}; }
+  static ChatContent make_markup(std::string t) { return {Type::Text, std::move(t), true}; }
   static ChatContent image() { return {Type::Image, {}}; }
   static ChatContent video() { return {Type::Video, {}}; }
 };
@@ -50,6 +52,9 @@ std::string render_qwen2_5_vl(const std::vector<ChatMessage>& messages, const Qw
 // turn cut off (split on "<|im_end|>\n", first piece dropped). For one image:
 //   <|im_start|>user\n{prompt}<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n
 std::string render_uniworld(std::string_view prompt, int num_images = 0, std::vector<TextSpan>* user_text = nullptr);
+// A conversation for UniWorld's Qwen2.5-VL: the Qwen2.5-VL template, and without a system message
+// the default system turn cut off as above (with one, the template keeps it).
+std::string render_uniworld(const std::vector<ChatMessage>& messages, std::vector<TextSpan>* user_text = nullptr);
 
 // ---- X-Omni chat (chat.py: tokenizer.apply_chat_template(..., add_generation_prompt=True)).
 // X-Omni's own tokenizer_config.json template could not be read (spec xomni.md §5, §9.5); the
@@ -63,8 +68,9 @@ struct XOmniChatOptions {
   bool add_generation_prompt = true;
 };
 
-// Messages must hold text only (X-Omni images are text: xomni_image_text). A leading system
-// message replaces the default system prompt, as in the Qwen2.5 template.
+// Messages must hold text only (X-Omni images are text: xomni_image_text, passed as markup so it
+// is not reported in user_text). A leading system message replaces the default system prompt, as
+// in the Qwen2.5 template.
 std::string render_xomni_chat(const std::vector<ChatMessage>& messages, const XOmniChatOptions& options = {},
                               std::vector<TextSpan>* user_text = nullptr);
 // One user turn: "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
