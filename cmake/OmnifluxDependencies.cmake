@@ -17,6 +17,8 @@ else()
   set(_omniflux_cache "$ENV{HOME}/.cache/omniflux")
 endif()
 file(GLOB _omniflux_torch_hints "${_omniflux_cache}/torch-${OMNIFLUX_TORCH_PIN}/lib/python3*/site-packages/torch/share/cmake/Torch")
+# The Python of that environment, where scripts/setup.sh also installs the Python test clients.
+find_program(OMNIFLUX_PYTHON python PATHS "${_omniflux_cache}/torch-${OMNIFLUX_TORCH_PIN}/bin" NO_DEFAULT_PATH)
 
 # CUDA architectures for LibTorch's CUDA flags and our own .cu files: 9.0 (H100/H200) by default.
 set(OMNIFLUX_CUDA_ARCHS "9.0" CACHE STRING "CUDA compute capabilities to build for, e.g. \"8.9;9.0\"")

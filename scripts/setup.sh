@@ -7,6 +7,9 @@
 set -euo pipefail
 
 torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
+# Python test clients, in the same environment: the OpenAI conformance suite drives the server
+# with the official client library.
+python_test_packages=(openai==3.63.0 pytest==9.2.0)
 
 packages=(build-essential cmake pkg-config python3 python3-venv libsentencepiece-dev libstb-dev libgtest-dev
           nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
@@ -41,5 +44,21 @@ if [ ! -f "$venv/.complete" ]; then
     mv "$venv.partial" "$venv"   # bin/python finds its environment from pyvenv.cfg beside it
     touch "$venv/.complete"
   fi
+  exec 9>&-
+fi
+
+# The pinned Python test packages, installed into the torch environment when one is missing or at
+# another version.
+missing_py=()
+for spec in "${python_test_packages[@]}"; do
+  name=${spec%%==*}
+  have=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
+  [ "$have" = "${spec##*==}" ] || missing_py+=("$spec")
+done
+if [ ${#missing_py[@]} -gt 0 ]; then
+  exec 9>"$cache/.torch-$torch_version.lock"
+  flock 9
+  echo "omniflux setup: installing ${missing_py[*]} into $venv" >&2
+  "$venv/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check "${missing_py[@]}"
   exec 9>&-
 fi
