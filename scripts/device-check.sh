@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-call GPU check (README, "GPU check"), for the H200 machine: python3 with torch 2.11+cu130,
+# The one-call GPU check (docs/gpu.md, "GPU check"), for the H200 machine: python3 with torch 2.11+cu130,
 # nvcc 13.0, cmake and ninja, 16 cores, no network and no Debian -dev packages.
 #
 #   scripts/device-check.sh --fetch-debs   # here, once: the -dev packages as .deb files in .deb/

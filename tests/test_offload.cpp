@@ -104,7 +104,7 @@ std::string quantized(const std::string& src, WeightFormat f) {
 
 // Tolerances of a quantised model's outputs against fp32: a bound on the relative L2 error and a
 // floor on the cosine. Each is twice the worst value measured on the reference fixtures and the tiny
-// pipelines (the "[quant]" lines these tests print; README "Quantised weights"), rounded up:
+// pipelines (the "[quant]" lines these tests print), rounded up:
 //   models (flux_transformer output, qwen2_lm logits), worst rel_l2 / 1 - cosine:
 //     fp8 0.042 / 8.6e-4, int8 0.010 / 5.2e-5, bf16 0.0028 / 4e-6
 //   pipelines (uint8 pixels of a 2-step UniWorld edit and X-Omni decode at 64x48):

@@ -1,5 +1,5 @@
 // SigLIP-VQ: the ViT-g encoder on tiny models written here, checked against a plain-LibTorch
-// computation of the spec's equations (xomni.md §2.2); layout detection; the quantizer round trip;
+// computation of the equations of docs/models/xomni.md §2.2; layout detection; the quantizer round trip;
 // the any-resolution size rules; bad inputs.
 #include <gtest/gtest.h>
 
@@ -93,7 +93,7 @@ at::Tensor ln(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return (x - mu) / at::sqrt(var + 1e-6) * w + b;
 }
 
-// The spec's equations in double: patchify by reshape, + bilinearly resized table, pre-LN blocks
+// The equations of xomni.md §2.2 in double: patchify by reshape, + bilinearly resized table, pre-LN blocks
 // with softmax attention and erf GELU, optional final norm.
 at::Tensor reference_vit(const TinyViT& t, const std::map<std::string, at::Tensor>& w0, const at::Tensor& img) {
   std::map<std::string, at::Tensor> w;
@@ -251,7 +251,7 @@ std::string write_vq(const TempDir& dir, const std::string& name, const std::map
   return folder.string();
 }
 
-// Decoder half in plain ops, from the spec: raw rows, 1x1 conv as a matmul, 2 x (GN, erf GELU,
+// Decoder half in plain ops, from xomni.md §2.3: raw rows, 1x1 conv as a matmul, 2 x (GN, erf GELU,
 // 3x3 conv) residual blocks.
 at::Tensor reference_decode(std::map<std::string, at::Tensor> w, const at::Tensor& codes, int64_t h, int64_t wd) {
   for (auto& [k, v] : w) v = v.to(at::kDouble);

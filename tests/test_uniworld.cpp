@@ -183,7 +183,7 @@ TEST(UniWorldConnectors, SigLipRowsGoBeforeEachVisionEndAndT5Last) {
 }
 
 TEST(UniWorldConnectors, OutputSizeFollowsTheAspectRatioTable) {
-  // spec uniworld.md §3.7, anchor 1024^2: (H, W)
+  // docs/models/uniworld.md §3.7, anchor 1024^2: (H, W)
   const int64_t A = 1024 * 1024;
   EXPECT_EQ(uniworld_dynamic_resize(1000, 1000, A), HW(1024, 1024));
   EXPECT_EQ(uniworld_dynamic_resize(768, 1024, A), HW(864, 1152));   // 4:3

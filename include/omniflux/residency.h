@@ -1,6 +1,6 @@
 #pragma once
 // Which components of a pipeline are on the compute device, and when (RuntimeOptions::offload,
-// DESIGN §3). A pipeline holds each big component in a Resident<M> and asks for it where a stage
+// docs/architecture.md §Offload). A pipeline holds each big component in a Resident<M> and asks for it where a stage
 // needs it; the components of one pipeline share a ResidencyGroup, which decides what to release:
 //   none        every component is built at load and stays;
 //   model       every component is built at load (so bad weights fail early) and released; a

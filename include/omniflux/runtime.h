@@ -7,7 +7,7 @@
 
 namespace omniflux {
 
-// Where weights live between uses (DESIGN §3, residency):
+// Where weights live between uses (docs/architecture.md §Offload):
 //   None       everything stays on the compute device;
 //   Model      each component is on the compute device only while it runs (diffusers'
 //              enable_model_cpu_offload), one after another;

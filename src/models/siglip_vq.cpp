@@ -1,6 +1,6 @@
 // X-Omni SigLIP-VQ tokenizer: ViT-g encoder, VQConvProjector (quantizer + decoder half) and the
 // any-resolution preprocessing rules. Reference: HF remote code modeling_siglip_tokenizer.py
-// (X-Omni/X-Omni-En); spec xomni.md §2.
+// (X-Omni/X-Omni-En); docs/models/xomni.md §2.
 #include "omniflux/models/siglip_vq.h"
 
 #include <cmath>

@@ -1,6 +1,6 @@
 // UniWorld-V1 connectors, after univa/models/modeling_univa_denoise_tower.py (UnivaDenoiseTower),
 // modeling_univa_qwen2p5vl.py (_insert_img_to_vlm, output_type="denoise_embeds") and app.py
-// (task_head, the [VLM, T5] concatenation). Spec uniworld.md §1.5, §2.
+// (task_head, the [VLM, T5] concatenation). docs/models/uniworld.md §1.5, §2.
 #include "omniflux/models/uniworld_connectors.h"
 
 #include <filesystem>

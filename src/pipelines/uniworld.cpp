@@ -1,5 +1,5 @@
-// UniWorld-V1 inference after the official app.py chat_step / univa/serve/cli.py (spec
-// uniworld.md §3): one VLM prefill, SigLIP per reference image, the connectors, CLIP + T5 from
+// UniWorld-V1 inference after the official app.py chat_step / univa/serve/cli.py
+// (docs/models/uniworld.md §3): one VLM prefill, SigLIP per reference image, the connectors, CLIP + T5 from
 // FLUX.1-dev, the FLUX loop with UniWorld's own DiT, VAE decode; or a text answer.
 #include "omniflux/pipelines/uniworld.h"
 
@@ -263,7 +263,7 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_chat_prompt(const std::vecto
       p.resized.push_back(image_to_tensor(fetched.back()));
     }
     // Stage B, Qwen2VLImageProcessor built with the same min/max pixels (AutoProcessor kwargs);
-    // spec §3.2 open question: a no-op for sizes stage A already produced within the limits.
+    // docs/models/uniworld.md §3.2 and §7 question 1: a no-op for sizes stage A already produced within the limits.
     qwen2_5_vl::PreprocessorConfig pre = m.vlm_pre;
     pre.min_pixels = pre.max_pixels = m.qwen_pixels;
     p.pixels = qwen2_5_vl::preprocess(fetched, pre);

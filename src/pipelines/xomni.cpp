@@ -44,7 +44,7 @@ VisionConfig VisionConfig::from(const Config& model_config) {
   if (enc.has("siglip_config")) {
     v.vit = SiglipViTConfig::from(enc.sub("siglip_config"));
   } else if (v.siglip_name == "siglip2_giant_patch16_384") {
-    v.vit = SiglipViTConfig{};  // SigLIP2-g: the struct's defaults (spec xomni.md §2.2)
+    v.vit = SiglipViTConfig{};  // SigLIP2-g: the struct's defaults (docs/models/xomni.md §2.2)
   } else {
     throw Error("unknown ViT name and no encoder.siglip_config giving its sizes",
                 vc.source() + ": vision_config.encoder.siglip_name", "siglip2_giant_patch16_384",

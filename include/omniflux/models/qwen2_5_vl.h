@@ -160,7 +160,7 @@ class Qwen2_5_VL {
   // Checks that the tokenizer's <|image_pad|> is config.image_token_id.
   void set_tokenizer(std::shared_ptr<const text::Tokenizer> tokenizer);
   const text::Tokenizer* tokenizer() const { return tokenizer_.get(); }
-  // What special-token text inside a question becomes (default: text; README "Validation").
+  // What special-token text inside a question becomes (default: text; docs/validation.md).
   void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
   text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
   std::shared_ptr<const text::Tokenizer> shared_tokenizer() const { return tokenizer_; }

@@ -1,5 +1,5 @@
 #pragma once
-// SigLIP vision towers (spec components_qwen_siglip.md §c):
+// SigLIP vision towers (docs/models/components-qwen-siglip.md §c):
 //  - Siglip2VisionModel: NaFlex SigLIP2 (HF transformers modeling_siglip2.py). Linear patch
 //    embedding on (py, px, c) patch rows, the position table resized per image to its patch grid
 //    (bilinear, antialias, align_corners=False, fp32), key-padding mask for padded rows.

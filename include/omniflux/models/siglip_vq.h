@@ -1,5 +1,5 @@
 #pragma once
-// X-Omni's SigLIP-VQ image tokenizer (HF remote code modeling_siglip_tokenizer.py; spec xomni.md §2):
+// X-Omni's SigLIP-VQ image tokenizer (HF remote code modeling_siglip_tokenizer.py; docs/models/xomni.md §2):
 //   image -> any-resolution preprocessing -> SigLIP2-g ViT -> [h*w, 1536] features
 //         -> VQConvProjector.encode: 1x1 conv 1536->2048, l2-normalise, nearest codebook row -> codes
 //   codes -> VQConvProjector.decode: raw codebook rows, 1x1 conv 2048->1536, 2 residual blocks
@@ -66,7 +66,7 @@ class SiglipVQ {
 
 // ---- SigLIP2-g ViT encoder -------------------------------------------------------------------------
 
-// The ViT file's own layout is not published (spec xomni.md §2.2, §9.4). Sizes default to SigLIP2-g
+// The ViT file's own layout is not published (docs/models/xomni.md §2.2, §9.4). Sizes default to SigLIP2-g
 // (sibling code's siglip2_giant_patch16_384) and are checked against the weights; the layout
 // (fused or separate q/k/v, a final norm or not, a key prefix) is read from the weight names.
 struct SiglipViTConfig {

@@ -1,5 +1,5 @@
 #pragma once
-// UniWorld-V1 connectors (spec uniworld.md §2): the two MLPs of UnivaDenoiseTower that map the
+// UniWorld-V1 connectors (docs/models/uniworld.md §2): the two MLPs of UnivaDenoiseTower that map the
 // VLM's last hidden states and the SigLIP features into FLUX's text width, the exact assembly of
 // FLUX's text stream (§2.1), and the task-routing head of app.py (§1.5, §3.4).
 #include <cstdint>
@@ -13,7 +13,7 @@
 namespace omniflux::uniworld {
 
 // Linear(in -> hidden), SiLU, Linear(hidden -> out): keys `.0.weight/.0.bias`, `.2.weight/.2.bias`.
-// The config says "mlp2x_gelu" but the activation is SiLU (spec §2); there is no norm.
+// The config says "mlp2x_gelu" but the activation is SiLU (uniworld.md §2); there is no norm.
 class Projector {
  public:
   Projector() = default;
@@ -48,7 +48,7 @@ struct TextStream {
                                     // (image * S + token), 2 T5 row
 };
 
-// Spec §2.1: every image's projected SigLIP rows go immediately BEFORE its <|vision_end|> row
+// uniworld.md §2.1: every image's projected SigLIP rows go immediately BEFORE its <|vision_end|> row
 // (kept); the T5 rows (when defined) are appended at the end (app.py / eval order).
 //   input_ids [1, L] int64; vlm_projected [1, L, D]; siglip_projected [n_img, S, D] or undefined
 //   (no image); t5 [1, T, D] or undefined (T5 off).

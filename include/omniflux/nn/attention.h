@@ -1,5 +1,5 @@
 #pragma once
-// The one attention function (DESIGN §3): at::scaled_dot_product_attention, which picks the flash,
+// The one attention function (docs/architecture.md §Attention): at::scaled_dot_product_attention, which picks the flash,
 // memory-efficient or cuDNN kernels on CUDA and the fused flash kernel on the CPU (LibTorch 2.11
 // picks it for every shape the models use, fp32 and bf16, masks and grouped heads included).
 // Causal, padded (mask), block-diagonal (`segment_attention`) and joint uses all go through it.

@@ -1,6 +1,6 @@
 #pragma once
 // The repeated blocks of a big model (the FLUX DiT's double and single blocks, the Qwen2 layers of
-// the LMs) and where their weights live (RuntimeOptions::offload, DESIGN §3 residency):
+// the LMs) and where their weights live (RuntimeOptions::offload, docs/architecture.md §Offload):
 //   none, model   every block built once at load, on the compute device;
 //   sequential    CPU:  each block is built from the mapped checkpoint just before it runs (dtype
 //                       conversion and q/k/v fusion included) and dropped after, with its file pages

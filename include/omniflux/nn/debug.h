@@ -1,5 +1,5 @@
 #pragma once
-// Named intermediates (STYLE: llama.cpp's cb(cur, "attn_norm", il)). Models call tap("name", t) at
+// Named intermediates (docs/style.md §Named intermediates). Models call tap("name", t) at
 // interesting points; it costs one branch unless a hook is installed for the current thread, which
 // the parity tool does to compare against a fixture's inter_* tensors.
 #include <functional>

@@ -1,5 +1,5 @@
 #pragma once
-// UniWorld-V1 (spec uniworld.md): Qwen2.5-VL reads the prompt (text first, then the reference
+// UniWorld-V1 (docs/models/uniworld.md): Qwen2.5-VL reads the prompt (text first, then the reference
 // images), its last hidden states and each image's SigLIP features go through the connectors into
 // FLUX's text stream, T5 is appended (on by default), CLIP-L gives the pooled vector, and the
 // fine-tuned FLUX DiT (denoise_tower.denoiser.*) denoises; the VAE decodes. The task head (or the
@@ -34,7 +34,7 @@ enum class UniWorldTask { Auto, Image, Text };
 // "auto", "image" or "text"; anything else is an Error.
 UniWorldTask parse_uniworld_task(const std::string& name);
 
-// anyres_util.dynamic_resize(h, w, 'any_11ratio', anchor_pixels, stride=32) (spec §3.7): the
+// anyres_util.dynamic_resize(h, w, 'any_11ratio', anchor_pixels, stride=32) (uniworld.md §3.7): the
 // ratio of the table closest to w/h (first on ties), scale = round(sqrt(anchor / (32rh * 32rw))),
 // H = 32 rh scale, W = 32 rw scale. Returns (height, width).
 std::pair<int64_t, int64_t> uniworld_dynamic_resize(int64_t height, int64_t width, int64_t anchor_pixels);
@@ -68,7 +68,7 @@ class UniWorldPipeline {
                                const std::string& siglip_folder, const RuntimeOptions& rt = {});
 
   // --- Stages (each usable on its own) ---
-  // Spec §3.1: the Qwen2.5-VL template of one user turn (text, then one placeholder per image),
+  // uniworld.md §3.1: the Qwen2.5-VL template of one user turn (text, then one placeholder per image),
   // default system turn dropped.
   std::string chat_text(const std::string& prompt, int num_images) const;
 
@@ -77,7 +77,7 @@ class UniWorldPipeline {
     qwen2_5_vl::PixelBatch pixels;        // undefined tensors without images
     std::vector<at::Tensor> resized;      // qwen_vl_utils.fetch_image outputs, uint8 [H, W, 3]
   };
-  // Spec §3.2: fetch_image (smart_resize with min_pixels = max_pixels = qwen_pixels, PIL bicubic)
+  // uniworld.md §3.2: fetch_image (smart_resize with min_pixels = max_pixels = qwen_pixels, PIL bicubic)
   // then the Qwen2VLImageProcessor with the same limits; then the chat text tokenised.
   VlmPrompt build_prompt(const std::string& prompt, const std::vector<Image>& images) const;
   // The same for a conversation (text::render_uniworld of the turns; images where their parts are).
@@ -91,10 +91,10 @@ class UniWorldPipeline {
   // CLIP ids [1, 77] and T5 ids [1, max_sequence_length] of the prompt (or of "" with T5 off).
   at::Tensor clip_ids(const std::string& text) const;
   at::Tensor t5_ids(const std::string& text, int64_t max_sequence_length) const;
-  // Spec §2.1: projectors, SigLIP splice, T5 appended when `t5` is defined.
+  // uniworld.md §2.1: projectors, SigLIP splice, T5 appended when `t5` is defined.
   uniworld::TextStream assemble(const at::Tensor& ids, const at::Tensor& vlm_hidden, const at::Tensor& siglip_features,
                                 const at::Tensor& t5) const;
-  // Spec §3.4: true when the task head routes to an image (hidden at the last `assistant` token).
+  // uniworld.md §3.4: true when the task head routes to an image (hidden at the last `assistant` token).
   // Throws when the model folder has no task head.
   bool route_to_image(const at::Tensor& ids, const at::Tensor& vlm_hidden) const;
   bool has_task_head() const;
@@ -119,8 +119,8 @@ class UniWorldPipeline {
   const uniworld::Connectors& connectors() const;
   int64_t qwen_pixels() const;       // min_pixels = max_pixels of the Qwen image processor (448^2)
   void set_qwen_pixels(int64_t pixels);
-  // What special-token text inside a prompt becomes in the VLM prompt (default: text; README
-  // "Validation"). CLIP and T5 see the prompt as written either way.
+  // What special-token text inside a prompt becomes in the VLM prompt (default: text;
+  // docs/validation.md). CLIP and T5 see the prompt as written either way.
   void set_prompt_special_tokens(text::PromptSpecialTokens mode);
   text::PromptSpecialTokens prompt_special_tokens() const;
 

@@ -1,5 +1,5 @@
 #pragma once
-// X-Omni end to end (X-Omni-Team/X-Omni generate.py and chat.py; spec xomni.md):
+// X-Omni end to end (X-Omni-Team/X-Omni generate.py and chat.py; docs/models/xomni.md):
 //   text to image: prompt + "<SOM>{h} {w}<IMAGE>" -> XOmniLM samples exactly h*w image codes
 //                  (optional CFG with the bare prefix as a second batch row) -> SigLIP-VQ decode
 //                  -> [h*w, 1536] features -> the fine-tuned FLUX DiT of the X-Omni folder's
@@ -14,7 +14,7 @@
 // Each long call takes a callback that cancels by returning false (within one token or one
 // denoising step); the call then returns nullopt.
 //
-// Facts the spec marks as inferred are read from the checkpoint and checked (see
+// Facts docs/models/xomni.md marks as inferred are read from the checkpoint and checked (see
 // XOmniDecoder::detect_injection and VisionConfig::from).
 #include <cstdint>
 #include <functional>
@@ -131,7 +131,7 @@ struct MMDecoded {
 
 // The diffusion decoder: the X-Omni diffusers/ FLUX DiT with its SigLIP feature injection.
 //
-// Feature injection (spec xomni.md §4.2, leading design, detected from the weight names): the
+// Feature injection (docs/models/xomni.md §4.2, leading design, detected from the weight names): the
 // checkpoint holds the standard diffusers FLUX keys plus exactly one Linear P.weight
 // [inner_dim, z_channels] (and optionally P.bias [inner_dim]). The features [h*w, z_channels]
 // are resized bicubically (align_corners=False) to the packed latent grid when it differs, then
@@ -224,7 +224,7 @@ class XOmniPipeline {
   at::Tensor chat_prompt(const std::vector<ChatTurn>& turns) const;
 
   // What special-token text ("<SOM>", "<IMAGE>", "<|im_start|>") inside a prompt or question
-  // becomes (default: text; README "Validation"). This object's setting; copies keep their own.
+  // becomes (default: text; docs/validation.md). This object's setting; copies keep their own.
   void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
   text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
 

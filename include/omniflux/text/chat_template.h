@@ -57,7 +57,7 @@ std::string render_uniworld(std::string_view prompt, int num_images = 0, std::ve
 std::string render_uniworld(const std::vector<ChatMessage>& messages, std::vector<TextSpan>* user_text = nullptr);
 
 // ---- X-Omni chat (chat.py: tokenizer.apply_chat_template(..., add_generation_prompt=True)).
-// X-Omni's own tokenizer_config.json template could not be read (spec xomni.md §5, §9.5); the
+// X-Omni's own tokenizer_config.json template could not be read (docs/models/xomni.md §5, §9.5); the
 // Qwen2.5 ChatML is assumed, and its default system prompt is a parameter. The default below is
 // Qwen2.5-Instruct's; nullopt renders no system turn.
 constexpr const char* kQwen2_5DefaultSystemPrompt =

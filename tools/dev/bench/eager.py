@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch eager at the medium CPU shapes of omniflux-bench (README, "Performance").
+"""PyTorch eager at the medium CPU shapes of omniflux-bench (docs/performance.md).
 
 The same models as omniflux's bench cases, written as plain torch.nn.functional code the way the
 reference implementations (diffusers, transformers) structure them: separate q/k/v projections,

@@ -186,7 +186,7 @@ bool run_case(const std::string& root, const std::string& name, const json& spec
     ctx.io = &io;
     ctx.rt = rt;
     // The fixture tree shares tokenizer files between cases through relative symlinks
-    // (../../tokenizers/...), which a model folder may otherwise not do (README "Validation").
+    // (../../tokenizers/...), which a model folder may otherwise not do (docs/validation.md).
     ctx.rt.allow_outside_paths = true;
     got = it->second(ctx);
   } catch (const std::exception& e) {

@@ -1,5 +1,5 @@
 #pragma once
-// Random-weight UniWorld-V1 and SigLIP2 folders in their release layouts (spec uniworld.md §4):
+// Random-weight UniWorld-V1 and SigLIP2 folders in their release layouts (docs/models/uniworld.md §4):
 // uniworld-v1/ (config.json in the UnivaQwen2p5VLConfig schema; model.safetensors with model.*,
 // visual.*, lm_head.weight, denoise_tower.{denoiser, denoise_projector, siglip_projector,
 // vae_projector}.*; the Qwen2 tokenizer; preprocessor_config.json; task_head_final.pt as
