@@ -425,7 +425,7 @@ const Schema& chat_schema() {
       {"function_call", Kind::Any}, {"response_format", Kind::Any}, {"modalities", Kind::Any}, {"audio", Kind::Any},
       {"prediction", Kind::Any}, {"reasoning_effort", Kind::Str}, {"verbosity", Kind::Str},
       {"web_search_options", Kind::Any}, {"prompt_cache_key", Kind::Str}, {"safety_identifier", Kind::Str},
-      // extensions (README "Serving")
+      // extensions (docs/serving.md)
       {"top_k", Kind::Int}, {"min_p", Kind::Num}, {"repetition_penalty", Kind::Num}};
   return s;
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The OpenAI-shaped HTTP API without the HTTP: request parsing and validation into typed requests,
 // the error object, and the response bodies. Everything here is unit-tested without a socket
-// (tests/test_server_api.cpp). Field semantics per model are in README "Serving".
+// (tests/test_server_api.cpp). Field semantics per model are in docs/serving.md.
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -64,7 +64,7 @@ struct ImageRequest {
   int64_t steps = 0;  // 0 = the model's default (X-Omni: its decoder config)
   double guidance = 0;
   std::optional<std::string> negative_prompt;
-  // Extensions (README "Serving"): FLUX true CFG; UniWorld T5 and snapping; X-Omni sampling and
+  // Extensions (docs/serving.md): FLUX true CFG; UniWorld T5 and snapping; X-Omni sampling and
   // decoder guidance.
   std::optional<double> true_cfg_scale;
   std::optional<bool> use_t5, snap;

@@ -1,5 +1,5 @@
 // omniflux-server: an OpenAI-compatible HTTP API and a web page for UniWorld-V1, X-Omni and
-// FLUX.1-dev (README "Serving").
+// FLUX.1-dev (docs/serving.md).
 //   omniflux-server --uniworld DIR --flux DIR --siglip DIR [--xomni DIR] [--host 127.0.0.1] [--port 8080]
 // The models load once; one worker runs the requests in order from a bounded queue. SIGINT and
 // SIGTERM cancel the running request within one step (or token), refuse the waiting ones (503),

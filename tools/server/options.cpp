@@ -54,7 +54,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
                 "health) and a web page at /, for the models loaded at start: --uniworld DIR --flux DIR --siglip DIR\n"
                 "serves uniworld-v1; --xomni DIR serves x-omni (image generation needs --flux, chat does not);\n"
                 "--flux DIR alone, or --serve-flux, serves flux.1-dev. OMNIFLUX_API_KEY in the environment sets the\n"
-                "key too. It binds 127.0.0.1 by default; see README \"Serving\" before exposing it.");
+                "key too. It binds 127.0.0.1 by default; see docs/serving.md and docs/deployment.md before exposing it.");
   p.group("models");
   p.path("--uniworld", &o.uniworld, "DIR", "the UniWorld-V1 folder (with --flux and --siglip)");
   p.path("--flux", &o.flux, "DIR", "the FLUX.1-dev folder");

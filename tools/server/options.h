@@ -9,7 +9,7 @@
 
 namespace omniflux::server {
 
-// Request limits; each violation is a 4xx that names the field (README "Serving").
+// Request limits; each violation is a 4xx that names the field (docs/serving.md).
 struct Limits {
   size_t max_queue = 8;                       // requests waiting behind the running one
   int64_t max_pixels = 2048 * 2048;           // output width * height
