@@ -2,7 +2,8 @@
 """omniflux-server's web page in headless Chromium (Debian chromium + chromium-driver, driven through
 python3-selenium): it loads, a prompt submitted from the form moves the progress bar through
 intermediate values and puts the image in the gallery, and a chat about an uploaded image streams an
-answer. Writes a screenshot. Run by ctest as server.browser; every wait is bounded."""
+answer, then a second message goes out with the conversation (history and image) kept. Writes a
+screenshot. Run by ctest as server.browser; every wait is bounded."""
 import argparse
 import os
 import re
@@ -135,8 +136,14 @@ def main():
             driver.find_element(By.ID, "question").send_keys("What is in the picture?")
             driver.find_element(By.ID, "max-tokens").send_keys("24")
             driver.find_element(By.ID, "ask").click()
-            wait.until(lambda d: d.find_element(By.ID, "answer").get_attribute("data-done") == "1"
-                       or d.find_element(By.ID, "chat-error").text)
+
+            def answered(d):
+                if d.find_element(By.ID, "chat-error").text:
+                    return True
+                found = d.find_elements(By.ID, "answer")
+                return bool(found) and found[0].get_attribute("data-done") == "1"
+
+            wait.until(answered)
             err = driver.find_element(By.ID, "chat-error").text
             if err:
                 fail("chat error shown: " + err)
@@ -144,6 +151,26 @@ def main():
             answer = driver.find_element(By.ID, "answer").get_attribute("textContent")
             if not answer:
                 fail("empty chat answer")
+            # a second, text-only message: the conversation (with the first turn's image) goes along
+            driver.find_element(By.ID, "question").send_keys("And its colours?")
+            driver.find_element(By.ID, "ask").click()
+            wait.until(lambda d: answered(d) and len(d.find_elements(By.CSS_SELECTOR, "#transcript .turn")) == 4)
+            err = driver.find_element(By.ID, "chat-error").text
+            if err:
+                fail("second chat message: error shown: " + err)
+            turns = driver.find_elements(By.CSS_SELECTOR, "#transcript .turn")
+            roles = [t.get_attribute("class").split()[-1] for t in turns]
+            if roles != ["user", "assistant", "user", "assistant"]:
+                fail("transcript turns " + repr(roles))
+            if len(turns[0].find_elements(By.TAG_NAME, "img")) != 1 or turns[2].find_elements(By.TAG_NAME, "img"):
+                fail("the image should show in the first user turn only")
+            kept = driver.execute_script("return chatMessages.map((m) => m.role + ':' + (Array.isArray(m.content) ? "
+                                         "m.content.map((p) => p.type).join('+') : 'text'));")
+            if kept != ["user:text+image_url", "assistant:text", "user:text", "assistant:text"]:
+                fail("conversation kept by the page: " + repr(kept))
+            if not driver.find_element(By.ID, "answer").get_attribute("textContent"):
+                fail("empty second answer")
+            mark("second message answered with the history")
 
             os.makedirs(os.path.dirname(args.screenshot), exist_ok=True)
             chat_shot = re.sub(r"(\.png)?$", "_chat.png", args.screenshot, count=1)
