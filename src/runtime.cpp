@@ -6,6 +6,10 @@
 #include <thread>
 
 #include <ATen/Parallel.h>
+#if OMNIFLUX_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+#endif
 
 #include "omniflux/error.h"
 
@@ -73,6 +77,19 @@ void set_num_threads(int n) {
   // the same, found at run time so no BLAS is linked here.
   using SetThreads = void (*)(int);
   if (auto f = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
+std::pair<int64_t, int64_t> cuda_memory_info(const c10::Device& device) {
+  if (!device.is_cuda()) throw Error("not a CUDA device", "cuda_memory_info", "cuda:N", device.str());
+#if OMNIFLUX_WITH_CUDA
+  c10::cuda::CUDAGuard guard(device);
+  size_t free = 0, total = 0;
+  const cudaError_t e = cudaMemGetInfo(&free, &total);
+  if (e != cudaSuccess) throw Error("cudaMemGetInfo failed", device.str(), "cudaSuccess", cudaGetErrorString(e));
+  return {static_cast<int64_t>(free), static_cast<int64_t>(total)};
+#else
+  throw Error("this build has no CUDA", "cuda_memory_info", "a CUDA build", "CPU only");
+#endif
 }
 
 }  // namespace omniflux

@@ -584,6 +584,16 @@ TEST(ServerJobs, ErrorsBecomeApiErrorsAndShutdownRefusesWaiting) {
   e = drain(*api_error);
   ASSERT_TRUE(e.error);
   EXPECT_EQ(e.error->param, "size");
+  // memory running out while a request runs: 503 for it, and the queue goes on
+  auto oom = std::make_shared<Job>([](Job&) { throw std::bad_alloc(); });
+  auto after = std::make_shared<Job>([](Job& j) { j.set_answer(ChatResult{{{"fine", "stop"}}, 0, 0}); });
+  ASSERT_EQ(q.submit(oom), JobQueue::Admit::Accepted);
+  ASSERT_EQ(q.submit(after), JobQueue::Admit::Accepted);
+  e = drain(*oom);
+  ASSERT_TRUE(e.error);
+  EXPECT_EQ(e.error->status, 503);
+  EXPECT_EQ(e.error->code, "out_of_memory");
+  EXPECT_EQ(drain(*after).chat.choices.at(0).text, "fine");
   std::atomic<bool> started{false};
   auto running = std::make_shared<Job>([&](Job& j) {
     started = true;

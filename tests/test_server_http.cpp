@@ -31,6 +31,7 @@
 #include "api.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/uniworld.h"
+#include "omniflux/plan.h"
 #include "omniflux/pipelines/xomni.h"
 #include "test_util.h"
 
@@ -728,6 +729,8 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
   auto args = all_models();
   args.push_back("--max-queue");
   args.push_back("4");
+  args.push_back("--max-connections-per-ip");  // the 32 clients share 127.0.0.1: this test is about the queue
+  args.push_back("64");
   // glibc gives threads arenas of their own, and 21 connection threads warm theirs up over several
   // rounds (RSS +4 to +10 MiB a round for 7 rounds, measured), which hides what this test looks for.
   // With one arena a round moves the RSS by 0.1 to 5.4 MiB (measured), so a leak stands out.
@@ -797,7 +800,10 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
 // 5 while the accepting thread was off the CPU, so handshakes were dropped and connects timed out.
 // A stopped server accepts nothing: its kernel must hold every connection until it goes on.
 TEST(ServerHttp, ConnectionsWaitWhileTheServerCannotAccept) {
-  Server s(chat_only());
+  auto args = chat_only();
+  args.push_back("--max-connections-per-ip");
+  args.push_back("64");
+  Server s(args);
   ASSERT_GT(s.port(), 0);
   health(s);
   ASSERT_EQ(kill(s.pid(), SIGSTOP), 0);
@@ -867,6 +873,162 @@ TEST(ServerHttp, ABodyRefusedEarlyStillGetsItsResponse) {
   EXPECT_NE(got.find("Connection: close"), std::string::npos);
   EXPECT_EQ(json_of_raw(got)["error"]["code"], "unsupported_media_type");
   health(s);
+  EXPECT_EQ(s.stop(), 0);
+}
+
+namespace {
+// A TCP connection to the server from a chosen loopback address (127.0.0.2 is another client).
+int connect_from(const char* local, int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in me{};
+  me.sin_family = AF_INET;
+  inet_pton(AF_INET, local, &me.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&me), sizeof me) != 0) {
+    close(fd);
+    return -1;
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// One whole exchange from `local`: the status, and the seconds until the response was complete.
+std::pair<int, double> timed_exchange(const char* local, int port, const std::string& request) {
+  const auto t0 = Clock::now();
+  const int fd = connect_from(local, port);
+  if (fd < 0) return {-1, 0};
+  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string out;
+  const auto end = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[16384];
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return {status_of(out), std::chrono::duration<double>(Clock::now() - t0).count()};
+}
+}  // namespace
+
+// 200 connections from one address dribble their request heads (a line every 2 s). Another
+// address must still be answered promptly: the per-address limit refuses the excess at once and
+// the head deadline frees the rest. The figures are printed; the bounds are generous.
+TEST(ServerHttp, SlowClientsFromOneAddressDoNotStarveOthers) {
+  auto args = all_models();
+  for (const char* a : {"--head-timeout", "6", "--read-timeout", "5"}) args.push_back(a);
+  Server s(args);
+  ASSERT_GT(s.port(), 0);
+  std::vector<int> slow;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = connect_from("127.0.0.1", s.port());
+    ASSERT_GE(fd, 0) << "connection " << i;
+    send(fd, "GET /health HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
+    slow.push_back(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::thread dribble([&] {
+    for (int line = 0; !stop; ++line) {
+      for (int fd : slow) send(fd, "X-Slow: 1\r\n", 11, MSG_NOSIGNAL | MSG_DONTWAIT);
+      for (int k = 0; k < 20 && !stop; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto probe = timed_exchange("127.0.0.2", s.port(), "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const std::string gen = json{{"model", "uniworld-v1"}, {"prompt", "fox"}, {"size", "64x64"}, {"steps", 1}}.dump();
+  const auto image = timed_exchange("127.0.0.2", s.port(), http_post("/v1/images/generations", "application/json", gen,
+                                                                     "Connection: close\r\n"));
+  stop = true;
+  dribble.join();
+  // What the slow connections got: most a 429 at once, the rest a 408 at the head deadline.
+  int refused = 0, timed_out = 0;
+  for (int fd : slow) {
+    std::string out;
+    const auto end = Clock::now() + std::chrono::seconds(15);
+    while (Clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+    refused += status_of(out) == 429;
+    timed_out += status_of(out) == 408;
+  }
+  std::printf("while 200 slow connections dribbled from 127.0.0.1: /health from 127.0.0.2 in %.3f s, a 64x64 "
+              "generation in %.3f s; slow ones: %d refused (429), %d cut at the head deadline (408)\n",
+              probe.second, image.second, refused, timed_out);
+  EXPECT_EQ(probe.first, 200);
+  EXPECT_LT(probe.second, 5.0);
+  EXPECT_EQ(image.first, 200);
+  EXPECT_LT(image.second, 30.0);
+  EXPECT_EQ(refused, 200 - 8);  // --max-connections-per-ip 8 by default
+  EXPECT_EQ(timed_out, 8);
+  json h = health(s);
+  EXPECT_EQ(h["status"], "ok");
+  EXPECT_EQ(s.stop(), 0);
+}
+
+// Admission by plan: with the host-RAM budget set between the planned peaks of a small and a
+// large request, the small one runs and the large one is refused with 422 before it queues; with
+// a budget below everything, chat is refused too and the server stays up.
+TEST(ServerHttp, RequestsThatCannotFitAreRefusedByPlan) {
+  const fs::path d = tiny_root();
+  auto peak = [&](int64_t side) {
+    plan::UniWorldRequest q;
+    q.width = q.height = side;
+    q.ref_images = 0;
+    q.prompt = "fox";
+    return plan::estimate_offload(
+               plan::plan_uniworld((d / "uniworld-v1").string(), (d / "flux.1-dev").string(), (d / "siglip2").string(), q),
+               "fp32")
+        .peak(Offload::None);
+  };
+  const int64_t small = peak(64), large = peak(1024);
+  ASSERT_LT(small, large);
+  char budget[32];
+  std::snprintf(budget, sizeof budget, "%.9f", static_cast<double>(small + large) / 2 / double(int64_t(1) << 30));
+  auto args = all_models();
+  args.push_back("--max-ram");
+  args.push_back(budget);
+  {
+    Server s(args);
+    ASSERT_GT(s.port(), 0);
+    auto c = s.client();
+    auto r = c.Post("/v1/images/generations",
+                    json{{"model", "uniworld-v1"}, {"prompt", "fox"}, {"size", "64x64"}, {"steps", 1}}.dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+    r = c.Post("/v1/images/generations",
+               json{{"model", "uniworld-v1"}, {"prompt", "fox"}, {"size", "1024x1024"}, {"steps", 1}}.dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 422) << r->body;
+    const json e = error_of(r);
+    EXPECT_EQ(e["code"], "insufficient_memory");
+    const std::string msg = e["message"];
+    EXPECT_NE(msg.find("1024x1024"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--max-ram"), std::string::npos) << msg;
+    EXPECT_EQ(health(s)["queue"]["completed"], 1);  // the refused one never ran
+    EXPECT_EQ(s.stop(), 0);
+  }
+  args.back() = "0.000001";  // about 1 KiB: nothing fits
+  Server s(args);
+  ASSERT_GT(s.port(), 0);
+  auto r = s.client().Post("/v1/chat/completions", chat_body("uniworld-v1", "Hi?", {}, false, 4).dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+  EXPECT_EQ(error_of(r)["code"], "insufficient_memory");
+  EXPECT_EQ(health(s)["status"], "ok");
   EXPECT_EQ(s.stop(), 0);
 }
 

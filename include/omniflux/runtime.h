@@ -1,6 +1,7 @@
 #pragma once
 // Where and in what precision models run. Defaults: fp32 on CPU, bf16 on CUDA.
 #include <string>
+#include <utility>
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -45,5 +46,9 @@ c10::ScalarType parse_dtype(const std::string& name);
 // OpenBLAS's own pool when the LibTorch build uses OpenBLAS (n <= 0: all hardware threads). After
 // it, OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS in the environment change nothing.
 void set_num_threads(int n);
+
+// Free and total bytes of a CUDA device (cudaMemGetInfo). Throws Error for a device that is not
+// CUDA or in a build without CUDA.
+std::pair<int64_t, int64_t> cuda_memory_info(const c10::Device& device);
 
 }  // namespace omniflux

@@ -1,15 +1,24 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
+#include <filesystem>
+#include <map>
+#include <mutex>
 #include <random>
+
+#include <unistd.h>
 #include <optional>
 #include <sstream>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
+#include "omniflux/plan.h"
+#include "omniflux/runtime.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
@@ -21,6 +30,12 @@ namespace xo = omniflux::xomni;
 struct Engine::Impl {
   Limits limits;
   Catalog catalog;
+  ServerOptions opt;
+  int64_t budget = 0;     // bytes; 0 = admission off
+  std::string budget_source;
+  std::string weights;    // the storage format the plan counts: fp32, bf16 or fp8
+  mutable std::mutex plan_m;
+  mutable std::map<std::string, int64_t> planned;  // request shape -> planned peak bytes
   std::optional<UniWorldPipeline> uniworld;
   std::optional<xo::XOmniPipeline> xomni;
   std::optional<FluxPipeline> flux;
@@ -31,9 +46,54 @@ Engine::~Engine() = default;
 
 const Catalog& Engine::catalog() const { return impl_->catalog; }
 
+namespace {
+
+bool folder_quantized(const std::string& dir) {
+  for (const char* rel : {"config.json", "transformer/config.json"}) {
+    const std::string p = dir + "/" + rel;
+    std::error_code ec;
+    if (!dir.empty() && std::filesystem::is_regular_file(p, ec) && Config::load(p).has("quantization_config")) return true;
+  }
+  return false;
+}
+
+int64_t physical_ram_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
+std::string gib(int64_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f GiB", static_cast<double>(bytes) / static_cast<double>(int64_t(1) << 30));
+  return b;
+}
+
+}  // namespace
+
 std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function<void(const std::string&)>& log) {
   auto m = std::make_unique<Impl>();
   m->limits = o.limits;
+  m->opt = o;
+  if (o.plan_admission) {
+    const c10::Device dev = o.rt.torch_device();
+    if (dev.is_cuda()) {
+      if (o.rt.max_vram_gb > 0) {
+        m->budget = static_cast<int64_t>(o.rt.max_vram_gb * double(int64_t(1) << 30));
+        m->budget_source = "--max-vram";
+      } else {
+        m->budget = cuda_memory_info(dev).first;  // before the models load: what they may take in all
+        m->budget_source = "the free memory of " + dev.str() + " at start";
+      }
+    } else {
+      const double gb = o.max_ram_gb > 0 ? o.max_ram_gb : 0.75 * static_cast<double>(physical_ram_bytes()) / double(int64_t(1) << 30);
+      m->budget = static_cast<int64_t>(gb * double(int64_t(1) << 30));
+      m->budget_source = o.max_ram_gb > 0 ? "--max-ram" : "3/4 of the physical RAM";
+    }
+    const bool q = folder_quantized(o.uniworld) || folder_quantized(o.xomni) || folder_quantized(o.flux);
+    m->weights = q ? "fp8" : o.rt.compute_dtype() == at::kFloat ? "fp32" : "bf16";
+    log("admission by plan: budget " + gib(m->budget) + " (" + m->budget_source + "), offload " +
+        offload_name(o.rt.offload) + ", " + m->weights + " weights");
+  }
   m->catalog.created = static_cast<int64_t>(std::time(nullptr));
   if (!o.uniworld.empty()) {
     m->uniworld = UniWorldPipeline::load(o.uniworld, o.flux, o.siglip, o.rt);
@@ -132,6 +192,105 @@ GeneratedImage finish_image(const Image& img, const std::string& params, uint64_
 }
 
 }  // namespace
+
+int64_t Engine::budget_bytes() const { return impl_->budget; }
+const std::string& Engine::budget_source() const { return impl_->budget_source; }
+
+namespace {
+
+// The planned peak of one request shape under the server's offload mode (cached). `plan` runs the
+// dry run; `key` names the shape.
+int64_t planned_peak(const Engine::Impl& m, const std::string& key,
+                     const std::function<std::vector<plan::ComponentPlan>()>& plan) {
+  std::lock_guard<std::mutex> lock(m.plan_m);  // one dry run at a time; the worker is not slowed
+  if (auto it = m.planned.find(key); it != m.planned.end()) return it->second;
+  const std::vector<plan::ComponentPlan> plans = plan();
+  for (const auto& c : plans)
+    if (!c.ok()) throw ApiError(500, "the memory plan of this request failed: " + c.name + ": " + c.error, "", "plan_failed");
+  const int64_t peak = plan::estimate_offload(plans, m.weights).peak(m.opt.rt.offload);
+  if (m.planned.size() > 4096) m.planned.clear();
+  m.planned[key] = peak;
+  return peak;
+}
+
+void refuse_if_over(const Engine::Impl& m, int64_t peak, const std::string& what) {
+  if (peak <= m.budget) return;
+  throw ApiError(422,
+                 what + " is planned to need " + gib(peak) + " at its peak (offload " + offload_name(m.opt.rt.offload) +
+                     ", " + m.weights + " weights), more than the budget of " + gib(m.budget) + " (" + m.budget_source +
+                     "); ask for a smaller size or fewer images, or start the server with more memory or another --offload",
+                 "", "insufficient_memory");
+}
+
+}  // namespace
+
+void Engine::check_fits(const ImageRequest& r) const {
+  const Impl& m = *impl_;
+  if (!m.opt.plan_admission) return;
+  const std::string size = std::to_string(r.width) + "x" + std::to_string(r.height);
+  switch (r.model) {
+    case ModelId::UniWorld: {
+      plan::UniWorldRequest q;
+      UniWorldOptions o;
+      o.width = r.width, o.height = r.height, o.images = r.images, o.snap_to_ratio = r.snap.value_or(true);
+      std::tie(q.height, q.width) = UniWorldPipeline::output_size(o);
+      q.ref_images = static_cast<int64_t>(r.images.size());
+      if (!r.images.empty()) {  // the largest reference sets the VLM's and SigLIP's inputs
+        q.ref_width = q.ref_height = 0;
+        for (const Image& im : r.images) q.ref_width = std::max<int64_t>(q.ref_width, im.width), q.ref_height = std::max<int64_t>(q.ref_height, im.height);
+      }
+      q.prompt = r.prompt;
+      q.t5 = r.use_t5.value_or(true);
+      const std::string key = "uniworld " + std::to_string(q.width) + "x" + std::to_string(q.height) + " refs " +
+                              std::to_string(q.ref_images) + " " + std::to_string(q.ref_width) + "x" + std::to_string(q.ref_height) +
+                              " t5 " + std::to_string(q.t5) + " prompt " + std::to_string(r.prompt.size() / 64);
+      refuse_if_over(m, planned_peak(m, key, [&] { return plan::plan_uniworld(m.opt.uniworld, m.opt.flux, m.opt.siglip, q); }),
+                     "this " + std::to_string(q.width) + "x" + std::to_string(q.height) + " uniworld-v1 request");
+      return;
+    }
+    case ModelId::XOmni: {
+      plan::XOmniRequest q;
+      q.width = r.width, q.height = r.height, q.cfg = r.guidance != 1.0, q.prompt = r.prompt;
+      const std::string key = "xomni " + size + " cfg " + std::to_string(q.cfg) + " prompt " + std::to_string(r.prompt.size() / 64);
+      refuse_if_over(m, planned_peak(m, key, [&] { return plan::plan_xomni(m.opt.xomni, m.opt.flux, q); }),
+                     "this " + size + " x-omni request");
+      return;
+    }
+    case ModelId::Flux: {
+      plan::FluxRequest q;
+      q.width = r.width, q.height = r.height;
+      refuse_if_over(m, planned_peak(m, "flux " + size, [&] { return plan::plan_flux(m.opt.flux, q); }),
+                     "this " + size + " flux.1-dev request");
+      return;
+    }
+  }
+}
+
+void Engine::check_fits(const ChatRequest& r) const {
+  const Impl& m = *impl_;
+  if (!m.opt.plan_admission) return;
+  int64_t w = 0, h = 0;
+  for (const ChatTurn& t : r.turns)
+    for (const ChatPart& p : t.parts)
+      if (p.is_image) w = std::max<int64_t>(w, p.image.width), h = std::max<int64_t>(h, p.image.height);
+  // A chat runs the LM (and the vision encoder) only: the image plans at their smallest output
+  // size stand for it, with the conversation's images.
+  if (r.model == ModelId::UniWorld) {
+    plan::UniWorldRequest q;
+    q.width = q.height = 256;
+    q.ref_images = r.images;
+    if (r.images > 0) q.ref_width = w, q.ref_height = h;
+    const std::string key = "uniworld chat refs " + std::to_string(r.images) + " " + std::to_string(w) + "x" + std::to_string(h);
+    refuse_if_over(m, planned_peak(m, key, [&] { return plan::plan_uniworld(m.opt.uniworld, m.opt.flux, m.opt.siglip, q); }),
+                   "this uniworld-v1 chat request");
+  } else if (r.model == ModelId::XOmni && !m.opt.flux.empty()) {
+    plan::XOmniRequest q;  // the plan needs the decoder's folder; without it only the LM is loaded
+    q.width = q.height = 256;
+    q.cfg = false;
+    refuse_if_over(m, planned_peak(m, "xomni chat", [&] { return plan::plan_xomni(m.opt.xomni, m.opt.flux, q); }),
+                   "this x-omni chat request");
+  }
+}
 
 void Engine::run_images(const ImageRequest& r, Job& job) const {
   const Impl& m = *impl_;

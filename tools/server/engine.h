@@ -20,6 +20,16 @@ class Engine {
 
   const Catalog& catalog() const;
 
+  // Admission by plan: the request's peak memory under the loaded models' runtime and offload mode,
+  // from the meta-device dry run (what --dry-run prints), against the budget; throws ApiError 422
+  // naming both when it does not fit. Runs on the HTTP thread before the request queues; plans are
+  // cached by request shape. No-op when the server runs with --no-plan-admission.
+  void check_fits(const ImageRequest& request) const;
+  void check_fits(const ChatRequest& request) const;
+  // The budget in bytes and where it came from ("--max-vram 24 GiB", "free memory of cuda:0", ...).
+  int64_t budget_bytes() const;
+  const std::string& budget_source() const;
+
   // Inside the worker: progress and images go to `job`; each image is a PNG with a "parameters"
   // text chunk as the CLIs write it (or a JPEG when asked). Throws ApiError, omniflux::Error or
   // Cancelled.

@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -62,8 +63,8 @@ class Connection final : public httplib::Stream {
  public:
   Connection(int fd, const ServerOptions& o, const std::atomic<bool>& stopping)
       : fd_(fd), read_ms_(o.read_timeout_s * 1000), write_ms_(o.write_timeout_s * 1000),
-        request_ms_(o.request_timeout_s * 1000), body_limit_(o.limits.max_body_bytes), buf_(16384),
-        stopping_(stopping) {}
+        request_ms_(o.request_timeout_s * 1000), head_ms_((o.head_timeout_s > 0 ? o.head_timeout_s : std::min(10, o.request_timeout_s)) * 1000), body_limit_(o.limits.max_body_bytes),
+        buf_(16384), stopping_(stopping) {}
 
   // Waits for the first byte of the next request; false on idle timeout or stop.
   bool wait_request(int keep_alive_s) {
@@ -79,18 +80,22 @@ class Connection final : public httplib::Stream {
     return false;
   }
 
+  // The head must arrive by one deadline (a client dribbling a header line every few seconds stays
+  // under the per-read wait but not under this), the whole request by another.
   void begin_request() {
     used_ = 0;
     limit_ = kMaxHeadBytes;
     in_head_ = true;
     head_overflow_ = body_overflow_ = timed_out_ = false;
-    deadline_ = Clock::now() + std::chrono::milliseconds(request_ms_);
+    start_ = Clock::now();
+    deadline_ = start_ + std::chrono::milliseconds(std::min(head_ms_, request_ms_));
   }
-  // The head is parsed: the body may use up to the body limit.
+  // The head is parsed: the body may use up to the body limit, until the request deadline.
   void head_done() {
     if (!in_head_) return;
     in_head_ = false;
     limit_ = used_ + body_limit_ + kBodySlack;
+    deadline_ = start_ + std::chrono::milliseconds(request_ms_);
   }
   // Reading is over for this request (a handler that streams back must not be cut by the deadline).
   void reading_done() { deadline_ = Clock::time_point::max(); }
@@ -191,7 +196,8 @@ class Connection final : public httplib::Stream {
   }
 
   int fd_;
-  int read_ms_, write_ms_, request_ms_;
+  int read_ms_, write_ms_, request_ms_, head_ms_;
+  Clock::time_point start_;
   int64_t body_limit_;
   std::vector<char> buf_;
   size_t off_ = 0, len_ = 0;
@@ -263,6 +269,27 @@ struct HttpServer::Impl {
     // httplib's own loop, plus the limits of Connection, a stop check while idle, a close after
     // any error response, and a lingering close so a refused client still reads its answer.
     bool process_and_close_socket(socket_t sock) override {
+      // One address may hold at most --max-connections-per-ip connection threads; a client that
+      // opens more (slowly dribbling requests, say) is answered at once and cannot starve others.
+      const std::string ip = peer_ip(sock);
+      bool over = false;
+      {
+        std::lock_guard<std::mutex> lock(ip_m_);
+        over = per_ip_[ip] >= opt_.max_connections_per_ip;
+        if (!over) ++per_ip_[ip];
+      }
+      if (over) {
+        refuse_connection(sock);  // outside the lock: refusals run in parallel
+        return false;
+      }
+      struct Release {
+        Server& s;
+        const std::string& ip;
+        ~Release() {
+          std::lock_guard<std::mutex> lock(s.ip_m_);
+          if (--s.per_ip_[ip] == 0) s.per_ip_.erase(ip);
+        }
+      } release{*this, ip};
       bool ret = false;
       {
         Connection conn(sock, opt_, stopping);
@@ -288,6 +315,42 @@ struct HttpServer::Impl {
       linger_close(sock);
       return ret;
     }
+
+    static std::string peer_ip(socket_t sock) {
+      sockaddr_storage a{};
+      socklen_t len = sizeof a;
+      if (::getpeername(sock, reinterpret_cast<sockaddr*>(&a), &len) != 0) return "?";
+      char host[INET6_ADDRSTRLEN] = {0};
+      if (a.ss_family == AF_INET) ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&a)->sin_addr, host, sizeof host);
+      if (a.ss_family == AF_INET6) ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&a)->sin6_addr, host, sizeof host);
+      return host;
+    }
+
+    // A 429 written straight to the socket, without reading the request (its head may still be on
+    // its way); a short drain keeps the reset from destroying it in the common case, and the thread
+    // is free again within 50 ms.
+    void refuse_connection(socket_t sock) const {
+      const std::string body =
+          dump(ApiError(429, "too many connections from this address (" + std::to_string(opt_.max_connections_per_ip) +
+                                 " open); reuse one or retry later",
+                        "", "too_many_connections")
+                   .body());
+      const std::string r = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json; charset=utf-8\r\n"
+                            "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+      (void)::send(sock, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::shutdown(sock, SHUT_WR);
+      char drain[4096];
+      const auto end = Clock::now() + std::chrono::milliseconds(50);
+      for (;;) {
+        pollfd p{sock, POLLIN, 0};
+        if (::poll(&p, 1, ms_until(end)) <= 0 || ::recv(sock, drain, sizeof drain, 0) <= 0) break;
+      }
+      ::close(sock);
+    }
+
+    std::mutex ip_m_;
+    std::map<std::string, int> per_ip_;
 
     // Closing a socket whose receive buffer still holds bytes makes the kernel send a reset, and a
     // reset can destroy the response the client has not read yet (a 413 or 401 refused before a
@@ -516,6 +579,7 @@ struct HttpServer::Impl {
     const int64_t n = r.n;
     const bool streamed = r.stream;
     const std::string prefix = r.edit ? "image_edit" : "image_generation";
+    engine.check_fits(r);  // before it queues: a request that cannot fit is refused, not run
     auto shared = std::make_shared<ImageRequest>(std::move(r));
     const Engine* eng = &engine;
     auto job = admit([eng, shared](Job& j) { eng->run_images(*shared, j); }, res);
@@ -557,6 +621,7 @@ struct HttpServer::Impl {
                    " n=" + std::to_string(r.n) + " max_tokens=" + std::to_string(r.options.max_new_tokens);
     const bool streamed = r.stream, usage = r.include_usage;
     const int64_t n = r.n;
+    engine.check_fits(r);
     auto shared = std::make_shared<ChatRequest>(std::move(r));
     const Engine* eng = &engine;
     auto job = admit([eng, shared](Job& j) { eng->run_chat(*shared, j); }, res);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <c10/util/Exception.h>
+
 #include "omniflux/error.h"
 
 namespace omniflux::server {
@@ -105,6 +107,14 @@ Job::Outcome Job::execute() {
     out.end = JobEvent::End::Cancelled;
   } catch (const ApiError& e) {
     out = {JobEvent::End::Failed, e};
+  } catch (const std::bad_alloc&) {
+    // Memory ran out after all (the plan is an estimate, or other processes took memory): this
+    // request fails, the server and its queue go on.
+    out = {JobEvent::End::Failed, ApiError(503, "out of memory while running this request; retry later, or smaller",
+                                           "", "out_of_memory")};
+  } catch (const c10::OutOfMemoryError& e) {
+    out = {JobEvent::End::Failed, ApiError(503, std::string("out of device memory while running this request: ") + e.what_without_backtrace(),
+                                           "", "out_of_memory")};
   } catch (const Error& e) {
     // The request passed validation but the model refused it (an image outside X-Omni's
     // resolution rules, a prompt longer than the context...).

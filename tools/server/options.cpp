@@ -1,5 +1,6 @@
 #include "options.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -82,10 +83,18 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
   p.integer("--read-timeout", &o.read_timeout_s, 1, 3600, "S", "longest wait for the next bytes of a request");
   p.integer("--write-timeout", &o.write_timeout_s, 1, 3600, "S", "longest wait for the client to take response bytes");
   p.integer("--request-timeout", &o.request_timeout_s, 1, 86400, "S", "a whole request must arrive within this");
+  p.integer("--head-timeout", &o.head_timeout_s, 1, 3600, "S", "a request head must arrive within this (default: 10, or --request-timeout if less)");
+  p.integer("--max-connections-per-ip", &o.max_connections_per_ip, 1, 100000, "N",
+            "open connections from one client address (more get 429 at once)");
   p.integer("--keep-alive-timeout", &o.keep_alive_timeout_s, 1, 3600, "S", "idle keep-alive connections close after this");
   p.integer("--listen-backlog", &o.listen_backlog, 1, 65535, "N", "connections the kernel queues before they are accepted (capped by net.core.somaxconn)");
   bool no_log = false;
   p.toggle("--no-log", &no_log, "no line per request on stderr");
+  p.group("memory");
+  p.number("--max-ram", &o.max_ram_gb, 0, 1 << 20, "GiB",
+           "CPU: host RAM requests may plan to use (default: 3/4 of physical RAM); CUDA uses --max-vram or the free memory");
+  bool no_plan = false;
+  p.toggle("--no-plan-admission", &no_plan, "admit requests without checking their planned peak memory");
   p.group("runtime");
   cli::add_runtime_flags(p, &o.rt);
   std::vector<std::string> argv_s = {"omniflux-server"};
@@ -97,6 +106,11 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
     return o;
   }
   o.log_requests = !no_log;
+  o.plan_admission = !no_plan;
+  if (o.head_timeout_s == 0) o.head_timeout_s = std::min(10, o.request_timeout_s);
+  if (o.head_timeout_s > o.request_timeout_s)
+    throw cli::UsageError("the head deadline is longer than the request deadline", "--head-timeout",
+                          "at most --request-timeout (" + std::to_string(o.request_timeout_s) + ")", std::to_string(o.head_timeout_s));
   if (!key_file.empty()) {
     if (!o.api_key.empty()) throw cli::UsageError("give the key once", "--api-key-file", "--api-key or --api-key-file", "both");
     o.api_key = read_key_file(key_file);

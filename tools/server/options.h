@@ -39,9 +39,16 @@ struct ServerOptions {
   int read_timeout_s = 10;       // longest wait for the next bytes of a request
   int write_timeout_s = 30;      // longest wait for the client to take response bytes
   int request_timeout_s = 60;    // a whole request (head and body) must arrive within this
+  int head_timeout_s = 0;        // a request head must arrive within this (one deadline, not per read); 0 = min(10, request_timeout_s)
+  int max_connections_per_ip = 8;  // open connections from one address; more are answered 429 at once
   int keep_alive_timeout_s = 5;  // idle keep-alive connections close after this
   int listen_backlog = 1024;     // connections the kernel holds until they are accepted (capped by somaxconn)
   bool log_requests = true;      // one line per request on stderr
+  // Admission by plan: requests whose planned peak memory exceeds the budget are refused (422)
+  // before they queue. Device budget: rt.max_vram_gb, else the free device memory at start; on the
+  // CPU the host RAM the server may use (GiB; 0 = 3/4 of physical RAM). plan_admission off skips it.
+  double max_ram_gb = 0;
+  bool plan_admission = true;
 };
 
 // Parses argv[1..]; throws omniflux::Error (cli::UsageError) naming the flag on bad input. With
