@@ -255,6 +255,21 @@ Streamed post_stream(const Server& s, const std::string& path, const json& body,
   return out;
 }
 
+// What a socket receives until the peer closes it or `seconds` pass.
+std::string read_until_closed(int fd, int seconds) {
+  std::string out;
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    char buf[16384];
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
 // Raw bytes to the server and whatever comes back until it closes or `seconds` pass.
 std::string raw_exchange(int port, const std::string& bytes, int seconds = 30, bool half_close = false) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -273,16 +288,7 @@ std::string raw_exchange(int port, const std::string& bytes, int seconds = 30, b
     sent += static_cast<size_t>(n);
   }
   if (half_close) shutdown(fd, SHUT_WR);
-  std::string out;
-  const auto end = Clock::now() + std::chrono::seconds(seconds);
-  while (Clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
+  const std::string out = read_until_closed(fd, seconds);
   close(fd);
   return out;
 }
@@ -858,16 +864,7 @@ TEST(ServerHttp, ABodyRefusedEarlyStillGetsItsResponse) {
   }
   EXPECT_EQ(sent_chunks, kChunks) << "the server reset the connection while the body was arriving";
   // Only now read, as clients that send the whole request first do (httplib, curl without Expect).
-  std::string got;
-  const auto end = Clock::now() + std::chrono::seconds(10);
-  while (Clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
+  const std::string got = read_until_closed(fd, 10);
   close(fd);
   EXPECT_EQ(status_of(got), 415) << got.substr(0, 200);
   EXPECT_NE(got.find("Connection: close"), std::string::npos);
@@ -904,16 +901,7 @@ std::pair<int, double> timed_exchange(const char* local, int port, const std::st
   const int fd = connect_from(local, port);
   if (fd < 0) return {-1, 0};
   send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string out;
-  const auto end = Clock::now() + std::chrono::seconds(120);
-  while (Clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    char buf[16384];
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
+  const std::string out = read_until_closed(fd, 120);
   close(fd);
   return {status_of(out), std::chrono::duration<double>(Clock::now() - t0).count()};
 }
@@ -951,16 +939,7 @@ TEST(ServerHttp, SlowClientsFromOneAddressDoNotStarveOthers) {
   // What the slow connections got: most a 429 at once, the rest a 408 at the head deadline.
   int refused = 0, timed_out = 0;
   for (int fd : slow) {
-    std::string out;
-    const auto end = Clock::now() + std::chrono::seconds(15);
-    while (Clock::now() < end) {
-      pollfd p{fd, POLLIN, 0};
-      if (poll(&p, 1, 50) <= 0) continue;
-      char buf[4096];
-      const ssize_t n = recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
+    const std::string out = read_until_closed(fd, 15);
     close(fd);
     refused += status_of(out) == 429;
     timed_out += status_of(out) == 408;
