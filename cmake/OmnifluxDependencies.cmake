@@ -69,10 +69,23 @@ pkg_check_modules(OMNIFLUX_UTF8PROC QUIET IMPORTED_TARGET libutf8proc)
 if(NOT OMNIFLUX_UTF8PROC_FOUND)
   omniflux_missing("utf8proc" "libutf8proc-dev")
 endif()
-# stb is used header-only: src/io/stb_impl.c compiles the implementation we need.
-find_path(OMNIFLUX_STB_INCLUDE_DIR stb_image.h PATH_SUFFIXES stb)
-if(NOT OMNIFLUX_STB_INCLUDE_DIR OR NOT EXISTS "${OMNIFLUX_STB_INCLUDE_DIR}/stb_image_write.h")
-  omniflux_missing("stb_image.h / stb_image_write.h" "libstb-dev")
+# Image decoding: libpng, libjpeg-turbo and libwebp, which are fuzzed continuously upstream.
+pkg_check_modules(OMNIFLUX_PNG QUIET IMPORTED_TARGET libpng)
+if(NOT OMNIFLUX_PNG_FOUND)
+  omniflux_missing("libpng" "libpng-dev")
+endif()
+pkg_check_modules(OMNIFLUX_JPEG QUIET IMPORTED_TARGET libjpeg)
+if(NOT OMNIFLUX_JPEG_FOUND)
+  omniflux_missing("libjpeg-turbo (libjpeg)" "libjpeg62-turbo-dev")
+endif()
+pkg_check_modules(OMNIFLUX_WEBP QUIET IMPORTED_TARGET libwebp)
+if(NOT OMNIFLUX_WEBP_FOUND)
+  omniflux_missing("libwebp" "libwebp-dev")
+endif()
+# stb is used header-only, for the PNG writer: src/io/stb_impl.c compiles stb_image_write.
+find_path(OMNIFLUX_STB_INCLUDE_DIR stb_image_write.h PATH_SUFFIXES stb)
+if(NOT OMNIFLUX_STB_INCLUDE_DIR)
+  omniflux_missing("stb_image_write.h" "libstb-dev")
 endif()
 
 # Everything the library needs privately, in one interface target. sentencepiece is not in it:
@@ -81,7 +94,8 @@ endif()
 # isolation, through a plugin opened with RTLD_LOCAL | RTLD_DEEPBIND.
 add_library(omniflux_private_deps INTERFACE)
 target_link_libraries(omniflux_private_deps INTERFACE
-  nlohmann_json::nlohmann_json PkgConfig::OMNIFLUX_PCRE2 PkgConfig::OMNIFLUX_UTF8PROC ${CMAKE_DL_LIBS})
+  nlohmann_json::nlohmann_json PkgConfig::OMNIFLUX_PCRE2 PkgConfig::OMNIFLUX_UTF8PROC
+  PkgConfig::OMNIFLUX_PNG PkgConfig::OMNIFLUX_JPEG PkgConfig::OMNIFLUX_WEBP ${CMAKE_DL_LIBS})
 target_include_directories(omniflux_private_deps SYSTEM INTERFACE ${OMNIFLUX_STB_INCLUDE_DIR})
 
 # cpp-httplib for omniflux-server and its tests. Debian's libcpp-httplib-dev is the compiled

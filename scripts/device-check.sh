@@ -25,7 +25,8 @@ root=$(pwd)
 
 debs=(libgtest-dev googletest nlohmann-json3-dev libstb-dev libstb0 libsentencepiece-dev libsentencepiece0
       libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2
-      libcpp-httplib-dev libcpp-httplib0.11 libssl-dev zlib1g-dev libbrotli-dev)
+      libcpp-httplib-dev libcpp-httplib0.11 libssl-dev zlib1g-dev libbrotli-dev
+      libpng-dev libpng16-16 libjpeg62-turbo-dev libjpeg62-turbo libwebp-dev libwebp7 libwebpdemux2 libwebpmux3)
 
 device=cuda
 build=build-device

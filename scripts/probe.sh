@@ -97,6 +97,7 @@ py() { python3 - "$@"; }
 printf 'this is not an image\n' >"$c/text.png"
 : >"$c/empty.png"
 head -c 60 "$fx/images/rgba.png" >"$c/truncated.png"
+cp "$fx/images/two_frames.gif" "$c/gif.png"  # a GIF named .png: refused by its magic bytes
 mkfifo "$c/fifo.png" "$c/fifo.txt" "$c/fifo.safetensors" "$c/fifo.json" "$c/out-fifo.png"
 mkdir "$c/folder.png"
 cp "$fx/images/rgba.png" "$c/good.png"
@@ -239,10 +240,11 @@ probe bench_tokenize.repeat.zero fail "range \(--repeat\)" -- "$bin/omniflux-ben
 
 # ---- images -------------------------------------------------------------------------------------------
 
-for kind in text empty truncated fifo folder missing; do
+for kind in text empty truncated gif fifo folder missing; do
   case $kind in
     fifo) pat="FIFO" ;;
     folder) pat="is a folder" ;;
+    gif) pat="gif\.png.*expected PNG, JPEG, WebP, got GIF" ;;
     *) pat="$kind\.png" ;;
   esac
   LIMIT=15 probe "uniworld.image.$kind" fail "$pat" -- "${uw[@]}" "${umods[@]}" -p "Make it snow." -i "$c/$kind.png" -o "$o/u.png"

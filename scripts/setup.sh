@@ -11,10 +11,12 @@ torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxD
 # with the official client library.
 python_test_packages=(openai==3.63.0 pytest==9.2.0)
 
+# Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
+# clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.
 packages=(build-essential cmake pkg-config python3 python3-venv libsentencepiece-dev libstb-dev libgtest-dev
           nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
+          libpng-dev libjpeg62-turbo-dev libwebp-dev clang libclang-rt-14-dev
           chromium chromium-driver python3-selenium)
-if [ "${OMNIFLUX_FUZZ:-0}" = 1 ]; then packages+=(clang libclang-rt-14-dev); fi
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

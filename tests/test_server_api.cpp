@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <thread>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -234,6 +236,9 @@ TEST(ServerApi, EditFormFieldsAndImages) {
   not_image.push_back({"image[]", "x.png", "image/png", "GIF89a not really"});
   EXPECT_EQ(edit_error(not_image).status, 400);
   EXPECT_EQ(edit_error(not_image).param, "image[0]");
+  // The client reads which formats are accepted (GIF, BMP, TGA, PSD and PNM are not).
+  EXPECT_EQ(edit_error(not_image).message,
+            "not a readable image: unsupported image format (image[0]): expected PNG, JPEG, WebP, got GIF");
   auto big = without_images;
   big.push_back({"image[]", "", "", png_bytes(65, 64)});  // more pixels than allowed, refused before decoding
   EXPECT_EQ(edit_error(big).param, "image[0]");
@@ -277,6 +282,27 @@ TEST(ServerApi, ChatMessagesAndImages) {
   EXPECT_EQ(r.images, 1);
   EXPECT_FALSE(r.seed);
   EXPECT_EQ(r.n, 1);
+  // JPEG and WebP uploads decode too; a GIF is refused with the accepted formats in the message
+  auto fixture = [](const std::string& name) {
+    std::ifstream f(std::string(OMNIFLUX_FIXTURES) + "/images/formats/" + name, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  auto with_image = [&](const std::string& url) {
+    json b = body;
+    b["messages"][0]["content"][1]["image_url"]["url"] = url;
+    return b;
+  };
+  for (const auto& [type, file, w] : std::vector<std::tuple<std::string, std::string, int>>{
+           {"jpeg", "progressive_420.jpg", 48}, {"webp", "lossy.webp", 40}, {"webp", "lossless.webp", 40}}) {
+    const ChatRequest rj = parse_chat(with_image("data:image/" + type + ";base64," + base64_encode(fixture(file))), c, l);
+    ASSERT_EQ(rj.images, 1) << file;
+    EXPECT_EQ(rj.turns[0].parts[1].image.width, w) << file;
+  }
+  const ApiError gif =
+      error_of([&] { parse_chat(with_image("data:image/gif;base64," + base64_encode("GIF89a\x01\x00\x01\x00")), c, l); });
+  EXPECT_EQ(gif.status, 400);
+  EXPECT_EQ(gif.param, "messages[0].content[1].image_url.url");
+  EXPECT_NE(gif.message.find("expected PNG, JPEG, WebP, got GIF"), std::string::npos) << gif.message;
   // UniWorld: plain string content, no image, app.py's default token budget
   r = parse_chat(json{{"model", "uniworld-v1"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, c, l);
   EXPECT_EQ(r.options.max_new_tokens, 128);

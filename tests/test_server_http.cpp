@@ -663,6 +663,17 @@ TEST(ServerHttp, BadRequestsGetTheRightStatus) {
     if (k.param.empty()) EXPECT_TRUE(e["error"]["param"].is_null()) << k.name;
     else EXPECT_EQ(e["error"]["param"], k.param) << k.name;
   }
+  // a GIF (or BMP, TGA, PSD, PNM) upload: the client is told which formats are accepted
+  {
+    const std::string resp = raw_exchange(port, edit(fields + part("image[]", "GIF89a\x01\x00\x01\x00", "a.gif") + "--XyZ--\r\n"));
+    EXPECT_EQ(status_of(resp), 400) << resp.substr(0, 400);
+    json e = json_of_raw(resp);
+    ASSERT_TRUE(e.is_object() && e.contains("error")) << resp.substr(0, 400);
+    EXPECT_EQ(e["error"]["param"], "image[0]");
+    EXPECT_EQ(e["error"]["code"], "invalid_image");
+    EXPECT_EQ(e["error"]["message"],
+              "not a readable image: unsupported image format (image[0]): expected PNG, JPEG, WebP, got GIF");
+  }
   // a slow client: half a request line, then silence; cut after --read-timeout while others are served
   {
     std::string slow_resp;

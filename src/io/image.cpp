@@ -1,4 +1,5 @@
-// Image decoding (stb_image), PNG encoding (stb_image_write) with tEXt chunks, PNG tEXt reading.
+// Image decoding (format sniffing and PNG structure checks; the pixel decoders are in
+// image_decode.cpp), PNG encoding (stb_image_write) with tEXt chunks, PNG tEXt reading.
 #include "omniflux/io/image.h"
 
 #include <algorithm>
@@ -10,9 +11,8 @@
 #include <cstring>
 #include <memory>
 
-#include <stb_image.h>
-
 #include "io/image_check.h"
+#include "io/image_decode.h"
 #include "omniflux/error.h"
 #include "omniflux/io/file_write.h"
 #include "omniflux/io/paths.h"
@@ -57,17 +57,10 @@ void check_image(const Image& image, const std::string& where) {
 
 namespace {
 
-constexpr const char* kFormats = "PNG, JPEG, BMP, GIF, TGA, PSD or PNM";
+// What decode_image accepts, as every refusal lists it.
+constexpr const char* kFormats = "PNG, JPEG, WebP";
 constexpr uint8_t kPngSignature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
 
-std::string stb_reason() {
-  const char* r = stbi_failure_reason();
-  return r ? r : "unknown stb_image failure";
-}
-
-struct StbFree {
-  void operator()(unsigned char* p) const { stbi_image_free(p); }
-};
 struct CFree {
   void operator()(unsigned char* p) const { std::free(p); }
 };
@@ -87,7 +80,7 @@ std::vector<uint8_t> read_whole_file(const std::string& path, const char* what) 
   for (;;) {
     const size_t n = std::fread(chunk.data(), 1, chunk.size(), f.get());
     data.insert(data.end(), chunk.begin(), chunk.begin() + n);
-    // stb_image takes an int length; stop before reading an absurd file into memory.
+    // Stop before reading an absurd file into memory (no accepted image comes near it).
     if (data.size() > size_t(INT_MAX)) {
       throw Error(std::string(what) + " too large", path, "at most 2147483647 bytes",
                   "a larger file");
@@ -133,21 +126,14 @@ std::string hex32(uint32_t v) {
   return buf;
 }
 
-bool is_radiance_hdr(const uint8_t* data, size_t size) {
-  auto starts = [&](const char* magic) {
-    const size_t n = std::strlen(magic);
-    return size >= n && std::memcmp(data, magic, n) == 0;
-  };
-  return starts("#?RADIANCE") || starts("#?RGBE");
-}
-
 bool is_png(const uint8_t* data, size_t size) {
   return size >= 8 && std::memcmp(data, kPngSignature, 8) == 0;
 }
 
-// Walks a PNG's chunks and checks its structure: signature, IHDR first, every length and CRC
-// (stb_image checks no CRC), and an IEND chunk. Calls on_chunk(type, body, length, offset) for
-// each chunk up to and including IEND; bytes after IEND are ignored.
+// Walks a PNG's chunks and checks its structure: signature, IHDR first, every length and CRC,
+// and an IEND chunk (libpng would decode a file cut after its pixel data). Calls
+// on_chunk(type, body, length, offset) for each chunk up to and including IEND; bytes after IEND
+// are ignored.
 template <class OnChunk>
 void walk_png_chunks(const uint8_t* data, size_t size, const std::string& name,
                      OnChunk&& on_chunk) {
@@ -193,8 +179,7 @@ void walk_png_chunks(const uint8_t* data, size_t size, const std::string& name,
   }
 }
 
-// The IHDR fields the PNG spec allows (stb_image reads all of them). Checked here because stbi_info
-// reports a bad PNG header as "unknown image type" after trying the other formats.
+// The IHDR fields the PNG spec allows, checked before libpng so that the message names the field.
 void check_png_format(int depth, int colour, int compression, int filter, int interlace,
                       const std::string& name) {
   bool ok_depth = false;
@@ -214,119 +199,6 @@ void check_png_format(int depth, int colour, int compression, int filter, int in
     throw Error("bad PNG compression, filter or interlace method", name, "0, 0 and 0 or 1",
                 std::to_string(compression) + ", " + std::to_string(filter) + ", " +
                     std::to_string(interlace));
-  }
-}
-
-// Feeds stb_image from memory through its callback interface, to notice what the memory interface
-// hides: stb reads missing bytes as zeros, and its unchecked stbi__getn calls (TGA rows, PNM data)
-// leave pixels uninitialised, so a truncated file would decode "successfully".
-// stb's first read fills its internal buffer; later reads into that same buffer are refills and
-// may come back short near the end, but a refill with nothing left, or a short read straight into
-// the caller's buffer (stbi__getn), means the data ended before the decoder was done.
-struct StbReader {
-  const uint8_t* data;
-  size_t size;
-  size_t pos = 0;
-  char* refill_buffer = nullptr;
-  bool ran_out = false;
-
-  static int read(void* user, char* out, int n) {
-    auto* r = static_cast<StbReader*>(user);
-    if (r->refill_buffer == nullptr) r->refill_buffer = out;
-    const size_t left = r->size - r->pos;
-    const size_t k = n > 0 ? std::min(size_t(n), left) : 0;
-    if (n > 0 && (left == 0 || (k < size_t(n) && out != r->refill_buffer))) r->ran_out = true;
-    std::memcpy(out, r->data + r->pos, k);
-    r->pos += k;
-    return int(k);
-  }
-  static void skip(void* user, int n) {
-    auto* r = static_cast<StbReader*>(user);
-    if (n < 0) {
-      r->pos -= std::min(r->pos, size_t(-int64_t(n)));
-    } else if (size_t(n) > r->size - r->pos) {
-      r->ran_out = true;
-      r->pos = r->size;
-    } else {
-      r->pos += size_t(n);
-    }
-  }
-  static int eof(void* user) {
-    auto* r = static_cast<StbReader*>(user);
-    return r->pos >= r->size;
-  }
-};
-
-// Binary PNM (P5 grey, P6 RGB; the only kinds stb reads). stb_image 2.27 does not rescale samples
-// when the maximum value is not 255 (PIL does), and garbles 16-bit grey; so only 255 is accepted.
-void check_pnm(const uint8_t* data, size_t size, const std::string& name) {
-  if (size < 2 || data[0] != 'P' || (data[1] != '5' && data[1] != '6')) return;
-  auto space = [](uint8_t c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-  };
-  size_t pos = 2;
-  // Same tokenisation as stbi__pnm_info: whitespace and '#' comments, then decimal digits.
-  auto number = [&]() -> uint64_t {
-    for (;;) {
-      while (pos < size && space(data[pos])) ++pos;
-      if (pos >= size || data[pos] != '#') break;
-      while (pos < size && data[pos] != '\n' && data[pos] != '\r') ++pos;
-    }
-    uint64_t v = 0;
-    while (pos < size && data[pos] >= '0' && data[pos] <= '9' && v < 1000000) {
-      v = v * 10 + (data[pos++] - '0');
-    }
-    return v;
-  };
-  number();  // width and height are checked through stbi_info
-  number();
-  const uint64_t maxval = number();
-  if (maxval != 255) {
-    throw Error("unsupported PNM maximum sample value", name, "255", std::to_string(maxval));
-  }
-}
-
-// stb_image 2.27 builds each JPEG Huffman table into fixed arrays of 256 symbols without checking
-// that the DHT code counts sum to at most 256: a crafted file writes past them (found by fuzzing
-// under UBSan). Walk the marker segments as stb does (skipping each segment by its length and each
-// scan's entropy-coded data up to the next marker) and refuse such tables. Other problems are left
-// to stb.
-void check_jpeg_huffman_tables(const uint8_t* data, size_t size, const std::string& name) {
-  if (size < 2 || data[0] != 0xFF || data[1] != 0xD8) return;
-  size_t pos = 2;
-  while (pos < size) {
-    // Bytes that are not a marker: stb skips them before the frame header and fails after it;
-    // skipping them here too checks at least every table stb reads.
-    while (pos < size && data[pos] != 0xFF) ++pos;
-    while (pos < size && data[pos] == 0xFF) ++pos;  // fill bytes
-    if (pos >= size) return;
-    const uint8_t marker = data[pos++];
-    if (marker == 0xD9) return;                                          // EOI
-    if (marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) continue;
-    if (size - pos < 2) return;
-    const size_t len = (size_t(data[pos]) << 8) | data[pos + 1];
-    if (len < 2) return;
-    if (marker == 0xC4) {  // DHT: tables of (class/id byte, 16 code counts, symbols)
-      // Like stb, read the 16 counts even past the segment's end (missing bytes read as 0).
-      for (size_t p = pos + 2; p < pos + len && p < size;) {
-        size_t symbols = 0;
-        for (size_t i = 0; i < 16; ++i) symbols += p + 1 + i < size ? data[p + 1 + i] : 0;
-        if (symbols > 256) {
-          throw Error("corrupt JPEG Huffman table",
-                      name + ": DHT at byte " + std::to_string(pos - 2), "at most 256 codes",
-                      std::to_string(symbols) + " codes");
-        }
-        p += 17 + symbols;
-      }
-    }
-    pos += len;
-    if (marker == 0xDA) {  // SOS: entropy-coded data runs to the next marker other than RSTn
-      auto at_marker = [&](size_t i) {
-        const uint8_t next = data[i + 1];
-        return data[i] == 0xFF && next != 0x00 && next != 0xFF && (next < 0xD0 || next > 0xD7);
-      };
-      while (pos + 1 < size && !at_marker(pos)) ++pos;
-    }
   }
 }
 
@@ -398,70 +270,114 @@ std::vector<uint8_t> encode_png_at(const Image& image, const PngText& text,
   return out;
 }
 
-}  // namespace
+enum class Format { Png, Jpeg, WebP };
 
-std::pair<int, int> image_size(const uint8_t* data, size_t size, const std::string& name) {
-  if (size == 0) {
-    throw Error("empty image file", name, std::string("a ") + kFormats + " image", "0 bytes");
+bool starts_with(const uint8_t* data, size_t size, const char* magic, size_t n) {
+  return size >= n && std::memcmp(data, magic, n) == 0;
+}
+
+// A TGA has no signature: its version 2 footer, or an 18-byte header with a colour-map flag of 0
+// or 1, a known image type and pixel depth, and non-zero sides.
+bool looks_like_tga(const uint8_t* data, size_t size) {
+  static const char kFooter[] = "TRUEVISION-XFILE.";  // followed by a NUL
+  if (size >= 26 && std::memcmp(data + size - 18, kFooter, 18) == 0) return true;
+  if (size < 18 || data[1] > 1) return false;
+  const uint8_t type = data[2], depth = data[16];
+  const bool known_type = type == 1 || type == 2 || type == 3 || type == 9 || type == 10 ||
+                          type == 11;
+  const bool known_depth = depth == 8 || depth == 15 || depth == 16 || depth == 24 || depth == 32;
+  return known_type && known_depth && (data[12] | data[13]) != 0 && (data[14] | data[15]) != 0;
+}
+
+// The format, from the magic bytes. Every other format is an Error that names it when it is
+// recognised (the ones Pillow opens and a client might send) and lists the accepted ones.
+Format sniff(const uint8_t* data, size_t size, const std::string& name) {
+  if (is_png(data, size)) return Format::Png;
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return Format::Jpeg;
+  if (starts_with(data, size, "RIFF", 4) && size >= 12 && std::memcmp(data + 8, "WEBP", 4) == 0) {
+    return Format::WebP;
   }
+  const char* other = nullptr;
+  if (starts_with(data, size, "GIF87a", 6) || starts_with(data, size, "GIF89a", 6)) {
+    other = "GIF";
+  } else if (starts_with(data, size, "BM", 2)) {
+    other = "BMP";
+  } else if (starts_with(data, size, "8BPS", 4)) {
+    other = "PSD";
+  } else if (size >= 3 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7' &&
+             (data[2] == ' ' || (data[2] >= '\t' && data[2] <= '\r'))) {
+    other = "PNM";
+  } else if (starts_with(data, size, "II*\0", 4) || starts_with(data, size, "MM\0*", 4)) {
+    other = "TIFF";
+  } else if (starts_with(data, size, "#?RADIANCE", 10) || starts_with(data, size, "#?RGBE", 6)) {
+    other = "Radiance HDR";
+  } else if (size >= 12 && std::memcmp(data + 4, "ftyp", 4) == 0) {
+    other = "HEIF/AVIF";
+  } else if (looks_like_tga(data, size)) {
+    other = "TGA";
+  }
+  if (other) throw Error("unsupported image format", name, kFormats, other);
+  std::string head;
+  for (size_t i = 0; i < std::min<size_t>(size, 8); ++i) {
+    char b[4];
+    std::snprintf(b, sizeof(b), "%s%02x", i ? " " : "", data[i]);
+    head += b;
+  }
+  throw Error("unknown image format", name, kFormats, "data starting with bytes " + head);
+}
+
+// Checks the buffer, then the format; for PNG also the chunk structure, every CRC and the IHDR
+// fields, returning the IHDR size in `png_size`.
+Format check_encoded(const uint8_t* data, size_t size, const std::string& name,
+                     std::pair<int, int>& png_size) {
+  if (size == 0) throw Error("empty image file", name, kFormats, "0 bytes");
   if (data == nullptr) throw Error("null image data", name, "a buffer", "nullptr");
   if (size > size_t(INT_MAX)) {
     throw Error("encoded image too large", name, "at most 2147483647 bytes",
                 std::to_string(size) + " bytes");
   }
-  if (is_radiance_hdr(data, size)) {
-    throw Error("unsupported image format", name, std::string("a ") + kFormats + " image",
-                "Radiance HDR");
-  }
-  if (is_png(data, size)) {
-    // Check the structure (stb checks no CRC) and the declared size before anything else.
+  const Format format = sniff(data, size, name);
+  if (format == Format::Png) {
     walk_png_chunks(data, size, name,
                     [&](const std::string& type, const uint8_t* body, uint32_t len, size_t) {
       if (type != "IHDR") return;
       if (len != 13) throw Error("bad PNG IHDR length", name, "13", std::to_string(len));
       detail::check_image_size(read_be32(body), read_be32(body + 4), name, "image");
       check_png_format(body[8], body[9], body[10], body[11], body[12], name);
+      png_size = {int(read_be32(body)), int(read_be32(body + 4))};
     });
   }
-  check_jpeg_huffman_tables(data, size, name);  // before stbi_info, which reads them too
-  // Read the declared size first, so a small file declaring a huge image never allocates it.
-  int width = 0, height = 0, channels = 0;
-  if (!stbi_info_from_memory(data, int(size), &width, &height, &channels)) {
-    throw Error("cannot read image header", name, std::string("a ") + kFormats + " image",
-                stb_reason());
+  return format;
+}
+
+}  // namespace
+
+std::pair<int, int> image_size(const uint8_t* data, size_t size, const std::string& name) {
+  std::pair<int, int> png_size;
+  switch (check_encoded(data, size, name, png_size)) {
+    case Format::Png: return png_size;
+    case Format::Jpeg: return detail::jpeg_size(data, size, name);
+    case Format::WebP: return detail::webp_size(data, size, name);
   }
-  detail::check_image_size(width, height, name, "image");
-  check_pnm(data, size, name);
-  return {width, height};
+  return {0, 0};
 }
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& name) {
-  const auto [width, height] = image_size(data, size, name);
-  // req_comp = 3: grey is replicated and alpha dropped, like PIL's convert("RGB"). 16-bit samples
-  // are reduced to their high byte by stb (stbi__convert_16_to_8).
-  StbReader reader{data, size};
-  const stbi_io_callbacks callbacks{&StbReader::read, &StbReader::skip, &StbReader::eof};
-  int w = 0, h = 0, c = 0;
-  std::unique_ptr<unsigned char, StbFree> pixels(
-      stbi_load_from_callbacks(&callbacks, &reader, &w, &h, &c, 3));
-  if (!pixels) {
-    throw Error("cannot decode image", name, "valid image data",
-                stb_reason() + (reader.ran_out ? " (the data ends early)" : ""));
+  std::pair<int, int> png_size;
+  switch (check_encoded(data, size, name, png_size)) {
+    case Format::Png: {
+      Image image = detail::decode_png(data, size, name);
+      if (std::make_pair(image.width, image.height) != png_size) {
+        throw Error("decoded image size differs from its header", name,
+                    detail::size_str(png_size.first, png_size.second),
+                    detail::size_str(image.width, image.height));
+      }
+      return image;
+    }
+    case Format::Jpeg: return detail::decode_jpeg(data, size, name);
+    case Format::WebP: return detail::decode_webp(data, size, name);
   }
-  if (reader.ran_out) {
-    throw Error("truncated image", name, "complete image data",
-                "the decoder needed bytes past the end of the " + std::to_string(size) +
-                    "-byte data");
-  }
-  if (w != width || h != height) {
-    throw Error("decoded image size differs from its header", name,
-                detail::size_str(width, height), detail::size_str(w, h));
-  }
-  Image image;
-  image.width = w;
-  image.height = h;
-  image.rgb.assign(pixels.get(), pixels.get() + size_t(w) * size_t(h) * 3);
-  return image;
+  return {};
 }
 
 Image load_image(const std::string& path) {

@@ -10,20 +10,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api_error.h"
+#include "data_uri.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/chat.h"
 #include "options.h"
 
 namespace omniflux::server {
-
-// An API error: the HTTP status and OpenAI's {"error": {"message", "type", "param", "code"}}.
-struct ApiError : std::exception {
-  int status = 400;
-  std::string message, type, param, code;
-  ApiError(int status, std::string message, std::string param = {}, std::string code = {});
-  const char* what() const noexcept override { return message.c_str(); }
-  nlohmann::json body() const;
-};
 
 // ---- models -----------------------------------------------------------------------------------
 
@@ -112,13 +105,10 @@ ChatRequest parse_chat(const nlohmann::json& body, const Catalog& catalog, const
 // header before anything is allocated), then decoded. `param` names the field in errors.
 Image decode_upload(const std::string& bytes, const std::string& param, const Limits& limits);
 
-// "data:image/png;base64,...." -> bytes; ApiError naming `param` otherwise.
-std::string decode_data_uri(const std::string& uri, const std::string& param, const Limits& limits);
-
-std::string base64_encode(const std::string& bytes);
-std::string base64_encode(const uint8_t* data, size_t size);
-// Strict RFC 4648 (padding required, no whitespace); nullopt when malformed.
-std::optional<std::string> base64_decode(const std::string& text);
+// "data:image/png;base64,...." -> bytes, at most limits.max_image_bytes (data_uri.h).
+inline std::string decode_data_uri(const std::string& uri, const std::string& param, const Limits& limits) {
+  return decode_data_uri(uri, param, limits.max_image_bytes);
+}
 
 // ---- responses ----------------------------------------------------------------------------------
 

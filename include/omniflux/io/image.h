@@ -1,6 +1,6 @@
 #pragma once
-// Image I/O: decoding (PNG, JPEG, BMP, GIF, TGA, PSD, PNM through stb_image), PNG encoding with
-// tEXt chunks, and a resampler that reproduces PIL's Image.resize byte for byte.
+// Image I/O: decoding (PNG, JPEG and WebP through libpng, libjpeg-turbo and libwebp), PNG encoding
+// with tEXt chunks, and a resampler that reproduces PIL's Image.resize byte for byte.
 // Every problem with user input is an omniflux::Error naming the file (or the buffer's name).
 #include <cstddef>
 #include <cstdint>
@@ -22,13 +22,16 @@ struct Image {
 constexpr int kMaxImageSide = 65535;
 constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 
-// Reads and decodes an image file. Like PIL's Image.open(path).convert("RGB"): grey is replicated,
-// alpha is dropped (not composited), palettes are expanded; GIF gives its first frame. EXIF
-// orientation is not applied (PIL does not either). Known differences from PIL: 16-bit PNGs keep
-// the high byte of each sample (stb_image's reduction; PIL clips), JPEGs are decoded by stb_image
-// (within a few levels of libjpeg, not equal), and transparent GIF pixels come out black (PIL
-// gives their palette colour). PNM must be binary (P5, P6) with maximum value 255. PNG chunk CRCs
-// are checked; truncated data is an error in every format. Radiance HDR is not supported.
+// Reads and decodes an image file: PNG, JPEG or WebP (lossless and lossy), found by its magic
+// bytes; any other format (GIF, BMP, TGA, PSD, PNM, TIFF, ...) is an Error listing the accepted
+// ones. The pixels equal Pillow's Image.open(path).convert("RGB"): grey is replicated, alpha is
+// dropped (not composited), palettes are expanded, 16-bit samples keep their high byte except
+// 16-bit grey, which is clipped to 255 (Pillow's mode I;16); JPEG uses libjpeg's accurate integer
+// IDCT and fancy upsampling, and CMYK JPEG Pillow's CMYK to RGB formula. EXIF orientation is not
+// applied (Pillow does not either, nor do the official processors). Stricter than Pillow: PNG
+// chunk CRCs and IEND are required, a JPEG whose data ends early (EOI included) or whose
+// entropy-coded data is corrupt is refused, and animated WebP is refused. The declared size is
+// checked (kMaxImageSide, kMaxImagePixels) before any pixel memory is allocated.
 Image load_image(const std::string& path);
 // Same, from memory. `name` appears in errors.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name);
