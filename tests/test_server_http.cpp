@@ -814,8 +814,9 @@ TEST(ServerHttp, LoadOnlyOkOrTooManyRequestsAndFlatMemory) {
 }
 
 // The load test's lost connections (issue 27): a burst of clients met httplib's listen backlog of
-// 5 while the accepting thread was off the CPU, so handshakes were dropped and connects timed out.
-// A stopped server accepts nothing: its kernel must hold every connection until it goes on.
+// 5 while the accepting thread was off the CPU, so handshakes were dropped; the clients' retries
+// backed off past the server's waits and requests ended with no HTTP status. A stopped server
+// accepts nothing: its kernel must hold every connection until it goes on.
 TEST(ServerHttp, ConnectionsWaitWhileTheServerCannotAccept) {
   auto args = chat_only();
   args.push_back("--max-connections-per-ip");
