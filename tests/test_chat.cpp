@@ -201,6 +201,27 @@ TEST(ChatPipelines, UniWorldConversations) {
   EXPECT_EQ(a->text, official);
   EXPECT_EQ(streamed, a->text);
   EXPECT_EQ(a->prompt_tokens, p.build_prompt("What is this?", {img}).ids.size(1));
+  {
+    // Independently: the older token loop (sampling::generate through Qwen2_5_VL::generate), cut at
+    // the first end token, decoded with the folder's tokenizer, special tokens skipped.
+    const auto prompt = p.build_prompt("What is this?", {img});
+    const auto tok = text::load_tokenizer((tiny_root() / "uniworld-v1" / "tokenizer.json").string());
+    sampling::GenerateOptions g;
+    g.max_new_tokens = 10;
+    g.eos_token_ids = {p.vlm().config().eos_token_id, *tok->token_to_id("<|endoftext|>")};
+    g.pad_token_id = g.eos_token_ids[0];
+    const at::Tensor out = p.vlm().generate(prompt.ids, prompt.pixels.pixel_values, prompt.pixels.grid_thw, g).cpu();
+    std::vector<int64_t> ids;
+    int64_t sampled = 0;
+    for (int64_t i = 0; i < out.size(1); ++i) {
+      const int64_t id = out[0][i].item<int64_t>();
+      ++sampled;
+      if (id == g.eos_token_ids[0] || id == g.eos_token_ids[1]) break;
+      if (id < tok->vocab_size()) ids.push_back(id);
+    }
+    EXPECT_EQ(a->completion_tokens, sampled);
+    EXPECT_EQ(a->text, tok->decode(ids, /*skip_special_tokens=*/true));
+  }
   EXPECT_GE(a->completion_tokens, 1);
   EXPECT_LE(a->completion_tokens, 10);
   if (a->finish == sampling::FinishReason::Length) EXPECT_EQ(a->completion_tokens, 10);

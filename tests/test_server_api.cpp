@@ -88,6 +88,16 @@ TEST(ServerOptions, ParsesFlagsAndRefusesBadOnes) {
   EXPECT_THROW(parse_server_args({}, &help), Error);
   EXPECT_THROW(parse_server_args({"--uniworld", "u"}, &help), Error);  // needs --flux and --siglip
   EXPECT_THROW(parse_server_args({"--xomni", "x", "--port", "70000"}, &help), Error);
+  // the slow-client and memory flags
+  o = parse_server_args({"--xomni", "x", "--request-timeout", "5"}, &help);
+  EXPECT_EQ(o.head_timeout_s, 5);  // 10 by default, never past the request deadline
+  EXPECT_EQ(parse_server_args({"--xomni", "x"}, &help).head_timeout_s, 10);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--head-timeout", "70"}, &help), Error);  // > --request-timeout 60
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-connections-per-ip", "0"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-ram", "-1"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-ram", "lots"}, &help), Error);
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--listen-backlog", "0"}, &help), Error);
+  EXPECT_FALSE(parse_server_args({"--xomni", "x", "--no-plan-admission"}, &help).plan_admission);
   EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-images", "5"}, &help), Error);
   EXPECT_THROW(parse_server_args({"--xomni", "x", "--max-queue"}, &help), Error);
   EXPECT_THROW(parse_server_args({"--xomni", "x", "--bogus"}, &help), Error);
