@@ -1,6 +1,7 @@
 #pragma once
-// The HTTP side of omniflux-server on cpp-httplib: routes, authentication, limits on the request
-// head and body, the request log, server-sent events, and cancellation when a client goes away.
+// The transport of omniflux-server on cpp-httplib: connections, limits on the request head and
+// body, slow and abusive clients, the request log, and carrying the routes' (routes.h) requests
+// and responses, server-sent events included.
 #include <memory>
 
 #include "engine.h"
