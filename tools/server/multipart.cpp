@@ -103,16 +103,17 @@ void MultipartParser::step() {
   for (;;) {
     switch (state_) {
       case State::Delimiter: {  // the preamble, before the first delimiter
+        // Limits are checked so that the outcome never depends on how the body was split into
+        // reads (tests/fuzz/fuzz_multipart.cpp checks that).
         const size_t p = buf_.find(delimiter_);
         const size_t keep = delimiter_.size() - 1;
-        if (p == std::string::npos) {
-          if (buf_.size() > keep) {
-            preamble_ += buf_.size() - keep;
-            buf_.erase(0, buf_.size() - keep);
-          }
-          if (static_cast<int64_t>(preamble_) > limits_.max_part_head_bytes) throw malformed("no opening boundary");
-          return;
+        if (p == std::string::npos && buf_.size() > keep) {
+          preamble_ += buf_.size() - keep;
+          buf_.erase(0, buf_.size() - keep);
         }
+        if (static_cast<int64_t>(preamble_ + (p == std::string::npos ? 0 : p)) > limits_.max_part_head_bytes)
+          throw malformed("no opening boundary");
+        if (p == std::string::npos) return;
         buf_.erase(0, p + delimiter_.size());
         state_ = State::AfterDelimiter;
         break;
@@ -125,10 +126,8 @@ void MultipartParser::step() {
           return;
         }
         const size_t p = buf_.find_first_not_of(" \t");
-        if (p == std::string::npos || buf_.size() - p < 2) {
-          if (buf_.size() > 256) throw malformed("padding after a boundary");
-          return;
-        }
+        if ((p == std::string::npos ? buf_.size() : p) > 256) throw malformed("padding after a boundary");
+        if (p == std::string::npos || buf_.size() - p < 2) return;
         if (buf_.compare(p, 2, "\r\n") != 0) throw malformed("a boundary is not followed by CRLF");
         buf_.erase(0, p + 2);
         state_ = State::Head;
@@ -137,8 +136,8 @@ void MultipartParser::step() {
       case State::Head: {
         // An empty head is a lone CRLF; otherwise the head ends at the first blank line.
         size_t end = buf_.compare(0, 2, "\r\n") == 0 ? 0 : buf_.find("\r\n\r\n");
-        if (end == std::string::npos) {
-          if (static_cast<int64_t>(buf_.size()) > limits_.max_part_head_bytes) throw malformed("a part's headers are too long");
+        if (end == std::string::npos) {  // a head of the limit may still be followed by its blank line
+          if (static_cast<int64_t>(buf_.size()) > limits_.max_part_head_bytes + 3) throw malformed("a part's headers are too long");
           return;
         }
         if (static_cast<int64_t>(end) > limits_.max_part_head_bytes) throw malformed("a part's headers are too long");
