@@ -8,8 +8,8 @@ set -euo pipefail
 
 torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
 # Python test clients, in the same environment: the OpenAI conformance suite drives the server
-# with the official client library.
-python_test_packages=(openai==3.63.0 pytest==9.2.0)
+# with the official client library; prometheus-client parses GET /metrics.
+python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0)
 
 # Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
 # clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.

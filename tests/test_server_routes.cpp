@@ -169,7 +169,8 @@ class ServerRoutes : public ::testing::Test {
          "--max-queue", "1", "--api-key", "sekret"},
         nullptr));
     engine_ = Engine::load(*opt_, [](const std::string&) {}).release();
-    queue_ = new JobQueue(opt_->limits.max_queue);
+    metrics_ = new Metrics;
+    queue_ = new JobQueue(opt_->limits.max_queue, metrics_);
     worker_ = new std::thread([] { queue_->run(); });
   }
   static void TearDownTestSuite() {
@@ -178,6 +179,7 @@ class ServerRoutes : public ::testing::Test {
     delete worker_;
     delete queue_;
     delete engine_;
+    delete metrics_;
     delete opt_;
   }
 
@@ -215,9 +217,10 @@ class ServerRoutes : public ::testing::Test {
   static inline ServerOptions* opt_ = nullptr;
   static inline Engine* engine_ = nullptr;
   static inline JobQueue* queue_ = nullptr;
+  static inline Metrics* metrics_ = nullptr;
   static inline std::thread* worker_ = nullptr;
   std::atomic<bool> stopping_{false};
-  Router router_{*opt_, *engine_, *queue_, stopping_};
+  Router router_{*opt_, *engine_, *queue_, stopping_, *metrics_};
 };
 
 }  // namespace
@@ -339,4 +342,101 @@ TEST_F(ServerRoutes, AFullQueueAnswers429WithRetryAfter) {
   EXPECT_EQ(r.status, 429);
   EXPECT_EQ(body_of(r)["error"]["code"], "queue_full");
   EXPECT_GE(std::stoi(r.header("Retry-After")), 1);
+}
+
+// ---- metrics ----------------------------------------------------------------------------------------
+
+TEST(ServerMetrics, PrometheusTextFormat) {
+  Metrics m;
+  m.request("x-omni", "/v1/chat/completions", 200, 0.02);
+  m.request("x-omni", "/v1/chat/completions", 200, 3.0);
+  m.request("", "/v1/models", 401, 0.001);
+  m.request("we\"ird\\\n", "other", 404, 0.5);
+  m.add_steps(28);
+  m.add_tokens(5);
+  m.add_images(2);
+  m.job_ended(true, false);
+  m.job_ended(false, true);
+  m.queue_wait(0.3);
+  Metrics::Gauges g;
+  g.waiting = 3;
+  g.running = 1;
+  g.rss_bytes = 12345;
+  const std::string t = m.render(g);
+  auto has = [&](const std::string& line) { return t.find(line + "\n") != std::string::npos; };
+  EXPECT_TRUE(has("# TYPE omniflux_requests_total counter"));
+  EXPECT_TRUE(has(R"(omniflux_requests_total{model="x-omni",endpoint="/v1/chat/completions",status="200"} 2)"));
+  EXPECT_TRUE(has(R"(omniflux_requests_total{model="",endpoint="/v1/models",status="401"} 1)"));
+  EXPECT_TRUE(has(R"(omniflux_requests_total{model="we\"ird\\\n",endpoint="other",status="404"} 1)")) << t;
+  // cumulative buckets: 0.02 falls in le=0.025, 3.0 in le=5
+  const std::string l = R"(model="x-omni",endpoint="/v1/chat/completions",)";
+  EXPECT_TRUE(has("omniflux_request_duration_seconds_bucket{" + l + R"(le="0.01"} 0)"));
+  EXPECT_TRUE(has("omniflux_request_duration_seconds_bucket{" + l + R"(le="0.025"} 1)"));
+  EXPECT_TRUE(has("omniflux_request_duration_seconds_bucket{" + l + R"(le="2.5"} 1)"));
+  EXPECT_TRUE(has("omniflux_request_duration_seconds_bucket{" + l + R"(le="5"} 2)"));
+  EXPECT_TRUE(has("omniflux_request_duration_seconds_bucket{" + l + R"(le="+Inf"} 2)"));
+  EXPECT_TRUE(has(R"(omniflux_request_duration_seconds_count{model="x-omni",endpoint="/v1/chat/completions"} 2)"));
+  EXPECT_TRUE(has(R"(omniflux_request_duration_seconds_sum{model="x-omni",endpoint="/v1/chat/completions"} 3.02)"));
+  EXPECT_TRUE(has(R"(omniflux_queue_wait_seconds_bucket{le="0.5"} 1)"));
+  EXPECT_TRUE(has("omniflux_queue_wait_seconds_count 1"));
+  EXPECT_TRUE(has("omniflux_queue_waiting 3"));
+  EXPECT_TRUE(has("omniflux_queue_running 1"));
+  EXPECT_TRUE(has("omniflux_denoising_steps_total 28"));
+  EXPECT_TRUE(has("omniflux_generated_tokens_total 5"));
+  EXPECT_TRUE(has("omniflux_images_total 2"));
+  EXPECT_TRUE(has("omniflux_cancellations_total 1"));
+  EXPECT_TRUE(has("omniflux_job_failures_total 1"));
+  EXPECT_TRUE(has("omniflux_jobs_total 2"));
+  EXPECT_TRUE(has("omniflux_process_resident_memory_bytes 12345"));
+  EXPECT_EQ(t.find("cuda"), std::string::npos) << "no CUDA figures on the CPU";
+  EXPECT_EQ(Metrics::endpoint_of("/v1/models/x-omni"), "/v1/models/{model}");
+  EXPECT_EQ(Metrics::endpoint_of("/v1/anything/else"), "other");
+  EXPECT_GT(Metrics::process_rss_bytes(), 1 << 20);
+}
+
+TEST_F(ServerRoutes, MetricsCountTheWorkAndNeedNoApiKey) {
+  HttpRequest g = request("POST", "/v1/images/generations",
+                          R"({"model":"flux.1-dev","prompt":"a cube","size":"64x64","steps":3,"n":2})");
+  auto scrape = [&] {
+    HttpRequest m = request("GET", "/metrics");
+    m.headers = {{"Host", "localhost:1"}};  // --api-key guards /v1 only
+    const HttpResponse r = router_.handle(m);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    return r.body;
+  };
+  auto value = [](const std::string& text, const std::string& name) {
+    const size_t at = text.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + name.size() + 2));
+  };
+  const std::string before = scrape();
+  ASSERT_EQ(router_.handle(g).status, 200);
+  const std::string after = scrape();
+  EXPECT_EQ(value(after, "omniflux_denoising_steps_total") - value(before, "omniflux_denoising_steps_total"), 6);
+  EXPECT_EQ(value(after, "omniflux_images_total") - value(before, "omniflux_images_total"), 2);
+  EXPECT_EQ(value(after, "omniflux_jobs_total") - value(before, "omniflux_jobs_total"), 1);
+  EXPECT_EQ(value(after, "omniflux_queue_wait_seconds_count") - value(before, "omniflux_queue_wait_seconds_count"), 1);
+  EXPECT_EQ(value(after, "omniflux_queue_running"), 0);
+  // a chat counts its sampled tokens
+  HttpRequest c = request("POST", "/v1/chat/completions",
+                          R"({"model":"x-omni","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"seed":1})");
+  const HttpResponse cr = router_.handle(c);
+  ASSERT_EQ(cr.status, 200) << cr.body;
+  const int64_t completion = body_of(cr)["usage"]["completion_tokens"];
+  EXPECT_EQ(value(scrape(), "omniflux_generated_tokens_total") - value(after, "omniflux_generated_tokens_total"),
+            completion);
+
+  // --metrics-key guards it; --no-metrics removes it
+  ServerOptions keyed = *opt_, off = *opt_;
+  keyed.metrics_key = "scraper";
+  off.metrics = false;
+  Router with_key(keyed, *engine_, *queue_, stopping_, *metrics_), without(off, *engine_, *queue_, stopping_, *metrics_);
+  HttpRequest m = request("GET", "/metrics");
+  EXPECT_EQ(with_key.handle(m).status, 401) << "the API key is not the metrics key";
+  m.headers = {{"Authorization", "Bearer scraper"}};
+  EXPECT_EQ(with_key.handle(m).status, 200);
+  EXPECT_EQ(without.handle(m).status, 404);
+  EXPECT_TRUE(parse_server_args({"--xomni", "x", "--no-metrics"}, nullptr).metrics == false);
+  EXPECT_EQ(parse_server_args({"--xomni", "x", "--metrics-key", "k"}, nullptr).metrics_key, "k");
+  EXPECT_THROW(parse_server_args({"--xomni", "x", "--no-metrics", "--metrics-key", "k"}, nullptr), std::exception);
 }

@@ -410,12 +410,14 @@ struct HttpServer::Impl {
   };
 
   const ServerOptions& opt;
+  Metrics& metrics;
   Server svr;
   Router router;
   std::mutex log_mutex;
   int port = -1;
 
-  Impl(const ServerOptions& o, const Engine& e, JobQueue& q) : opt(o), svr(o), router(o, e, q, svr.stopping) {}
+  Impl(const ServerOptions& o, const Engine& e, JobQueue& q, Metrics& m)
+      : opt(o), metrics(m), svr(o), router(o, e, q, svr.stopping, m) {}
 
   // httplib reads a multipart body through its own parser whenever the Content-Type says
   // multipart; the raw bytes are wanted (MultipartParser, fuzzed), so the pre-routing check moves
@@ -464,9 +466,11 @@ struct HttpServer::Impl {
     apply(out, res);
   }
 
+  // After the response went out (a stream to its end): the metrics, then the log line.
   void log(const httplib::Request& req, const httplib::Response& res) {
-    if (!opt.log_requests) return;
     const double s = std::chrono::duration<double>(Clock::now() - t_note.start).count();
+    metrics.request(t_note.model, Metrics::endpoint_of(req.path), res.status, s);
+    if (!opt.log_requests) return;
     char when[32];
     const std::time_t now = std::time(nullptr);
     std::tm tm{};
@@ -555,7 +559,8 @@ struct HttpServer::Impl {
   }
 };
 
-HttpServer::HttpServer(const ServerOptions& o, const Engine& e, JobQueue& q) : impl_(std::make_unique<Impl>(o, e, q)) {
+HttpServer::HttpServer(const ServerOptions& o, const Engine& e, JobQueue& q, Metrics& m)
+    : impl_(std::make_unique<Impl>(o, e, q, m)) {
   impl_->setup();
 }
 

@@ -6,13 +6,15 @@
 
 #include "engine.h"
 #include "jobs.h"
+#include "metrics.h"
 #include "options.h"
 
 namespace omniflux::server {
 
 class HttpServer {
  public:
-  HttpServer(const ServerOptions& options, const Engine& engine, JobQueue& queue);
+  // Every answered request is counted in `metrics`, which GET /metrics renders.
+  HttpServer(const ServerOptions& options, const Engine& engine, JobQueue& queue, Metrics& metrics);
   ~HttpServer();
 
   // Binds host:port (port 0 picks a free one) and returns the port; throws omniflux::Error.

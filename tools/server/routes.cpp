@@ -144,10 +144,12 @@ HttpResponse error_response(std::exception_ptr ep) {
 
 // ---- the route table ------------------------------------------------------------------------------
 
-Router::Router(const ServerOptions& o, const Engine& e, JobQueue& q, const std::atomic<bool>& stopping)
-    : opt_(o), engine_(e), queue_(q), stopping_(stopping),
+Router::Router(const ServerOptions& o, const Engine& e, JobQueue& q, const std::atomic<bool>& stopping,
+               const Metrics& metrics)
+    : opt_(o), engine_(e), queue_(q), stopping_(stopping), metrics_(metrics),
       routes_{{"/", false, Body::None, &Router::page},
               {"/health", false, Body::None, &Router::health},
+              {"/metrics", false, Body::None, &Router::metrics},
               {"/v1/models", false, Body::None, &Router::models},
               {"/v1/models/", false, Body::None, &Router::model, true},
               {"/v1/images/generations", true, Body::Json, &Router::generations},
@@ -156,6 +158,7 @@ Router::Router(const ServerOptions& o, const Engine& e, JobQueue& q, const std::
 
 const Router::Route* Router::find(const std::string& path) const {
   for (const Route& r : routes_) {
+    if (r.handler == &Router::metrics && !opt_.metrics) continue;
     if (!r.prefix && path == r.path) return &r;
     const size_t n = std::strlen(r.path);
     if (r.prefix && path.size() > n && starts_with(path, r.path) && path.find('/', n) == std::string::npos) return &r;
@@ -180,9 +183,11 @@ std::optional<HttpResponse> Router::precheck(const HttpRequest& req) const {
       return error_response(
           ApiError(403, "cross-origin requests are refused (Origin " + req.header("Origin") + ")", "", "cross_origin"));
   }
-  if (starts_with(req.path, "/v1/") && !opt_.api_key.empty()) {
+  // /v1 wants --api-key; /metrics wants --metrics-key (scrapers are configured apart from clients).
+  const std::string key = starts_with(req.path, "/v1/") ? opt_.api_key : req.path == "/metrics" ? opt_.metrics_key : "";
+  if (!key.empty()) {
     const std::string auth = req.header("Authorization");
-    if (!starts_with(auth, "Bearer ") || !same_key(auth.substr(7), opt_.api_key)) {
+    if (!starts_with(auth, "Bearer ") || !same_key(auth.substr(7), key)) {
       HttpResponse r = error_response(ApiError(
           401, auth.empty() ? "missing API key: send 'Authorization: Bearer KEY'" : "invalid API key", "", "invalid_api_key"));
       r.set_header("WWW-Authenticate", "Bearer");
@@ -298,6 +303,19 @@ HttpResponse Router::health(const HttpRequest&) const {
                         {"queue", {{"running", s.running ? 1 : 0}, {"waiting", s.waiting},
                                    {"max_waiting", queue_.max_waiting()}, {"completed", s.completed}}}},
                        stopping ? 503 : 200);
+}
+
+HttpResponse Router::metrics(const HttpRequest&) const {
+  const auto s = queue_.stats();
+  Metrics::Gauges g;
+  g.waiting = static_cast<int64_t>(s.waiting);
+  g.running = s.running ? 1 : 0;
+  g.rss_bytes = Metrics::process_rss_bytes();
+  engine_.memory_gauges(g);
+  HttpResponse r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";  // the Prometheus text format
+  r.body = metrics_.render(g);
+  return r;
 }
 
 HttpResponse Router::models(const HttpRequest&) const { return json_response(models_response(engine_.catalog())); }

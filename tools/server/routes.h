@@ -74,7 +74,8 @@ class Router {
   enum class Body { None, Json, Multipart };
 
   // `stopping` is read by /health (503 while shutting down).
-  Router(const ServerOptions& options, const Engine& engine, JobQueue& queue, const std::atomic<bool>& stopping);
+  Router(const ServerOptions& options, const Engine& engine, JobQueue& queue, const std::atomic<bool>& stopping,
+         const Metrics& metrics);
 
   // What a path's route reads as its body; nullopt for no route.
   std::optional<Body> body_of(const std::string& path) const;
@@ -98,6 +99,7 @@ class Router {
   const Route* find(const std::string& path) const;
   HttpResponse page(const HttpRequest&) const;
   HttpResponse health(const HttpRequest&) const;
+  HttpResponse metrics(const HttpRequest&) const;
   HttpResponse models(const HttpRequest&) const;
   HttpResponse model(const HttpRequest&) const;
   HttpResponse generations(const HttpRequest&) const;
@@ -113,6 +115,7 @@ class Router {
   const Engine& engine_;
   JobQueue& queue_;
   const std::atomic<bool>& stopping_;
+  const Metrics& metrics_;
   std::vector<Route> routes_;
 };
 
