@@ -8,8 +8,9 @@ set -euo pipefail
 
 torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
 # Python test clients, in the same environment: the OpenAI conformance suite drives the server
-# with the official client library; prometheus-client parses GET /metrics.
-python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0)
+# with the official client library; prometheus-client parses GET /metrics; Ray Serve runs
+# deploy/ray on a local two-node cluster (tests/deploy).
+python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0 "ray[serve]==2.60.0")
 
 # Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
 # clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.
@@ -54,6 +55,7 @@ fi
 missing_py=()
 for spec in "${python_test_packages[@]}"; do
   name=${spec%%==*}
+  name=${name%%\[*}  # the distribution, without its extras
   have=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
   [ "$have" = "${spec##*==}" ] || missing_py+=("$spec")
 done
