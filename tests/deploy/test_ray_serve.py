@@ -1,13 +1,13 @@
-"""The Ray Serve application of deploy/ray on a real local cluster: a head and a second node on
-loopback (`ray start`), deploy/ray/serve.yaml deployed with `serve deploy` on the tiny models, two
-replicas (one per node, num_cpus 1 each). Checks: 16 concurrent mixed requests (generations, a
+"""The Ray Serve application of deploy/ray on a real local cluster, started by the one command
+`deploy/ray/local.sh up`: a head and a second node on loopback (`ray start`), deploy/ray/serve.yaml
+(through local_config.py) deployed with `serve deploy` on the tiny models, two replicas (one per
+node, num_cpus 1 each). Checks: 16 concurrent mixed requests (generations, a
 2-image edit, streamed chats) all succeed and both replicas serve some; a streamed generation's
 progress events arrive as they are made; killing one replica's omniflux-server during load hangs
 no request (each succeeds or gets a retryable 503) and Ray replaces the replica; `serve shutdown`
 and `ray stop` leave no omniflux-server behind. Run by ctest as deploy.ray (label ray)."""
 import base64
 import concurrent.futures
-import json
 import os
 import shutil
 import signal
@@ -21,10 +21,7 @@ import zlib
 
 import pytest
 import requests
-import yaml
 
-BIN = os.environ["OMNIFLUX_BIN_DIR"]
-TOKENIZERS = os.environ["OMNIFLUX_TOKENIZERS"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP_DIR = os.path.join(ROOT, "deploy", "ray")
 PYBIN = os.path.dirname(sys.executable)  # the venv of ray and serve
@@ -52,53 +49,22 @@ def server_pids(models):
 
 @pytest.fixture(scope="module")
 def cluster():
+    # The one command of docs/beyond-one-machine.md, on free ports and a health check every second.
     tmp = tempfile.mkdtemp(prefix="ofray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    models = os.path.join(tmp, "m")
-    subprocess.run([os.path.join(BIN, "omniflux-tiny"), "--out", models, "--seed", "5", "--only", "flux_1_dev",
-                    "--only", "uniworld_v1", "--only", "siglip2", "--only", "x_omni", "--tokenizers", TOKENIZERS],
-                   check=True, stdout=subprocess.DEVNULL, timeout=120)
-    gcs, dash, http = free_port(), free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=APP_DIR, RAY_USAGE_STATS_ENABLED="0", PATH=PYBIN + ":" + os.environ["PATH"])
-    ray = os.path.join(PYBIN, "ray")
-    serve = os.path.join(PYBIN, "serve")
-    address = "http://127.0.0.1:%d" % dash
+    http = free_port()
+    env = dict(os.environ, OMNIFLUX_RAY_DIR=tmp, OMNIFLUX_RAY_PORT=str(free_port()),
+               OMNIFLUX_RAY_DASHBOARD_PORT=str(free_port()), OMNIFLUX_RAY_HTTP_PORT=str(http),
+               OMNIFLUX_RAY_HEALTH_PERIOD="1")
+    local = os.path.join(APP_DIR, "local.sh")
     try:
-        subprocess.run([ray, "start", "--head", "--port", str(gcs), "--num-cpus", "1", "--dashboard-port", str(dash),
-                        "--dashboard-host", "127.0.0.1", "--temp-dir", os.path.join(tmp, "ray")],
-                       check=True, env=env, stdout=subprocess.DEVNULL, timeout=180)
-        subprocess.run([ray, "start", "--address", "127.0.0.1:%d" % gcs, "--num-cpus", "1"],
-                       check=True, env=env, stdout=subprocess.DEVNULL, timeout=180)
-        # The shipped config, pointed at this build, the tiny folders and this machine's CPUs.
-        config = yaml.safe_load(open(os.path.join(APP_DIR, "serve.yaml")))
-        config["http_options"] = {"host": "127.0.0.1", "port": http, "request_timeout_s": 600}
-        app = config["applications"][0]
-        app["args"] = {"server": os.path.join(BIN, "omniflux-server"), "startup_timeout_s": 120,
-                       "server_args": ["--uniworld", models + "/uniworld-v1", "--flux", models + "/flux.1-dev",
-                                      "--siglip", models + "/siglip2", "--xomni", models + "/x-omni", "--serve-flux",
-                                      "--threads", "1", "--max-queue", "8"]}
-        dep = app["deployments"][0]
-        dep["ray_actor_options"] = {"num_cpus": 1}
-        dep["autoscaling_config"] = {"min_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 2}
-        dep["health_check_period_s"] = 1
-        dep["health_check_timeout_s"] = 10
-        path = os.path.join(tmp, "serve.yaml")
-        yaml.safe_dump(config, open(path, "w"))
-        subprocess.run([serve, "deploy", "--address", address, path], check=True, env=env,
-                       stdout=subprocess.DEVNULL, timeout=120)
+        up = subprocess.run([local, "up"], env=env, capture_output=True, text=True, timeout=400)
+        assert up.returncode == 0, up.stdout + up.stderr
         base = "http://127.0.0.1:%d" % http
-        deadline = time.time() + 240
-        while True:
-            try:
-                if len(replicas(base)) == 2:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.time() < deadline, "the two replicas did not come up"
-            time.sleep(1)
-        yield {"base": base, "models": models, "env": env, "ray": ray, "serve": serve, "address": address}
+        assert len(replicas(base)) == 2
+        yield {"base": base, "models": os.path.join(tmp, "models"), "env": env, "local": local}
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=120)
+        subprocess.run([local, "down"], env=env, capture_output=True, timeout=180)
+        subprocess.run([os.path.join(PYBIN, "ray"), "stop", "--force"], capture_output=True, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -201,9 +167,8 @@ def test_a_killed_replica_hangs_nothing_and_is_replaced(cluster):
 
 def test_shutdown_leaves_no_server_process(cluster):
     assert server_pids(cluster["models"]), "no omniflux-server to shut down"
-    subprocess.run([cluster["serve"], "shutdown", "-y", "--address", cluster["address"]], check=True,
-                   env=cluster["env"], stdout=subprocess.DEVNULL, timeout=120)
-    subprocess.run([cluster["ray"], "stop"], check=True, env=cluster["env"], stdout=subprocess.DEVNULL, timeout=120)
+    # local.sh down: serve shutdown, then ray stop
+    subprocess.run([cluster["local"], "down"], check=True, env=cluster["env"], capture_output=True, timeout=180)
     deadline = time.time() + 60
     while server_pids(cluster["models"]):
         assert time.time() < deadline, "omniflux-server processes left: %s" % server_pids(cluster["models"])
