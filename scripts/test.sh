@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 cd build
-ctest --output-on-failure -j "${OMNIFLUX_TEST_JOBS:-2}" "$@"
+# -LE fast: unit.fast repeats, in one process, tests the suite runs one by one (ctest -L fast alone is
+# the quick loop).
+ctest --output-on-failure -j "${OMNIFLUX_TEST_JOBS:-2}" -LE fast "$@"
