@@ -53,9 +53,12 @@ TEST(KVCache, ChecksCapacityShapesAndPadding) {
 
   nn::KVCache p(1, 2, 1, 8, 4, at::kFloat);
   EXPECT_THROW(p.begin_step(3, at::tensor({1, 1, 0, 1, 1, 1}, at::kLong).view({2, 3})), Error);  // right pad
-  p.begin_step(3, at::tensor({0, 1, 1, 1, 1, 1}, at::kLong).view({2, 3}));
+  const nn::AttentionOptions o = p.begin_step(3, at::tensor({0, 1, 1, 1, 1, 1}, at::kLong).view({2, 3}));
   // Row 0 has one pad: its real tokens get positions 0, 1 (HF cumsum(mask) - 1).
   EXPECT_TRUE(at::equal(p.positions(), at::tensor({-1, 0, 1, 0, 1, 2}, at::kLong).view({2, 3})));
+  // The pads reach attention as per-row key starts, not as a key mask.
+  EXPECT_EQ(o.key_start, (std::vector<int64_t>{1, 0}));
+  EXPECT_FALSE(o.mask.defined());
 }
 
 TEST(Qwen2, TeacherForcedCachedLogitsMatchFullSequence) {
@@ -89,6 +92,42 @@ TEST(Qwen2, LeftPaddedRowMatchesUnpaddedForward) {
   at::Tensor step = lm.decode_one(next, cache);
   EXPECT_LT(max_abs(step[0], lm.forward(at::cat({a, next.slice(0, 0, 1).unsqueeze(0)}, 1))[0][-1]), 1e-4);
   EXPECT_LT(max_abs(step[1], lm.forward(at::cat({b, next.slice(0, 1, 2).unsqueeze(0)}, 1))[0][-1]), 1e-4);
+}
+
+TEST(Qwen2, LeftPaddedCfgPairDecodesAsEachRowAlone) {
+  // The CFG pair X-Omni runs (a prompt and a shorter negative prompt, left-padded into one batch):
+  // 12 greedy tokens per row through the padded cache equal each row decoded alone, token for token,
+  // with logits within 1e-4. The padded rows attend their own keys only (no key mask).
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  at::manual_seed(8);
+  const at::Tensor a = at::randint(0, 512, {1, 11}, at::kLong), b = at::randint(0, 512, {1, 4}, at::kLong);
+  const at::Tensor batch = at::cat({a, at::cat({at::zeros({1, 7}, at::kLong), b}, 1)});
+  at::Tensor mask = at::ones({2, 11}, at::kLong);
+  mask[1].slice(0, 0, 7).zero_();
+  const int64_t n = 12;
+  auto pair_cache = lm.new_cache(2, 11 + n);
+  at::Tensor next = lm.prefill(batch, pair_cache, mask).squeeze(1).argmax(-1);
+  std::vector<at::Tensor> pair_logits;
+  std::vector<int64_t> pair_tokens;
+  for (int64_t i = 0; i < n; ++i) {
+    pair_tokens.push_back(next[0].item<int64_t>());
+    pair_tokens.push_back(next[1].item<int64_t>());
+    const at::Tensor l = lm.decode_one(next, pair_cache);
+    pair_logits.push_back(l);
+    next = l.argmax(-1);
+  }
+  for (int64_t r = 0; r < 2; ++r) {
+    SCOPED_TRACE(r == 0 ? "prompt row" : "negative row");
+    const at::Tensor ids = r == 0 ? a : b;
+    auto cache = lm.new_cache(1, ids.size(1) + n);
+    at::Tensor t = lm.prefill(ids, cache).squeeze(1).argmax(-1);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(t.item<int64_t>(), pair_tokens[2 * i + r]) << "token " << i;
+      const at::Tensor l = lm.decode_one(t, cache);
+      EXPECT_LT(max_abs(l[0], pair_logits[i][r]), 1e-4) << "step " << i;
+      t = l.argmax(-1);
+    }
+  }
 }
 
 TEST(Qwen2, RejectsBadIdsAndBadFolders) {

@@ -1,27 +1,12 @@
 #include "omniflux/nn/kv_cache.h"
 
-#include <limits>
+#include <algorithm>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
 
 namespace omniflux::nn {
-
-namespace {
-
-// The most negative finite value of a floating dtype (torch.finfo(dtype).min): float's lowest
-// would round to -inf in bfloat16 and float16.
-double finite_lowest(at::ScalarType t) {
-  switch (t) {
-    case at::kDouble: return std::numeric_limits<double>::lowest();
-    case at::kBFloat16: return -3.3895313892515355e38;
-    case at::kHalf: return -65504.0;
-    default: return std::numeric_limits<float>::lowest();
-  }
-}
-
-}  // namespace
 
 KVCache::KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capacity, int64_t head_dim,
                  at::TensorOptions options)
@@ -59,20 +44,17 @@ AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& atten
     if (m_long.diff(1, 1).lt(0).any().item<bool>() || m_long.select(1, new_tokens - 1).eq(0).any().item<bool>())
       throw Error("only left padding is supported", "nn::KVCache::begin_step",
                   "each row 0...0 1...1", "a mask with a gap or right padding");
-    const auto dev = k_[0].device();
-    const auto dtype = k_[0].scalar_type();
-    delta_ = (m_long.sum(1) - new_tokens).to(dev);
-    if (!m.all().item<bool>()) {
-      // Additive key mask: lowest (finite, as HF's finfo.min) at pads, so a pad query attending
-      // only to pads still gets a finite softmax instead of NaN.
-      key_mask_ = at::zeros({batch_, capacity_}, at::TensorOptions().dtype(dtype).device(dev));
-      key_mask_.slice(1, 0, new_tokens).masked_fill_(m.logical_not().to(dev), finite_lowest(dtype));
-    }
+    const at::Tensor real = m_long.sum(1);  // [B] on the host
+    delta_ = (real - new_tokens).to(k_[0].device());
+    // Pads become per-row key starts, not a key mask: each row then attends its real keys only,
+    // with no mask for SDPA to fall back on (nn/attention.h).
+    key_start_.clear();
+    if (!m.all().item<bool>())
+      for (int64_t b = 0; b < batch_; ++b) key_start_.push_back(new_tokens - real[b].item<int64_t>());
   }
   AttentionOptions opt;
   opt.causal = true;
-  // [B, 1, 1, L] broadcast over heads and queries; causal still applies on top.
-  if (key_mask_.defined()) opt.mask = key_mask_.slice(1, 0, length_ + new_tokens).unsqueeze(1).unsqueeze(1);
+  opt.key_start = key_start_;
   return opt;
 }
 
@@ -102,7 +84,7 @@ void KVCache::reset() {
   length_ = 0;
   step_ = 0;
   in_step_ = false;
-  key_mask_ = at::Tensor();
+  key_start_.clear();
   if (delta_.defined()) delta_.zero_();
 }
 

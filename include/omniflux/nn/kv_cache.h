@@ -5,8 +5,9 @@
 // never reads device memory back).
 //
 // Rows of a batch may be left-padded (a CFG pair of prompts of different lengths, a padded batch):
-// the first prefill then takes an attention mask, the cache keeps an additive key mask and a
-// per-row position delta (-pads), and every later step sees the pads masked out.
+// the first prefill then takes an attention mask, the cache keeps each row's pad count (on the host)
+// and a per-row position delta (-pads), and every later step's attention skips each row's pads
+// (AttentionOptions::key_start: no key mask, so CUDA keeps its flash kernel).
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -31,7 +32,8 @@ class KVCache {
 
   // Starts a step of `new_tokens` tokens: checks the capacity and, for the first step only, takes
   // an optional left-padding mask [B, new_tokens] (nonzero = real token). Returns the attention
-  // options the step's layers use: end-aligned causal, plus the key mask when rows are padded.
+  // options the step's layers use: end-aligned causal, plus each row's first real key when rows
+  // are padded.
   AttentionOptions begin_step(int64_t new_tokens, const at::Tensor& attention_mask = {});
   // Writes k, v [B, Hkv, S, D] of `layer` at [length, length + S) and returns views of everything
   // written so far, [B, Hkv, length + S, D].
@@ -56,7 +58,7 @@ class KVCache {
 
  private:
   std::vector<at::Tensor> k_, v_;
-  at::Tensor key_mask_;  // [B, capacity] additive (0 / lowest), undefined when no row is padded
+  std::vector<int64_t> key_start_;  // [B] pads per row, empty when no row is padded
   at::Tensor delta_;     // [B] int64
   int64_t batch_ = 0, capacity_ = 0, length_ = 0, step_ = 0;
   bool in_step_ = false;
