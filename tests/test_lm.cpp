@@ -2,6 +2,7 @@
 // batches against single rows, the KV cache's checks, and loaders rejecting bad folders.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -128,6 +129,43 @@ TEST(Qwen2, LeftPaddedCfgPairDecodesAsEachRowAlone) {
       t = l.argmax(-1);
     }
   }
+}
+
+TEST(Qwen2, FixedShapeDecodeEqualsGrowingDecodeTokenForToken) {
+  // Decode over bucketed key lengths (8) with the tail masked on the device, the positions and the
+  // write slot from the device length, against the ordinary growing views: the same greedy tokens
+  // and logits within 1e-4, for one row and for a left-padded CFG pair, across bucket edges and the
+  // capacity cap (a 31-token cache: views of 16, 24 and 31 keys).
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  at::manual_seed(9);
+  const at::Tensor a = at::randint(0, 512, {1, 11}, at::kLong), b = at::randint(0, 512, {1, 4}, at::kLong);
+  at::Tensor pair_mask = at::ones({2, 11}, at::kLong);
+  pair_mask[1].slice(0, 0, 7).zero_();
+  const at::Tensor pair = at::cat({a, at::cat({at::zeros({1, 7}, at::kLong), b}, 1)});
+  const int64_t n = 20;
+  for (const bool cfg : {false, true}) {
+    SCOPED_TRACE(cfg ? "CFG pair" : "one row");
+    const at::Tensor ids = cfg ? pair : a, mask = cfg ? pair_mask : at::Tensor();
+    auto growing = lm.new_cache(ids.size(0), 11 + n), fixed = lm.new_cache(ids.size(0), 11 + n);
+    at::Tensor t1 = lm.prefill(ids, growing, mask).squeeze(1).argmax(-1);
+    at::Tensor t2 = lm.prefill(ids, fixed, mask).squeeze(1).argmax(-1);
+    fixed.use_fixed_shapes(8);
+    std::vector<int64_t> views;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(at::equal(t1, t2)) << "token " << i;
+      const at::Tensor l1 = lm.decode_one(t1, growing), l2 = lm.decode_one(t2, fixed);
+      views.push_back(fixed.view_length());
+      EXPECT_LT(max_abs(l1, l2), 1e-4) << "step " << i;
+      t1 = l1.argmax(-1);
+      t2 = l2.argmax(-1);
+    }
+    EXPECT_EQ(growing.length(), fixed.length());
+    EXPECT_EQ(views.front(), 16);
+    EXPECT_EQ(views.back(), 31);
+    EXPECT_EQ(std::count(views.begin(), views.end(), 24), 8);
+  }
+  nn::KVCache c(1, 1, 1, 4, 8, at::kFloat);
+  EXPECT_THROW(c.use_fixed_shapes(0), Error);
 }
 
 TEST(Qwen2, RejectsBadIdsAndBadFolders) {

@@ -48,6 +48,18 @@ class KVCache {
   // dry runs and benchmarks of the last step of a long generation.
   void skip(int64_t n);
 
+  // Fixed shapes, the first half of CUDA-graph decoding (docs/gpu.md §What remains): from now on
+  // the written length also lives in a device tensor, a step's keys are a view of a length rounded
+  // up to a multiple of `bucket` (capped at the capacity) whose tail, and each row's pads, an
+  // additive mask computed on the device from that tensor excludes, new k/v are written at the
+  // device length (index_copy_) and positions() is computed from it. So a decode step's shapes
+  // change only at bucket edges and none of its tensors depends on a host value but the bucket.
+  // The host length stays in step. Outside a step only; bucket >= 1.
+  void use_fixed_shapes(int64_t bucket);
+  bool fixed_shapes() const { return bucket_ > 0; }
+  // The key length the current step's views have (length + S, or its bucket in fixed shapes).
+  int64_t view_length() const { return view_; }
+
   // Positions of the current step's tokens, [B, S] int64 on the cache device:
   // length + i + position_delta[b] (HF: cumsum(attention_mask) - 1 for real tokens).
   at::Tensor positions() const;
@@ -59,6 +71,11 @@ class KVCache {
  private:
   std::vector<at::Tensor> k_, v_;
   std::vector<int64_t> key_start_;  // [B] pads per row, empty when no row is padded
+  at::Tensor length_dev_;           // [1] int64, fixed shapes: the written length on the device
+  at::Tensor key_start_dev_;        // [B] int64, fixed shapes: key_start_ (zeros when unpadded)
+  at::Tensor write_at_;             // [S] int64, fixed shapes: the current step's slots
+  int64_t bucket_ = 0, view_ = 0;
+  void sync_length_dev();
   at::Tensor delta_;     // [B] int64
   int64_t batch_ = 0, capacity_ = 0, length_ = 0, step_ = 0;
   bool in_step_ = false;
