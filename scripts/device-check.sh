@@ -95,7 +95,9 @@ step() {
   shift 2
   local stdout=""
   if [ "${1:-}" = --stdout ]; then stdout=$2; shift 2; fi
-  if [ -n "$only" ] && [[ "$only" != *",$name,"* ]]; then return 0; fi
+  case "$name" in gpu | unpack-debs | configure | build) ;;  # what every other step needs
+    *) if [ -n "$only" ] && [[ "$only" != *",$name,"* ]]; then return 0; fi ;;
+  esac
   if [ -n "$budget" ]; then
     local left=$((budget - ($(date +%s) - start) - 10))
     if [ $left -lt 15 ]; then
@@ -186,10 +188,11 @@ if [ $no_build -eq 0 ] && compgen -G ".deb/*.deb" >/dev/null; then
   # the loader's path, so python3, cmake and the rest keep the machine's own OpenSSL and zlib.
   fallback="$root/.deb/lib"
   rm -rf "$fallback" && mkdir -p "$fallback"
+  have=$(ldconfig -p 2>/dev/null | awk 'NR > 1 {print $1}')
   for f in "$prefix"/usr/lib/x86_64-linux-gnu/*.so.* "$prefix"/lib/x86_64-linux-gnu/*.so.*; do
     [ -e "$f" ] || continue
     b=$(basename "$f")
-    ldconfig -p 2>/dev/null | grep -q " $b " || ln -sf "$f" "$fallback/$b"
+    grep -qxF "$b" <<<"$have" || ln -sf "$f" "$fallback/$b"
   done
   note "runtime libraries carried because the machine lacks them: $(ls "$fallback" | tr '\n' ' ')"
   export LD_LIBRARY_PATH="$fallback${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
