@@ -11,9 +11,8 @@
 #   scripts/device-check.sh --cpu          # anywhere: the same steps on the CPU at small shapes
 #
 # First call, in order: gpu (nvidia-smi, measured copy bandwidth), unpack-debs, configure, build,
-# unit-tests (ctest), parity-fp32, parity-bf16, bench-attention (SDPA backend per shape),
-# bench-qwen-decode (Qwen2.5-7B, batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step
-# at 1024^2). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
+# parity-fp32, parity-bf16, bench-attention (the kernel per shape), bench-qwen-decode (Qwen2.5-7B,
+# batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step at 1024^2), unit-tests (ctest). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
 # (2048 tokens), bench-flux-28 (28 DiT steps at 1024^2), bench-xomni-codes (5184 codes at 1152^2,
 # CFG), then the 12B fp8 DiT from disk: dit-write, dit-fp8-none, dit-fp8-sequential.
 #
@@ -225,17 +224,6 @@ fi
 threads=$([ "$device" = cuda ] && echo "$(nproc)" || echo "${OMNIFLUX_THREADS:-2}")
 rtflags=(--device "$device" --threads "$threads")
 
-# --- unit tests ----------------------------------------------------------------------------------
-if [ $long -eq 0 ] && [ $skip_tests -eq 0 ] && [ $quick -eq 0 ]; then
-  # Left out: CPU-only checks that CI covers and that need what the GPU machine lacks or would only
-  # cost time there (clang for the fuzz targets, chromium, the OpenAI client, an install tree), and
-  # this script's own CPU test.
-  step unit-tests 300 ctest --test-dir "$build" -j "$jobs" --timeout 120 --output-on-failure \
-    -E '^(probe|fuzz|server\.browser|server\.openai_client|package\.find_package|device_check\.cpu)$'
-  cp "$build/Testing/Temporary/LastTest.log" "$out/ctest.log" 2>/dev/null
-  grep -E "tests passed|tests failed" "$log" | tail -1 | sed 's/^/  /' >>"$summary"
-fi
-
 # --- parity on the device ------------------------------------------------------------------------
 parity_summary() {  # FILE DTYPE: one line per failing tensor into the summary
   "$python" - "$1" "$2" <<'EOF' >>"$summary" 2>&1
@@ -294,6 +282,19 @@ if have_bin omniflux-bench benches; then
       bench bench-xomni-codes 300 xomni dit=0 cfg=3 codes=32 --warmup 0 --iters 1
     fi
   fi
+fi
+
+# --- unit tests ----------------------------------------------------------------------------------
+# Last in the first call: they run on the machine's CPU, so they say the least about the GPU, and
+# the budget should cut them rather than a GPU step.
+if [ $long -eq 0 ] && [ $skip_tests -eq 0 ] && [ $quick -eq 0 ]; then
+  # Left out: CPU-only checks that CI covers and that need what the GPU machine lacks or would only
+  # cost time there (clang for the fuzz targets, chromium, the OpenAI client, an install tree), and
+  # this script's own CPU test.
+  step unit-tests 300 ctest --test-dir "$build" -j "$jobs" --timeout 120 --output-on-failure \
+    -E '^(probe|fuzz|server\.browser|server\.openai_client|package\.find_package|device_check\.cpu)$'
+  cp "$build/Testing/Temporary/LastTest.log" "$out/ctest.log" 2>/dev/null
+  grep -E "tests passed|tests failed" "$log" | tail -1 | sed 's/^/  /' >>"$summary"
 fi
 
 # --- offload and fp8 at full size (--long, GPU) -------------------------------------------------
