@@ -2,6 +2,7 @@
 // batches against single rows, the KV cache's checks, and loaders rejecting bad folders.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -53,9 +54,12 @@ TEST(KVCache, ChecksCapacityShapesAndPadding) {
 
   nn::KVCache p(1, 2, 1, 8, 4, at::kFloat);
   EXPECT_THROW(p.begin_step(3, at::tensor({1, 1, 0, 1, 1, 1}, at::kLong).view({2, 3})), Error);  // right pad
-  p.begin_step(3, at::tensor({0, 1, 1, 1, 1, 1}, at::kLong).view({2, 3}));
+  const nn::AttentionOptions o = p.begin_step(3, at::tensor({0, 1, 1, 1, 1, 1}, at::kLong).view({2, 3}));
   // Row 0 has one pad: its real tokens get positions 0, 1 (HF cumsum(mask) - 1).
   EXPECT_TRUE(at::equal(p.positions(), at::tensor({-1, 0, 1, 0, 1, 2}, at::kLong).view({2, 3})));
+  // The pads reach attention as per-row key starts, not as a key mask.
+  EXPECT_EQ(o.key_start, (std::vector<int64_t>{1, 0}));
+  EXPECT_FALSE(o.mask.defined());
 }
 
 TEST(Qwen2, TeacherForcedCachedLogitsMatchFullSequence) {
@@ -89,6 +93,79 @@ TEST(Qwen2, LeftPaddedRowMatchesUnpaddedForward) {
   at::Tensor step = lm.decode_one(next, cache);
   EXPECT_LT(max_abs(step[0], lm.forward(at::cat({a, next.slice(0, 0, 1).unsqueeze(0)}, 1))[0][-1]), 1e-4);
   EXPECT_LT(max_abs(step[1], lm.forward(at::cat({b, next.slice(0, 1, 2).unsqueeze(0)}, 1))[0][-1]), 1e-4);
+}
+
+TEST(Qwen2, LeftPaddedCfgPairDecodesAsEachRowAlone) {
+  // The CFG pair X-Omni runs (a prompt and a shorter negative prompt, left-padded into one batch):
+  // 12 greedy tokens per row through the padded cache equal each row decoded alone, token for token,
+  // with logits within 1e-4. The padded rows attend their own keys only (no key mask).
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  at::manual_seed(8);
+  const at::Tensor a = at::randint(0, 512, {1, 11}, at::kLong), b = at::randint(0, 512, {1, 4}, at::kLong);
+  const at::Tensor batch = at::cat({a, at::cat({at::zeros({1, 7}, at::kLong), b}, 1)});
+  at::Tensor mask = at::ones({2, 11}, at::kLong);
+  mask[1].slice(0, 0, 7).zero_();
+  const int64_t n = 12;
+  auto pair_cache = lm.new_cache(2, 11 + n);
+  at::Tensor next = lm.prefill(batch, pair_cache, mask).squeeze(1).argmax(-1);
+  std::vector<at::Tensor> pair_logits;
+  std::vector<int64_t> pair_tokens;
+  for (int64_t i = 0; i < n; ++i) {
+    pair_tokens.push_back(next[0].item<int64_t>());
+    pair_tokens.push_back(next[1].item<int64_t>());
+    const at::Tensor l = lm.decode_one(next, pair_cache);
+    pair_logits.push_back(l);
+    next = l.argmax(-1);
+  }
+  for (int64_t r = 0; r < 2; ++r) {
+    SCOPED_TRACE(r == 0 ? "prompt row" : "negative row");
+    const at::Tensor ids = r == 0 ? a : b;
+    auto cache = lm.new_cache(1, ids.size(1) + n);
+    at::Tensor t = lm.prefill(ids, cache).squeeze(1).argmax(-1);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(t.item<int64_t>(), pair_tokens[2 * i + r]) << "token " << i;
+      const at::Tensor l = lm.decode_one(t, cache);
+      EXPECT_LT(max_abs(l[0], pair_logits[i][r]), 1e-4) << "step " << i;
+      t = l.argmax(-1);
+    }
+  }
+}
+
+TEST(Qwen2, FixedShapeDecodeEqualsGrowingDecodeTokenForToken) {
+  // Decode over bucketed key lengths (8) with the tail masked on the device, the positions and the
+  // write slot from the device length, against the ordinary growing views: the same greedy tokens
+  // and logits within 1e-4, for one row and for a left-padded CFG pair, across bucket edges and the
+  // capacity cap (a 31-token cache: views of 16, 24 and 31 keys).
+  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  at::manual_seed(9);
+  const at::Tensor a = at::randint(0, 512, {1, 11}, at::kLong), b = at::randint(0, 512, {1, 4}, at::kLong);
+  at::Tensor pair_mask = at::ones({2, 11}, at::kLong);
+  pair_mask[1].slice(0, 0, 7).zero_();
+  const at::Tensor pair = at::cat({a, at::cat({at::zeros({1, 7}, at::kLong), b}, 1)});
+  const int64_t n = 20;
+  for (const bool cfg : {false, true}) {
+    SCOPED_TRACE(cfg ? "CFG pair" : "one row");
+    const at::Tensor ids = cfg ? pair : a, mask = cfg ? pair_mask : at::Tensor();
+    auto growing = lm.new_cache(ids.size(0), 11 + n), fixed = lm.new_cache(ids.size(0), 11 + n);
+    at::Tensor t1 = lm.prefill(ids, growing, mask).squeeze(1).argmax(-1);
+    at::Tensor t2 = lm.prefill(ids, fixed, mask).squeeze(1).argmax(-1);
+    fixed.use_fixed_shapes(8);
+    std::vector<int64_t> views;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(at::equal(t1, t2)) << "token " << i;
+      const at::Tensor l1 = lm.decode_one(t1, growing), l2 = lm.decode_one(t2, fixed);
+      views.push_back(fixed.view_length());
+      EXPECT_LT(max_abs(l1, l2), 1e-4) << "step " << i;
+      t1 = l1.argmax(-1);
+      t2 = l2.argmax(-1);
+    }
+    EXPECT_EQ(growing.length(), fixed.length());
+    EXPECT_EQ(views.front(), 16);
+    EXPECT_EQ(views.back(), 31);
+    EXPECT_EQ(std::count(views.begin(), views.end(), 24), 8);
+  }
+  nn::KVCache c(1, 1, 1, 4, 8, at::kFloat);
+  EXPECT_THROW(c.use_fixed_shapes(0), Error);
 }
 
 TEST(Qwen2, RejectsBadIdsAndBadFolders) {

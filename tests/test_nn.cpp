@@ -163,6 +163,42 @@ TEST(Attention, SegmentsOfMixedAndEqualLengths) {
                Error);
 }
 
+TEST(Attention, LeftPaddedRowsWithoutAMaskEqualThePaddedReference) {
+  // A CFG pair of prompts of different lengths, left-padded into one batch: per-row key starts
+  // (no mask) against the additive key mask the cache used to build, for a prefill (square causal),
+  // a prefill after a cached prefix and a decode step, with grouped heads.
+  at::manual_seed(21);
+  const std::vector<int64_t> pads = {0, 5, 2};
+  for (auto [lq, lk] : std::vector<std::pair<int64_t, int64_t>>{{9, 9}, {3, 12}, {1, 13}}) {
+    SCOPED_TRACE(std::to_string(lq) + " queries, " + std::to_string(lk) + " keys");
+    at::Tensor q = at::randn({3, 4, lq, 16}), k = at::randn({3, 2, lk, 16}), v = at::randn({3, 2, lk, 16});
+    nn::AttentionOptions padded;
+    padded.causal = true;
+    padded.mask = at::zeros({3, 1, 1, lk});
+    for (int64_t b = 0; b < 3; ++b) padded.mask[b].slice(-1, 0, pads[b]).fill_(-3.0e38);
+    nn::AttentionOptions rows;
+    rows.causal = true;
+    rows.key_start = pads;
+    const at::Tensor ref = nn::attention(q, k, v, padded), got = nn::attention(q, k, v, rows);
+    for (int64_t b = 0; b < 3; ++b) {
+      const int64_t first = std::max<int64_t>(0, pads[b] - (lk - lq));  // the row's first real query
+      EXPECT_TRUE(at::allclose(got[b].slice(1, first), ref[b].slice(1, first), 1e-5, 1e-5)) << "row " << b;
+      EXPECT_TRUE(got[b].slice(1, 0, first).eq(0).all().item<bool>()) << "pad queries of row " << b;
+    }
+    EXPECT_EQ(nn::attention_backend(q, k, v, rows).rfind("rows:", 0), 0u) << nn::attention_backend(q, k, v, rows);
+  }
+  // No pads: the plain path, and key starts of the wrong count or outside the keys are refused.
+  at::Tensor q = at::randn({2, 2, 4, 8}), k = at::randn({2, 2, 4, 8});
+  nn::AttentionOptions none;
+  none.key_start = {0, 0};
+  EXPECT_TRUE(at::equal(nn::attention(q, k, k, none), nn::attention(q, k, k)));
+  EXPECT_EQ(nn::attention_backend(q, k, k).rfind("sdpa-", 0), 0u);  // the CPU keeps SDPA's own choice
+  none.key_start = {0};
+  EXPECT_THROW(nn::attention(q, k, k, none), Error);
+  none.key_start = {0, 4};
+  EXPECT_THROW(nn::attention(q, k, k, none), Error);
+}
+
 TEST(Attention, BadShapesAreErrors) {
   EXPECT_THROW(nn::attention(at::randn({1, 3, 2, 4}), at::randn({1, 2, 2, 4}), at::randn({1, 2, 2, 4})), Error);
   EXPECT_THROW(nn::attention(at::randn({3, 2, 4}), at::randn({3, 2, 4}), at::randn({3, 2, 4})), Error);

@@ -24,6 +24,8 @@
 #include "omniflux/io/torch_pickle.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/qwen2.h"
+#include "omniflux/nn/block_stack.h"
+#include "omniflux/nn/layers.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
@@ -548,4 +550,65 @@ TEST(Quantize, BadArgumentsAreRefusedAndLeaveNothing) {
   EXPECT_NE(error_of([&] { quantize_folder(junk.string(), dst, opt); }), "(no error)");
   EXPECT_FALSE(fs::exists(dst));
   EXPECT_FALSE(fs::exists(dst + ".partial"));
+}
+
+// ---- the host arena of a streamed block (sequential offload on CUDA) ----------------------------
+
+TEST(HostArena, ViewsEqualThePartsAndMapOntoACopy) {
+  at::manual_seed(5);
+  auto bytes_of = [](const at::Tensor& t) { return t.contiguous().reshape({-1}).view(at::kByte); };
+  // The kinds of tensor a block holds: plain and fused weights (q|k|v), fp8 codes with their
+  // scales, a non-contiguous weight (cpu_gemv_layout's transposed storage), a 0-d and an empty one.
+  nn::Linear q, k, v;
+  for (nn::Linear* l : {&q, &k, &v}) {
+    l->weight = at::randn({8, 12}).to(at::kBFloat16);
+    l->bias = at::randn({8}).to(at::kBFloat16);
+  }
+  nn::Linear qkv = nn::Linear::fuse({q, k, v});
+  std::vector<at::Tensor> parts = {qkv.weight,
+                                   qkv.bias,
+                                   at::randn({16, 32}).to(at::ScalarType::Float8_e4m3fn),
+                                   at::rand({16, 1}) + 0.5,
+                                   nn::cpu_gemv_layout(at::randn({24, 7})),
+                                   at::full({}, 42, at::kLong),
+                                   at::empty({0, 4}),
+                                   at::randint(0, 2, {3}, at::kBool)};
+  ASSERT_FALSE(parts[4].is_contiguous());
+  std::vector<at::Tensor> originals;
+  std::vector<at::Tensor*> ptrs;
+  int64_t expected_bytes = 0;
+  for (auto& t : parts) {
+    originals.push_back(t.clone());
+    ptrs.push_back(&t);
+    expected_bytes += (static_cast<int64_t>(t.nbytes()) + 255) / 256 * 256;
+  }
+  const at::Tensor arena = nn::detail::pack_host_arena(ptrs, /*pinned=*/false);
+  ASSERT_EQ(arena.scalar_type(), at::kByte);
+  EXPECT_EQ(arena.numel(), expected_bytes);  // one allocation, nothing rounded beyond 256 bytes a tensor
+  const auto* base = static_cast<const uint8_t*>(arena.data_ptr());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_TRUE(parts[i].is_alias_of(arena));  // a view, not a copy
+    EXPECT_TRUE(parts[i].is_contiguous());
+    EXPECT_EQ(parts[i].scalar_type(), originals[i].scalar_type());
+    EXPECT_EQ(parts[i].sizes(), originals[i].sizes());
+    if (parts[i].numel() > 0) EXPECT_EQ((static_cast<const uint8_t*>(parts[i].data_ptr()) - base) % 256, 0);
+    EXPECT_TRUE(at::equal(bytes_of(parts[i]), bytes_of(originals[i])));
+  }
+  // The device slot: a copy of the arena's bytes, with every tensor at the same offset.
+  const at::Tensor slot = at::zeros({arena.numel() + 1000}, at::kByte);
+  slot.slice(0, 0, arena.numel()).copy_(arena);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    SCOPED_TRACE(i);
+    const at::Tensor t = nn::detail::view_at_same_offset(parts[i], arena, slot);
+    if (t.numel() > 0) EXPECT_TRUE(t.is_alias_of(slot));
+    EXPECT_EQ(t.scalar_type(), originals[i].scalar_type());
+    EXPECT_TRUE(at::equal(bytes_of(t), bytes_of(originals[i])));
+  }
+  EXPECT_THROW(nn::detail::view_at_same_offset(at::ones({4}), arena, slot), Error);
+  EXPECT_THROW(nn::detail::view_at_same_offset(parts[0], arena, at::zeros({16}, at::kByte)), Error);
+  if (!at::hasCUDA()) {  // no pinned memory without a GPU: refused by name, not a crash
+    at::Tensor t = at::ones({4});
+    EXPECT_THROW(nn::detail::pack_host_arena({&t}, /*pinned=*/true), Error);
+  }
 }

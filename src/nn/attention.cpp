@@ -1,5 +1,6 @@
 #include "omniflux/nn/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -28,8 +29,9 @@ at::Tensor with_causal(const at::Tensor& user, const at::Tensor& causal, at::Sca
 
 }  // namespace
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const AttentionOptions& opt) {
+namespace {
+
+void check_shapes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& opt) {
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
     throw Error("attention expects 4-D q, k, v", "nn::attention", "[B, H, L, D]",
                 shape_str(q.sizes().vec()) + ", " + shape_str(k.sizes().vec()));
@@ -39,22 +41,124 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                 "q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D], Hq % Hkv == 0",
                 shape_str(q.sizes().vec()) + ", " + shape_str(k.sizes().vec()) + ", " +
                     shape_str(v.sizes().vec()));
-  const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  if (!opt.key_start.empty()) {
+    if (static_cast<int64_t>(opt.key_start.size()) != q.size(0) || k.size(0) != q.size(0))
+      throw Error("key_start needs one value per batch row", "nn::attention", std::to_string(q.size(0)),
+                  std::to_string(opt.key_start.size()));
+    if (opt.mask.defined())
+      throw Error("key_start and a mask together", "nn::attention", "one way of masking keys", "both");
+    for (int64_t s : opt.key_start)
+      if (s < 0 || s >= k.size(2))
+        throw Error("key_start outside the keys", "nn::attention", "0.." + std::to_string(k.size(2) - 1),
+                    std::to_string(s));
+  }
+}
+
+bool padded(const AttentionOptions& opt) {
+  for (int64_t s : opt.key_start)
+    if (s != 0) return true;
+  return false;
+}
+
+// The flash kernel, called directly: CUDA, half precision, no mask, head_dim a multiple of 8 up to
+// 256, unit stride in the last dimension (LibTorch's own flash checks for these inputs).
+bool direct_flash(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& opt) {
+  if (!q.is_cuda() || opt.mask.defined()) return false;
+  const auto t = q.scalar_type();
+  if ((t != at::kBFloat16 && t != at::kHalf) || k.scalar_type() != t || v.scalar_type() != t) return false;
+  const int64_t d = q.size(3);
+  return d % 8 == 0 && d <= 256 && q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && q.size(2) > 0 &&
+         k.size(2) > 0;
+}
+
+// Whether SDPA gets the causal flag or a built mask, and which mask.
+struct SdpaCall {
+  std::optional<at::Tensor> mask;
+  bool is_causal = false;
+};
+SdpaCall sdpa_call(const at::Tensor& q, const at::Tensor& k, const AttentionOptions& opt) {
   const int64_t lq = q.size(2), lk = k.size(2);
-  // Grouped-query attention without repeating k/v: the CPU flash kernel and CUDA's flash,
-  // memory-efficient and cuDNN kernels take Hkv < Hq as they are.
-  const bool gqa = hq != hkv;
   // A single query sees every key, and a square causal block is SDPA's own is_causal: no mask.
   const bool causal = opt.causal && lq > 1;
-  if (!causal || lq == lk) {
-    std::optional<at::Tensor> m;
-    if (opt.mask.defined()) m = opt.mask.scalar_type() == at::kBool ? opt.mask : opt.mask.to(q.scalar_type());
-    // is_causal with a mask is not allowed; lq == lk keeps top-left and end alignment equal.
-    if (causal && m) m = with_causal(*m, causal_mask(lq, lk, q.device()), q.scalar_type());
-    return at::scaled_dot_product_attention(q, k, v, m, 0.0, causal && !m, scale, gqa);
+  SdpaCall c;
+  if (opt.mask.defined()) c.mask = opt.mask.scalar_type() == at::kBool ? opt.mask : opt.mask.to(q.scalar_type());
+  if (!causal) return c;
+  if (lq == lk && !c.mask) {
+    c.is_causal = true;  // lq == lk keeps top-left and end alignment equal
+    return c;
   }
-  at::Tensor m = with_causal(opt.mask, causal_mask(lq, lk, q.device()), q.scalar_type());
-  return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale, gqa);
+  // is_causal with a mask is not allowed, and SDPA's is_causal is top-left for lq != lk.
+  c.mask = with_causal(c.mask ? *c.mask : at::Tensor(), causal_mask(lq, lk, q.device()), q.scalar_type());
+  return c;
+}
+
+at::Tensor attention_unpadded(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const AttentionOptions& opt, double scale) {
+  const bool gqa = q.size(1) != k.size(1);
+  if (direct_flash(q, k, v, opt)) {
+    // Bottom-right causal alignment for lq != lk (the kernel ignores it for one query).
+    return std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v, 0.0, opt.causal && q.size(2) > 1,
+                                                               /*return_debug_mask=*/false, scale));
+  }
+  // Grouped-query attention without repeating k/v: the CPU flash kernel and CUDA's flash,
+  // memory-efficient and cuDNN kernels take Hkv < Hq as they are.
+  const SdpaCall c = sdpa_call(q, k, opt);
+  return at::scaled_dot_product_attention(q, k, v, c.mask, 0.0, c.is_causal, scale, gqa);
+}
+
+// Row b's queries from this index on stand for real tokens (end-aligned to the keys).
+int64_t first_real_query(int64_t key_start, int64_t lq, int64_t lk) {
+  return std::min(lq, std::max<int64_t>(0, key_start - (lk - lq)));
+}
+
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionOptions& opt) {
+  check_shapes(q, k, v, opt);
+  const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  if (!padded(opt)) return attention_unpadded(q, k, v, opt, scale);
+  // Left-padded rows, each on its own real keys and queries (views, no copies of k/v). Pad queries
+  // give zeros; their outputs only ever reach pad positions, which no real token attends.
+  AttentionOptions row_opt = opt;
+  row_opt.key_start.clear();
+  const int64_t B = q.size(0), lq = q.size(2), lk = k.size(2);
+  at::Tensor out = at::empty_like(q);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t ks = opt.key_start[b], qs = first_real_query(ks, lq, lk);
+    if (qs > 0) out.select(0, b).slice(1, 0, qs).zero_();
+    if (qs == lq) continue;
+    auto row = [&](const at::Tensor& t, int64_t from) { return t.slice(0, b, b + 1).slice(2, from); };
+    out.slice(0, b, b + 1).slice(2, qs).copy_(attention_unpadded(row(q, qs), row(k, ks), row(v, ks), row_opt, scale));
+  }
+  return out;
+}
+
+std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const AttentionOptions& opt) {
+  check_shapes(q, k, v, opt);
+  if (padded(opt)) {
+    // The first row with pads stands for all: the rows differ only in their key and query counts.
+    int64_t b = 0;
+    while (opt.key_start[b] == 0) ++b;
+    const int64_t ks = opt.key_start[b], qs = first_real_query(ks, q.size(2), k.size(2));
+    AttentionOptions row_opt = opt;
+    row_opt.key_start.clear();
+    auto row = [&](const at::Tensor& t, int64_t from) { return t.slice(0, b, b + 1).slice(2, from); };
+    return "rows:" + attention_backend(row(q, qs), row(k, ks), row(v, ks), row_opt);
+  }
+  if (direct_flash(q, k, v, opt)) return "flash";
+  const SdpaCall c = sdpa_call(q, k, opt);
+  const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  const int64_t b = at::_fused_sdp_choice(q, k, v, c.mask, 0.0, c.is_causal, scale, q.size(1) != k.size(1));
+  switch (b) {
+    case 0: return "sdpa-math";
+    case 1: return "sdpa-flash";
+    case 2: return "sdpa-efficient";
+    case 3: return "sdpa-cudnn";
+    case 4: return "sdpa-overrideable";
+  }
+  return "sdpa-" + std::to_string(b);
 }
 
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -89,7 +193,8 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
     int64_t* p = idx.data_ptr<int64_t>();
     for (int64_t s : starts)
       for (int64_t j = 0; j < len; ++j) *p++ = s + j;
-    idx = idx.to(q.device());
+    // From pinned memory the copy is asynchronous: no host stall per vision block on CUDA.
+    idx = q.is_cuda() ? idx.pin_memory().to(q.device(), /*non_blocking=*/true) : idx.to(q.device());
     auto gather = [&](const at::Tensor& t) { return batch(t.index_select(1, idx), m, len); };
     at::Tensor o = attention(gather(q), gather(k), gather(v), opt);   // [m, H, len, D]
     out.index_copy_(1, idx, o.transpose(0, 1).reshape({H, m * len, D}));

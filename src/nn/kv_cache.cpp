@@ -1,5 +1,6 @@
 #include "omniflux/nn/kv_cache.h"
 
+#include <algorithm>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -11,7 +12,8 @@ namespace omniflux::nn {
 namespace {
 
 // The most negative finite value of a floating dtype (torch.finfo(dtype).min): float's lowest
-// would round to -inf in bfloat16 and float16.
+// would round to -inf in bfloat16 and float16, and a pad query whose keys are all masked must still
+// get a finite softmax.
 double finite_lowest(at::ScalarType t) {
   switch (t) {
     case at::kDouble: return std::numeric_limits<double>::lowest();
@@ -59,20 +61,36 @@ AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& atten
     if (m_long.diff(1, 1).lt(0).any().item<bool>() || m_long.select(1, new_tokens - 1).eq(0).any().item<bool>())
       throw Error("only left padding is supported", "nn::KVCache::begin_step",
                   "each row 0...0 1...1", "a mask with a gap or right padding");
-    const auto dev = k_[0].device();
-    const auto dtype = k_[0].scalar_type();
-    delta_ = (m_long.sum(1) - new_tokens).to(dev);
-    if (!m.all().item<bool>()) {
-      // Additive key mask: lowest (finite, as HF's finfo.min) at pads, so a pad query attending
-      // only to pads still gets a finite softmax instead of NaN.
-      key_mask_ = at::zeros({batch_, capacity_}, at::TensorOptions().dtype(dtype).device(dev));
-      key_mask_.slice(1, 0, new_tokens).masked_fill_(m.logical_not().to(dev), finite_lowest(dtype));
-    }
+    const at::Tensor real = m_long.sum(1);  // [B] on the host
+    delta_ = (real - new_tokens).to(k_[0].device());
+    // Pads become per-row key starts, not a key mask: each row then attends its real keys only,
+    // with no mask for SDPA to fall back on (nn/attention.h).
+    key_start_.clear();
+    if (!m.all().item<bool>())
+      for (int64_t b = 0; b < batch_; ++b) key_start_.push_back(new_tokens - real[b].item<int64_t>());
   }
   AttentionOptions opt;
+  if (bucket_ > 0) {
+    view_ = std::min(capacity_, (length_ + new_tokens + bucket_ - 1) / bucket_ * bucket_);
+    const auto dev = k_[0].device();
+    const auto lo = at::TensorOptions().dtype(at::kLong).device(dev);
+    if (key_start_dev_.numel() != batch_ || attention_mask.defined()) {
+      key_start_dev_ = at::zeros({batch_}, lo);
+      if (!key_start_.empty()) key_start_dev_ = at::tensor(key_start_, at::kLong).to(dev);
+    }
+    // [B, 1, S, L] from device values only: key j is seen by query i when
+    // key_start[b] <= j <= length + i (end-aligned causal; the bucket's tail lies beyond).
+    write_at_ = length_dev_ + at::arange(new_tokens, lo);  // the step's slots, [S]
+    const at::Tensor keys = at::arange(view_, lo), queries = write_at_;
+    const at::Tensor seen = keys.view({1, 1, 1, -1}).le(queries.view({1, 1, -1, 1})) &
+                            keys.view({1, 1, 1, -1}).ge(key_start_dev_.view({-1, 1, 1, 1}));
+    const auto dtype = k_[0].scalar_type();
+    opt.mask = at::zeros(seen.sizes(), k_[0].options()).masked_fill_(seen.logical_not(), finite_lowest(dtype));
+    return opt;
+  }
+  view_ = length_ + new_tokens;
   opt.causal = true;
-  // [B, 1, 1, L] broadcast over heads and queries; causal still applies on top.
-  if (key_mask_.defined()) opt.mask = key_mask_.slice(1, 0, length_ + new_tokens).unsqueeze(1).unsqueeze(1);
+  opt.key_start = key_start_;
   return opt;
 }
 
@@ -86,6 +104,11 @@ std::pair<at::Tensor, at::Tensor> KVCache::write(int64_t layer, const at::Tensor
       k.size(3) != kc.size(3) || v.sizes() != k.sizes())
     throw Error("KV cache write has the wrong shape", "nn::KVCache::write",
                 shape_str({batch_, kc.size(1), step_, kc.size(3)}), shape_str(k.sizes().vec()));
+  if (bucket_ > 0) {  // at the device length: no host value in the step
+    k_[layer].index_copy_(2, write_at_, k);
+    v_[layer].index_copy_(2, write_at_, v);
+    return {k_[layer].slice(2, 0, view_), v_[layer].slice(2, 0, view_)};
+  }
   const int64_t end = length_ + step_;
   k_[layer].slice(2, length_, end).copy_(k);
   v_[layer].slice(2, length_, end).copy_(v);
@@ -95,14 +118,31 @@ std::pair<at::Tensor, at::Tensor> KVCache::write(int64_t layer, const at::Tensor
 void KVCache::end_step() {
   if (!in_step_) throw Error("KV cache end_step without begin_step", "nn::KVCache::end_step");
   length_ += step_;
+  if (bucket_ > 0) length_dev_.add_(step_);
   in_step_ = false;
+}
+
+void KVCache::sync_length_dev() {
+  if (bucket_ > 0) length_dev_.fill_(length_);
+}
+
+void KVCache::use_fixed_shapes(int64_t bucket) {
+  if (k_.empty()) throw Error("KV cache was never allocated", "nn::KVCache::use_fixed_shapes");
+  if (in_step_ || bucket < 1)
+    throw Error("cannot switch to fixed shapes here", "nn::KVCache::use_fixed_shapes", "a bucket >= 1, outside a step",
+                std::to_string(bucket));
+  bucket_ = bucket;
+  length_dev_ = at::full({1}, length_, at::TensorOptions().dtype(at::kLong).device(k_[0].device()));
+  key_start_dev_ = at::Tensor();
 }
 
 void KVCache::reset() {
   length_ = 0;
   step_ = 0;
   in_step_ = false;
-  key_mask_ = at::Tensor();
+  key_start_.clear();
+  key_start_dev_ = at::Tensor();
+  sync_length_dev();
   if (delta_.defined()) delta_.zero_();
 }
 
@@ -111,6 +151,7 @@ void KVCache::rewind(int64_t length) {
     throw Error("cannot rewind the KV cache there", "nn::KVCache::rewind", "0.." + std::to_string(length_) + " outside a step",
                 std::to_string(length));
   length_ = length;
+  sync_length_dev();
 }
 
 int64_t KVCache::bytes() const {
@@ -124,9 +165,12 @@ void KVCache::skip(int64_t n) {
     throw Error("cannot skip that far in the KV cache", "nn::KVCache::skip",
                 "0.." + std::to_string(capacity_ - length_) + " outside a step", std::to_string(n));
   length_ += n;
+  sync_length_dev();
 }
 
 at::Tensor KVCache::positions() const {
+  if (bucket_ > 0)
+    return (length_dev_ + at::arange(std::max<int64_t>(step_, 1), delta_.options())).unsqueeze(0) + delta_.unsqueeze(1);
   at::Tensor idx = at::arange(length_, length_ + std::max<int64_t>(step_, 1), delta_.options());
   return idx.unsqueeze(0) + delta_.unsqueeze(1);
 }

@@ -1,5 +1,7 @@
 #include "omniflux/nn/quant.h"
 
+#include <limits>
+
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
@@ -30,6 +32,7 @@ const char* quant_type_name(QuantType t) {
 namespace {
 constexpr double kFp8Max = 448.0;  // largest finite float8_e4m3fn
 constexpr double kInt8Max = 127.0;
+constexpr double kActivationEps = 1e-12;  // an all-zero row gets a tiny scale, not a division by zero
 }  // namespace
 
 QuantizedWeight quantize_weight(const at::Tensor& w, QuantType type) {
@@ -52,6 +55,22 @@ at::Tensor dequantize_weight(const at::Tensor& codes, const at::Tensor& scale, c
   return (codes.to(at::kFloat) * scale.to(at::kFloat)).to(dtype);
 }
 
+Fp8Activation quantize_activation_fp8(const at::Tensor& x) {
+  if (x.dim() != 2 || !at::isFloatingType(x.scalar_type()))
+    throw Error("the fp8 activation quantiser takes a 2-D floating-point tensor", "nn::quantize_activation_fp8",
+                "[M, K] float32, bfloat16 or float16",
+                shape_str(x.sizes().vec()) + " " + std::string(c10::toString(x.scalar_type())));
+  Fp8Activation a;
+  // max |x| per row in x's own dtype (exact: a maximum rounds nothing), one reduction over x.
+  at::Tensor amax = at::linalg_vector_norm(x, std::numeric_limits<double>::infinity(), {1}, /*keepdim=*/true);
+  a.scale = amax.to(at::kFloat).clamp_min_(kActivationEps).div_(kFp8Max);  // [M, 1], tiny
+  // One pass over x: x / scale computed in fp32 and written as e4m3fn, row-major as _scaled_mm wants.
+  // |x / scale| <= 448 up to one fp32 rounding, which the cast rounds back to 448 (no clamp needed).
+  a.codes = at::empty(x.sizes(), x.options().dtype(at::ScalarType::Float8_e4m3fn));
+  at::div_out(a.codes, x, a.scale);
+  return a;
+}
+
 namespace {
 
 #if OMNIFLUX_WITH_CUDA
@@ -61,22 +80,23 @@ bool has_fp8_matmul(const at::Tensor& t) {
   return p->major > 8 || (p->major == 8 && p->minor >= 9);
 }
 
-// Dynamic per-token fp8 quantisation of x [M, K], then a rowwise-scaled fp8 matmul.
+// Dynamic per-token fp8 quantisation of x [M, K], then a rowwise-scaled fp8 matmul. LibTorch 2.11
+// checks K and N (multiples of 16) but not M, so the rows go in as they are.
 at::Tensor fp8_linear(const at::Tensor& x2, const at::Tensor& codes, const at::Tensor& scale, const at::Tensor& bias,
                       c10::ScalarType out_dtype) {
-  const int64_t m = x2.size(0);
-  // _scaled_mm wants M a multiple of 16 for the fp8 kernels: pad the token rows with zeros.
-  const int64_t mp = (m + 15) / 16 * 16;
-  at::Tensor x = mp == m ? x2 : at::constant_pad_nd(x2, {0, 0, 0, mp - m});
-  at::Tensor xf = x.to(at::kFloat);
-  at::Tensor amax = xf.abs().amax(1, /*keepdim=*/true).clamp_min(1e-12);  // [M, 1]
-  at::Tensor x_scale = amax / kFp8Max;
-  at::Tensor xq = (xf / x_scale).clamp(-kFp8Max, kFp8Max).to(at::ScalarType::Float8_e4m3fn);
-  // codes [N, K] row-major: its transpose is the column-major [K, N] the kernel wants.
-  at::Tensor y = at::_scaled_mm(xq, codes.t(), x_scale, scale.t().contiguous(),
-                                bias.defined() ? std::optional<at::Tensor>(bias.to(out_dtype)) : std::nullopt,
-                                std::nullopt, out_dtype, /*use_fast_accum=*/false);
-  return mp == m ? y : y.slice(0, 0, m);
+  const Fp8Activation a = quantize_activation_fp8(x2);
+  // codes [N, K] row-major: its transpose is the column-major [K, N] the kernel wants. The weight
+  // scale [N, 1] fp32, contiguous since load, is as a view the [1, N] row of column scales.
+  const at::Tensor w = codes.contiguous();  // a no-op for loaded weights
+  const at::Tensor sw = scale.contiguous().view({1, codes.size(0)});
+  // 2.11 refuses a bias with a float32 output ("Bias is not supported when out_dtype is set to
+  // Float32"): there it is added after the matmul.
+  const bool bias_in_mm = bias.defined() && out_dtype != at::kFloat;
+  std::optional<at::Tensor> b;
+  if (bias_in_mm) b = bias.scalar_type() == out_dtype ? bias : bias.to(out_dtype);
+  at::Tensor y = at::_scaled_mm(a.codes, w.t(), a.scale, sw, b, std::nullopt, out_dtype, /*use_fast_accum=*/false);
+  if (bias.defined() && !bias_in_mm) y.add_(bias.to(out_dtype));
+  return y;
 }
 #endif
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "omniflux/error.h"
+#include "omniflux/nn/block_stack.h"
 #include "omniflux/plan.h"
 
 namespace omniflux::plan {
@@ -68,7 +69,8 @@ OffloadEstimate estimate_offload(const std::vector<ComponentPlan>& plans, const 
         in_blocks += b.count * block_bytes(b, weights);
         largest = std::max(largest, block_bytes(b, weights));
       }
-      c.streamed_bytes = std::max<int64_t>(0, c.weight_bytes - in_blocks) + 2 * largest;
+      // Streamed blocks go through fixed device slots the size of the largest block.
+      c.streamed_bytes = std::max<int64_t>(0, c.weight_bytes - in_blocks) + nn::kStreamedBlocksOnDevice * largest;
     }
     all_weights += c.weight_bytes;
     extra_max = std::max(extra_max, extra);

@@ -5,7 +5,18 @@
 // Causal, padded (mask), block-diagonal (`segment_attention`) and joint uses all go through it.
 // No mask is built when SDPA's is_causal covers it (a square causal block) or nothing is masked
 // (one query against a cache), and grouped k/v heads go in as they are (enable_gqa), never repeated.
+//
+// On CUDA the backend is chosen here, not left to SDPA's priority list (which in LibTorch 2.11 puts
+// cuDNN first on sm_90, whose plan cache is keyed on exact sizes: a decode whose key length grows by
+// one each token would build a plan per token). Half-precision attention without a mask, head_dim
+// <= 256 and a multiple of 8, calls the flash kernel directly: it takes grouped k/v heads and, for
+// Lq != Lk, aligns the causal mask to the bottom right, which is this function's end alignment, so
+// prefills with a cache and decode need no mask. Left-padded rows (a CFG pair of prompts of
+// different lengths) come as per-row key starts instead of a key mask, and each row runs on its own
+// keys, unpadded. Everything else (fp32, masks, head_dim 512) goes through SDPA's own choice.
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -16,12 +27,22 @@ struct AttentionOptions {
   std::optional<double> scale;  // default 1/sqrt(head_dim)
   // Additive float mask or bool mask (true = attend), broadcastable to [B, Hq, Lq, Lk].
   at::Tensor mask;
+  // Left padding without a mask: per batch row, the index of its first real key (empty: all keys
+  // are real). Row b attends keys [key_start[b], Lk) only; its queries that stand for pad positions
+  // (index i < key_start[b] - (Lk - Lq), in a prefill) get zeros. Host values, so no device read.
+  std::vector<int64_t> key_start;
 };
 
 // q: [B, Hq, Lq, D]; k, v: [B, Hkv, Lk, D] with Hq % Hkv == 0 (grouped-query attention).
 // Returns [B, Hq, Lq, D].
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const AttentionOptions& opt = {});
+
+// Which kernel attention() runs for these inputs: "flash" (called directly, CUDA), "sdpa-<name>"
+// (LibTorch's own choice: math, flash, efficient, cudnn), prefixed "rows:" when left-padded rows
+// run one at a time. For `omniflux-bench attention` and the GPU check.
+std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const AttentionOptions& opt = {});
 
 // Block-diagonal attention over variable-length segments of one packed sequence (the Qwen2.5-VL
 // vision windows, SigLIP images): q, k, v [H, L, D]; cu_seqlens [S + 1] int64 cumulative lengths

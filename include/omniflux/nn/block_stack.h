@@ -5,10 +5,12 @@
 //   sequential    CPU:  each block is built from the mapped checkpoint just before it runs (dtype
 //                       conversion and q/k/v fusion included) and dropped after, with its file pages
 //                       given back, so the resident set holds about one block;
-//                 CUDA: every block is built once at load into pinned host memory; while block i
-//                       computes, block i+1 is copied to the device on a side stream (two blocks on
-//                       the device at a time).
+//                 CUDA: every block is built once at load and packed into its own pinned host
+//                       arena (one allocation, each tensor a view of it, fused weights included);
+//                       while block i computes, block i+1's arena is copied in one transfer on a
+//                       side stream into the other of two device slots (kStreamedBlocksOnDevice).
 // The math is the same in every mode: a block is built by the same code from the same bytes.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,18 +26,33 @@
 
 namespace omniflux::nn {
 
+// Blocks of one stack on the device at once under sequential offload on CUDA: the one computing and
+// the next one arriving, each in its own fixed slot. The plan (src/plan/offload.cpp) counts these.
+constexpr int64_t kStreamedBlocksOnDevice = 2;
+
 namespace detail {
+// One host allocation holding every tensor in `tensors`: each is copied in (contiguous, at a
+// 256-byte-aligned offset) and replaced by a view of the arena, which is returned as [bytes] uint8.
+// `pinned` allocates page-locked memory with cudaHostAlloc (a CUDA build only), outside LibTorch's
+// caching host allocator, which would round each block up to a power of two and keep it; otherwise
+// ordinary pageable memory (how the CPU tests build it).
+at::Tensor pack_host_arena(const std::vector<at::Tensor*>& tensors, bool pinned);
+// The tensor that `buffer` (a copy of `arena`'s bytes, on any device) holds where `t`, a view made
+// by pack_host_arena, lies in `arena`: same byte offset, dtype and shape.
+at::Tensor view_at_same_offset(const at::Tensor& t, const at::Tensor& arena, const at::Tensor& buffer);
+// An uninitialised [bytes] uint8 tensor on `device`.
+at::Tensor device_bytes(int64_t bytes, c10::Device device);
+
 // Side-stream copies for the CUDA path; every member is a no-op without CUDA.
 class BlockPrefetcher {
  public:
   explicit BlockPrefetcher(c10::Device device);
   ~BlockPrefetcher();
-  // Runs `copy` with the side stream current and records when it is done, in slot 0 or 1.
+  // Runs `copy` with the side stream current, after the work queued so far on the compute stream,
+  // and records when it is done, in slot 0 or 1.
   void copy(int slot, const std::function<void()>& copy);
-  // The compute stream waits for slot's copy; `t` is marked as used on the compute stream so the
-  // allocator does not reuse its memory before the compute that reads it is done.
+  // The compute stream waits for slot's copy.
   void wait(int slot);
-  void use_on_compute_stream(const at::Tensor& t);
   struct State;
 
  private:
@@ -71,8 +88,18 @@ class BlockStack {
       if (s.mode_ == Mode::Resident) {
         s.blocks_.push_back(s.build_(w));
       } else if (s.mode_ == Mode::StreamCuda) {
-        WeightStore::Target pinned(base.store(), c10::Device(c10::kCPU), /*pinned=*/true);
-        s.blocks_.push_back(s.build_(w));
+        Block b = [&] {
+          WeightStore::Target host(base.store(), c10::Device(c10::kCPU), /*pinned=*/false);
+          return s.build_(w);
+        }();
+        std::vector<at::Tensor*> ts;
+        b.for_each_tensor([&](at::Tensor& t) {
+          if (t.defined()) ts.push_back(&t);
+        });
+        s.arenas_.push_back(detail::pack_host_arena(ts, /*pinned=*/true));
+        s.slot_bytes_ = std::max(s.slot_bytes_, s.arenas_.back().numel());
+        s.blocks_.push_back(std::move(b));
+        base.store().drop_pages(w.prefix() + ".");
       } else {
         // Built once now so every key and shape is checked (and marked used) at load.
         (void)s.build_(w);
@@ -110,13 +137,22 @@ class BlockStack {
         }
         return;
       case Mode::StreamCuda: {
+        static_assert(kStreamedBlocksOnDevice == 2, "the slots below alternate between two");
         detail::BlockPrefetcher pf(device_);
+        // Two fixed slots, each the size of the largest arena; made on the compute stream, which
+        // waits for every copy into them before it reads, so they need no other stream marks.
+        const at::Tensor slots[2] = {detail::device_bytes(slot_bytes_, device_),
+                                     detail::device_bytes(slot_bytes_, device_)};
         std::optional<Block> next, cur;
         auto to_device = [&](int64_t i, int slot) {
+          // The side stream first waits for the compute stream to finish block i - 2, which used
+          // this slot (BlockPrefetcher::copy), then copies the whole arena in one transfer.
           pf.copy(slot, [&] {
+            const at::Tensor& arena = arenas_[i];
+            slots[slot].slice(0, 0, arena.numel()).copy_(arena, /*non_blocking=*/true);
             next = blocks_[i];
             next->for_each_tensor([&](at::Tensor& t) {
-              if (t.defined()) t = t.to(device_, /*non_blocking=*/true);
+              if (t.defined()) t = detail::view_at_same_offset(t, arena, slots[slot]);
             });
           });
         };
@@ -125,9 +161,6 @@ class BlockStack {
           pf.wait(static_cast<int>(i % 2));
           cur = std::move(next);
           next.reset();
-          cur->for_each_tensor([&](at::Tensor& t) {
-            if (t.defined()) pf.use_on_compute_stream(t);
-          });
           if (i + 1 < count_) to_device(i + 1, static_cast<int>((i + 1) % 2));
           f(*cur, i);
         }
@@ -143,7 +176,9 @@ class BlockStack {
   std::string base_prefix_;
   Build build_;
   c10::Device device_ = c10::Device(c10::kCPU);
-  std::vector<Block> blocks_;            // Resident: on the device; StreamCuda: pinned host copies
+  std::vector<Block> blocks_;            // Resident: on the device; StreamCuda: views of arenas_
+  std::vector<at::Tensor> arenas_;       // StreamCuda: one pinned [bytes] uint8 arena per block
+  int64_t slot_bytes_ = 0;               // StreamCuda: the largest arena
   std::shared_ptr<WeightStore> store_;   // StreamCpu
 };
 

@@ -5,8 +5,9 @@
 // never reads device memory back).
 //
 // Rows of a batch may be left-padded (a CFG pair of prompts of different lengths, a padded batch):
-// the first prefill then takes an attention mask, the cache keeps an additive key mask and a
-// per-row position delta (-pads), and every later step sees the pads masked out.
+// the first prefill then takes an attention mask, the cache keeps each row's pad count (on the host)
+// and a per-row position delta (-pads), and every later step's attention skips each row's pads
+// (AttentionOptions::key_start: no key mask, so CUDA keeps its flash kernel).
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -31,7 +32,8 @@ class KVCache {
 
   // Starts a step of `new_tokens` tokens: checks the capacity and, for the first step only, takes
   // an optional left-padding mask [B, new_tokens] (nonzero = real token). Returns the attention
-  // options the step's layers use: end-aligned causal, plus the key mask when rows are padded.
+  // options the step's layers use: end-aligned causal, plus each row's first real key when rows
+  // are padded.
   AttentionOptions begin_step(int64_t new_tokens, const at::Tensor& attention_mask = {});
   // Writes k, v [B, Hkv, S, D] of `layer` at [length, length + S) and returns views of everything
   // written so far, [B, Hkv, length + S, D].
@@ -46,6 +48,18 @@ class KVCache {
   // dry runs and benchmarks of the last step of a long generation.
   void skip(int64_t n);
 
+  // Fixed shapes, the first half of CUDA-graph decoding (docs/gpu.md §What remains): from now on
+  // the written length also lives in a device tensor, a step's keys are a view of a length rounded
+  // up to a multiple of `bucket` (capped at the capacity) whose tail, and each row's pads, an
+  // additive mask computed on the device from that tensor excludes, new k/v are written at the
+  // device length (index_copy_) and positions() is computed from it. So a decode step's shapes
+  // change only at bucket edges and none of its tensors depends on a host value but the bucket.
+  // The host length stays in step. Outside a step only; bucket >= 1.
+  void use_fixed_shapes(int64_t bucket);
+  bool fixed_shapes() const { return bucket_ > 0; }
+  // The key length the current step's views have (length + S, or its bucket in fixed shapes).
+  int64_t view_length() const { return view_; }
+
   // Positions of the current step's tokens, [B, S] int64 on the cache device:
   // length + i + position_delta[b] (HF: cumsum(attention_mask) - 1 for real tokens).
   at::Tensor positions() const;
@@ -56,7 +70,12 @@ class KVCache {
 
  private:
   std::vector<at::Tensor> k_, v_;
-  at::Tensor key_mask_;  // [B, capacity] additive (0 / lowest), undefined when no row is padded
+  std::vector<int64_t> key_start_;  // [B] pads per row, empty when no row is padded
+  at::Tensor length_dev_;           // [1] int64, fixed shapes: the written length on the device
+  at::Tensor key_start_dev_;        // [B] int64, fixed shapes: key_start_ (zeros when unpadded)
+  at::Tensor write_at_;             // [S] int64, fixed shapes: the current step's slots
+  int64_t bucket_ = 0, view_ = 0;
+  void sync_length_dev();
   at::Tensor delta_;     // [B] int64
   int64_t batch_ = 0, capacity_ = 0, length_ = 0, step_ = 0;
   bool in_step_ = false;

@@ -74,7 +74,7 @@ OMNIFLUX_BENCH_CASE(lm_prefill, "Qwen2 prefill tokens/s; args: preset=small|qwen
   }
 }
 
-OMNIFLUX_BENCH_CASE(lm_decode, "Qwen2 greedy decode tokens/s through the static KV cache; args: as lm_prefill, plus new=32") {
+OMNIFLUX_BENCH_CASE(lm_decode, "Qwen2 greedy decode tokens/s through the static KV cache; args: as lm_prefill, plus new=32 bw_gbs= (GPU bandwidth, GB/s: the bound)") {
   const qwen2::Config c = lm_config(ctx);
   const int64_t prompt = ctx.arg_int("prompt", 128), n_new = ctx.arg_int("new", 32);
   auto lm = qwen2::Qwen2ForCausalLM::random(c, ctx.rt, 0);
@@ -91,8 +91,11 @@ OMNIFLUX_BENCH_CASE(lm_decode, "Qwen2 greedy decode tokens/s through the static 
     const double steps_per_s = n_new * 1000.0 / ms;
     nlohmann::json line = {{"shape", shape_of(c, B, prompt, n_new)}, {"metric", "decode"}, {"ms_per_step", ms / n_new},
                            {"value", steps_per_s * B}, {"unit", "tok/s"}, {"steps_per_s", steps_per_s}};
-    if (ctx.rt.torch_device().is_cuda())  // weight-bandwidth bound at 4.8 TB/s (H200 HBM3e)
-      line["bandwidth_bound_steps_per_s"] = 4.8e12 / weight_bytes(c, ctx.rt.compute_dtype());
+    // The weight-bandwidth bound at the GPU's bandwidth (bw_gbs=, GB/s; scripts/device-check.sh reads it
+    // from the GPU's name): every decode step reads every weight once.
+    const double bw_gbs = ctx.arg_double("bw_gbs", 0.0);
+    if (ctx.rt.torch_device().is_cuda() && bw_gbs > 0)
+      line["bandwidth_bound_steps_per_s"] = bw_gbs * 1e9 / weight_bytes(c, ctx.rt.compute_dtype());
     ctx.report(line);
   }
 }
