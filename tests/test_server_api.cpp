@@ -16,6 +16,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "options.h"
+#include "server_test_util.h"
 #include "sse.h"
 
 using namespace omniflux;
@@ -26,39 +27,11 @@ namespace {
 
 Catalog test_catalog(bool xomni_decoder = true) {
   Catalog c;
-  ModelCaps uw;
-  uw.id = ModelId::UniWorld;
-  uw.generations = uw.edits = uw.chat = true;
-  uw.seed = 42;
-  uw.chat_images = 4;
-  uw.chat_max_tokens = 128;
+  ModelCaps uw = default_caps(ModelId::UniWorld), xo = default_caps(ModelId::XOmni);
   uw.vocab_size = 1000;
-  ModelCaps xo;
-  xo.id = ModelId::XOmni;
   xo.generations = xomni_decoder;
-  xo.chat = true;
-  xo.width = xo.height = 1152;
-  xo.guidance = 1.0;
-  xo.seed = 1234;
-  xo.chat_images = 1;
-  xo.chat_max_tokens = 512;
-  ModelCaps fl;
-  fl.id = ModelId::Flux;
-  fl.generations = true;
-  c.models = {uw, xo, fl};
+  c.models = {uw, xo, default_caps(ModelId::Flux)};
   return c;
-}
-
-// The ApiError a call throws (status and param), or a failure when it throws nothing.
-template <class F>
-ApiError error_of(F&& f) {
-  try {
-    f();
-  } catch (const ApiError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no ApiError thrown";
-  return ApiError(0, "");
 }
 
 std::string png_bytes(int w, int h) {

@@ -19,6 +19,7 @@
 #include "multipart.h"
 #include "omniflux/io/image.h"
 #include "routes.h"
+#include "server_test_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -32,17 +33,6 @@ std::string part(const std::string& name, const std::string& value, const std::s
                  const std::string& boundary = "XyZ") {
   return "--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + name + "\"" +
          (filename.empty() ? "" : "; filename=\"" + filename + "\"") + "\r\n\r\n" + value + "\r\n";
-}
-
-template <class F>
-ApiError error_of(F&& f) {
-  try {
-    f();
-  } catch (const ApiError& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no ApiError thrown";
-  return ApiError(0, "");
 }
 
 std::vector<FormPart> parse_in_pieces(const std::string& body, size_t piece, const FormLimits& limits = {}) {

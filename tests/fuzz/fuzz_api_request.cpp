@@ -15,25 +15,9 @@ namespace {
 using namespace omniflux::server;
 
 Catalog serving_catalog() {
-  Catalog c;
-  ModelCaps u;  // the values Engine::load sets (tools/server/engine.cpp), with tiny vocabularies
-  u.id = ModelId::UniWorld;
-  u.generations = u.edits = u.chat = true;
-  u.seed = 42;
-  u.chat_images = 4;
-  u.chat_max_tokens = 128;
-  u.vocab_size = 300;
-  ModelCaps x;
-  x.id = ModelId::XOmni;
-  x.generations = x.chat = true;
-  x.width = x.height = 1152;
-  x.guidance = 1.0;
-  x.chat_images = 1;
-  x.vocab_size = 300;
-  ModelCaps f;
-  f.id = ModelId::Flux;
-  f.generations = true;
-  c.models = {u, x, f};
+  Catalog c;  // as Engine::load makes it (tools/server/engine.cpp), with tiny vocabularies
+  c.models = {default_caps(ModelId::UniWorld), default_caps(ModelId::XOmni), default_caps(ModelId::Flux)};
+  c.models[0].vocab_size = c.models[1].vocab_size = 300;
   return c;
 }
 

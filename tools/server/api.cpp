@@ -10,6 +10,8 @@
 
 #include "omniflux/error.h"
 #include "omniflux/pipelines/flux.h"
+#include "omniflux/pipelines/uniworld.h"
+#include "omniflux/pipelines/xomni.h"
 
 namespace omniflux::server {
 
@@ -24,6 +26,38 @@ const char* model_name(ModelId m) {
     case ModelId::Flux: return "flux.1-dev";
   }
   return "?";
+}
+
+ModelCaps default_caps(ModelId id) {
+  ModelCaps c;
+  c.id = id;
+  switch (id) {
+    case ModelId::UniWorld:
+      c.generations = c.edits = c.chat = true;
+      c.width = c.height = 1024;  // UniWorldOptions defaults (cli.py)
+      c.steps = 28;
+      c.guidance = 3.5;
+      c.seed = 42;
+      c.chat_images = kUniWorldMaxImages;
+      c.chat_max_tokens = 128;  // app.py: max_new_tokens=128
+      break;
+    case ModelId::XOmni:
+      c.generations = c.chat = true;
+      c.width = c.height = xomni::kDefaultSide;  // generate.py --image-size
+      c.guidance = 1.0;                          // generate.py --cfg-scale
+      c.seed = 1234;
+      c.chat_images = 1;        // chat.py: one image
+      c.chat_max_tokens = 512;  // chat.py: max_new_tokens=512
+      break;
+    case ModelId::Flux:
+      c.generations = true;
+      c.width = c.height = 1024;  // FluxGenerateOptions defaults (diffusers)
+      c.steps = 28;
+      c.guidance = 3.5;
+      c.seed = 0;
+      break;
+  }
+  return c;
 }
 
 const ModelCaps* Catalog::find(const std::string& id) const {

@@ -38,6 +38,11 @@ struct ModelCaps {
   int64_t chat_images = 0, chat_max_tokens = 512, vocab_size = 0;
 };
 
+// A model's defaults from the official scripts (as the CLIs use them): UniWorld cli.py and app.py,
+// X-Omni generate.py and chat.py, diffusers' FLUX. Engine::load adds what the loaded folders say
+// (X-Omni's decoder steps and whether it has a decoder, vocabulary sizes).
+ModelCaps default_caps(ModelId id);
+
 struct Catalog {
   std::vector<ModelCaps> models;
   int64_t created = 0;  // unix time the server started, for /v1/models

@@ -97,31 +97,16 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
   m->catalog.created = static_cast<int64_t>(std::time(nullptr));
   if (!o.uniworld.empty()) {
     m->uniworld = UniWorldPipeline::load(o.uniworld, o.flux, o.siglip, o.rt);
-    ModelCaps c;
-    c.id = ModelId::UniWorld;
-    c.generations = c.edits = c.chat = true;
-    c.width = c.height = 1024;  // UniWorldOptions defaults (cli.py)
-    c.steps = 28;
-    c.guidance = 3.5;
-    c.seed = 42;
-    c.chat_images = kUniWorldMaxImages;
-    c.chat_max_tokens = 128;  // app.py: max_new_tokens=128
+    ModelCaps c = default_caps(ModelId::UniWorld);
     c.vocab_size = m->uniworld->vlm().config().text.vocab_size;
     m->catalog.models.push_back(c);
     log("loaded uniworld-v1 from " + o.uniworld + " (FLUX.1-dev parts from " + o.flux + ", SigLIP from " + o.siglip + ")");
   }
   if (!o.xomni.empty()) {
     m->xomni = xo::XOmniPipeline::load(o.xomni, o.flux, o.rt);
-    ModelCaps c;
-    c.id = ModelId::XOmni;
+    ModelCaps c = default_caps(ModelId::XOmni);
     c.generations = m->xomni->has_decoder();
-    c.chat = true;
-    c.width = c.height = xo::kDefaultSide;  // generate.py --image-size
     c.steps = m->xomni->vision_config().decoder.num_inference_steps;
-    c.guidance = 1.0;  // generate.py --cfg-scale
-    c.seed = 1234;
-    c.chat_images = 1;        // chat.py: one image
-    c.chat_max_tokens = 512;  // chat.py: max_new_tokens=512
     c.vocab_size = m->xomni->lm().config().text.vocab_size;  // text logits
     if (!c.generations) c.note = "started without --flux: chat only";
     m->catalog.models.push_back(c);
@@ -129,14 +114,7 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
   }
   if (o.serve_flux) {
     m->flux = FluxPipeline::load(o.flux, o.rt);
-    ModelCaps c;
-    c.id = ModelId::Flux;
-    c.generations = true;
-    c.width = c.height = 1024;  // FluxGenerateOptions defaults (diffusers)
-    c.steps = 28;
-    c.guidance = 3.5;
-    c.seed = 0;
-    m->catalog.models.push_back(c);
+    m->catalog.models.push_back(default_caps(ModelId::Flux));
     log("loaded flux.1-dev from " + o.flux);
   }
   return std::unique_ptr<Engine>(new Engine(std::move(m)));

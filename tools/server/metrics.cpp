@@ -47,6 +47,12 @@ void sample(std::string& out, const std::string& name, double v, const std::stri
   out += name + (labels.empty() ? "" : "{" + labels + "}") + " " + number(v) + "\n";
 }
 
+// A metric with one unlabelled value.
+void scalar(std::string& out, const char* name, const char* type, const char* help, double v) {
+  head(out, name, type, help);
+  sample(out, name, v);
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
@@ -121,33 +127,26 @@ std::string Metrics::render(const Gauges& g) const {
              "model=\"" + escape(k.first) + "\",endpoint=\"" + escape(k.second) + "\",");
   head(out, "omniflux_queue_wait_seconds", "histogram", "Seconds a job waited in the queue before it ran.");
   queue_wait_.render(out, "omniflux_queue_wait_seconds", "");
-  head(out, "omniflux_queue_waiting", "gauge", "Jobs waiting behind the running one.");
-  sample(out, "omniflux_queue_waiting", static_cast<double>(g.waiting));
-  head(out, "omniflux_queue_running", "gauge", "Jobs running (0 or 1: one worker).");
-  sample(out, "omniflux_queue_running", static_cast<double>(g.running));
-  head(out, "omniflux_jobs_total", "counter", "Jobs that ended (done, failed or cancelled).");
-  sample(out, "omniflux_jobs_total", static_cast<double>(jobs_.load()));
-  head(out, "omniflux_cancellations_total", "counter", "Jobs cancelled (client gone, or shutdown).");
-  sample(out, "omniflux_cancellations_total", static_cast<double>(cancelled_.load()));
-  head(out, "omniflux_job_failures_total", "counter", "Jobs that failed with an error.");
-  sample(out, "omniflux_job_failures_total", static_cast<double>(failed_.load()));
-  head(out, "omniflux_denoising_steps_total", "counter", "Denoising steps run (every image of every request).");
-  sample(out, "omniflux_denoising_steps_total", static_cast<double>(steps_.load()));
-  head(out, "omniflux_generated_tokens_total", "counter", "Tokens sampled: chat answers and X-Omni image codes.");
-  sample(out, "omniflux_generated_tokens_total", static_cast<double>(tokens_.load()));
-  head(out, "omniflux_images_total", "counter", "Images produced.");
-  sample(out, "omniflux_images_total", static_cast<double>(images_.load()));
-  head(out, "omniflux_load_seconds", "gauge", "Seconds the models took to load at start.");
-  sample(out, "omniflux_load_seconds", load_seconds_.load());
-  if (g.rss_bytes >= 0) {
-    head(out, "omniflux_process_resident_memory_bytes", "gauge", "Resident memory of the server process.");
-    sample(out, "omniflux_process_resident_memory_bytes", static_cast<double>(g.rss_bytes));
-  }
+  scalar(out, "omniflux_queue_waiting", "gauge", "Jobs waiting behind the running one.", double(g.waiting));
+  scalar(out, "omniflux_queue_running", "gauge", "Jobs running (0 or 1: one worker).", double(g.running));
+  scalar(out, "omniflux_jobs_total", "counter", "Jobs that ended (done, failed or cancelled).", double(jobs_.load()));
+  scalar(out, "omniflux_cancellations_total", "counter", "Jobs cancelled (client gone, or shutdown).",
+         double(cancelled_.load()));
+  scalar(out, "omniflux_job_failures_total", "counter", "Jobs that failed with an error.", double(failed_.load()));
+  scalar(out, "omniflux_denoising_steps_total", "counter", "Denoising steps run (every image of every request).",
+         double(steps_.load()));
+  scalar(out, "omniflux_generated_tokens_total", "counter", "Tokens sampled: chat answers and X-Omni image codes.",
+         double(tokens_.load()));
+  scalar(out, "omniflux_images_total", "counter", "Images produced.", double(images_.load()));
+  scalar(out, "omniflux_load_seconds", "gauge", "Seconds the models took to load at start.", load_seconds_.load());
+  if (g.rss_bytes >= 0)
+    scalar(out, "omniflux_process_resident_memory_bytes", "gauge", "Resident memory of the server process.",
+           double(g.rss_bytes));
   if (g.cuda_allocated >= 0) {
-    head(out, "omniflux_cuda_memory_allocated_bytes", "gauge", "Device memory in live tensors (LibTorch's allocator).");
-    sample(out, "omniflux_cuda_memory_allocated_bytes", static_cast<double>(g.cuda_allocated));
-    head(out, "omniflux_cuda_memory_reserved_bytes", "gauge", "Device memory reserved by LibTorch's caching allocator.");
-    sample(out, "omniflux_cuda_memory_reserved_bytes", static_cast<double>(g.cuda_reserved));
+    scalar(out, "omniflux_cuda_memory_allocated_bytes", "gauge", "Device memory in live tensors (LibTorch's allocator).",
+           double(g.cuda_allocated));
+    scalar(out, "omniflux_cuda_memory_reserved_bytes", "gauge", "Device memory reserved by LibTorch's caching allocator.",
+           double(g.cuda_reserved));
   }
   return out;
 }
