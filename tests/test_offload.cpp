@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -183,6 +184,60 @@ bool has(const std::string& s, const std::string& part) { return s.find(part) !=
 }  // namespace
 
 // ---- offload modes --------------------------------------------------------------------------------
+
+// What each mode keeps built while the stages run, seen through the residency group at every
+// progress call: equal outputs alone would not notice a mode that released nothing (or too much).
+TEST(Offload, ModesKeepBuiltOnlyWhatTheStageNeeds) {
+  using Set = std::set<std::string>;
+  const std::string dir = tiny("flux.1-dev"), tdir = dir + "/transformer";
+  const Set all = {"text_encoder", "text_encoder_2", "transformer", "vae"};
+  for (Offload mode : kModes) {
+    const RuntimeOptions rt = with(mode);
+    auto group = std::make_shared<ResidencyGroup>(mode);
+    const FluxPipeline p = FluxPipeline::load(dir, [tdir, rt] { return FluxTransformer::load(tdir, rt); }, rt, group);
+    const auto built = [&] {
+      const auto r = group->resident();
+      return Set(r.begin(), r.end());
+    };
+    const Set after_load = built();
+    std::map<std::string, Set> during;  // stage -> what was built at each of its progress calls
+    FluxGenerateOptions o;
+    o.prompt = "a red cube";
+    o.width = o.height = 64;
+    o.steps = 2;
+    const auto img = p.generate(o, [&](const std::string& stage, int64_t step, int64_t) {
+      if (stage != "denoise" || step > 0) {  // step 0 comes before the transformer runs
+        const Set now = built();
+        EXPECT_TRUE(!during.count(stage) || during[stage] == now) << stage << " changed within the stage";
+        during[stage] = now;
+      }
+      return true;
+    });
+    ASSERT_TRUE(img);
+    const Set after = built();
+    const std::string m = offload_name(mode);
+    switch (mode) {
+      case Offload::None:  // everything built at load and kept
+        EXPECT_EQ(after_load, all) << m;
+        EXPECT_EQ(during["encode_prompt"], all) << m;
+        EXPECT_EQ(during["denoise"], all) << m;
+        EXPECT_EQ(after, all) << m;
+        break;
+      case Offload::Model:  // one component at a time: the one the stage runs
+        EXPECT_EQ(after_load, Set{}) << m;
+        EXPECT_EQ(during["encode_prompt"], Set{"text_encoder_2"}) << m;  // CLIP ran first, then T5
+        EXPECT_EQ(during["denoise"], Set{"transformer"}) << m;
+        EXPECT_EQ(during["decode"], Set{"vae"}) << m;
+        break;
+      case Offload::Sequential:  // as model, but the transformer streams its own blocks and stays
+        EXPECT_EQ(after_load, Set{"transformer"}) << m;
+        EXPECT_EQ(during["encode_prompt"], (Set{"text_encoder_2", "transformer"})) << m;
+        EXPECT_EQ(during["denoise"], Set{"transformer"}) << m;
+        EXPECT_EQ(during["decode"], (Set{"transformer", "vae"})) << m;
+        break;
+    }
+  }
+}
 
 TEST(Offload, ModesGiveBitIdenticalUniWorldOutputs) {
   std::optional<Image> edit0, t2i0;
