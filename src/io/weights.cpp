@@ -206,12 +206,6 @@ void WeightStore::drop_pages(const std::string& prefix) {
     ckpt_.drop_pages(*it);
 }
 
-at::Tensor WeightStore::get_raw(const std::string& name) {
-  if (!ckpt_.contains(name)) throw Error("missing tensor", ckpt_.path() + ": " + name);
-  used_.insert(name);
-  return ckpt_.get(name);
-}
-
 void WeightStore::ignore_prefix(const std::string& prefix) { ignored_prefixes_.push_back(prefix); }
 
 void WeightStore::mark_used(const std::string& name) {

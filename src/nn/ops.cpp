@@ -41,11 +41,4 @@ at::Tensor gelu(const at::Tensor& x) { return at::gelu(x); }
 at::Tensor gelu_tanh(const at::Tensor& x) { return at::gelu(x, "tanh"); }
 at::Tensor quick_gelu(const at::Tensor& x) { return x * at::sigmoid(1.702 * x); }
 
-at::Tensor gated_mlp(const at::Tensor& x, const at::Tensor& w_gate, const at::Tensor& w_up,
-                     const at::Tensor& w_down, bool gelu_tanh_act) {
-  at::Tensor g = at::linear(x, w_gate);
-  g = gelu_tanh_act ? gelu_tanh(g) : at::silu(g);
-  return at::linear(g * at::linear(x, w_up), w_down);
-}
-
 }  // namespace omniflux::nn

@@ -13,13 +13,6 @@
 
 namespace omniflux::nn {
 
-QuantType parse_quant_type(const std::string& name) {
-  if (name == "fp8") return QuantType::Fp8;
-  if (name == "int8") return QuantType::Int8;
-  if (name == "none" || name == "bf16") return QuantType::None;
-  throw Error("unknown weight type", "--weights", "fp8, int8 or bf16", "'" + name + "'");
-}
-
 const char* quant_type_name(QuantType t) {
   switch (t) {
     case QuantType::Fp8: return "fp8";

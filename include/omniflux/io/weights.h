@@ -42,8 +42,6 @@ class WeightStore : public std::enable_shared_from_this<WeightStore> {
   //  - `dtype` integer or bool: an integer buffer, converted to that dtype.
   at::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
                  c10::ScalarType dtype = c10::ScalarType::Undefined);
-  // As stored, on the CPU (F8 as float8 tensors). Marks the key used.
-  at::Tensor get_raw(const std::string& name);
   // A quantised linear weight: `name` holds fp8 e4m3fn or int8 codes [out, in] (kept as stored,
   // moved to the device) and `name + "_scale"` the per-output-channel scale, returned as [out, 1]
   // float32. Errors name the key for a wrong dtype, a missing scale or a scale of the wrong shape.

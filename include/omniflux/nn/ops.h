@@ -24,8 +24,5 @@ at::Tensor silu(const at::Tensor& x);
 at::Tensor gelu(const at::Tensor& x);            // exact erf GELU
 at::Tensor gelu_tanh(const at::Tensor& x);       // tanh approximation ("gelu_pytorch_tanh", T5 gelu_new)
 at::Tensor quick_gelu(const at::Tensor& x);      // x * sigmoid(1.702 x) (CLIP)
-// Gated MLP: down(act(gate(x)) * up(x)), act = silu (SwiGLU) unless gelu_tanh is asked.
-at::Tensor gated_mlp(const at::Tensor& x, const at::Tensor& w_gate, const at::Tensor& w_up,
-                     const at::Tensor& w_down, bool gelu_tanh_act = false);
 
 }  // namespace omniflux::nn

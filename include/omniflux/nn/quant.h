@@ -10,7 +10,6 @@
 namespace omniflux::nn {
 
 enum class QuantType { None, Fp8, Int8 };
-QuantType parse_quant_type(const std::string& name);  // "fp8", "int8", "none"/"bf16"
 const char* quant_type_name(QuantType t);
 
 struct QuantizedWeight {
