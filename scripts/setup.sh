@@ -7,9 +7,10 @@
 set -euo pipefail
 
 torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
-# Python test clients, in the same environment: the OpenAI conformance suite drives the server
-# with the official client library.
-python_test_packages=(openai==3.63.0 pytest==9.2.0)
+# Python packages, in the same environment: the OpenAI conformance suite drives the server with the
+# official client library; the Python package (python/, docs/python.md) takes and returns PIL images
+# and numpy arrays, shows tqdm bars, and builds with scikit-build-core.
+python_test_packages=(openai==3.63.0 pytest==9.2.0 numpy==2.4.6 pillow==13.0.0 tqdm==4.70.1 scikit-build-core==1.1.2)
 
 # Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
 # clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.
@@ -49,7 +50,7 @@ if [ ! -f "$venv/.complete" ]; then
   exec 9>&-
 fi
 
-# The pinned Python test packages, installed into the torch environment when one is missing or at
+# The pinned Python packages, installed into the torch environment when one is missing or at
 # another version.
 missing_py=()
 for spec in "${python_test_packages[@]}"; do
