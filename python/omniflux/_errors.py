@@ -14,5 +14,7 @@ class Error(ValueError):
         super().__init__(_omniflux._error_message(what, where, expected, got))
         self.what, self.where, self.expected, self.got = what, where, expected, got
 
+    __module__ = "omniflux"  # shown as omniflux.Error in tracebacks
+
     def __reduce__(self):
         return (type(self), (self.what, self.where, self.expected, self.got))

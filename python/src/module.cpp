@@ -9,6 +9,7 @@
 // the interpreter's signal handlers, so Ctrl-C stops the work within one step or token and
 // surfaces as KeyboardInterrupt once the engine has returned.
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -492,4 +493,34 @@ PYBIND11_MODULE(_omniflux, m) {
           py::arg("folder"), py::arg("device") = "cpu", py::arg("dtype") = "auto")
       .def("forward", &omniflux::T5Encoder::forward, py::arg("input_ids"), py::call_guard<py::gil_scoped_release>());
 #undef OMNIFLUX_RUNTIME_ARGS
+
+  // ---- timing hooks for tools/dev/bench/python_overhead.py: the engine calls the bound methods
+  // make, on the same pipeline objects, timed in C++ with no Python in between (milliseconds) ----
+  auto ms_since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  m.def("_time_uniworld_generate", [ms_since](PyUniWorld& self, const std::string& prompt, int64_t width, int64_t height,
+                                              int64_t steps, uint64_t seed) {
+    omniflux::UniWorldOptions o;
+    o.prompt = prompt;
+    o.width = width;
+    o.height = height;
+    o.steps = steps;
+    o.seed = seed;
+    o.task = omniflux::UniWorldTask::Image;
+    py::gil_scoped_release nogil;
+    GateLock lock(*self.gate);
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)self.pipe.run(o);
+    return ms_since(t0);
+  });
+  m.def("_time_xomni_chat", [ms_since](PyXOmni& self, const at::Tensor& image, const std::string& question,
+                                       int64_t max_new_tokens) {
+    const auto im = omniflux::image_from_tensor(image);
+    py::gil_scoped_release nogil;
+    GateLock lock(*self.gate);
+    const auto t0 = std::chrono::steady_clock::now();
+    (void)self.pipe.chat(im, question, {}, max_new_tokens);
+    return ms_since(t0);
+  });
 }
