@@ -20,6 +20,7 @@ import omniflux
 
 BIN = os.environ["OMNIFLUX_BIN_DIR"]
 TOKENIZERS = os.environ["OMNIFLUX_TOKENIZERS"]
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 THREADS = 2  # the same for the tools and the package, so the float reductions are the same
 
 
@@ -288,13 +289,19 @@ def test_components_take_and_return_torch_tensors(tiny):
         omniflux.models.FluxVae.load(os.path.join(tiny, "nowhere"))
 
 
+def child_env():
+    """The environment for a child Python that imports this same omniflux, from any folder."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(omniflux.__file__)))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+
+
 # ---- the examples (examples/python) ---------------------------------------------------------------------
 
 def example(name, *args):
     import sys
 
-    r = subprocess.run([sys.executable, os.path.join(os.environ["OMNIFLUX_EXAMPLES"], name), *args],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "python", name), *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), timeout=300)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     return r.stdout.decode()
 
@@ -312,3 +319,41 @@ def test_examples_run_on_the_tiny_folders(tiny):
     text = example("xomni_chat.py", "--model", os.path.join(tiny, "x-omni"), os.path.join(tiny, "a.png"),
                    "--max-new-tokens", "4")
     assert "answer tokens" in text
+
+
+def test_the_docs_example_runs_on_the_tiny_folders(tiny):
+    """The README's and docs/python.md's ten lines, with the tiny folders, the CPU and small sizes."""
+    import re
+    import sys
+
+    text = open(os.path.join(ROOT, "docs", "python.md")).read()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert re.search(r"```python\n(.*?)```", readme, re.S).group(1) == code, "README and docs/python.md differ"
+    assert len(code.strip().splitlines()) <= 11, "the page promises a 10-line example"
+    for real, mine in [("UniWorld-V1", "uniworld-v1"), ("FLUX.1-dev", "flux.1-dev"),
+                       ("siglip2", "siglip2"), ("X-Omni-En", "x-omni")]:
+        code = code.replace(f'"{real}"', repr(os.path.join(tiny, mine)))
+    code = code.replace('device="cuda"', 'device="cpu"').replace("steps=28", "steps=2")
+    code = re.sub(r"(width|height)=(1024|1152)", r"\1=64", code)
+    with tempfile.TemporaryDirectory() as cwd:
+        r = subprocess.run([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=child_env(), timeout=300)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        assert sorted(f for f in os.listdir(cwd) if f.endswith(".png")) == ["cube.png", "lighthouse.png", "snow.png"]
+
+
+def test_the_torch_pin_is_one_version():
+    """pyproject.toml's torch pin, the engine's OMNIFLUX_TORCH_PIN, scripts/setup.sh and this torch agree."""
+    import re
+
+    pyproject = open(os.path.join(ROOT, "python", "pyproject.toml")).read()
+    cmake = open(os.path.join(ROOT, "cmake", "OmnifluxTorch.cmake")).read()
+    setup = open(os.path.join(ROOT, "scripts", "setup.sh")).read()
+    pins = {re.search(r'"torch==([0-9.]+)"', pyproject).group(1),
+            re.search(r'OMNIFLUX_TORCH_PIN "([0-9.]+)"', cmake).group(1),
+            re.search(r"^torch_version=([0-9.]+)", setup, re.M).group(1),
+            torch.__version__.split("+")[0], omniflux._omniflux.torch_version}
+    assert len(pins) == 1, pins
+    version = re.search(r'^version = "([0-9.]+)"', pyproject, re.M).group(1)
+    assert version == omniflux.__version__
