@@ -32,7 +32,10 @@ def to_engine(image, where: str) -> torch.Tensor:
         if image.dtype == torch.uint8 and image.dim() == 3 and image.shape[2] == 3:
             return image
         if image.is_floating_point() and image.dim() == 3 and image.shape[0] == 3:
-            # torchvision's convention; the engine rounds half to even and refuses values outside.
+            # torchvision's convention; the engine rounds half to even.
+            lo, hi = (image.min().item(), image.max().item()) if image.numel() else (0.0, 0.0)
+            if not (0.0 <= lo and hi <= 1.0):  # also NaN
+                raise Error("image tensor values out of range", where, "values in [0, 1]", f"[{lo}, {hi}]")
             return image.detach().permute(1, 2, 0).float() * 255
         raise Error("not an image", where, _ACCEPTED, _describe(image))
     raise Error("not an image", where, _ACCEPTED, _describe(image))

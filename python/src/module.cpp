@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/ops/from_blob.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include "omniflux/build_info.h"
@@ -56,12 +57,28 @@ omniflux::RuntimeOptions runtime(const std::string& device, const std::string& d
 // ---- images -----------------------------------------------------------------------------------------
 
 // The Python side (omniflux/_images.py) has already turned PIL images, numpy arrays and tensors
-// into [H, W, 3] uint8 tensors; image_from_tensor checks the shape and dtype once more.
+// into [H, W, 3] tensors; image_from_tensor checks them once more, and its errors name the
+// argument here.
+omniflux::Image image_in(const at::Tensor& t, const std::string& where) {
+  try {
+    return omniflux::image_from_tensor(t);
+  } catch (const Error& e) {
+    throw Error(e.what_part(), where, e.expected(), e.got());
+  }
+}
+
 std::vector<omniflux::Image> images_in(const std::vector<at::Tensor>& tensors) {
   std::vector<omniflux::Image> out;
   out.reserve(tensors.size());
-  for (const auto& t : tensors) out.push_back(omniflux::image_from_tensor(t));
+  for (size_t i = 0; i < tensors.size(); ++i) out.push_back(image_in(tensors[i], "images[" + std::to_string(i) + "]"));
   return out;
+}
+
+// The engine's pixels as a uint8 [H, W, 3] CPU tensor that owns them: no copy.
+at::Tensor image_tensor(omniflux::Image&& image) {
+  auto* rgb = new std::vector<uint8_t>(std::move(image.rgb));
+  return at::from_blob(
+      rgb->data(), {image.height, image.width, 3}, [rgb](void*) { delete rgb; }, at::TensorOptions().dtype(at::kByte));
 }
 
 // ---- the gate: one call at a time per pipeline ------------------------------------------------------
@@ -145,22 +162,25 @@ auto run_gated(Gate& gate, Progress& progress, F&& work) {
   return std::move(*result);
 }
 
-py::object image_out(const std::optional<omniflux::Image>& image) {
+py::object image_out(std::optional<omniflux::Image>&& image) {
   if (!image) return py::none();
-  return py::cast(omniflux::image_to_tensor(*image));
+  return py::cast(image_tensor(std::move(*image)));
 }
 
 // ---- chat turns from Python: [(role, [str | Tensor, ...]), ...] (omniflux/_chat.py builds them) -----
 
 std::vector<omniflux::ChatTurn> turns_in(const std::vector<std::pair<std::string, std::vector<py::object>>>& turns) {
   std::vector<omniflux::ChatTurn> out;
-  for (const auto& [role, parts] : turns) {
+  for (size_t i = 0; i < turns.size(); ++i) {
+    const auto& [role, parts] = turns[i];
     omniflux::ChatTurn t{role, {}};
-    for (const py::object& p : parts) {
+    for (size_t j = 0; j < parts.size(); ++j) {
+      const py::object& p = parts[j];
       if (py::isinstance<py::str>(p))
         t.parts.push_back(omniflux::ChatPart::make_text(p.cast<std::string>()));
       else
-        t.parts.push_back(omniflux::ChatPart::make_image(omniflux::image_from_tensor(p.cast<at::Tensor>())));
+        t.parts.push_back(omniflux::ChatPart::make_image(
+            image_in(p.cast<at::Tensor>(), "messages[" + std::to_string(i) + "].content[" + std::to_string(j) + "]")));
     }
     out.push_back(std::move(t));
   }
@@ -237,11 +257,11 @@ PYBIND11_MODULE(_omniflux, m) {
   m.def("build_info", &omniflux::build_info_text, "What this build holds (version, LibTorch, CUDA), as text.");
   m.def("set_num_threads", &omniflux::set_num_threads, py::arg("n"),
         "CPU threads of everything that computes (LibTorch, MKL, OpenBLAS); 0 = all hardware threads.");
-  m.def("load_image", [](const std::string& path) { return omniflux::image_to_tensor(omniflux::load_image(path)); },
+  m.def("load_image", [](const std::string& path) { return image_tensor(omniflux::load_image(path)); },
         py::arg("path"), "Decodes a PNG, JPEG or WebP file as the command-line tools do: uint8 [H, W, 3].");
   m.def("encode_png",
         [](const at::Tensor& image, const std::vector<std::pair<std::string, std::string>>& text) {
-          auto bytes = omniflux::encode_png(omniflux::image_from_tensor(image), text);
+          auto bytes = omniflux::encode_png(image_in(image, "image"), text);
           return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
         },
         py::arg("image"), py::arg("text") = std::vector<std::pair<std::string, std::string>>{},
@@ -317,7 +337,7 @@ PYBIND11_MODULE(_omniflux, m) {
             auto r = run_gated(*self.gate, progress, [&] { return self.pipe.run(o, std::ref(progress)); });
             if (!r) return py::none();
             if (!r->is_image) return py::str(r->text);
-            return py::cast(omniflux::image_to_tensor(r->image));
+            return py::cast(image_tensor(std::move(r->image)));
           },
           py::arg("prompt"), py::arg("images"), py::arg("width"), py::arg("height"), py::arg("snap_to_ratio"),
           py::arg("steps"), py::arg("guidance"), py::arg("seed"), py::arg("use_t5"), py::arg("task"),
@@ -419,7 +439,7 @@ PYBIND11_MODULE(_omniflux, m) {
           "chat_image",
           [](PyXOmni& self, const at::Tensor& image, const std::string& question, int64_t max_new_tokens,
              py::object on_text, py::object callback) -> py::object {
-            auto im = omniflux::image_from_tensor(image);
+            auto im = image_in(image, "image");
             Progress progress(std::move(callback));
             auto a = run_gated(*self.gate, progress, [&] {
               return self.pipe.chat(im, question, [&](const std::string& piece) { progress.text(on_text, piece); },
@@ -516,7 +536,7 @@ PYBIND11_MODULE(_omniflux, m) {
   });
   m.def("_time_xomni_chat", [ms_since](PyXOmni& self, const at::Tensor& image, const std::string& question,
                                        int64_t max_new_tokens) {
-    const auto im = omniflux::image_from_tensor(image);
+    const auto im = image_in(image, "image");
     py::gil_scoped_release nogil;
     GateLock lock(*self.gate);
     const auto t0 = std::chrono::steady_clock::now();

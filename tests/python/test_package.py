@@ -222,6 +222,12 @@ def test_bad_inputs_raise_omniflux_error(tiny, uniworld, xomni):
         uniworld.edit(PROMPT, [np.zeros((8, 8, 3), np.uint8)] * 5, width=32, height=32, steps=1, progress=False)
     assert e.value.expected == "0 to 4" and e.value.got == "5"
     with pytest.raises(omniflux.Error) as e:
+        uniworld.edit(PROMPT, [torch.full((3, 8, 8), 1.5)], width=32, height=32, steps=1, progress=False)
+    assert (e.value.where, e.value.expected) == ("images[0]", "values in [0, 1]")
+    with pytest.raises(omniflux.Error) as e:  # checked by the engine, named by the binding
+        omniflux.encode_png(torch.zeros(8, 8, 3, dtype=torch.int32))
+    assert e.value.where == "image" and "int" in e.value.got.lower()
+    with pytest.raises(omniflux.Error) as e:
         uniworld.generate(PROMPT, output_type="latent", progress=False)
     assert e.value.where == "output_type"
     with pytest.raises(omniflux.Error) as e:
@@ -357,3 +363,26 @@ def test_the_torch_pin_is_one_version():
     assert len(pins) == 1, pins
     version = re.search(r'^version = "([0-9.]+)"', pyproject, re.M).group(1)
     assert version == omniflux.__version__
+
+
+def test_the_stubs_match_the_compiled_module():
+    """_omniflux.pyi and models.pyi name every class, method and function the module has, and no other."""
+    import ast
+    import inspect
+
+    pkg = os.path.dirname(omniflux.__file__)
+    for stub, mod in [("_omniflux.pyi", omniflux._omniflux), ("models.pyi", omniflux.models)]:
+        tree = ast.parse(open(os.path.join(pkg, stub)).read())
+        stubbed = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        runtime = {n for n, v in vars(mod).items() if (inspect.isclass(v) or callable(v)) and not n.startswith("__")
+                   and not n.startswith("_time_")}
+        if mod is omniflux.models:
+            runtime = set(mod.__all__)
+        assert set(stubbed) == runtime, (stub, set(stubbed) ^ runtime)
+        for name, node in stubbed.items():
+            if isinstance(node, ast.ClassDef):
+                methods = {f.name for f in node.body if isinstance(f, ast.FunctionDef)} - {"__init__"}
+                cls = getattr(mod, name)
+                assert all(hasattr(cls, m) for m in methods), (name, methods)
+                public = {m for m in vars(cls) if not m.startswith("_")}
+                assert public <= methods | {f.target.id for f in node.body if isinstance(f, ast.AnnAssign)}, (name, public)
