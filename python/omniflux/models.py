@@ -4,6 +4,6 @@ the tensors you give it (same device and dtype as the model; results are torch t
     vae = omniflux.models.FluxVae.load("FLUX.1-dev/vae", device="cuda")
     image = vae.decode(vae.unscale_latents(latents))   # [B, 3, 8h, 8w] in about [-1, 1]
 """
-from ._omniflux.models import ClipTextModel, FluxVae, T5Encoder
+from ._omniflux.models import ClipTextModel, FluxTransformer, FluxVae, T5Encoder
 
-__all__ = ["ClipTextModel", "FluxVae", "T5Encoder"]
+__all__ = ["ClipTextModel", "FluxTransformer", "FluxVae", "T5Encoder"]

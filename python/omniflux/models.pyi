@@ -1,7 +1,21 @@
 # Stubs of omniflux.models (the components bound in python/src/module.cpp).
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+
+class FluxTransformer:
+    """The FLUX DiT (diffusers FluxTransformer2DModel), from a transformer/ folder."""
+
+    @staticmethod
+    def load(folder: str, device: str = "cpu", dtype: str = "auto") -> "FluxTransformer": ...
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                pooled_projections: torch.Tensor, timestep: torch.Tensor, img_ids: torch.Tensor,
+                txt_ids: torch.Tensor, guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Velocity [B, N, out_channels] for packed latents [B, N, in_channels], T5 states [B, T, joint_dim],
+        CLIP pooled [B, pooled_dim], timestep [B] (sigma, t/1000), ids [N, 3] and [T, 3], and guidance
+        [B] for guidance-distilled models (FLUX.1-dev)."""
+    @property
+    def dtype(self) -> torch.dtype: ...
 
 class FluxVae:
     """The FLUX VAE (diffusers AutoencoderKL, 16 latent channels)."""

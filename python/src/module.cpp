@@ -26,6 +26,7 @@
 #include "omniflux/io/image.h"
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/models/clip_text.h"
+#include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
 #include "omniflux/models/t5_encoder.h"
 #include "omniflux/pipelines/flux.h"
@@ -464,6 +465,38 @@ PYBIND11_MODULE(_omniflux, m) {
 
   // ---- components (omniflux.models): torch tensors in and out, no pipeline around them ----
   py::module_ models = m.def_submodule("models", "Single components on torch tensors.");
+  auto dtype_of = [](c10::ScalarType t) {
+    return py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(torch::getTHPDtype(t)));
+  };
+  py::class_<omniflux::FluxTransformer>(models, "FluxTransformer")
+      .def_static(
+          "load",
+          [](const std::string& folder, const std::string& device, const std::string& dtype) {
+            auto rt = runtime(device, dtype, "none", 0, std::nullopt);
+            py::gil_scoped_release nogil;
+            return omniflux::FluxTransformer::load(folder, rt);
+          },
+          py::arg("folder"), py::arg("device") = "cpu", py::arg("dtype") = "auto")
+      .def(
+          "forward",
+          // diffusers FluxTransformer2DModel.forward's argument names.
+          [](const omniflux::FluxTransformer& dit, const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
+             const at::Tensor& pooled_projections, const at::Tensor& timestep, const at::Tensor& img_ids,
+             const at::Tensor& txt_ids, std::optional<at::Tensor> guidance) {
+            omniflux::FluxDiTInputs in;
+            in.hidden_states = hidden_states;
+            in.encoder_hidden_states = encoder_hidden_states;
+            in.pooled_projections = pooled_projections;
+            in.timestep = timestep;
+            in.img_ids = img_ids;
+            in.txt_ids = txt_ids;
+            if (guidance) in.guidance = *guidance;
+            return dit.forward(in);
+          },
+          py::arg("hidden_states"), py::arg("encoder_hidden_states"), py::arg("pooled_projections"),
+          py::arg("timestep"), py::arg("img_ids"), py::arg("txt_ids"), py::arg("guidance") = py::none(),
+          py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("dtype", [dtype_of](const omniflux::FluxTransformer& d) { return dtype_of(d.dtype()); });
   py::class_<omniflux::FluxVae>(models, "FluxVae")
       .def_static(
           "load",
@@ -483,9 +516,7 @@ PYBIND11_MODULE(_omniflux, m) {
           py::arg("image"), py::call_guard<py::gil_scoped_release>())
       .def("scale_latents", &omniflux::FluxVae::scale_latents, py::arg("z"))
       .def("unscale_latents", &omniflux::FluxVae::unscale_latents, py::arg("latents"))
-      .def_property_readonly("dtype", [](const omniflux::FluxVae& v) {
-        return py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(torch::getTHPDtype(v.dtype())));
-      });
+      .def_property_readonly("dtype", [dtype_of](const omniflux::FluxVae& v) { return dtype_of(v.dtype()); });
   py::class_<omniflux::ClipTextModel>(models, "ClipTextModel")
       .def_static(
           "load",

@@ -288,6 +288,19 @@ def test_components_take_and_return_torch_tensors(tiny):
     assert tuple(x.shape) == (1, 3, 32, 48)
     mean, logvar = vae.encode(x.clamp(-1, 1))
     assert tuple(mean.shape) == (1, 16, 4, 6) and vae.dtype == torch.float32
+    # The DiT with diffusers' argument names; the tiny config's sizes.
+    dit_dir = os.path.join(tiny, "flux.1-dev", "transformer")
+    cfg = json.load(open(os.path.join(dit_dir, "config.json")))
+    dit = omniflux.models.FluxTransformer.load(dit_dir)
+    g = torch.Generator().manual_seed(1)
+    n, t = 12, 5
+    v = dit.forward(hidden_states=torch.randn(1, n, cfg["in_channels"], generator=g),
+                    encoder_hidden_states=torch.randn(1, t, cfg["joint_attention_dim"], generator=g),
+                    pooled_projections=torch.randn(1, cfg["pooled_projection_dim"], generator=g),
+                    timestep=torch.tensor([0.5]), img_ids=torch.zeros(n, 3), txt_ids=torch.zeros(t, 3),
+                    guidance=torch.tensor([3.5]))
+    assert type(v) is torch.Tensor and tuple(v.shape) == (1, n, cfg["in_channels"]) and v.dtype == dit.dtype
+    assert torch.isfinite(v).all()
     clip = omniflux.models.ClipTextModel.load(os.path.join(tiny, "flux.1-dev", "text_encoder"))
     hidden, pooled = clip.forward(torch.tensor([[1, 2, 3]]))
     assert hidden.shape[:2] == (1, 3) and pooled.shape[0] == 1
