@@ -7,6 +7,9 @@
 #   safetensors_header  the safetensors header parser
 #   image               image_size + decode_image (PNG, JPEG, WebP; the refused formats) + read_png_text
 #   data_uri            the server's data: URI and base64 decoding
+#   multipart           the server's multipart/form-data parser (any split of the body ends alike)
+#   api_request         the server's request validation: JSON bodies of every endpoint, edit forms
+#   torch_archive       torch.save files: the zip reader and the pickle machine (connector checkpoints)
 # Seeds: tests/fuzz/corpus/<target>/ (and the malformed safetensors fixtures). The growing corpus
 # is kept in $OMNIFLUX_FUZZ_DIR/corpus/<target>, crashes land in $OMNIFLUX_FUZZ_DIR/crashes/<target>/
 # (OMNIFLUX_FUZZ_DIR defaults to build-fuzz). Each run ends with one summary line per target:
@@ -17,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-all_targets=(safetensors_header image data_uri)
+all_targets=(safetensors_header image data_uri multipart api_request torch_archive)
 
 secs=600
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then secs=$1; shift; fi
@@ -54,20 +57,34 @@ image_libs=$(pkg-config --cflags --libs libpng libjpeg libwebp) || { echo "fuzz.
 sources_safetensors_header=(src/io/safetensors_header.cpp src/error.cpp)
 sources_image=(src/io/image.cpp src/io/image_decode.cpp src/io/paths.cpp src/io/file_write.cpp src/error.cpp)
 sources_data_uri=(tools/server/data_uri.cpp tools/server/api_error.cpp)
+sources_multipart=(tools/server/multipart.cpp tools/server/api_error.cpp)
+sources_torch_archive=(src/io/torch_archive.cpp src/error.cpp)
+# api.cpp's headers reach LibTorch's (chat.h); it is compiled against them but links none of it.
+sources_api_request=(tools/server/api.cpp tools/server/multipart.cpp tools/server/data_uri.cpp
+                     tools/server/api_error.cpp "${sources_image[@]}")
+
+torch_include() {  # the venv's LibTorch headers (scripts/setup.sh)
+  local py
+  py=$(ls -d "${OMNIFLUX_CACHE_DIR:-$HOME/.cache/omniflux}"/torch-*/bin/python 2>/dev/null | sort -V | tail -1)
+  [ -n "$py" ] && "$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))'
+}
 
 build() {  # build TARGET: rebuilds build-fuzz/fuzz_TARGET when a source is newer
   local t=$1 bin="$out/fuzz_$1"
   local -n srcs="sources_$t"
-  local deps=("tests/fuzz/fuzz_$t.cpp" "${srcs[@]}" include src/io tools/server/data_uri.h tools/server/api_error.h
-              scripts/fuzz.sh)
+  local deps=("tests/fuzz/fuzz_$t.cpp" "${srcs[@]}" include src/io tools/server scripts/fuzz.sh)
   if [ -x "$bin" ] && [ -z "$(find "${deps[@]}" -newer "$bin" -print -quit 2>/dev/null)" ]; then return 0; fi
   echo "fuzz.sh: building fuzz_$t" >&2
   local extra=()
   case $t in
-    image)
+    image|api_request)
       "$cc" -g -O1 -fsanitize=address,undefined,fuzzer-no-link -I"$stb" -c src/io/stb_impl.c -o "$out/stb_impl.o" || return 1
-      extra=("$out/stb_impl.o" -I"$stb" $image_libs) ;;
-    data_uri) extra=(-Itools/server) ;;
+      extra=("$out/stb_impl.o" -I"$stb" $image_libs) ;;&
+    api_request)
+      local torch_inc
+      torch_inc=$(torch_include) || { echo "fuzz.sh: no LibTorch headers (run scripts/setup.sh)" >&2; return 1; }
+      extra+=(-Itools/server -isystem "$torch_inc") ;;
+    data_uri|multipart) extra=(-Itools/server) ;;
   esac
   "$cxx" -std=c++17 "${san[@]}" -Iinclude -Isrc "tests/fuzz/fuzz_$t.cpp" "${srcs[@]}" "${extra[@]}" -o "$bin.tmp" &&
     mv "$bin.tmp" "$bin"

@@ -8,9 +8,11 @@ set -euo pipefail
 
 torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
 # Python packages, in the same environment: the OpenAI conformance suite drives the server with the
-# official client library; the Python package (python/, docs/python.md) takes and returns PIL images
-# and numpy arrays, shows tqdm bars, and builds with scikit-build-core.
-python_test_packages=(openai==3.63.0 pytest==9.2.0 numpy==2.4.6 pillow==13.0.0 tqdm==4.70.1 scikit-build-core==1.1.2)
+# official client library; prometheus-client parses GET /metrics; Ray Serve runs deploy/ray on a
+# local two-node cluster (tests/deploy); the Python package (python/, docs/python.md) takes and
+# returns PIL images and numpy arrays, shows tqdm bars, and builds with scikit-build-core.
+python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0 "ray[serve]==2.60.0"
+                      numpy==2.4.6 pillow==13.0.0 tqdm==4.70.1 scikit-build-core==1.1.2)
 
 # Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
 # clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.
@@ -56,6 +58,7 @@ fi
 missing_py=()
 for spec in "${python_test_packages[@]}"; do
   name=${spec%%==*}
+  name=${name%%\[*}  # the distribution, without its extras
   have=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
   [ "$have" = "${spec##*==}" ] || missing_py+=("$spec")
 done

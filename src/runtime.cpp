@@ -7,6 +7,7 @@
 
 #include <ATen/Parallel.h>
 #if OMNIFLUX_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -89,6 +90,17 @@ std::pair<int64_t, int64_t> cuda_memory_info(const c10::Device& device) {
   return {static_cast<int64_t>(free), static_cast<int64_t>(total)};
 #else
   throw Error("this build has no CUDA", "cuda_memory_info", "a CUDA build", "CPU only");
+#endif
+}
+
+CudaAllocatorStats cuda_allocator_stats(const c10::Device& device) {
+  if (!device.is_cuda()) throw Error("not a CUDA device", "cuda_allocator_stats", "cuda:N", device.str());
+#if OMNIFLUX_WITH_CUDA
+  const auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+  const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  return {s.allocated_bytes[all].current, s.reserved_bytes[all].current};
+#else
+  throw Error("this build has no CUDA", "cuda_allocator_stats", "a CUDA build", "CPU only");
 #endif
 }
 

@@ -127,6 +127,39 @@ TEST(TorchPickle, RejectsWhatItCannotRead) {
   expect_error("flipped.pt", good, "CRC-32");
 }
 
+// Hostile views: every size, stride and offset is checked against the storage before a tensor is
+// built (a short stride tuple was read past its end before; overflowing strides wrapped).
+TEST(TorchPickle, RefusesViewsOutsideOrLargerThanTheirStorage) {
+  TempDir d;
+  const std::string big = "\x8a\x08"s + std::string(7, '\xff') + "\x3f"s;  // LONG1 2^62-ish
+  auto one_tensor = [&](const std::string& offset, const std::string& size, const std::string& stride) {
+    const std::string pkl = "\x80\x02}("s + bin_unicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n(("s +
+                            bin_unicode("storage") + "ctorch\nFloatStorage\n"s + bin_unicode("0") + bin_unicode("cpu") +
+                            "K\x04tQ"s + offset + size + stride + "\x89"s + "ccollections\nOrderedDict\n)RtRu."s;
+    return make_zip({{"a/data.pkl", pkl}, {"a/data/0", float_bytes({1, 2, 3, 4})}});
+  };
+  write_bytes(d.path() / "ok.pt", one_tensor("K\x00"s, "(K\x02K\x02t"s, "(K\x01K\x02t"s));
+  EXPECT_TRUE(at::equal(load_torch_state_dict((d.path() / "ok.pt").string()).at("w"),
+                        at::tensor({1.f, 3.f, 2.f, 4.f}).reshape({2, 2})));
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {one_tensor("K\x00"s, "(K\x02K\x02t"s, "(K\x02t"s), "sizes and strides of different lengths"},
+      {one_tensor("K\x00"s, "(K\x02K\x02t"s, "("s + big + "K\x01t"s), "outside its storage"},
+      {one_tensor("K\x03"s, "(K\x02t"s, "(K\x01t"s), "outside its storage"},
+      {one_tensor("\x8a\x01\xff"s, "(K\x01t"s, "(K\x01t"s), "negative storage offset"},
+      {one_tensor("K\x00"s, "(M\xe8\x03t"s, "(K\x00t"s), "more elements than its storage"},
+  };
+  for (size_t i = 0; i < bad.size(); ++i) {
+    const fs::path f = d.path() / ("bad" + std::to_string(i) + ".pt");
+    write_bytes(f, bad[i].first);
+    try {
+      load_torch_state_dict(f.string());
+      ADD_FAILURE() << "case " << i << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(bad[i].second), std::string::npos) << "case " << i << ": " << e.what();
+    }
+  }
+}
+
 TEST(TorchPickle, CatchesAFlippedByteInItsOwnFilesAndRefusesAFifo) {
   TempDir d;
   const fs::path p = d.path() / "head.pt";

@@ -51,4 +51,11 @@ void set_num_threads(int n);
 // CUDA or in a build without CUDA.
 std::pair<int64_t, int64_t> cuda_memory_info(const c10::Device& device);
 
+// What LibTorch's caching allocator holds on a CUDA device: bytes in live tensors, and bytes
+// reserved from the driver (allocated plus cached). Throws as cuda_memory_info.
+struct CudaAllocatorStats {
+  int64_t allocated = 0, reserved = 0;
+};
+CudaAllocatorStats cuda_allocator_stats(const c10::Device& device);
+
 }  // namespace omniflux

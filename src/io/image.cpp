@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 
+#include "io/crc32.h"
 #include "io/image_check.h"
 #include "io/image_decode.h"
 #include "omniflux/error.h"
@@ -102,22 +103,6 @@ void append_be32(std::vector<uint8_t>& out, uint32_t v) {
   out.push_back(uint8_t(v >> 16));
   out.push_back(uint8_t(v >> 8));
   out.push_back(uint8_t(v));
-}
-
-// CRC-32 as PNG defines it (ISO 3309, reflected polynomial 0xEDB88320), over type + data.
-uint32_t crc32(const uint8_t* data, size_t size) {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t n = 0; n < 256; ++n) {
-      uint32_t c = n;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[n] = c;
-    }
-    return t;
-  }();
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) c = table[(c ^ data[i]) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
 }
 
 std::string hex32(uint32_t v) {

@@ -2,16 +2,18 @@
 front-ends and SDKs use it: models, image generations (n=2, streamed), edits with one and two files,
 chat with a system message and history, sampled chat with a seed, n=2, stop strings, usage in plain
 and streamed answers, finish_reason "length", and each refusal as the client's typed exception with
-its status and param. Run by ctest as server.openai_client on the tiny models."""
+its status and param; then GET /metrics parsed by prometheus_client. Run by ctest as server.openai_client on the tiny models."""
 import base64
 import os
 import re
 import struct
 import subprocess
 import tempfile
+import urllib.request
 import zlib
 
 import openai
+import prometheus_client.parser
 import pytest
 
 BIN = os.environ["OMNIFLUX_BIN_DIR"]
@@ -220,3 +222,28 @@ def test_other_refusals(client):
     with pytest.raises(openai.AuthenticationError) as e:
         bad.models.list()
     assert e.value.status_code == 401
+
+
+def test_metrics_parse_as_prometheus_and_count_the_traffic(server, client):
+    # Last in the module: the requests above are in the counters. /metrics is not behind --api-key.
+    client.chat.completions.create(model="x-omni", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    text = urllib.request.urlopen(server + "/metrics", timeout=30).read().decode()
+    families = {f.name: f for f in prometheus_client.parser.text_string_to_metric_families(text)}
+    for name in ["omniflux_requests", "omniflux_request_duration_seconds", "omniflux_queue_wait_seconds",
+                 "omniflux_queue_waiting", "omniflux_queue_running", "omniflux_denoising_steps",
+                 "omniflux_generated_tokens", "omniflux_images", "omniflux_cancellations", "omniflux_load_seconds",
+                 "omniflux_process_resident_memory_bytes"]:
+        assert name in families, name
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    ok_chats = value[("omniflux_requests_total", (("endpoint", "/v1/chat/completions"), ("model", "x-omni"),
+                                                  ("status", "200")))]
+    assert ok_chats >= 2
+    assert value[("omniflux_requests_total", (("endpoint", "/v1/models"), ("model", ""), ("status", "401")))] >= 1
+    assert value[("omniflux_denoising_steps_total", ())] > 0
+    assert value[("omniflux_generated_tokens_total", ())] >= 3
+    assert value[("omniflux_images_total", ())] >= 3
+    assert value[("omniflux_process_resident_memory_bytes", ())] > 10 * 2**20
+    count = value[("omniflux_request_duration_seconds_count", (("endpoint", "/v1/chat/completions"), ("model", "x-omni")))]
+    inf = value[("omniflux_request_duration_seconds_bucket", (("endpoint", "/v1/chat/completions"), ("le", "+Inf"),
+                                                             ("model", "x-omni")))]
+    assert count == inf >= ok_chats

@@ -12,6 +12,7 @@
 
 #include "api_error.h"
 #include "data_uri.h"
+#include "multipart.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/chat.h"
 #include "options.h"
@@ -86,11 +87,6 @@ struct ChatChoice {
 struct ChatResult {
   std::vector<ChatChoice> choices;
   int64_t prompt_tokens = 0, completion_tokens = 0;
-};
-
-// One part of a multipart/form-data body.
-struct FormPart {
-  std::string name, filename, content_type, data;
 };
 
 // JSON with a nesting limit (deep nesting would otherwise cost stack when the value is destroyed).

@@ -12,6 +12,7 @@ namespace omniflux::server {
 struct ApiError : std::exception {
   int status = 400;
   std::string message, type, param, code;
+  int retry_after = 0;  // seconds for a Retry-After header (429, 503); 0 = none
   ApiError(int status, std::string message, std::string param = {}, std::string code = {});
   const char* what() const noexcept override { return message.c_str(); }
   nlohmann::json body() const;

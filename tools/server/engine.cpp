@@ -196,6 +196,14 @@ GeneratedImage finish_image(const Image& img, const std::string& params, uint64_
 int64_t Engine::budget_bytes() const { return impl_->budget; }
 const std::string& Engine::budget_source() const { return impl_->budget_source; }
 
+void Engine::memory_gauges(Metrics::Gauges& g) const {
+  const c10::Device dev(impl_->opt.rt.device);
+  if (!dev.is_cuda()) return;
+  const CudaAllocatorStats s = cuda_allocator_stats(dev);
+  g.cuda_allocated = s.allocated;
+  g.cuda_reserved = s.reserved;
+}
+
 namespace {
 
 // The planned peak of one request shape under the server's offload mode (cached). `plan` runs the
@@ -377,7 +385,12 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
         o.decoder.cfg_scale = r.decoder_cfg_scale;
         o.decoder.cfg_scale_2 = r.decoder_cfg_scale_2;
         // A cancelled job stops the token loop within one token.
-        auto tokens = [&job, i](int64_t done, int64_t total) { return job.progress(i, "tokens", done, total); };
+        int64_t counted = 0;
+        auto tokens = [&job, i, &counted](int64_t done, int64_t total) {
+          job.count_tokens(done - counted);
+          counted = std::max(counted, done);
+          return job.progress(i, "tokens", done, total);
+        };
         std::optional<xo::ImageCodes> codes = m.xomni->generate_codes(o, tokens);
         if (!codes) throw Cancelled{};
         img = m.xomni->decode_codes(*codes, o.decoder, progress);
@@ -401,7 +414,10 @@ void Engine::run_chat(const ChatRequest& r, Job& job) const {
     ChatOptions o = r.options;
     o.seed = seed + static_cast<uint64_t>(i);
     // A disconnect or shutdown cancels the job: the token loop stops within one token.
-    o.on_token = [&job](int64_t) { return !job.cancelled(); };
+    o.on_token = [&job](int64_t) {
+      job.count_tokens(1);
+      return !job.cancelled();
+    };
     auto stream = [&job, i](const std::string& piece) {
       if (job.cancelled()) return false;
       job.text(i, piece);

@@ -29,6 +29,8 @@ class Engine {
   // The budget in bytes and where it came from ("--max-vram 24 GiB", "free memory of cuda:0", ...).
   int64_t budget_bytes() const;
   const std::string& budget_source() const;
+  // The device's allocator figures for /metrics when the models run on CUDA (else left as they are).
+  void memory_gauges(Metrics::Gauges& g) const;
 
   // Inside the worker: progress and images go to `job`; each image is a PNG with a "parameters"
   // text chunk as the CLIs write it (or a JPEG when asked). Throws ApiError, omniflux::Error or

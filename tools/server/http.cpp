@@ -8,10 +8,12 @@
 //    per-request byte budgets (64 KiB of head, then --max-body-bytes of body), a deadline for the
 //    whole request (--request-timeout), a wait limit per read (--read-timeout), and a peer check
 //    that a waiting handler polls to cancel the job of a client that went away.
-//  - Handlers run after the head is parsed; the pre-routing handler runs before any body byte is
-//    read, so authentication, Content-Length, Content-Type and Content-Encoding are refused without
-//    reading the body (and the connection is then closed: its unread body would be taken for the
-//    next request). Request bodies are decompressed by httplib when they carry Content-Encoding,
+//  - The endpoints are not here: routes.cpp holds the route table and the handlers, which take a
+//    parsed request and return a response. This file only carries them: the pre-routing handler
+//    runs the routes' head checks before any body byte is read, so authentication, Content-Length,
+//    Content-Type and Content-Encoding are refused without reading the body (and the connection is
+//    then closed: its unread body would be taken for the next request); one catch-all handler per
+//    method reads the body (multipart through MultipartParser) and calls Router::handle. Request bodies are decompressed by httplib when they carry Content-Encoding,
 //    which would lift the body limit, so such requests are refused (415).
 //  - Responses: JSON bodies are typed "application/json; charset=utf-8", which httplib's
 //    compressor does not recognise, so multi-megabyte base64 PNGs are not brotli-compressed at
@@ -39,8 +41,7 @@
 #include <httplib.h>
 
 #include "omniflux/error.h"
-#include "page_html.h"
-#include "sse.h"
+#include "routes.h"
 
 namespace omniflux::server {
 
@@ -49,7 +50,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-const char* const kJson = "application/json; charset=utf-8";
 constexpr int64_t kMaxHeadBytes = 64 * 1024;
 constexpr int64_t kBodySlack = 64 * 1024;  // chunked framing, multipart boundaries
 
@@ -223,28 +223,49 @@ void mark_close(httplib::Response& res) {
   if (t_conn) t_conn->close_after();
 }
 
-void set_error(httplib::Response& res, const ApiError& e) {
-  res.status = e.status;
-  res.set_content(dump(e.body()), kJson);
+// The routes' view of a request head.
+HttpRequest head_of(const httplib::Request& req) {
+  HttpRequest r;
+  r.method = req.method;
+  r.path = req.path;
+  r.headers.assign(req.headers.begin(), req.headers.end());
+  return r;
 }
 
-bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
-
-std::string random_id(const char* prefix) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-  return std::string(prefix) + buf;
-}
-
-int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
-
-// Constant-time comparison of the presented key.
-bool same_key(const std::string& given, const std::string& key) {
-  if (key.empty()) return false;
-  unsigned char diff = given.size() == key.size() ? 0 : 1;
-  for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ key[i % key.size()]);
-  return diff == 0;
+// A response of the routes onto httplib's; streams become a chunked content provider that ends
+// (and cancels the job) when the client stops reading.
+void apply(const HttpResponse& from, httplib::Response& res) {
+  res.status = from.status;
+  for (const auto& [k, v] : from.headers) res.set_header(k.c_str(), v);
+  if (from.close) mark_close(res);
+  t_note.model = from.model;
+  t_note.extra = from.note;
+  t_note.job = from.job;
+  if (!from.stream) {
+    if (!from.content_type.empty()) res.set_content(from.body, from.content_type.c_str());
+    return;
+  }
+  std::shared_ptr<EventStream> st = from.stream;
+  res.set_chunked_content_provider(
+      from.content_type,
+      [st](size_t, httplib::DataSink& sink) {
+        try {  // httplib does not catch what a provider throws
+          std::string out;
+          const bool last = st->next(out);
+          if (out.empty() ? !sink.is_writable() : !sink.write(out.data(), out.size())) {
+            st->abort();
+            return false;
+          }
+          if (last) sink.done();
+          return true;
+        } catch (...) {
+          st->abort();
+          return false;
+        }
+      },
+      [st](bool success) {
+        if (!success) st->abort();
+      });
 }
 
 }  // namespace
@@ -389,332 +410,67 @@ struct HttpServer::Impl {
   };
 
   const ServerOptions& opt;
-  const Engine& engine;
-  JobQueue& queue;
+  Metrics& metrics;
   Server svr;
+  Router router;
   std::mutex log_mutex;
   int port = -1;
 
-  Impl(const ServerOptions& o, const Engine& e, JobQueue& q) : opt(o), engine(e), queue(q), svr(o) {}
+  Impl(const ServerOptions& o, const Engine& e, JobQueue& q, Metrics& m)
+      : opt(o), metrics(m), svr(o), router(o, e, q, svr.stopping, m) {}
 
-  const Catalog& catalog() const { return engine.catalog(); }
+  // httplib reads a multipart body through its own parser whenever the Content-Type says
+  // multipart; the raw bytes are wanted (MultipartParser, fuzzed), so the pre-routing check moves
+  // the header aside for the handler.
+  static constexpr const char* kFormType = "X-Omniflux-Form-Content-Type";
 
-  // ---- checks before the body is read --------------------------------------------------------
-
-  enum class Route { Page, Health, Models, Model, Generations, Edits, Chat, None };
-  static Route route_of(const std::string& path) {
-    if (path == "/") return Route::Page;
-    if (path == "/health") return Route::Health;
-    if (path == "/v1/models") return Route::Models;
-    if (starts_with(path, "/v1/models/") && path.size() > 11 && path.find('/', 11) == std::string::npos) return Route::Model;
-    if (path == "/v1/images/generations") return Route::Generations;
-    if (path == "/v1/images/edits") return Route::Edits;
-    if (path == "/v1/chat/completions") return Route::Chat;
-    return Route::None;
-  }
-
-  // Authentication, method, size, encoding and media type: everything decided from the head.
-  std::optional<ApiError> precheck(const httplib::Request& req, httplib::Response& res) {
-    if (t_conn) t_conn->head_done();
-    // Browsers send Origin with every POST: a page of another site may not use the API through a
-    // visitor's browser (cross-site request forgery against a loopback server). There is no CORS.
-    if (starts_with(req.path, "/v1/") && req.has_header("Origin")) {
-      std::string origin = req.get_header_value("Origin");
-      for (const char* scheme : {"http://", "https://"})
-        if (starts_with(origin, scheme)) origin = origin.substr(std::strlen(scheme));
-      if (origin != req.get_header_value("Host"))
-        return ApiError(403, "cross-origin requests are refused (Origin " + req.get_header_value("Origin") + ")", "",
-                        "cross_origin");
-    }
-    if (starts_with(req.path, "/v1/") && !opt.api_key.empty()) {
-      const std::string auth = req.get_header_value("Authorization");
-      if (!starts_with(auth, "Bearer ") || !same_key(auth.substr(7), opt.api_key)) {
-        res.set_header("WWW-Authenticate", "Bearer");
-        return ApiError(401,
-                        auth.empty() ? "missing API key: send 'Authorization: Bearer KEY'" : "invalid API key",
-                        "", "invalid_api_key");
+  // The body of a POST route, read as it arrives: whole for JSON, through the multipart parser
+  // (which refuses an oversized part or one image too many at once) for forms.
+  void read_body(HttpRequest& r, const httplib::Request& req, const httplib::ContentReader& reader) {
+    const bool form = router.body_of(r.path) == Router::Body::Multipart;
+    if (form) r.headers.emplace_back("Content-Type", req.get_header_value(kFormType));
+    std::optional<MultipartParser> parser;
+    if (form) parser.emplace(router.form_parser(r));
+    std::exception_ptr stop;
+    const bool ok = reader([&](const char* data, size_t n) {
+      try {
+        if (parser) parser->feed(data, n);
+        else r.body.append(data, n);
+        return true;
+      } catch (...) {
+        stop = std::current_exception();
+        return false;
       }
-    }
-    const Route r = route_of(req.path);
-    if (r == Route::None) return std::nullopt;  // 404 from httplib, filled in by the error handler
-    const bool post = r == Route::Generations || r == Route::Edits || r == Route::Chat;
-    const bool get = !post;
-    if ((post && req.method != "POST") || (get && req.method != "GET" && req.method != "HEAD")) {
-      res.set_header("Allow", post ? "POST" : "GET, HEAD");
-      return ApiError(405, req.method + " is not allowed on " + req.path + " (use " + (post ? "POST" : "GET") + ")", "",
-                      "method_not_allowed");
-    }
-    if (!post) return std::nullopt;
-    const std::string enc = req.get_header_value("Content-Encoding");
-    if (!enc.empty() && enc != "identity")
-      return ApiError(415, "compressed request bodies (Content-Encoding: " + enc + ") are not accepted", "",
-                      "unsupported_encoding");
-    if (req.has_header("Content-Length")) {
-      const std::string cl = req.get_header_value("Content-Length");
-      const bool digits = !cl.empty() && cl.size() <= 18 && cl.find_first_not_of("0123456789") == std::string::npos;
-      if (!digits) return ApiError(400, "malformed Content-Length", "", "invalid_request");
-      if (std::stoll(cl) > opt.limits.max_body_bytes)
-        return ApiError(413,
-                        "the body is " + cl + " bytes, more than the limit of " + std::to_string(opt.limits.max_body_bytes),
-                        "", "body_too_large");
-    }
-    const std::string ct = req.get_header_value("Content-Type");
-    auto media = ct.substr(0, ct.find(';'));
-    while (!media.empty() && media.back() == ' ') media.pop_back();
-    for (auto& c : media) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (r == Route::Edits ? media != "multipart/form-data" : media != "application/json")
-      return ApiError(415,
-                      std::string("Content-Type must be ") + (r == Route::Edits ? "multipart/form-data" : "application/json") +
-                          (ct.empty() ? "" : ", got " + ct),
-                      "", "unsupported_media_type");
-    return std::nullopt;
-  }
-
-  // ---- jobs -------------------------------------------------------------------------------------
-
-  std::shared_ptr<Job> admit(Job::Fn fn, httplib::Response& res) {
-    auto job = std::make_shared<Job>(std::move(fn));
-    switch (queue.submit(job)) {
-      case JobQueue::Admit::Accepted: break;
-      case JobQueue::Admit::Full:
-        res.set_header("Retry-After", std::to_string(queue.retry_after_seconds()));
-        throw ApiError(429, "the queue is full (" + std::to_string(queue.max_waiting()) + " waiting); retry later", "",
-                       "queue_full");
-      case JobQueue::Admit::Closed: throw ApiError(503, "the server is shutting down", "", "shutting_down");
-    }
-    t_note.job = job;
-    if (t_conn) t_conn->reading_done();
-    return job;
-  }
-
-  // Waits for a job while its client waits for the answer; cancels it when the client goes away.
-  // nullopt then (nothing can be sent).
-  std::optional<JobEvent> wait(const std::shared_ptr<Job>& job, const std::function<void(JobEvent&)>& on_event) {
-    auto last_check = Clock::now();
-    for (;;) {
-      auto e = job->next(std::chrono::milliseconds(50));
-      if (e && e->kind == JobEvent::Kind::Finished) return e;
-      if (e) on_event(*e);
-      if (Clock::now() - last_check >= std::chrono::milliseconds(50)) {
-        last_check = Clock::now();
-        if (t_conn && !t_conn->peer_open()) {
-          queue.cancel(job);
-          return std::nullopt;
-        }
-      }
-    }
-  }
-
-  static ApiError failure(const JobEvent& end) {
-    if (end.end == JobEvent::End::Failed && end.error) return *end.error;
-    return ApiError(503, "the request was cancelled (the server is shutting down)", "", "cancelled");
-  }
-
-  // A client that left gets nothing; the log shows nginx's 499 (client closed request).
-  static void client_gone(httplib::Response& res) {
-    res.status = 499;
-    mark_close(res);
-  }
-
-  // Streams a job's events: `format` turns each into wire text (empty: nothing to send) and says
-  // when the stream is complete.
-  using Formatter = std::function<std::string(const JobEvent&, bool& last)>;
-  struct StreamState {
-    std::shared_ptr<Job> job;
-    std::string preamble;
-    Formatter format;
-    Clock::time_point last_write = Clock::now();
-  };
-
-  // One call of the chunked content provider: waits up to 100 ms for an event and sends it; false
-  // ends the stream (the client left).
-  static bool stream_step(StreamState& st, httplib::DataSink& sink) {
-    auto send = [&](const std::string& s) {
-      if (s.empty()) return true;
-      st.last_write = Clock::now();
-      return sink.write(s.data(), s.size());
-    };
-    if (!st.preamble.empty()) {
-      const std::string p = std::move(st.preamble);
-      st.preamble.clear();
-      if (!send(p)) return false;
-    }
-    auto e = st.job->next(std::chrono::milliseconds(100));
-    if (!e) {
-      if (!sink.is_writable()) return false;
-      return Clock::now() - st.last_write < std::chrono::seconds(10) || send(sse_comment("waiting"));
-    }
-    bool last = false;
-    if (!send(st.format(*e, last))) return false;
-    if (last) sink.done();
-    return true;
-  }
-
-  void stream(httplib::Response& res, const std::shared_ptr<Job>& job, std::string preamble, Formatter format) {
-    res.set_header("Cache-Control", "no-cache");
-    res.set_header("X-Accel-Buffering", "no");  // nginx: pass events through unbuffered
-    auto st = std::make_shared<StreamState>(StreamState{job, std::move(preamble), std::move(format)});
-    JobQueue* q = &queue;
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [q, st](size_t, httplib::DataSink& sink) {
-          bool ok = false;
-          try {  // httplib does not catch exceptions from a provider
-            ok = stream_step(*st, sink);
-          } catch (...) {
-          }
-          if (!ok) q->cancel(st->job);
-          return ok;
-        },
-        [q, st](bool success) {
-          if (!success) q->cancel(st->job);
-        });
-  }
-
-  // ---- handlers ---------------------------------------------------------------------------------
-
-  void images(const httplib::Request&, httplib::Response& res, ImageRequest r) {
-    t_note.model = model_name(r.model);
-    t_note.extra = "n=" + std::to_string(r.n) + " size=" + std::to_string(r.width) + "x" + std::to_string(r.height);
-    const int64_t n = r.n;
-    const bool streamed = r.stream;
-    const std::string prefix = r.edit ? "image_edit" : "image_generation";
-    engine.check_fits(r);  // before it queues: a request that cannot fit is refused, not run
-    auto shared = std::make_shared<ImageRequest>(std::move(r));
-    const Engine* eng = &engine;
-    auto job = admit([eng, shared](Job& j) { eng->run_images(*shared, j); }, res);
-    const int64_t created = unix_now();
-    if (!streamed) {
-      std::vector<GeneratedImage> out(static_cast<size_t>(n));
-      auto end = wait(job, [&](JobEvent& e) {
-        if (e.kind == JobEvent::Kind::Image) out.at(static_cast<size_t>(e.index)) = std::move(e.image);
-      });
-      if (!end) return client_gone(res);
-      if (end->end != JobEvent::End::Ok) throw failure(*end);
-      res.set_content(dump(images_response(out, created, end->usage)), kJson);
-      return;
-    }
-    stream(res, job, "", [prefix, created](const JobEvent& e, bool& last) -> std::string {
-      switch (e.kind) {
-        case JobEvent::Kind::Progress:
-          return sse_event(image_progress_event(prefix, e.index, e.stage, e.step, e.total), prefix + ".progress");
-        case JobEvent::Kind::Image:
-          return sse_event(image_completed_event(prefix, e.index, e.image, created), prefix + ".completed");
-        case JobEvent::Kind::Text: return {};
-        case JobEvent::Kind::Finished:
-          last = true;
-          if (e.end == JobEvent::End::Ok) return sse_done();
-          {
-            json err = failure(e).body();
-            err["type"] = "error";
-            return sse_event(err, "error") + sse_done();
-          }
-      }
-      return {};
     });
-  }
-
-  void chat(const httplib::Request&, httplib::Response& res, ChatRequest r) {
-    const std::string model = model_name(r.model);
-    t_note.model = model;
-    t_note.extra = "messages=" + std::to_string(r.turns.size()) + " images=" + std::to_string(r.images) +
-                   " n=" + std::to_string(r.n) + " max_tokens=" + std::to_string(r.options.max_new_tokens);
-    const bool streamed = r.stream, usage = r.include_usage;
-    const int64_t n = r.n;
-    engine.check_fits(r);
-    auto shared = std::make_shared<ChatRequest>(std::move(r));
-    const Engine* eng = &engine;
-    auto job = admit([eng, shared](Job& j) { eng->run_chat(*shared, j); }, res);
-    const std::string id = random_id("chatcmpl-");
-    const int64_t created = unix_now();
-    if (!streamed) {
-      auto end = wait(job, [](JobEvent&) {});
-      if (!end) return client_gone(res);
-      if (end->end != JobEvent::End::Ok) throw failure(*end);
-      res.set_content(dump(chat_response(id, model, created, end->chat)), kJson);
-      return;
-    }
-    std::string first;
-    for (int64_t i = 0; i < n; ++i)
-      first += sse_event(chat_chunk(id, model, created, i, {{"role", "assistant"}, {"content", ""}}, nullptr, usage));
-    stream(res, job, first, [id, model, created, usage](const JobEvent& e, bool& last) -> std::string {
-      switch (e.kind) {
-        case JobEvent::Kind::Text:
-          return sse_event(chat_chunk(id, model, created, e.index, {{"content", e.text}}, nullptr, usage));
-        case JobEvent::Kind::Progress:
-        case JobEvent::Kind::Image: return {};
-        case JobEvent::Kind::Finished: {
-          last = true;
-          if (e.end != JobEvent::End::Ok) return sse_event(failure(e).body()) + sse_done();
-          std::string out;
-          for (size_t i = 0; i < e.chat.choices.size(); ++i)
-            out += sse_event(chat_chunk(id, model, created, static_cast<int64_t>(i), json::object(),
-                                        e.chat.choices[i].finish_reason.c_str(), usage));
-          if (usage) out += sse_event(chat_usage_chunk(id, model, created, e.chat));
-          return out + sse_done();
-        }
-      }
-      return {};
-    });
-  }
-
-  // multipart/form-data read part by part, refusing an oversized part or one image too many as
-  // soon as it shows up.
-  std::vector<FormPart> read_form(const httplib::ContentReader& reader) {
-    std::vector<FormPart> parts;
-    std::optional<ApiError> stop;
-    int64_t images = 0;
-    auto is_image = [](const std::string& name) { return name == "image" || name == "image[]"; };
-    const bool ok = reader(
-        [&](const httplib::MultipartFormData& f) {
-          if (parts.size() >= 64) {
-            stop = ApiError(400, "more than 64 form fields", "", "invalid_multipart");
-            return false;
-          }
-          if (is_image(f.name) && ++images > opt.limits.max_images) {
-            stop = ApiError(400, "more than " + std::to_string(opt.limits.max_images) + " images given", "image",
-                            "limit_exceeded");
-            return false;
-          }
-          parts.push_back({f.name, f.filename, f.content_type, {}});
-          return true;
-        },
-        [&](const char* data, size_t n) {
-          FormPart& p = parts.back();
-          const bool img = is_image(p.name);
-          const int64_t cap = img ? opt.limits.max_image_bytes : std::max<int64_t>(opt.limits.max_prompt_bytes, 256);
-          if (static_cast<int64_t>(p.data.size() + n) > cap) {
-            stop = img ? ApiError(413, "an image part is larger than the limit of " + std::to_string(cap) + " bytes",
-                                  "image[" + std::to_string(images - 1) + "]", "image_too_large")
-                       : ApiError(400, "field '" + p.name + "' is longer than the limit of " + std::to_string(cap) + " bytes",
-                                  p.name, p.name == "prompt" ? "prompt_too_long" : "invalid_value");
-            return false;
-          }
-          p.data.append(data, n);
-          return true;
-        });
-    if (stop) throw *stop;
+    if (stop) std::rethrow_exception(stop);
     if (!ok) {
       if (t_conn && t_conn->body_overflow()) throw ApiError(413, "the body is larger than the limit", "", "body_too_large");
       if (t_conn && t_conn->timed_out()) throw ApiError(408, "the body did not arrive in time", "", "timeout");
-      throw ApiError(400, "malformed or truncated multipart/form-data body", "", "invalid_multipart");
+      throw ApiError(400, form ? "malformed or truncated multipart/form-data body" : "the body could not be read",
+                     "", form ? "invalid_multipart" : "invalid_request");
     }
-    return parts;
+    if (parser) r.form = parser->finish();
   }
 
-  json health() const {
-    const auto s = queue.stats();
-    json models = json::array();
-    for (const auto& m : catalog().models) models.push_back(model_name(m.id));
-    return {{"status", svr.stopping ? "shutting_down" : "ok"},
-            {"models", models},
-            {"queue", {{"running", s.running ? 1 : 0}, {"waiting", s.waiting}, {"max_waiting", queue.max_waiting()},
-                       {"completed", s.completed}}}};
+  void dispatch(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader* reader) {
+    HttpRequest r = head_of(req);
+    HttpResponse out;
+    try {
+      if (reader) read_body(r, req, *reader);
+      if (t_conn) t_conn->reading_done();  // a handler that waits or streams back is not cut by the deadline
+      r.client_connected = [] { return !t_conn || t_conn->peer_open(); };
+      out = router.handle(r);
+    } catch (...) {
+      out = error_response(std::current_exception());
+    }
+    apply(out, res);
   }
 
+  // After the response went out (a stream to its end): the metrics, then the log line.
   void log(const httplib::Request& req, const httplib::Response& res) {
-    if (!opt.log_requests) return;
     const double s = std::chrono::duration<double>(Clock::now() - t_note.start).count();
+    metrics.request(t_note.model, Metrics::endpoint_of(req.path), res.status, s);
+    if (!opt.log_requests) return;
     char when[32];
     const std::time_t now = std::time(nullptr);
     std::tm tm{};
@@ -735,6 +491,19 @@ struct HttpServer::Impl {
     std::fprintf(stderr, "%s\n", line.c_str());
   }
 
+  // The routes' checks on the head, before any body byte is read.
+  std::optional<HttpResponse> precheck(const httplib::Request& req) {
+    if (t_conn) t_conn->head_done();
+    std::optional<HttpResponse> refused = router.precheck(head_of(req));
+    if (!refused && router.body_of(req.path) == Router::Body::Multipart) {
+      auto& r = const_cast<httplib::Request&>(req);  // our own request object, see kFormType
+      const std::string ct = r.get_header_value("Content-Type");
+      r.headers.erase("Content-Type");
+      r.headers.emplace(kFormType, ct);
+    }
+    return refused;
+  }
+
   void setup() {
     const int threads = opt.http_threads > 0 ? opt.http_threads : static_cast<int>(opt.limits.max_queue) + 17;
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
@@ -747,88 +516,51 @@ struct HttpServer::Impl {
     svr.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
 
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (auto e = precheck(req, res)) {
-        set_error(res, *e);
-        mark_close(res);
+      if (auto refused = precheck(req)) {
+        apply(*refused, res);
         return httplib::Server::HandlerResponse::Handled;
       }
       return httplib::Server::HandlerResponse::Unhandled;
     });
     svr.set_expect_100_continue_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (auto e = precheck(req, res)) {
-        set_error(res, *e);
-        mark_close(res);
-        return e->status;
+      if (auto refused = precheck(req)) {
+        apply(*refused, res);
+        return refused->status;
       }
       return 100;
     });
     svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-      try {
-        std::rethrow_exception(ep);
-      } catch (const ApiError& e) {
-        set_error(res, e);
-      } catch (const std::exception& e) {
-        set_error(res, ApiError(500, e.what(), "", "internal_error"));
-      } catch (...) {
-        set_error(res, ApiError(500, "unknown error", "", "internal_error"));
-      }
+      apply(error_response(ep), res);
     });
-    // httplib's own refusals (bad request line or headers, body read failures, unknown paths) come
-    // without a body: give them the OpenAI error object. Every error response closes the
-    // connection, since the request may not have been read to its end.
+    // httplib's own refusals (bad request line or headers, body read failures) come without a
+    // body: give them the OpenAI error object. Every error response closes the connection, since
+    // the request may not have been read to its end.
     svr.set_error_handler(httplib::Server::HandlerWithResponse(
         [](const httplib::Request& req, httplib::Response& res) {
           mark_close(res);
           if (!res.body.empty() || res.status == 499) return httplib::Server::HandlerResponse::Handled;
-          if (t_conn && t_conn->head_overflow())
-            set_error(res, ApiError(431, "the request head is larger than 64 KiB", "", "headers_too_large"));
-          else if (t_conn && t_conn->body_overflow())
-            set_error(res, ApiError(413, "the body is larger than the limit", "", "body_too_large"));
-          else if (t_conn && t_conn->timed_out())
-            set_error(res, ApiError(408, "the request did not arrive in time", "", "timeout"));
-          else if (res.status == 404)
-            set_error(res, ApiError(404, "no such endpoint: " + req.method + " " + req.path, "", "not_found"));
-          else if (res.status == 414)
-            set_error(res, ApiError(414, "the request target is longer than 8192 bytes", "", "uri_too_long"));
-          else
-            set_error(res, ApiError(res.status, "malformed request", "", "invalid_request"));
+          ApiError e(res.status, "malformed request", "", "invalid_request");
+          if (t_conn && t_conn->head_overflow()) e = ApiError(431, "the request head is larger than 64 KiB", "", "headers_too_large");
+          else if (t_conn && t_conn->body_overflow()) e = ApiError(413, "the body is larger than the limit", "", "body_too_large");
+          else if (t_conn && t_conn->timed_out()) e = ApiError(408, "the request did not arrive in time", "", "timeout");
+          else if (res.status == 404) e = ApiError(404, "no such endpoint: " + req.method + " " + req.path, "", "not_found");
+          else if (res.status == 414) e = ApiError(414, "the request target is longer than 8192 bytes", "", "uri_too_long");
+          apply(error_response(e), res);
           return httplib::Server::HandlerResponse::Handled;
         }));
     svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) { log(req, res); });
 
-    svr.Get("/", [](const httplib::Request&, httplib::Response& res) {
-      res.set_header("Content-Security-Policy",
-                     "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; "
-                     "script-src 'unsafe-inline'; connect-src 'self'");
-      res.set_content(kPageHtml, "text/html; charset=utf-8");
-    });
-    svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      const json h = health();
-      if (svr.stopping) res.status = 503;
-      res.set_content(dump(h), kJson);
-    });
-    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(dump(models_response(catalog())), kJson);
-    });
-    svr.Get(R"(/v1/models/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      const ModelCaps* m = catalog().find(req.matches[1]);
-      if (!m) throw ApiError(404, "model '" + std::string(req.matches[1]) + "' is not served here", "model", "model_not_found");
-      res.set_content(dump(model_object(*m, catalog().created)), kJson);
-    });
-    svr.Post("/v1/images/generations", [this](const httplib::Request& req, httplib::Response& res) {
-      images(req, res, parse_image_generation(parse_json_body(req.body), catalog(), opt.limits));
-    });
-    svr.Post("/v1/images/edits",
-             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-               images(req, res, parse_image_edit(read_form(reader), catalog(), opt.limits));
-             });
-    svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      chat(req, res, parse_chat(parse_json_body(req.body), catalog(), opt.limits));
+    // One catch-all per method: the routes (routes.cpp) decide; the pre-routing check has already
+    // refused unknown paths and wrong methods.
+    svr.Get(".*", [this](const httplib::Request& req, httplib::Response& res) { dispatch(req, res, nullptr); });
+    svr.Post(".*", [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      dispatch(req, res, &reader);
     });
   }
 };
 
-HttpServer::HttpServer(const ServerOptions& o, const Engine& e, JobQueue& q) : impl_(std::make_unique<Impl>(o, e, q)) {
+HttpServer::HttpServer(const ServerOptions& o, const Engine& e, JobQueue& q, Metrics& m)
+    : impl_(std::make_unique<Impl>(o, e, q, m)) {
   impl_->setup();
 }
 

@@ -1,17 +1,20 @@
 #pragma once
-// The HTTP side of omniflux-server on cpp-httplib: routes, authentication, limits on the request
-// head and body, the request log, server-sent events, and cancellation when a client goes away.
+// The transport of omniflux-server on cpp-httplib: connections, limits on the request head and
+// body, slow and abusive clients, the request log, and carrying the routes' (routes.h) requests
+// and responses, server-sent events included.
 #include <memory>
 
 #include "engine.h"
 #include "jobs.h"
+#include "metrics.h"
 #include "options.h"
 
 namespace omniflux::server {
 
 class HttpServer {
  public:
-  HttpServer(const ServerOptions& options, const Engine& engine, JobQueue& queue);
+  // Every answered request is counted in `metrics`, which GET /metrics renders.
+  HttpServer(const ServerOptions& options, const Engine& engine, JobQueue& queue, Metrics& metrics);
   ~HttpServer();
 
   // Binds host:port (port 0 picks a free one) and returns the port; throws omniflux::Error.

@@ -32,6 +32,7 @@ void Job::push(JobEvent e) {
 
 bool Job::progress(int64_t index, const std::string& stage, int64_t step, int64_t total) {
   if (cancelled_) return false;
+  if (metrics_ && stage == "denoise" && step > 0) metrics_->add_steps(1);  // the pipelines report each step
   JobEvent e;
   e.kind = JobEvent::Kind::Progress;
   e.index = index;
@@ -51,7 +52,12 @@ void Job::text(int64_t index, const std::string& piece) {
   push(std::move(e));
 }
 
+void Job::count_tokens(int64_t n) {
+  if (metrics_ && n > 0) metrics_->add_tokens(n);
+}
+
 void Job::image(int64_t index, GeneratedImage image) {
+  if (metrics_) metrics_->add_images(1);
   JobEvent e;
   e.kind = JobEvent::Kind::Image;
   e.index = index;
@@ -153,7 +159,7 @@ double Job::run_seconds() const {
 
 // ---- the queue -----------------------------------------------------------------------------------
 
-JobQueue::JobQueue(size_t max_waiting) : max_waiting_(max_waiting) {}
+JobQueue::JobQueue(size_t max_waiting, Metrics* metrics) : max_waiting_(max_waiting), metrics_(metrics) {}
 
 JobQueue::Admit JobQueue::submit(const std::shared_ptr<Job>& job) {
   {
@@ -162,6 +168,7 @@ JobQueue::Admit JobQueue::submit(const std::shared_ptr<Job>& job) {
     // The worker takes a job as soon as it is idle, so an idle server always has room for one.
     const bool idle = !running_ && waiting_.empty();
     if (!idle && waiting_.size() >= max_waiting_) return Admit::Full;
+    job->metrics_ = metrics_;
     waiting_.push_back(job);
   }
   cv_.notify_all();
@@ -179,7 +186,10 @@ void JobQueue::cancel(const std::shared_ptr<Job>& job) {
       removed = true;
     }
   }
-  if (removed) job->finish(JobEvent::End::Cancelled);
+  if (removed) {
+    if (metrics_) metrics_->job_ended(true, false);
+    job->finish(JobEvent::End::Cancelled);
+  }
 }
 
 void JobQueue::run() {
@@ -202,6 +212,10 @@ void JobQueue::run() {
       const double s = job->run_seconds();
       mean_seconds_ = completed_ == 1 ? s : 0.8 * mean_seconds_ + 0.2 * s;
     }
+    if (metrics_) {
+      metrics_->queue_wait(job->queued_seconds());
+      metrics_->job_ended(out.end == JobEvent::End::Cancelled, out.end == JobEvent::End::Failed);
+    }
     job->finish(out.end, std::move(out.error));
   }
 }
@@ -216,6 +230,7 @@ void JobQueue::shutdown() {
   }
   cv_.notify_all();
   for (auto& j : refused) {
+    if (metrics_) metrics_->job_ended(true, false);
     j->cancel();
     j->finish(JobEvent::End::Failed, ApiError(503, "the server is shutting down", "", "shutting_down"));
   }

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "api.h"
+#include "metrics.h"
 
 namespace omniflux::server {
 
@@ -46,6 +47,7 @@ class Job {
   // holds more than the latest); false once cancelled, which is what the pipelines' callbacks want.
   bool progress(int64_t index, const std::string& stage, int64_t step, int64_t total);
   void text(int64_t index, const std::string& piece);  // throws Cancelled once cancelled
+  void count_tokens(int64_t n);                        // tokens sampled (chat, X-Omni image codes)
   void image(int64_t index, GeneratedImage image);
   // The final answer of a chat job, delivered in the Finished event (streams send the pieces).
   void set_answer(ChatResult result);
@@ -76,6 +78,7 @@ class Job {
   void push(JobEvent e);
 
   Fn fn_;
+  Metrics* metrics_ = nullptr;  // set by the queue
   std::atomic<bool> cancelled_{false};
   mutable std::mutex m_;
   std::condition_variable cv_;
@@ -89,7 +92,8 @@ class Job {
 class JobQueue {
  public:
   // max_waiting: jobs that may wait behind the running one (--max-queue).
-  explicit JobQueue(size_t max_waiting);
+  // metrics (optional) counts the jobs' work, waits and ends.
+  explicit JobQueue(size_t max_waiting, Metrics* metrics = nullptr);
 
   enum class Admit { Accepted, Full, Closed };
   Admit submit(const std::shared_ptr<Job>& job);
@@ -115,6 +119,7 @@ class JobQueue {
 
  private:
   const size_t max_waiting_;
+  Metrics* metrics_;
   mutable std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> waiting_;

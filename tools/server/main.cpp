@@ -81,9 +81,12 @@ int main(int argc, char** argv) {
 
   try {
     omniflux::set_num_threads(opt.rt.num_threads);
+    Metrics metrics;
+    const auto load_start = std::chrono::steady_clock::now();
     std::unique_ptr<Engine> engine = Engine::load(opt, log_line);
-    JobQueue queue(opt.limits.max_queue);
-    HttpServer server(opt, *engine, queue);
+    metrics.set_load_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+    JobQueue queue(opt.limits.max_queue, &metrics);
+    HttpServer server(opt, *engine, queue, metrics);
     const int port = server.bind();
     std::thread worker([&] { queue.run(); });
     queue_ptr = &queue;

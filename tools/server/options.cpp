@@ -67,6 +67,9 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
   p.integer("--port", &o.port, 0, 65535, "N", "port (0: any free port, printed at start)");
   p.text("--api-key", &o.api_key, "KEY", "require Authorization: Bearer KEY on /v1");
   p.path("--api-key-file", &key_file, "FILE", "read the key from a file");
+  p.text("--metrics-key", &o.metrics_key, "KEY", "require Authorization: Bearer KEY on /metrics (--api-key does not cover it)");
+  bool no_metrics = false;
+  p.toggle("--no-metrics", &no_metrics, "no GET /metrics");
   p.group("limits");
   p.integer("--max-queue", &l.max_queue, 0, 100000, "N", "requests waiting behind the running one (then 429)");
   p.integer("--max-pixels", &l.max_pixels, 256, kFluxMaxSide * kFluxMaxSide, "N", "output width x height");
@@ -107,6 +110,8 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
   }
   o.log_requests = !no_log;
   o.plan_admission = !no_plan;
+  o.metrics = !no_metrics;
+  if (!o.metrics && !o.metrics_key.empty()) throw cli::UsageError("--metrics-key without metrics", "--metrics-key", "no --no-metrics", "--no-metrics");
   if (o.head_timeout_s == 0) o.head_timeout_s = std::min(10, o.request_timeout_s);
   if (o.head_timeout_s > o.request_timeout_s)
     throw cli::UsageError("the head deadline is longer than the request deadline", "--head-timeout",

@@ -32,6 +32,8 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0: any free port (printed at start)
   std::string api_key;
+  bool metrics = true;      // GET /metrics (--no-metrics turns it off)
+  std::string metrics_key;  // --metrics-key: /metrics then wants 'Authorization: Bearer KEY'
   Limits limits;
   RuntimeOptions rt;
 
