@@ -6,7 +6,7 @@
 #    ${OMNIFLUX_CACHE_DIR:-~/.cache/omniflux}/torch-<version>. CMake looks there by itself.
 set -euo pipefail
 
-torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
+torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxTorch.cmake and python/pyproject.toml
 # Python packages, in the same environment: the OpenAI conformance suite drives the server with the
 # official client library; prometheus-client parses GET /metrics; Ray Serve runs deploy/ray on a
 # local two-node cluster (tests/deploy); the Python package (python/, docs/python.md) takes and
