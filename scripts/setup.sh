@@ -6,16 +6,19 @@
 #    ${OMNIFLUX_CACHE_DIR:-~/.cache/omniflux}/torch-<version>. CMake looks there by itself.
 set -euo pipefail
 
-torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxDependencies.cmake
-# Python test clients, in the same environment: the OpenAI conformance suite drives the server
-# with the official client library; prometheus-client parses GET /metrics; Ray Serve runs
-# deploy/ray on a local two-node cluster (tests/deploy).
-python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0 "ray[serve]==2.60.0")
+torch_version=2.11.0   # keep in step with OMNIFLUX_TORCH_PIN in cmake/OmnifluxTorch.cmake and python/pyproject.toml
+# Python packages, in the same environment: the OpenAI conformance suite drives the server with the
+# official client library; prometheus-client parses GET /metrics; Ray Serve runs deploy/ray on a
+# local two-node cluster (tests/deploy); the Python package (python/, docs/python.md) takes and
+# returns PIL images and numpy arrays, shows tqdm bars, and builds with scikit-build-core.
+python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0 "ray[serve]==2.60.0"
+                      numpy==2.4.6 pillow==13.0.0 tqdm==4.70.1 scikit-build-core==1.1.2)
 
 # Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
 # clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.
-packages=(build-essential cmake pkg-config python3 python3-venv libsentencepiece-dev libstb-dev libgtest-dev
-          nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
+# python3-dev: the Python package's module (python/) compiles against the environment's Python headers.
+packages=(build-essential cmake pkg-config python3 python3-venv python3-dev libsentencepiece-dev libstb-dev
+          libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
           libpng-dev libjpeg62-turbo-dev libwebp-dev clang libclang-rt-14-dev
           chromium chromium-driver python3-selenium)
 
@@ -50,7 +53,7 @@ if [ ! -f "$venv/.complete" ]; then
   exec 9>&-
 fi
 
-# The pinned Python test packages, installed into the torch environment when one is missing or at
+# The pinned Python packages, installed into the torch environment when one is missing or at
 # another version.
 missing_py=()
 for spec in "${python_test_packages[@]}"; do
