@@ -3,10 +3,10 @@
 // within one denoising step.
 #include <chrono>
 #include <cstdio>
-#include <sstream>
 #include <string>
 
 #include "cli.h"
+#include "png_parameters.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/flux.h"
@@ -68,14 +68,8 @@ int main(int argc, char** argv) {
     auto image = pipe.generate(opt, progress);
     if (!quiet) std::fprintf(stderr, "\n");
     if (!image) return cli::kExitCancelled;
-    std::ostringstream params;
-    params << opt.prompt << "\n";
-    if (opt.negative_prompt) params << "Negative prompt: " << *opt.negative_prompt << "\n";
-    params << "Steps: " << opt.steps << ", Guidance: " << opt.guidance << ", True CFG: " << opt.true_cfg_scale
-           << ", Seed: " << opt.seed << ", Size: " << opt.width << "x" << opt.height
-           << ", Max sequence length: " << opt.max_sequence_length << ", Model: FLUX.1-dev (" << model
-           << "), Sampler: flow-match Euler, Software: omniflux";
-    omniflux::save_png(out, *image, {{"parameters", params.str()}});
+    omniflux::save_png(out, *image,
+                       {{"parameters", cli::flux_parameters(opt, "FLUX.1-dev (" + model + ")", "omniflux")}});
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!quiet) std::fprintf(stderr, "wrote %s (%dx%d) in %.1f s\n", out.c_str(), image->width, image->height, s);
     return cli::kExitOk;

@@ -4,12 +4,12 @@
 // text chunk.
 #include <chrono>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "cli.h"
+#include "png_parameters.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/uniworld.h"
@@ -114,13 +114,9 @@ int main(int argc, char** argv) {
       if (!quiet) std::fprintf(stderr, "answered in %.1f s\n", s);
       return cli::kExitOk;
     }
-    std::ostringstream params;
-    params << opt.prompt << "\n"
-           << "Steps: " << opt.steps << ", Guidance: " << opt.guidance << ", Seed: " << opt.seed << ", Size: " << w
-           << "x" << h << ", T5: " << (opt.use_t5 ? "on" : "off") << ", Reference images: " << opt.images.size()
-           << ", Model: UniWorld-V1 (" << model << "), Sampler: flow-match Euler, Software: omniflux";
     cli::check_output_file("-o/--output", out);  // --task auto chose an image: checked only now
-    omniflux::save_png(out, r->image, {{"parameters", params.str()}});
+    omniflux::save_png(out, r->image,
+                       {{"parameters", cli::uniworld_parameters(opt, w, h, "UniWorld-V1 (" + model + ")", "omniflux")}});
     if (!quiet) std::fprintf(stderr, "wrote %s (%dx%d) in %.1f s\n", out.c_str(), r->image.width, r->image.height, s);
     return cli::kExitOk;
   });

@@ -11,12 +11,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "png_parameters.h"
 #include "omniflux/error.h"
 #include "omniflux/io/file_write.h"
 #include "omniflux/io/image.h"
@@ -79,23 +79,6 @@ struct TokenBar {
     if (done == total) std::fprintf(stderr, "\n");
   }
 };
-
-std::string params_text(const xo::ImageCodes& c, const xo::GenerateOptions& o, const xo::XOmniPipeline& p,
-                        bool with_lm, const std::string& model) {
-  std::ostringstream s;
-  s << c.prompt << "\n";
-  if (with_lm) {
-    auto sm = p.effective_sampling(o);
-    s << "LM: cfg " << o.cfg_scale << ", temperature " << sm.temperature << ", top_k " << sm.top_k << ", top_p "
-      << sm.top_p << ", min_p " << sm.min_p << ", seed " << o.seed << "; ";
-  }
-  const auto& d = p.vision_config().decoder;
-  s << "Decoder: steps " << o.decoder.steps.value_or(d.num_inference_steps) << ", cfg "
-    << o.decoder.cfg_scale.value_or(d.cfg_scale) << ", cfg_2 " << o.decoder.cfg_scale_2.value_or(d.cfg_scale_2)
-    << ", seed " << o.decoder.seed << ", Grid: " << c.rows << "x" << c.cols << ", Model: X-Omni (" << model
-    << "), Software: omniflux";
-  return s.str();
-}
 
 // out.png -> out.codes.json, beside it: where generate saves the codes when decoding fails.
 std::string rescue_codes_path(const std::string& out) {
@@ -239,7 +222,8 @@ int main(int argc, char** argv) {
     try {
       image = pipe.decode_codes(codes, opt.decoder, progress);
       if (!quiet) std::fprintf(stderr, "\n");
-      if (image) omniflux::save_png(out, *image, {{"parameters", params_text(codes, opt, pipe, cmd == "generate", model)}});
+      if (image) omniflux::save_png(out, *image, {{"parameters", cli::xomni_parameters(codes, opt, pipe, cmd == "generate",
+                                                                           "X-Omni (" + model + ")", "omniflux")}});
     } catch (const std::exception& e) {
       // The codes took the whole autoregressive phase: keep them for `decode` before failing.
       if (cmd == "generate" && codes_out.empty()) {

@@ -10,11 +10,11 @@
 
 #include <unistd.h>
 #include <optional>
-#include <sstream>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "png_parameters.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
 #include "omniflux/plan.h"
@@ -121,41 +121,6 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
 }
 
 namespace {
-
-// The "parameters" chunks of tools/uniworld.cpp, tools/flux.cpp and tools/xomni.cpp, without the
-// server's folder paths.
-std::string uniworld_params(const UniWorldOptions& o, int64_t w, int64_t h) {
-  std::ostringstream s;
-  s << o.prompt << "\n"
-    << "Steps: " << o.steps << ", Guidance: " << o.guidance << ", Seed: " << o.seed << ", Size: " << w << "x" << h
-    << ", T5: " << (o.use_t5 ? "on" : "off") << ", Reference images: " << o.images.size()
-    << ", Model: UniWorld-V1, Sampler: flow-match Euler, Software: omniflux-server";
-  return s.str();
-}
-
-std::string flux_params(const FluxGenerateOptions& o) {
-  std::ostringstream s;
-  s << o.prompt << "\n";
-  if (o.negative_prompt) s << "Negative prompt: " << *o.negative_prompt << "\n";
-  s << "Steps: " << o.steps << ", Guidance: " << o.guidance << ", True CFG: " << o.true_cfg_scale << ", Seed: " << o.seed
-    << ", Size: " << o.width << "x" << o.height << ", Max sequence length: " << o.max_sequence_length
-    << ", Model: FLUX.1-dev, Sampler: flow-match Euler, Software: omniflux-server";
-  return s.str();
-}
-
-std::string xomni_params(const xo::ImageCodes& c, const xo::GenerateOptions& o, const xo::XOmniPipeline& p) {
-  std::ostringstream s;
-  s << c.prompt << "\n";
-  if (!o.negative_prompt.empty()) s << "Negative prompt: " << o.negative_prompt << "\n";
-  const auto sm = p.effective_sampling(o);
-  s << "LM: cfg " << o.cfg_scale << ", temperature " << sm.temperature << ", top_k " << sm.top_k << ", top_p "
-    << sm.top_p << ", min_p " << sm.min_p << ", seed " << o.seed << "; ";
-  const auto& d = p.vision_config().decoder;
-  s << "Decoder: steps " << o.decoder.steps.value_or(d.num_inference_steps) << ", cfg "
-    << o.decoder.cfg_scale.value_or(d.cfg_scale) << ", cfg_2 " << o.decoder.cfg_scale_2.value_or(d.cfg_scale_2)
-    << ", seed " << o.decoder.seed << ", Grid: " << c.rows << "x" << c.cols << ", Model: X-Omni, Software: omniflux-server";
-  return s.str();
-}
 
 GeneratedImage finish_image(const Image& img, const std::string& params, uint64_t seed, const ImageRequest& r) {
   GeneratedImage g;
@@ -328,7 +293,7 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
         if (res) {
           if (!res->is_image) throw Error("the pipeline answered with text", "uniworld-v1 run", "an image", "text");
           img = std::move(res->image);
-          params = uniworld_params(o, w, h);
+          params = cli::uniworld_parameters(o, w, h, "UniWorld-V1", "omniflux-server");
         }
         break;
       }
@@ -343,7 +308,7 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
         o.true_cfg_scale = r.true_cfg_scale.value_or(1.0);
         o.seed = seed;
         img = m.flux->generate(o, progress);
-        params = flux_params(o);
+        params = cli::flux_parameters(o, "FLUX.1-dev", "omniflux-server");
         break;
       }
       case ModelId::XOmni: {
@@ -372,7 +337,7 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
         std::optional<xo::ImageCodes> codes = m.xomni->generate_codes(o, tokens);
         if (!codes) throw Cancelled{};
         img = m.xomni->decode_codes(*codes, o.decoder, progress);
-        params = xomni_params(*codes, o, *m.xomni);
+        params = cli::xomni_parameters(*codes, o, *m.xomni, true, "X-Omni", "omniflux-server");
         break;
       }
     }
