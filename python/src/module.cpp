@@ -231,6 +231,18 @@ struct PyXOmni {
   std::shared_ptr<Gate> gate = std::make_shared<Gate>();
 };
 
+// UniWorld's and X-Omni's chat(turns, options, on_text, callback): the same binding for both.
+template <class Py>
+py::object chat(Py& self, const std::vector<std::pair<std::string, std::vector<py::object>>>& turns,
+                const ChatArgs& args, py::object on_text, py::object callback) {
+  auto t = turns_in(turns);
+  Progress progress(std::move(callback));
+  auto o = chat_options(args, progress);
+  return chat_result(run_gated(*self.gate, progress, [&] {
+    return self.pipe.chat(t, o, [&](const std::string& piece) { return progress.text(on_text, piece); });
+  }));
+}
+
 // The Error translator: omniflux.Error (defined in Python, omniflux/_errors.py) with the four parts.
 py::object* g_error_type = nullptr;
 
@@ -345,15 +357,7 @@ PYBIND11_MODULE(_omniflux, m) {
           py::arg("max_new_tokens"), py::arg("callback"))
       .def(
           "chat",
-          [](PyUniWorld& self, const std::vector<std::pair<std::string, std::vector<py::object>>>& turns,
-             const ChatArgs& args, py::object on_text, py::object callback) {
-            auto t = turns_in(turns);
-            Progress progress(std::move(callback));
-            auto o = chat_options(args, progress);
-            return chat_result(run_gated(*self.gate, progress, [&] {
-              return self.pipe.chat(t, o, [&](const std::string& piece) { return progress.text(on_text, piece); });
-            }));
-          },
+          &chat<PyUniWorld>,
           py::arg("turns"), py::arg("options"), py::arg("on_text"), py::arg("callback"))
       .def_static("output_size", [](int64_t width, int64_t height, const std::vector<std::pair<int, int>>& image_sizes,
                                     bool snap_to_ratio) {
@@ -451,15 +455,7 @@ PYBIND11_MODULE(_omniflux, m) {
           py::arg("image"), py::arg("question"), py::arg("max_new_tokens"), py::arg("on_text"), py::arg("callback"))
       .def(
           "chat",
-          [](PyXOmni& self, const std::vector<std::pair<std::string, std::vector<py::object>>>& turns,
-             const ChatArgs& args, py::object on_text, py::object callback) {
-            auto t = turns_in(turns);
-            Progress progress(std::move(callback));
-            auto o = chat_options(args, progress);
-            return chat_result(run_gated(*self.gate, progress, [&] {
-              return self.pipe.chat(t, o, [&](const std::string& piece) { return progress.text(on_text, piece); });
-            }));
-          },
+          &chat<PyXOmni>,
           py::arg("turns"), py::arg("options"), py::arg("on_text"), py::arg("callback"))
       .def_property_readonly("has_decoder", [](const PyXOmni& self) { return self.pipe.has_decoder(); });
 
