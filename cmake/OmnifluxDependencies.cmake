@@ -38,6 +38,28 @@ if(NOT OMNIFLUX_STB_INCLUDE_DIR)
   omniflux_missing("stb_image_write.h" "libstb-dev")
 endif()
 
+# c10d's Gloo backend (the CPU path of omniflux::Parallel) is LibTorch's own build, but its header
+# includes gloo's, which the torch wheel does not ship; Debian's libgloo-dev provides them (only
+# opaque gloo handles cross the boundary, so the version need not match). Only src/distributed.cpp
+# sees them.
+option(OMNIFLUX_WITH_GLOO "Build the Gloo backend of omniflux::Parallel (CPU multi-process)" ON)
+if(OMNIFLUX_WITH_GLOO)
+  find_path(OMNIFLUX_GLOO_INCLUDE_DIR gloo/context.h)
+  if(NOT OMNIFLUX_GLOO_INCLUDE_DIR)
+    omniflux_missing("gloo headers (gloo/context.h)" "libgloo-dev")
+  endif()
+endif()
+# NCCL for the CUDA path: nccl.h from the torch environment's nvidia-nccl wheel, or the system.
+set(OMNIFLUX_WITH_NCCL OFF)
+if(OMNIFLUX_WITH_CUDA)
+  file(GLOB _omniflux_nccl_hints "${Torch_DIR}/../../../../nvidia/nccl/include")
+  find_path(OMNIFLUX_NCCL_INCLUDE_DIR nccl.h HINTS ${_omniflux_nccl_hints})
+  if(OMNIFLUX_NCCL_INCLUDE_DIR)
+    set(OMNIFLUX_WITH_NCCL ON)
+  endif()
+endif()
+message(STATUS "omniflux: distributed backends: gloo ${OMNIFLUX_WITH_GLOO}, nccl ${OMNIFLUX_WITH_NCCL}")
+
 # Everything the library needs privately, in one interface target. sentencepiece is not in it:
 # libsentencepiece exports a bundled protobuf-lite whose symbols clash with the libprotobuf that
 # LibTorch loads (a crash in protobuf's static initialisers), so it is only ever loaded in

@@ -39,7 +39,7 @@ debs=(libgtest-dev googletest nlohmann-json3-dev libstb-dev libstb0 libsentencep
       libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2
       libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libssl3 zlib1g-dev zlib1g libbrotli-dev libbrotli1
       libpng-dev libpng16-16 libjpeg62-turbo-dev libjpeg62-turbo libwebp-dev libwebp7 libwebpdemux2 libwebpmux3
-      pkgconf pkgconf-bin libpkgconf3)
+      libgloo-dev pkgconf pkgconf-bin libpkgconf3)
 
 usage="usage: scripts/device-check.sh [--fetch-debs] [--cpu] [--long] [--quick] [--no-build] [--skip-tests] [--build=DIR] [--jobs=N] [--budget=S] [--only=STEP,...]"
 device=cuda

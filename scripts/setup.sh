@@ -16,10 +16,11 @@ python_test_packages=(openai==3.63.0 pytest==9.2.0 prometheus-client==0.26.0 "ra
 
 # Image decoding uses libpng, libjpeg-turbo and libwebp (fuzzed upstream); stb only writes PNGs.
 # clang and its runtime (libFuzzer, ASan, UBSan) are for scripts/fuzz.sh and the `fuzz` ctest.
+# libgloo-dev: the headers c10d's Gloo backend includes (omniflux::Parallel on the CPU, docs/distributed.md).
 # python3-dev: the Python package's module (python/) compiles against the environment's Python headers.
 packages=(build-essential cmake pkg-config python3 python3-venv python3-dev libsentencepiece-dev libstb-dev
           libgtest-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev
-          libpng-dev libjpeg62-turbo-dev libwebp-dev clang libclang-rt-14-dev
+          libpng-dev libjpeg62-turbo-dev libwebp-dev libgloo-dev clang libclang-rt-14-dev
           chromium chromium-driver python3-selenium)
 
 sudo=""

@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 
 namespace omniflux {
@@ -23,6 +24,8 @@ c10::Device RuntimeOptions::torch_device() const {
     throw Error("invalid device", "RuntimeOptions::device", "cpu, cuda or cuda:N", "'" + device + "'");
   }
 }
+
+bool RuntimeOptions::writes_output() const { return !parallel || parallel->rank() == 0; }
 
 c10::ScalarType parse_dtype(const std::string& name) {
   if (name == "float32" || name == "fp32" || name == "float") return c10::kFloat;

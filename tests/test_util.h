@@ -140,7 +140,19 @@ inline const std::filesystem::path& tiny_folders(uint64_t seed, const std::vecto
 // tests that must act while it runs (send Ctrl-C once it reports progress).
 class Child {
  public:
-  explicit Child(const std::vector<std::string>& args) {
+  // `env`: NAME=value entries added to (or replacing those of) this process's environment.
+  explicit Child(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+    std::vector<std::string> vars;
+    for (char** e = environ; *e; ++e) {
+      const std::string v = *e;
+      bool replaced = false;
+      for (const auto& x : env) replaced = replaced || v.compare(0, x.find('=') + 1, x, 0, x.find('=') + 1) == 0;
+      if (!replaced) vars.push_back(v);
+    }
+    vars.insert(vars.end(), env.begin(), env.end());
+    std::vector<char*> envp;
+    for (auto& v : vars) envp.push_back(const_cast<char*>(v.c_str()));
+    envp.push_back(nullptr);
     int out[2], err[2];
     if (pipe(out) != 0 || pipe(err) != 0) return;
     posix_spawn_file_actions_t fa;
@@ -152,7 +164,7 @@ class Child {
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), envp.data()) != 0) pid_ = -1;
     posix_spawn_file_actions_destroy(&fa);
     close(out[1]);
     close(err[1]);

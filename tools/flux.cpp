@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
     p.toggle("--quiet", &quiet, "no progress on stderr");
     p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)");
     cli::add_runtime_flags(p, &rt);
+    cli::add_parallel_flags(p);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     opt.vae_tiling = tiling == "on" ? omniflux::VaeTilingMode::On
                      : tiling == "off" ? omniflux::VaeTilingMode::Off : omniflux::VaeTilingMode::Auto;
@@ -47,7 +48,9 @@ int main(int argc, char** argv) {
     }
     cli::check_input_folder("-m/--model", model);
     cli::check_output_file("-o/--output", out);
+    if (!dry_run) cli::join_ranks(rt);
     cli::apply_runtime(rt);
+    quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {
       omniflux::plan::FluxRequest req;
       req.width = opt.width;
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
     auto image = pipe.generate(opt, progress);
     if (!quiet) std::fprintf(stderr, "\n");
     if (!image) return cli::kExitCancelled;
+    if (!rt.writes_output()) return cli::kExitOk;
     omniflux::save_png(out, *image,
                        {{"parameters", cli::flux_parameters(opt, "FLUX.1-dev (" + model + ")", "omniflux")}});
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

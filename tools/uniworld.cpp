@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
              "read special-token text in the prompt (<|im_start|>, <|image_pad|>, ...) as those tokens, as Hugging Face does; default: as plain text");
     p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)");
     cli::add_runtime_flags(p, &rt);
+    cli::add_parallel_flags(p);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     opt.use_t5 = !no_t5;
     opt.snap_to_ratio = !no_snap;
@@ -80,7 +81,9 @@ int main(int argc, char** argv) {
     cli::check_input_folder("-m/--model", model);
     cli::check_input_folder("--flux", flux);
     cli::check_input_folder("--siglip", siglip);
+    if (!dry_run) cli::join_ranks(rt);
     cli::apply_runtime(rt);
+    quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {
       omniflux::plan::UniWorldRequest req;
       std::tie(req.height, req.width) = omniflux::UniWorldPipeline::output_size(opt);
@@ -109,6 +112,7 @@ int main(int argc, char** argv) {
     auto r = pipe.run(opt, progress);
     if (!r) return cli::kExitCancelled;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!rt.writes_output()) return cli::kExitOk;
     if (!r->is_image) {
       std::printf("%s\n", r->text.c_str());
       if (!quiet) std::fprintf(stderr, "answered in %.1f s\n", s);

@@ -135,6 +135,7 @@ int main(int argc, char** argv) {
     p.toggle("--dry-run", &dry_run, "print the memory plan of this request per offload mode and exit (reads no weights)")
         .commands(gen);
     cli::add_runtime_flags(p, &rt);
+    cli::add_parallel_flags(p);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     const std::string cmd = p.chosen_command();
     opt.decoder.seed = opt.seed;
@@ -168,7 +169,9 @@ int main(int argc, char** argv) {
       chat_image = omniflux::load_image(image_path);
     }
     cli::check_input_folder("-m/--model", model);
+    if (!dry_run) cli::join_ranks(rt);
     cli::apply_runtime(rt);
+    quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {
       if (flux.empty()) throw cli::UsageError("--dry-run plans the whole request and needs --flux", "--dry-run");
       omniflux::plan::XOmniRequest req;
@@ -188,12 +191,13 @@ int main(int argc, char** argv) {
     if (cmd == "chat") {
       auto answer = pipe.chat(
           chat_image, opt.prompt,
-          [](const std::string& piece) {
+          [&](const std::string& piece) {
+            if (!rt.writes_output()) return;
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);
           },
           max_new, [](int64_t, int64_t) { return !cli::cancel_requested(); });
-      std::fputc('\n', stdout);
+      if (rt.writes_output()) std::fputc('\n', stdout);
       return answer ? cli::kExitOk : cli::kExitCancelled;
     }
 
@@ -208,7 +212,7 @@ int main(int argc, char** argv) {
         return cli::kExitCancelled;
       }
       codes = std::move(*made);
-      if (!codes_out.empty()) {
+      if (!codes_out.empty() && rt.writes_output()) {
         write_codes(codes_out, codes);
         if (!quiet) std::fprintf(stderr, "wrote %s (%lld codes)\n", codes_out.c_str(), (long long)codes.codes.size());
       }
@@ -222,11 +226,11 @@ int main(int argc, char** argv) {
     try {
       image = pipe.decode_codes(codes, opt.decoder, progress);
       if (!quiet) std::fprintf(stderr, "\n");
-      if (image) omniflux::save_png(out, *image, {{"parameters", cli::xomni_parameters(codes, opt, pipe, cmd == "generate",
+      if (image && rt.writes_output()) omniflux::save_png(out, *image, {{"parameters", cli::xomni_parameters(codes, opt, pipe, cmd == "generate",
                                                                            "X-Omni (" + model + ")", "omniflux")}});
     } catch (const std::exception& e) {
       // The codes took the whole autoregressive phase: keep them for `decode` before failing.
-      if (cmd == "generate" && codes_out.empty()) {
+      if (cmd == "generate" && codes_out.empty() && rt.writes_output()) {
         const std::string rescue = rescue_codes_path(out);
         write_codes(rescue, codes);
         std::fprintf(stderr, "omniflux-xomni: decoding failed; the codes are saved in %s (omniflux-xomni decode --codes %s)\n",

@@ -1,5 +1,6 @@
 #pragma once
 // Where and in what precision models run. Defaults: fp32 on CPU, bf16 on CUDA.
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -16,6 +17,8 @@ namespace omniflux {
 //              side stream, the next block copied while this one computes; CPU: materialised from
 //              the mapped file only while the block runs).
 enum class Offload { None, Model, Sequential };
+
+class Parallel;  // omniflux/distributed.h
 Offload parse_offload(const std::string& name);  // "none", "model", "sequential"; Error otherwise
 const char* offload_name(Offload o);
 
@@ -27,6 +30,9 @@ struct RuntimeOptions {
   double max_vram_gb = 0;      // device-memory budget in GiB (as cards are sized) that --dry-run plans are checked against; 0 = none
   bool check_finite_weights = true;   // scan weights for NaN/Inf at load and name the tensor
   bool allow_outside_paths = false;   // let config files point outside their model folder
+  // The ranks this process computes with (omniflux/distributed.h); null: this process alone.
+  // Copies share it.
+  std::shared_ptr<const Parallel> parallel;
 
   // Checks every field at once (every WeightStore does on construction): a known device and
   // dtype, no float16 on the CPU (LibTorch lacks CPU half kernels for several ops the models use),
@@ -35,6 +41,8 @@ struct RuntimeOptions {
   static constexpr int kMaxThreads = 1024;
 
   c10::Device torch_device() const;
+  // Whether this process writes results: rank 0, or the only process.
+  bool writes_output() const;
   // The floating-point dtype weights and activations use: "auto" is fp32 on CPU, bf16 on CUDA.
   c10::ScalarType compute_dtype() const;
 };

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/nn/attention.h"
 #include "omniflux/nn/block_stack.h"
@@ -115,8 +116,46 @@ struct QkvProj {
   }
 };
 
-at::Tensor rope_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Rope& rope) {
-  return nn::attention(nn::apply_rope_interleaved(q, rope.cos, rope.sin), nn::apply_rope_interleaved(k, rope.cos, rope.sin), v);
+// Ulysses attention (DeepSpeed-Ulysses; xDiT's USP without the ring part): q, k, v [B, H, Lr, D] hold
+// this rank's Lr tokens for all heads; one all-to-all gives each rank all L tokens for H/P heads,
+// attention runs on whole sequences, and a second all-to-all returns this rank's tokens. `lens`
+// are every rank's token counts (uneven splits are fine). Unmasked attention does not care in
+// which order the keys arrive, and each query's output returns to its own rank, so the joint
+// sequence's [text, image] order within each rank's slice is kept as it was.
+at::Tensor ulysses_attention(const ProcessGroup& g, const std::vector<int64_t>& lens, const at::Tensor& q,
+                             const at::Tensor& k, const at::Tensor& v) {
+  const int64_t p = g.size(), b = q.size(0), h = q.size(1), lr = q.size(2), d = q.size(3), hp = h / p;
+  // [3, B, H, Lr, D] -> [P, 3, B, H/P, Lr, D]: the chunk for rank j is heads j*H/P .. (j+1)*H/P.
+  at::Tensor send = at::stack({q, k, v}).view({3, b, p, hp, lr, d}).permute({2, 0, 1, 3, 4, 5}).reshape({-1, d});
+  std::vector<int64_t> send_rows(static_cast<size_t>(p), 3 * b * hp * lr), recv_rows;
+  for (int64_t l : lens) recv_rows.push_back(3 * b * hp * l);
+  at::Tensor got = g.all_to_all(send, send_rows, recv_rows);
+  std::vector<at::Tensor> parts;
+  int64_t off = 0;
+  for (int64_t l : lens) parts.push_back(got.slice(0, off, off + 3 * b * hp * l).view({3, b, hp, l, d})), off += 3 * b * hp * l;
+  at::Tensor qkv = at::cat(parts, 3);  // [3, B, H/P, L, D]
+  at::Tensor o = nn::attention(qkv[0], qkv[1], qkv[2]);
+  // Back: rank j gets its own tokens' rows for these heads.
+  std::vector<at::Tensor> back;
+  off = 0;
+  for (int64_t l : lens) back.push_back(o.slice(2, off, off + l).reshape({-1, d})), off += l;
+  std::vector<int64_t> back_rows, mine(static_cast<size_t>(p), b * hp * lr);
+  for (int64_t l : lens) back_rows.push_back(b * hp * l);
+  at::Tensor out = g.all_to_all(at::cat(back), back_rows, mine);  // [P * B * H/P * Lr, D]
+  return out.view({p, b, hp, lr, d}).permute({1, 0, 2, 3, 4}).reshape({b, h, lr, d});
+}
+
+// The sequence split of one forward: this rank's slice of the joint sequence and every rank's length.
+struct SeqSplit {
+  const ProcessGroup* group = nullptr;
+  std::vector<int64_t> lens;
+};
+
+at::Tensor rope_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Rope& rope,
+                          const SeqSplit& split) {
+  at::Tensor qr = nn::apply_rope_interleaved(q, rope.cos, rope.sin), kr = nn::apply_rope_interleaved(k, rope.cos, rope.sin);
+  if (split.group) return ulysses_attention(*split.group, split.lens, qr, kr, v);
+  return nn::attention(qr, kr, v);
 }
 
 // FeedForward(dim, dim_out, activation_fn="gelu-approximate"): net.0.proj, GELU(tanh), net.2.
@@ -166,14 +205,14 @@ struct DoubleBlock {
 
   // x [B, N, D] image, c [B, T, D] text, silu_temb [B, D]; returns the new (x, c).
   std::pair<at::Tensor, at::Tensor> operator()(const at::Tensor& x, const at::Tensor& c, const at::Tensor& silu_temb,
-                                               const Rope& rope) const {
+                                               const Rope& rope, const SeqSplit& split) const {
     auto m = norm1(silu_temb).chunk(6, 1);
     auto mc = norm1_context(silu_temb).chunk(6, 1);
     auto [qi, ki, vi, unused_i] = img_qkv(modulate(x, m[0], m[1]), h);
     auto [qt, kt, vt, unused_t] = txt_qkv(modulate(c, mc[0], mc[1]), h);
     const int64_t t = c.size(1);
     // joint sequence [B, H, T + N, D], text first
-    at::Tensor o = merge_heads(rope_attention(at::cat({qt, qi}, 2), at::cat({kt, ki}, 2), at::cat({vt, vi}, 2), rope));
+    at::Tensor o = merge_heads(rope_attention(at::cat({qt, qi}, 2), at::cat({kt, ki}, 2), at::cat({vt, vi}, 2), rope, split));
     at::Tensor xo = x + m[2].unsqueeze(1) * to_out(o.slice(1, t));
     xo = xo + m[5].unsqueeze(1) * ff(modulate(xo, m[3], m[4]));
     at::Tensor co = c + mc[2].unsqueeze(1) * to_add_out(o.slice(1, 0, t));
@@ -204,10 +243,10 @@ struct SingleBlock {
     proj_out.for_each_tensor(f);
   }
 
-  at::Tensor operator()(const at::Tensor& x, const at::Tensor& silu_temb, const Rope& rope) const {
+  at::Tensor operator()(const at::Tensor& x, const at::Tensor& silu_temb, const Rope& rope, const SeqSplit& split) const {
     auto m = norm(silu_temb).chunk(3, 1);
     auto [q, k, v, mlp] = qkv_mlp(modulate(x, m[0], m[1]), h);
-    at::Tensor attn = merge_heads(rope_attention(q, k, v, rope));
+    at::Tensor attn = merge_heads(rope_attention(q, k, v, rope, split));
     // proj_out consumes cat(attention, mlp) along channels
     return x + m[2].unsqueeze(1) * proj_out(at::cat({attn, nn::gelu_tanh(mlp)}, -1));
   }
@@ -231,6 +270,7 @@ struct FluxTransformer::Impl {
   nn::BlockStack<DoubleBlock> double_blocks;
   nn::BlockStack<SingleBlock> single_blocks;
   nn::Linear norm_out, proj_out;
+  std::shared_ptr<const Parallel> parallel;  // keeps the sequence group alive
 
   Impl(const FluxDiTConfig& c, const WeightView& w)
       : cfg(c),
@@ -241,6 +281,7 @@ struct FluxTransformer::Impl {
         proj_out(nn::Linear::load(w, "proj_out", c.inner_dim(), c.out_channels)) {
     dtype = w.store().runtime().compute_dtype();
     const RuntimeOptions& rt = w.store().runtime();
+    parallel = rt.parallel;
     double_blocks = nn::BlockStack<DoubleBlock>::load(
         w.sub("transformer_blocks"), c.num_layers, [c](const WeightView& b) { return DoubleBlock(b, c); }, rt);
     single_blocks = nn::BlockStack<SingleBlock>::load(
@@ -248,8 +289,16 @@ struct FluxTransformer::Impl {
   }
 };
 
+void check_flux_dit_parallel(const FluxDiTConfig& cfg, const RuntimeOptions& rt, const std::string& where) {
+  const ProcessGroup* g = rt.parallel ? rt.parallel->sequence_group() : nullptr;
+  if (g && cfg.num_attention_heads % g->size())
+    throw Error("sequence parallelism splits the DiT's attention heads evenly over its ranks", where,
+                "num_attention_heads (" + std::to_string(cfg.num_attention_heads) + ") divisible by the sequence-parallel ranks",
+                std::to_string(g->size()) + " ranks");
+}
+
 FluxTransformer::FluxTransformer(const FluxDiTConfig& cfg, const WeightView& w)
-    : impl_(std::make_shared<Impl>(cfg, w)) {}
+    : impl_((check_flux_dit_parallel(cfg, w.store().runtime(), "FluxTransformer"), std::make_shared<Impl>(cfg, w))) {}
 
 FluxTransformer FluxTransformer::load(const std::string& folder, const RuntimeOptions& rt) {
   FluxDiTConfig cfg = FluxDiTConfig::from_config(Config::load(folder));
@@ -306,21 +355,40 @@ at::Tensor FluxTransformer::forward(const FluxDiTInputs& in) const {
   auto [cos, sin] = nn::rope_axes_cos_sin(ids, c.axes_dims_rope, c.rope_theta);
   Rope rope{cos, sin};
 
+  // Sequence parallelism: this rank keeps a contiguous slice of the text tokens and one of the
+  // image tokens (reference tokens included), with their RoPE rows; the output is gathered back.
+  SeqSplit split;
+  split.group = m.parallel ? m.parallel->sequence_group() : nullptr;
+  int64_t t_local = t;
+  if (split.group) {
+    const int64_t p = split.group->size(), r = split.group->rank(), n_all = x.size(1);
+    const std::vector<int64_t> ts = split_sizes(t, p), is = split_sizes(n_all, p);
+    int64_t t0 = 0, i0 = 0;
+    for (int64_t j = 0; j < r; ++j) t0 += ts[j], i0 += is[j];
+    for (int64_t j = 0; j < p; ++j) split.lens.push_back(ts[j] + is[j]);
+    t_local = ts[r];
+    ctx = ctx.slice(1, t0, t0 + ts[r]);
+    x = x.slice(1, i0, i0 + is[r]);
+    auto rows = [&](const at::Tensor& a) { return at::cat({a.slice(0, t0, t0 + ts[r]), a.slice(0, t + i0, t + i0 + is[r])}); };
+    rope = Rope{rows(rope.cos), rows(rope.sin)};
+  }
+
   m.double_blocks.run([&](const DoubleBlock& blk, int64_t) {
-    std::tie(x, ctx) = blk(x, ctx, silu_temb, rope);
+    std::tie(x, ctx) = blk(x, ctx, silu_temb, rope, split);
     tap("flux.double_block.img", x);
     tap("flux.double_block.txt", ctx);
   });
   at::Tensor h = at::cat({ctx, x}, 1);
   m.single_blocks.run([&](const SingleBlock& blk, int64_t) {
-    h = blk(h, silu_temb, rope);
+    h = blk(h, silu_temb, rope, split);
     tap("flux.single_block", h);
   });
-  x = h.slice(1, t);
+  x = h.slice(1, t_local);
   // norm_out (AdaLayerNormContinuous): chunk order is scale, shift.
   auto mo = m.norm_out(silu_temb.to(x.scalar_type())).chunk(2, 1);
   x = modulate(x, mo[1], mo[0]);
   at::Tensor out = m.proj_out(x);
+  if (split.group) out = split.group->all_gather(out, 1);
   if (in.ref_hidden_states.defined()) out = out.slice(1, 0, n);
   return out;
 }

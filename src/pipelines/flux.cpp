@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/checks.h"
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
@@ -78,6 +79,7 @@ FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions&
   if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
   const std::string dir = sub_folder(folder, "transformer");
+  check_flux_dit_parallel(FluxDiTConfig::from_config(Config::load(dir)), rt, dir);  // before any weights load
   return load(folder, [dir, rt] { return FluxTransformer::load(dir, rt); }, rt,
               std::make_shared<ResidencyGroup>(rt.offload));
 }
@@ -211,14 +213,12 @@ std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const F
   auto velocity = [&](const at::Tensor& latents, const at::Tensor& ts, int64_t) {
     in.hidden_states = latents;
     in.timestep = ts;
-    at::Tensor v = dit.forward(in);
-    if (cfg) {
-      neg.hidden_states = latents;
-      neg.timestep = ts;
-      at::Tensor vn = dit.forward(neg);
-      v = vn + opt.true_cfg_scale * (v - vn);
-    }
-    return v;
+    if (!cfg) return dit.forward(in);
+    neg.hidden_states = latents;
+    neg.timestep = ts;
+    // With CFG parallelism the two passes run on different ranks.
+    auto [v, vn] = cfg_pair(m.rt.parallel.get(), [&] { return dit.forward(in); }, [&] { return dit.forward(neg); });
+    return vn + opt.true_cfg_scale * (v - vn);
   };
   return denoise_with(noise, opt.steps, velocity, progress);
 }

@@ -155,6 +155,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
     throw Error("denoise_projector input differs from the VLM hidden size", cfg.source(), std::to_string(hidden),
                 std::to_string(impl->connectors.denoise_projector.in_dim()));
   const FluxDiTConfig dit_cfg = FluxDiTConfig::from_config(dt.sub("denoiser_config"));
+  check_flux_dit_parallel(dit_cfg, rt, cfg.source() + ": denoiser_config");
   store->ignore_prefix("denoise_tower.vae_projector.");  // only on the unused ref_features_for_vlm path
   impl->flux = FluxPipeline::load(
       flux_folder,

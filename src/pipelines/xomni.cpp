@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/checks.h"
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/io/paths.h"
@@ -154,6 +155,7 @@ XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string
     throw Error("the X-Omni folder lacks the decoder", dir, "vision_config.decoder.model_path folder", "missing");
   const Config dc = Config::load(dir);
   const FluxDiTConfig cfg = FluxDiTConfig::from_config(dc);
+  check_flux_dit_parallel(cfg, rt, dir);
   const int64_t z = vision.vq.z_channels;
   if (dc.has("siglip_channels") && dc.get_size("siglip_channels") != z)
     throw Error("the decoder's siglip_channels differs from the encoder's z_channels", dc.source() + ": siglip_channels",
@@ -232,7 +234,15 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
     if (!dit) dit = flux.transformer();
     in.hidden_states = latents.expand({k, -1, -1});
     in.timestep = ts.expand({k});
-    at::Tensor v = dit->forward(in);
+    // With CFG parallelism the guidance rows split over the CFG pair of ranks.
+    at::Tensor v = cfg_rows(flux.runtime().parallel.get(), k, [&](int64_t b, int64_t e) {
+      if (b == 0 && e == k) return dit->forward(in);
+      FluxDiTInputs part = in;
+      for (at::Tensor* t : {&part.hidden_states, &part.encoder_hidden_states, &part.pooled_projections,
+                            &part.image_embeds_add, &part.timestep, &part.guidance})
+        *t = t->slice(0, b, e);
+      return dit->forward(part);
+    });
     const at::Tensor vc = v.slice(0, 0, 1);
     if (k == 1) return vc;
     const at::Tensor vn = need_n ? v.slice(0, 1, 2) : at::Tensor();

@@ -601,10 +601,18 @@ bool cancel_requested() { return g_cancel.load(); }
 
 // ---- run --------------------------------------------------------------------------------------------
 
-int run(const std::string& program, const std::function<int()>& body) {
+int run(const std::string& program_name, const std::function<int()>& body) {
   int rc = kExitOk;
+  std::string program = program_name;
   try {
-    rc = body();
+    try {
+      rc = body();
+    } catch (...) {
+      if (current_rank() >= 0) program += " [rank " + std::to_string(current_rank()) + "]";
+      throw;
+    }
+  } catch (const ExitRequest& e) {
+    return e.code;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%s: %s\n%s(%s --help lists every option)\n", program.c_str(), e.what(), g_usage.c_str(),
                  program.c_str());

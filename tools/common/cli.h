@@ -138,6 +138,21 @@ void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload = true);
 // After parsing: a CUDA device that this machine does not have is an Error. Sets the CPU threads.
 void apply_runtime(const RuntimeOptions& rt);
 
+// Several ranks for one request (launch.cpp, docs/distributed.md).
+// --nproc, --cfg-parallel, --no-sequence-parallel, --no-tensor-parallel, --dist-timeout.
+void add_parallel_flags(Parser& p);
+// After the usage checks, before apply_runtime: with --nproc N outside a launcher, starts the N
+// ranks (this command again) and throws ExitRequest with their status; under a launcher (RANK and
+// WORLD_SIZE set), joins the other ranks and sets rt.parallel, rt.device ("cuda" becomes
+// cuda:LOCAL_RANK) and rt.num_threads (0 becomes the host's cores shared among its ranks).
+void join_ranks(RuntimeOptions& rt);
+// This process's rank once join_ranks joined several; -1 otherwise.
+int current_rank();
+// Thrown to end a tool with this status (the launcher of --nproc); run() returns it.
+struct ExitRequest {
+  int code;
+};
+
 // --dry-run: prints the meta-device plan of a request (omniflux/plan.h): each component's
 // parameters and bytes, then the peak device memory under each offload mode for the storage
 // formats that apply (fp32 too when the compute dtype is fp32), marked against rt.max_vram_gb.

@@ -72,6 +72,11 @@ class FluxTransformer {
   std::shared_ptr<const Impl> impl_;
 };
 
+// With sequence parallelism on (rt.parallel), the heads must divide over the sequence-parallel
+// ranks; throws Error naming `where` otherwise. The constructor checks it before reading weights;
+// pipelines call it as soon as they know the config.
+void check_flux_dit_parallel(const FluxDiTConfig& cfg, const RuntimeOptions& rt, const std::string& where);
+
 // FLOPs of one forward (matmuls and attention, 2 per multiply-add) for N image and T text tokens.
 double flux_dit_flops(const FluxDiTConfig& cfg, int64_t n_img, int64_t n_txt, int64_t batch = 1);
 

@@ -15,9 +15,10 @@ struct ClipShape {
 struct T5Shape {
   int64_t vocab = 32128, d = 32, kv = 8, heads = 4, ff = 64, layers = 2, buckets = 32;
 };
+// 4 heads so that sequence parallelism over 2 and 4 ranks applies (docs/distributed.md).
 struct FluxDitShape {
-  int64_t heads = 2, head_dim = 16, layers = 1, single = 1, joint = 32, pooled = 32, in = 64;
-  std::vector<int64_t> axes = {4, 6, 6};
+  int64_t heads = 4, head_dim = 8, layers = 1, single = 1, joint = 32, pooled = 32, in = 64;
+  std::vector<int64_t> axes = {2, 2, 4};
 };
 struct VaeShape {
   std::vector<int64_t> ch = {8, 8, 16, 16};
