@@ -4,6 +4,7 @@
 // the backend itself is LibTorch's own build).
 #include "omniflux/distributed.h"
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -94,6 +95,13 @@ struct ProcessGroup::Impl {
   std::string name;  // "world", "inner", "cfg"
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout{600000};
+  bool simulated = false;
+  std::atomic<int64_t> calls{0}, bytes{0};
+
+  void count(int64_t sent) {
+    ++calls;
+    bytes += sent;
+  }
 
   // Waits for `work`, turning c10d's errors into one that says which group and call failed.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
@@ -128,6 +136,11 @@ at::Tensor ProcessGroup::all_to_all(const at::Tensor& input, const std::vector<i
   std::vector<int64_t> shape = input.sizes().vec();
   shape[0] = nr;
   if (p == 1) return input.clone();
+  if (impl_->simulated) {
+    const int64_t row = input.numel() / std::max<int64_t>(1, input.size(0)) * input.element_size();
+    impl_->count((ns - send_rows[static_cast<size_t>(impl_->rank)]) * row);
+    return at::empty(shape, input.options());
+  }
   at::Tensor in = input.contiguous();
   at::Tensor out = at::empty(shape, input.options());
   std::vector<int64_t> s = send_rows, r = recv_rows;
@@ -138,6 +151,10 @@ at::Tensor ProcessGroup::all_to_all(const at::Tensor& input, const std::vector<i
 at::Tensor ProcessGroup::all_gather(const at::Tensor& t, int64_t dim) const {
   if (impl_->size == 1) return t;
   dim = dim < 0 ? dim + t.dim() : dim;
+  if (impl_->simulated) {
+    impl_->count((impl_->size - 1) * static_cast<int64_t>(t.nbytes()));
+    return at::cat(std::vector<at::Tensor>(static_cast<size_t>(impl_->size), t), dim);
+  }
   // Sizes along dim first, then every part padded to the largest (Gloo's allgather wants equal
   // shapes).
   at::Tensor len = at::full({1}, t.size(dim), at::TensorOptions().dtype(at::kLong).device(t.device()));
@@ -170,6 +187,7 @@ at::Tensor ProcessGroup::all_gather(const at::Tensor& t, int64_t dim) const {
 
 void ProcessGroup::all_reduce_sum(at::Tensor& t) const {
   if (impl_->size == 1) return;
+  if (impl_->simulated) return impl_->count(2 * (impl_->size - 1) * static_cast<int64_t>(t.nbytes()) / impl_->size);
   if (!t.is_contiguous())
     throw Error("all_reduce_sum needs a contiguous tensor", "ProcessGroup.all_reduce_sum", "contiguous", "strided");
   std::vector<at::Tensor> v{t};
@@ -178,6 +196,7 @@ void ProcessGroup::all_reduce_sum(at::Tensor& t) const {
 
 void ProcessGroup::broadcast(at::Tensor& t, int root) const {
   if (impl_->size == 1) return;
+  if (impl_->simulated) return impl_->count(impl_->rank == root ? static_cast<int64_t>(t.nbytes()) : 0);
   if (!t.is_contiguous())
     throw Error("broadcast needs a contiguous tensor", "ProcessGroup.broadcast", "contiguous", "strided");
   std::vector<at::Tensor> v{t};
@@ -187,19 +206,28 @@ void ProcessGroup::broadcast(at::Tensor& t, int root) const {
 }
 
 void ProcessGroup::barrier() const {
-  if (impl_->size == 1) return;
+  if (impl_->size == 1 || impl_->simulated) return;
   impl_->wait(impl_->backend->barrier(), "barrier");
 }
 
 struct Parallel::Impl {
   LaunchEnv env;
   ParallelOptions opt;
+  bool simulated = false;
   c10::intrusive_ptr<c10d::Store> store;
+  std::shared_ptr<ProcessGroup::Impl> world_impl, inner_impl, cfg_impl;  // for traffic()
   ProcessGroup world, inner, cfg;
 };
 
 Parallel::Parallel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Parallel::~Parallel() = default;
+bool Parallel::simulated() const { return impl_->simulated; }
+Traffic Parallel::traffic() const {
+  Traffic t;
+  for (const auto* g : {impl_->world_impl.get(), impl_->inner_impl.get(), impl_->cfg_impl.get()})
+    if (g) t.calls += g->calls, t.bytes += g->bytes;
+  return t;
+}
 int Parallel::rank() const { return impl_->env.rank; }
 int Parallel::world_size() const { return impl_->env.world_size; }
 const ParallelOptions& Parallel::options() const { return impl_->opt; }
@@ -262,8 +290,10 @@ c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::St
 
 }  // namespace
 
-std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const ParallelOptions& opt, const std::string& device) {
-  const int w = env.world_size;
+namespace {
+
+void check_layout(int w, const ParallelOptions& opt) {
+  if (w < 1) throw Error("invalid world size", "Parallel", ">= 1", std::to_string(w));
   if (opt.cfg != 1 && opt.cfg != 2)
     throw Error("invalid CFG parallel degree", "ParallelOptions.cfg", "1 or 2", std::to_string(opt.cfg));
   if (w % opt.cfg)
@@ -271,6 +301,33 @@ std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const Paral
                 "a world size that is a multiple of " + std::to_string(opt.cfg), std::to_string(w));
   if (!(opt.timeout_s > 0 && opt.timeout_s <= 86400))
     throw Error("invalid timeout", "ParallelOptions.timeout_s", "(0, 86400] seconds", std::to_string(opt.timeout_s));
+}
+
+}  // namespace
+
+std::shared_ptr<const Parallel> Parallel::simulate(int world_size, const ParallelOptions& opt, int rank) {
+  check_layout(world_size, opt);
+  if (rank < 0 || rank >= world_size) throw Error("invalid rank", "Parallel.simulate", "0.." + std::to_string(world_size - 1), std::to_string(rank));
+  auto impl = std::make_unique<Impl>();
+  impl->env.rank = rank, impl->env.world_size = world_size, impl->env.launched = true;
+  impl->opt = opt;
+  impl->simulated = true;
+  const int inner = world_size / opt.cfg;
+  auto group = [&](const char* name, int r, int size) {
+    auto g = std::make_shared<ProcessGroup::Impl>();
+    g->rank = r, g->size = size, g->name = name, g->simulated = true;
+    return g;
+  };
+  impl->world_impl = group("world", rank, world_size);
+  impl->inner_impl = group("inner", rank % inner, inner);
+  impl->cfg_impl = group("cfg", rank / inner, opt.cfg);
+  impl->world = ProcessGroup(impl->world_impl), impl->inner = ProcessGroup(impl->inner_impl), impl->cfg = ProcessGroup(impl->cfg_impl);
+  return std::shared_ptr<const Parallel>(new Parallel(std::move(impl)));
+}
+
+std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const ParallelOptions& opt, const std::string& device) {
+  const int w = env.world_size;
+  check_layout(w, opt);
   auto impl = std::make_unique<Impl>();
   impl->env = env;
   impl->opt = opt;

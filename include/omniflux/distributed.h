@@ -69,6 +69,12 @@ class ProcessGroup {
   std::shared_ptr<Impl> impl_;
 };
 
+// What one rank sends through its collectives: calls and bytes (ring algorithms for all-gather and
+// all-reduce, as NCCL and Gloo use). Counted by simulated groups (Parallel::simulate).
+struct Traffic {
+  int64_t calls = 0, bytes = 0;
+};
+
 class Parallel {
  public:
   // Connects to the other ranks (rank 0 hosts the rendezvous store at MASTER_ADDR:MASTER_PORT) and
@@ -76,7 +82,14 @@ class Parallel {
   // Error when the layout does not fit the world size or a rank cannot be reached in time.
   static std::shared_ptr<const Parallel> init(const LaunchEnv& env, const ParallelOptions& opt,
                                               const std::string& device);
+  // Groups that do not communicate, for dry runs on the meta device: each collective returns a
+  // tensor of the right shape (contents undefined; an all-gather assumes every rank's part has this
+  // rank's shape) and counts this rank's traffic. The communication of each strategy at the real
+  // shapes, without the GPUs (omniflux-plan --world N).
+  static std::shared_ptr<const Parallel> simulate(int world_size, const ParallelOptions& opt, int rank = 0);
   ~Parallel();
+  bool simulated() const;
+  Traffic traffic() const;  // summed over this rank's groups since they were made
 
   int rank() const;
   int world_size() const;

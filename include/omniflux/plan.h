@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "omniflux/distributed.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/runtime.h"
 
@@ -79,6 +80,9 @@ struct ComponentPlan {
   LargestTensor largest_activation;
   int64_t kv_cache_bytes = 0;      // the static KV cache at the request's length (LMs)
   std::vector<std::string> runs;   // forward passes that ran, with their shapes
+  // With a simulated Parallel in the dry run's runtime (Parallel::simulate): what this rank sent
+  // in each run, parallel to `runs`.
+  std::vector<Traffic> traffic;
   std::string error;               // first failure (e.g. an op without a meta kernel); empty: ok
   bool ok() const { return error.empty(); }
 };

@@ -187,6 +187,13 @@ std::string to_json(const ComponentPlan& c) {
                         {"run", c.largest_activation.run}}},
                       {"runs", c.runs}};
   if (c.kv_cache_bytes) j["kv_cache_bytes"] = c.kv_cache_bytes;
+  bool sent = false;
+  for (const auto& t : c.traffic) sent = sent || t.calls;
+  if (sent) {
+    nlohmann::json t = nlohmann::json::array();
+    for (const auto& x : c.traffic) t.push_back({{"calls", x.calls}, {"bytes", x.bytes}});
+    j["traffic_per_rank"] = t;
+  }
   if (!c.ok()) j["error"] = c.error;
   return j.dump();
 }

@@ -44,16 +44,26 @@ ComponentPlan component(const std::string& name, const std::string& source, cons
   return c;
 }
 
+// The simulated ranks of the request being planned (null: one process); set by each plan_*.
+thread_local const Parallel* t_parallel = nullptr;
+struct ParallelScope {
+  explicit ParallelScope(const RuntimeOptions& rt) { t_parallel = rt.parallel.get(); }
+  ~ParallelScope() { t_parallel = nullptr; }
+};
+
 // Runs one step of a component: a load (no probe) or a forward pass (probed, `label` names it).
 void step(ComponentPlan& c, const std::string& label, const std::function<void()>& fn, bool probe = true) {
   if (!c.ok()) return;
   try {
     if (!probe) return fn();
+    const Traffic before = t_parallel ? t_parallel->traffic() : Traffic{};
     ActivationProbe p(label);
     fn();
     const LargestTensor l = p.largest();
     if (l.bytes > c.largest_activation.bytes) c.largest_activation = l;
     c.runs.push_back(label);
+    const Traffic after = t_parallel ? t_parallel->traffic() : Traffic{};
+    c.traffic.push_back({after.calls - before.calls, after.bytes - before.bytes});
   } catch (const std::exception& e) {
     c.error = label + ": " + first_line(e.what());
   }
@@ -140,6 +150,7 @@ void plan_vae(std::vector<ComponentPlan>& out, const std::string& flux_dir, int6
 
 std::vector<ComponentPlan> plan_flux(const std::string& flux_dir, const FluxRequest& req, const DryRunOptions& opt) {
   c10::InferenceMode guard;
+  const ParallelScope parallel_scope(opt.rt);
   const RuntimeOptions& rt = opt.rt;
   const Dev d(rt);
   std::vector<ComponentPlan> out;
@@ -161,6 +172,7 @@ std::vector<ComponentPlan> plan_uniworld(const std::string& uniworld_dir, const 
                                          const std::string& siglip_dir, const UniWorldRequest& req,
                                          const DryRunOptions& opt) {
   c10::InferenceMode guard;
+  const ParallelScope parallel_scope(opt.rt);
   const RuntimeOptions& rt = opt.rt;
   const Dev d(rt);
   std::vector<ComponentPlan> out;
@@ -262,6 +274,7 @@ std::vector<ComponentPlan> plan_uniworld(const std::string& uniworld_dir, const 
 std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::string& flux_dir, const XOmniRequest& req,
                                       const DryRunOptions& opt) {
   c10::InferenceMode guard;
+  const ParallelScope parallel_scope(opt.rt);
   const RuntimeOptions& rt = opt.rt;
   const Dev d(rt);
   std::vector<ComponentPlan> out;

@@ -19,6 +19,7 @@
 #include "../tiny/flux_weights.h"
 #include "../tiny/uniworld_weights.h"
 #include "cli.h"
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/plan.h"
@@ -224,6 +225,24 @@ void write_xomni(const fs::path& configs, const fs::path& out) {
   }
 }
 
+// What rank 0 sends in each run, and that time at two nominal link speeds (no GPU measured it).
+void print_traffic(const std::vector<plan::ComponentPlan>& plans, int world, const ParallelOptions& o) {
+  const int inner = world / o.cfg;
+  std::printf("   communication of rank 0 of %d (%d CFG x %d inner; sequence parallel %s, tensor parallel %s):\n", world,
+              o.cfg, inner, o.sequence ? "on" : "off", o.tensor ? "on" : "off");
+  bool any = false;
+  for (const auto& c : plans)
+    for (size_t i = 0; i < c.traffic.size() && i < c.runs.size(); ++i) {
+      const Traffic& t = c.traffic[i];
+      if (!t.calls) continue;
+      any = true;
+      const double mib = t.bytes / double(1 << 20);
+      std::printf("     %-22s %-62s %6lld calls %10.1f MiB  %8.2f ms at 450 GB/s  %8.1f ms at 25 GB/s\n", c.name.c_str(),
+                  c.runs[i].c_str(), static_cast<long long>(t.calls), mib, t.bytes / 450e9 * 1e3, t.bytes / 25e9 * 1e3);
+    }
+  if (!any) std::printf("     none (nothing in this request splits over %d ranks with these options)\n", world);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -243,7 +262,15 @@ int main(int argc, char** argv) {
   p.toggle("--keep", &keep, "keep the stand-in folders");
   p.toggle("--json", &json, "also print one JSON line per component");
   p.number("--max-vram", &max_vram, 0, 1e6, "GB", "mark which offload mode and format fits this budget");
+  int world = 1;
+  ParallelOptions popt;
+  p.integer("--world", &world, 1, 1024, "N", "plan rank 0 of N simulated ranks: what each run sends (docs/distributed.md)");
+  p.integer("--cfg-parallel", &popt.cfg, 1, 2, "C", "with --world: CFG pairs on different ranks (world = C x inner)");
+  p.toggle("--no-sequence-parallel", &popt.sequence, "with --world: no Ulysses split of the DiTs", false);
+  p.toggle("--no-tensor-parallel", &popt.tensor, "with --world: no tensor split of the language models", false);
   if (!p.parse(argc, argv)) return cli::kExitOk;
+  plan::DryRunOptions dry;
+  if (world > 1) dry.rt.parallel = Parallel::simulate(world, popt);
   const fs::path configs = configs_arg.empty() ? find_up(argv[0], "models/configs") : fs::path(configs_arg);
   const fs::path tokenizers = tokenizers_arg.empty() ? find_up(argv[0], "tests/fixtures/tokenizers") : fs::path(tokenizers_arg);
   fs::path work = work_arg;
@@ -272,19 +299,20 @@ int main(int argc, char** argv) {
                     bf16 / double(int64_t(1) << 30));
       std::cout << total;
       if (failed == 0) std::cout << plan::offload_table(plans, {"bf16", "fp8"}, max_vram);
+      if (world > 1) print_traffic(plans, world, popt);
       std::cout << std::flush;
     };
     if (request == "all" || request == "flux")
-      report("FLUX.1-dev text to image, 1024x1024", plan::plan_flux(flux.string(), {}));
+      report("FLUX.1-dev text to image, 1024x1024", plan::plan_flux(flux.string(), {}, dry));
     if (request == "all" || request == "uniworld") {
       write_siglip(configs, siglip);
       write_uniworld(configs, tokenizers, uniworld);
       report("UniWorld-V1 edit, 1024x1024, two 1024x1024 references",
-             plan::plan_uniworld(uniworld.string(), flux.string(), siglip.string(), {}));
+             plan::plan_uniworld(uniworld.string(), flux.string(), siglip.string(), {}, dry));
     }
     if (request == "all" || request == "xomni") {
       write_xomni(configs, xomni);
-      report("X-Omni text to image, 1152x1152 (5184 codes), CFG", plan::plan_xomni(xomni.string(), flux.string(), {}));
+      report("X-Omni text to image, 1152x1152 (5184 codes), CFG", plan::plan_xomni(xomni.string(), flux.string(), {}, dry));
     }
     std::cout << "meta kernels supplied by omniflux (none in LibTorch's C++ build):";
     for (const auto& k : plan::supplied_meta_kernels()) std::cout << " " << k;
