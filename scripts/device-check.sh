@@ -12,7 +12,9 @@
 #
 # First call, in order: gpu (nvidia-smi, measured copy bandwidth), unpack-debs, configure, build,
 # parity-fp32, parity-bf16, bench-attention (the kernel per shape), bench-qwen-decode (Qwen2.5-7B,
-# batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step at 1024^2), unit-tests (ctest). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
+# batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step at 1024^2), with several GPUs
+# bench-flux-step-Nranks (the same step split over N = 2, 4, 8 GPUs over NCCL) and distributed-nccl
+# (the distributed tests on the GPUs), unit-tests (ctest). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
 # (2048 tokens), bench-flux-28 (28 DiT steps at 1024^2), bench-xomni-codes (5184 codes at 1152^2,
 # CFG), then the 12B fp8 DiT from disk: dit-write, dit-fp8-none, dit-fp8-sequential.
 #
@@ -281,6 +283,29 @@ if have_bin omniflux-bench benches; then
       bench bench-flux-28 300 flux_dit_forward --warmup 1 --iters 28
       bench bench-xomni-codes 300 xomni dit=0 cfg=3 codes=32 --warmup 0 --iters 1
     fi
+  fi
+fi
+
+# --- several ranks (docs/distributed.md) ----------------------------------------------------------
+# One FLUX DiT step split over 2, 4 and 8 ranks (sequence parallelism): NCCL between the machine's
+# GPUs when it has several (first call), Gloo between processes with --cpu; then the distributed
+# tests' comparisons (1 rank against 2 and 4) on the GPUs in fp32. Skipped on a one-GPU machine.
+if [ $long -eq 0 ] && have_bin omniflux-bench ranks; then
+  if [ "$device" = cuda ]; then
+    ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+    for n in 2 4 8; do
+      [ "$n" -le "$ngpu" ] && bench "bench-flux-step-${n}ranks" 150 --nproc "$n" flux_dit_forward preset=flux-dev \
+        --warmup 1 --iters 3 --dtype bfloat16
+    done
+    if [ "$ngpu" -ge 2 ] && [ -x "$bin/omniflux_distributed_tests" ]; then
+      step distributed-nccl 240 env OMNIFLUX_DIST_TEST_DEVICE=cuda OMNIFLUX_DIST_TEST_MAX_RANKS="$ngpu" \
+        "$bin/omniflux_distributed_tests" --gtest_filter='Distributed.Flux*:Distributed.UniWorld*:Distributed.XOmni*'
+    fi
+    [ "$ngpu" -ge 2 ] || note "one GPU: the NCCL steps need several (docs/distributed.md)"
+  else
+    it=(--warmup 1 --iters 2)
+    [ $quick -eq 1 ] && it=(--warmup 0 --iters 1)
+    bench bench-flux-step-2ranks 120 --nproc 2 flux_dit_forward "${it[@]}"
   fi
 fi
 

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/checks.h"
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/ops.h"
@@ -158,10 +159,16 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
     throw Error("one prompt at a time", "XOmniLM::generate_image_codes", "[1, L]", shape_str(prompt_ids.sizes().vec()));
   const auto dev = rt_.torch_device();
   const bool cfg = opt.guidance_scale != 1.0;
-  at::Tensor ids = prompt_ids.to(dev, at::kLong), mask;
-  if (cfg) {
+  if (cfg)
     qwen2::check_token_ids(negative_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size,
                            "XOmniLM::generate_image_codes negative prompt");
+  // CFG parallelism: each rank of the CFG pair runs its own row (no padding), and the two rows'
+  // logits are gathered at every step, so the sampler sees the same [2, V] as below.
+  const ProcessGroup* pair = cfg && rt_.parallel && rt_.parallel->cfg().size() == 2 ? &rt_.parallel->cfg() : nullptr;
+  at::Tensor ids = prompt_ids.to(dev, at::kLong), mask;
+  if (pair) {
+    if (pair->rank() == 1) ids = negative_ids.to(dev, at::kLong);
+  } else if (cfg) {
     const int64_t L = ids.size(1), Ln = negative_ids.size(1), S = std::max(L, Ln);
     // Rows [cond; uncond], each left-padded to S (pads are masked keys; their id is irrelevant).
     auto pad = [&](const at::Tensor& t) {
@@ -175,6 +182,7 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   }
   nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + n_codes);
   at::Tensor first = prefill(ids, cache, Mode::Image, mask).squeeze(1);
+  if (pair) first = pair->all_gather(first, 0);
   check_finite(first, "X-Omni prefill logits");
   sampling::GenerateOptions g;
   g.max_new_tokens = n_codes;
@@ -184,7 +192,10 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   // Suppressed ids are absolute; the scores cover only the image codes.
   for (int64_t& id : g.sampling.suppress_tokens) id -= g.token_offset;
   if (opt.on_token) g.on_token = [&](int64_t done) { return opt.on_token(done, n_codes); };
-  auto step = [&](const at::Tensor& next) { return decode_one(next, cache, Mode::Image); };
+  auto step = [&](const at::Tensor& next) {
+    if (!pair) return decode_one(next, cache, Mode::Image);
+    return pair->all_gather(decode_one(next.slice(0, pair->rank(), pair->rank() + 1), cache, Mode::Image), 0);
+  };
   auto r = sampling::generate(first, step, g, prompt_ids.to(dev, at::kLong));
   return r.tokens - g.token_offset;
 }

@@ -37,6 +37,18 @@ struct Result {
   std::string codes, text;
 };
 
+// scripts/device-check.sh runs these comparisons on the GPUs over NCCL: OMNIFLUX_DIST_TEST_DEVICE=cuda
+// (fp32, one GPU per rank) and OMNIFLUX_DIST_TEST_MAX_RANKS (the GPUs there are).
+std::vector<std::string> device_args() {
+  const char* d = std::getenv("OMNIFLUX_DIST_TEST_DEVICE");
+  if (!d || !*d) return {};
+  return {"--device", d, "--dtype", "float32"};
+}
+bool allowed(int ranks) {
+  const char* m = std::getenv("OMNIFLUX_DIST_TEST_MAX_RANKS");
+  return !m || !*m || ranks <= std::atoi(m);
+}
+
 std::string read_text(const fs::path& p) { return fs::exists(p) ? read_bytes(p) : std::string(); }
 
 // One request with `nproc` ranks (1: one process, no launcher variables).
@@ -44,6 +56,8 @@ Result run_worker(std::vector<std::string> args, int nproc, const std::vector<st
   TempDir out;
   std::vector<std::string> cmd = {bin("omniflux-dist-worker"), "--out", out.path().string(), "--threads", "1"};
   cmd.insert(cmd.end(), args.begin(), args.end());
+  const auto dev = device_args();
+  cmd.insert(cmd.end(), dev.begin(), dev.end());
   if (nproc > 1) cmd.insert(cmd.end(), {"--nproc", std::to_string(nproc)});
   cmd.insert(cmd.end(), extra.begin(), extra.end());
   Child c(cmd);
@@ -88,7 +102,7 @@ TEST(Distributed, FluxTextToImageSequenceParallel) {
   ASSERT_EQ(one.status, 0) << one.err;
   ASSERT_FALSE(one.latents.empty());
   expect_same(one, run_worker(flux_args(), 2), "2 ranks");
-  expect_same(one, run_worker(flux_args(), 4), "4 ranks");
+  if (allowed(4)) expect_same(one, run_worker(flux_args(), 4), "4 ranks");
 }
 
 TEST(Distributed, FluxTrueCfgParallelWithAndWithoutSequenceParallel) {
@@ -97,7 +111,7 @@ TEST(Distributed, FluxTrueCfgParallelWithAndWithoutSequenceParallel) {
   const Result one = run_worker(args, 1);
   ASSERT_EQ(one.status, 0) << one.err;
   expect_same(one, run_worker(args, 2, {"--cfg-parallel", "2"}), "2 ranks = 2 CFG");
-  expect_same(one, run_worker(args, 4, {"--cfg-parallel", "2"}), "4 ranks = 2 CFG x 2 sequence");
+  if (allowed(4)) expect_same(one, run_worker(args, 4, {"--cfg-parallel", "2"}), "4 ranks = 2 CFG x 2 sequence");
 }
 
 TEST(Distributed, UniWorldEditWithTwoReferences) {
@@ -111,7 +125,7 @@ TEST(Distributed, UniWorldEditWithTwoReferences) {
   ASSERT_EQ(one.status, 0) << one.err;
   ASSERT_TRUE(one.image);
   expect_same(one, run_worker(args, 2), "2 ranks");
-  expect_same(one, run_worker(args, 4), "4 ranks");
+  if (allowed(4)) expect_same(one, run_worker(args, 4), "4 ranks");
 }
 
 TEST(Distributed, XOmniGenerateWithCfg) {
@@ -122,7 +136,7 @@ TEST(Distributed, XOmniGenerateWithCfg) {
   ASSERT_FALSE(one.codes.empty());
   expect_same(one, run_worker(args, 2), "2 ranks, sequence");
   expect_same(one, run_worker(args, 2, {"--cfg-parallel", "2"}), "2 ranks, CFG");
-  expect_same(one, run_worker(args, 4, {"--cfg-parallel", "2"}), "4 ranks, 2 CFG x 2");
+  if (allowed(4)) expect_same(one, run_worker(args, 4, {"--cfg-parallel", "2"}), "4 ranks, 2 CFG x 2");
 }
 
 // Started as a launcher would: each rank its own process with torchrun's variables.

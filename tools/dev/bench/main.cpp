@@ -15,6 +15,7 @@
 
 #include "bench.h"
 #include "cli.h"
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 
 using nlohmann::json;
@@ -67,6 +68,14 @@ void BenchContext::report(json line) const {
   json out = {{"case", case_name}, {"device", rt.device},
               {"dtype", std::string(c10::toString(rt.compute_dtype()))}};
   if (!rt.torch_device().is_cuda()) out["threads"] = at::get_num_threads();
+  if (rt.parallel) {
+    // Several ranks: rank 0 reports; each rank's time includes waiting for the others.
+    if (!rt.writes_output()) return;
+    out["ranks"] = rt.parallel->world_size();
+    out["cfg_parallel"] = rt.parallel->options().cfg;
+    out["sequence_parallel"] = rt.parallel->sequence_group() != nullptr;
+    out["tensor_parallel"] = rt.parallel->tensor_group() != nullptr;
+  }
   for (auto it = line.begin(); it != line.end(); ++it) out[it.key()] = it.value();
   std::cout << out.dump() << std::endl;
 }
@@ -87,6 +96,7 @@ int main(int argc, char** argv) {
     p.integer("--iters", &base.iters, 1, 100000, "N", "timed runs (the median is reported)");
     p.toggle("--list", &list, "list the cases");
     cli::add_runtime_flags(p, &base.rt, /*with_offload=*/false);
+    cli::add_parallel_flags(p);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     for (const auto& w : words) {
       const size_t eq = w.find('=');
@@ -105,6 +115,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& n : names)
       if (!registry().count(n)) throw cli::UsageError("unknown bench case", n, "one of --list", n);
+    cli::join_ranks(base.rt);
     cli::apply_runtime(base.rt);
     if (names.empty())
       for (const auto& kv : registry()) names.push_back(kv.first);
