@@ -79,6 +79,7 @@ LaunchEnv LaunchEnv::from_environment() {
     e.master_addr = *addr;
     e.master_port = env_int("MASTER_PORT", 1, 65535, true, 0);
     if (e.rank == 0) e.master_listen_fd = env_int("OMNIFLUX_MASTER_LISTEN_FD", 0, INT_MAX, false, -1);
+    e.agent_store = env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
   }
   return e;
 }
@@ -340,7 +341,7 @@ std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const Paral
 #endif
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.master_port);
-    so.isServer = env.rank == 0;
+    so.isServer = env.rank == 0 && !env.agent_store;
     so.numWorkers = static_cast<size_t>(w);
     so.waitWorkers = true;
     so.timeout = timeout;
@@ -356,7 +357,8 @@ std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const Paral
       g->rank = rank, g->size = size, g->name = name, g->timeout = timeout;
       if (size > 1) {
         try {
-          auto prefixed = c10::make_intrusive<c10d::PrefixStore>(name + "/" + std::to_string(index), impl->store);
+          // Our own key space: torchrun's agent store holds its keys too.
+          auto prefixed = c10::make_intrusive<c10d::PrefixStore>("omniflux/" + name + "/" + std::to_string(index), impl->store);
           g->backend = make_backend(prefixed, rank, size, cuda, timeout);
         } catch (const Error&) {
           throw;

@@ -31,6 +31,9 @@ struct LaunchEnv {
   // over (set by --nproc, so that no other process can take the port between choosing and
   // binding it); -1 = rank 0 binds MASTER_PORT itself.
   int master_listen_fd = -1;
+  // TORCHELASTIC_USE_AGENT_STORE=True: torchrun's agent already serves the store on MASTER_PORT,
+  // so rank 0 connects to it as the others do.
+  bool agent_store = false;
 
   // No RANK and no WORLD_SIZE: one process. Otherwise every variable must be there and valid;
   // throws Error naming the variable.

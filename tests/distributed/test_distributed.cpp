@@ -139,6 +139,30 @@ TEST(Distributed, XOmniGenerateWithCfg) {
   if (allowed(4)) expect_same(one, run_worker(args, 4, {"--cfg-parallel", "2"}), "4 ranks, 2 CFG x 2");
 }
 
+#ifdef OMNIFLUX_TORCH_PYTHON
+// PyTorch's own launcher (torchrun = python -m torch.distributed.run; --standalone picks a free
+// port) starts the ranks; its agent serves the rendezvous store (TORCHELASTIC_USE_AGENT_STORE),
+// which rank 0 then joins as a client.
+TEST(Distributed, TorchrunLaunchesTheRanks) {
+  const Result one = run_worker(flux_args(), 1);
+  ASSERT_EQ(one.status, 0) << one.err;
+  TempDir out;
+  std::vector<std::string> cmd = {OMNIFLUX_TORCH_PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                  "--standalone", "--no-python", bin("omniflux-dist-worker"), "--out",
+                                  out.path().string(), "--threads", "1"};
+  for (const auto& a : flux_args()) cmd.push_back(a);
+  Child c(cmd, {"OMP_NUM_THREADS=1"});
+  ASSERT_EQ(c.wait(), 0) << c.err();
+  Result two;
+  two.status = 0;
+  const std::string lat = read_text(out.path() / "latents.f32");
+  two.latents.resize(lat.size() / sizeof(float));
+  std::memcpy(two.latents.data(), lat.data(), two.latents.size() * sizeof(float));
+  two.image = omniflux::load_image((out.path() / "image.png").string());
+  expect_same(one, two, "torchrun, 2 ranks");
+}
+#endif
+
 // Started as a launcher would: each rank its own process with torchrun's variables.
 std::vector<std::string> rank_env(int rank, int world, int port) {
   return {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world), "LOCAL_RANK=" + std::to_string(rank),
