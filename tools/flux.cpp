@@ -57,7 +57,9 @@ int main(int argc, char** argv) {
       req.height = opt.height;
       req.t5_tokens = opt.max_sequence_length;
       req.batch = opt.true_cfg_scale > 1 && opt.negative_prompt ? 2 : 1;
-      return cli::print_dry_run(omniflux::plan::plan_flux(model, req), rt);
+      omniflux::plan::DryRunOptions dro;  // one rank's plan with --nproc N
+      dro.rt.parallel = rt.parallel = cli::simulated_ranks();
+      return cli::print_dry_run(omniflux::plan::plan_flux(model, req, dro), rt);
     }
 
     auto t0 = std::chrono::steady_clock::now();

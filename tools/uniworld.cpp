@@ -95,7 +95,9 @@ int main(int argc, char** argv) {
       req.prompt = opt.prompt;
       req.t5 = opt.use_t5;
       req.t5_tokens = opt.max_sequence_length;
-      return cli::print_dry_run(omniflux::plan::plan_uniworld(model, flux, siglip, req), rt);
+      omniflux::plan::DryRunOptions dro;  // one rank's plan with --nproc N
+      dro.rt.parallel = rt.parallel = cli::simulated_ranks();
+      return cli::print_dry_run(omniflux::plan::plan_uniworld(model, flux, siglip, req, dro), rt);
     }
 
     auto t0 = std::chrono::steady_clock::now();

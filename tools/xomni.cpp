@@ -179,7 +179,9 @@ int main(int argc, char** argv) {
       req.height = opt.height;
       req.cfg = opt.cfg_scale != 1.0;
       req.prompt = opt.prompt;
-      return cli::print_dry_run(omniflux::plan::plan_xomni(model, flux, req), rt);
+      omniflux::plan::DryRunOptions dro;  // one rank's plan with --nproc N
+      dro.rt.parallel = rt.parallel = cli::simulated_ranks();
+      return cli::print_dry_run(omniflux::plan::plan_xomni(model, flux, req, dro), rt);
     }
 
     auto t0 = std::chrono::steady_clock::now();

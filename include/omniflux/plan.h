@@ -89,6 +89,10 @@ struct ComponentPlan {
 std::string to_json(const ComponentPlan& c);
 // A fixed-width table, one line per component.
 std::string to_table(const std::vector<ComponentPlan>& plans);
+// With simulated ranks (Parallel::simulate in the dry run's runtime): what this rank sends in each
+// run that communicates, and that time at two nominal link speeds (NVLink 4 at 450 GB/s per
+// direction, PCIe 4.0 x16 at 25 GB/s); no GPU measured these.
+std::string traffic_table(const std::vector<ComponentPlan>& plans, const Parallel& parallel);
 
 struct DryRunOptions {
   RuntimeOptions rt = meta_bf16();

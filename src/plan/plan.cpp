@@ -206,6 +206,28 @@ std::string gib(int64_t bytes) {
 }
 }  // namespace
 
+std::string traffic_table(const std::vector<ComponentPlan>& plans, const Parallel& par) {
+  const ParallelOptions& o = par.options();
+  const int world = par.world_size(), inner = world / o.cfg;
+  char line[512];
+  std::snprintf(line, sizeof line, "communication of rank %d of %d (%d CFG x %d inner; sequence parallel %s, tensor parallel %s):\n",
+                par.rank(), world, o.cfg, inner, par.sequence_group() ? "on" : "off", par.tensor_group() ? "on" : "off");
+  std::string out = line;
+  bool any = false;
+  for (const auto& c : plans)
+    for (size_t i = 0; i < c.traffic.size() && i < c.runs.size(); ++i) {
+      const Traffic& t = c.traffic[i];
+      if (!t.calls) continue;
+      any = true;
+      std::snprintf(line, sizeof line, "  %-22s %-62s %6lld calls %10.1f MiB %8.2f ms at 450 GB/s %8.1f ms at 25 GB/s\n",
+                    c.name.c_str(), c.runs[i].c_str(), static_cast<long long>(t.calls), t.bytes / double(1 << 20),
+                    t.bytes / 450e9 * 1e3, t.bytes / 25e9 * 1e3);
+      out += line;
+    }
+  if (!any) out += "  none: nothing in this request splits over these ranks with these options\n";
+  return out;
+}
+
 std::string to_table(const std::vector<ComponentPlan>& plans) {
   std::ostringstream s;
   s << std::left << std::setw(22) << "component" << std::right << std::setw(15) << "params" << std::setw(10)

@@ -241,4 +241,23 @@ TEST(Distributed, BadLaunchesFailBeforeLoading) {
   }
 }
 
+// --dry-run --nproc N plans rank 0 of N simulated ranks: its share of the activations and what it
+// sends; no process is started and nothing connects.
+TEST(Distributed, DryRunPlansOneRankAndItsTraffic) {
+  const std::string m = (tiny() / "flux.1-dev").string();
+  {
+    Child c({bin("omniflux-flux"), "-m", m, "-p", "x", "-W", "256", "-H", "256", "--dry-run", "--nproc", "4"});
+    ASSERT_EQ(exit_code(c.wait()), 0) << c.err();
+    EXPECT_NE(c.out().find("communication of rank 0 of 4 (1 CFG x 4 inner"), std::string::npos) << c.out();
+    // 1 double + 1 single block: 2 all-to-alls each, then the output gather.
+    EXPECT_NE(c.out().find("flux_dit"), std::string::npos);
+    EXPECT_NE(c.out().find("     5 calls"), std::string::npos) << c.out();
+  }
+  {
+    Child c({bin("omniflux-flux"), "-m", m, "-p", "x", "--dry-run", "--nproc", "3"});
+    EXPECT_EQ(exit_code(c.wait()), 1);
+    EXPECT_NE(c.err().find("num_attention_heads (4) divisible"), std::string::npos) << c.out() << c.err();
+  }
+}
+
 }  // namespace

@@ -657,6 +657,9 @@ int print_dry_run(const std::vector<plan::ComponentPlan>& plans, const RuntimeOp
   std::cout << "\n" << plan::offload_table(plans, formats, rt.max_vram_gb)
             << "(fp8 columns: folders written by omniflux-quantize --weights fp8 or int8; working set = weights +\n"
                " 2 x the largest activation + KV cache; sequential streams the DiT and LM blocks)\n";
+  if (rt.parallel)
+    std::cout << "\n(per rank: activations are one rank's share; the weight columns count the whole checkpoint)\n"
+              << plan::traffic_table(plans, *rt.parallel);
   return kExitOk;
 }
 

@@ -146,6 +146,9 @@ void add_parallel_flags(Parser& p);
 // WORLD_SIZE set), joins the other ranks and sets rt.parallel, rt.device ("cuda" becomes
 // cuda:LOCAL_RANK) and rt.num_threads (0 becomes the host's cores shared among its ranks).
 void join_ranks(RuntimeOptions& rt);
+// For --dry-run: the ranks --nproc N (or a launcher's WORLD_SIZE) asks for, simulated
+// (Parallel::simulate, rank 0), so that the plan is one rank's and counts its traffic; null for one.
+std::shared_ptr<const Parallel> simulated_ranks();
 // This process's rank once join_ranks joined several; -1 otherwise.
 int current_rank();
 // Thrown to end a tool with this status (the launcher of --nproc); run() returns it.

@@ -157,6 +157,16 @@ void add_parallel_flags(Parser& p) {
 
 int current_rank() { return g_rank; }
 
+std::shared_ptr<const Parallel> simulated_ranks() {
+  const LaunchEnv env = LaunchEnv::from_environment();
+  const int n = env.launched ? env.world_size : g_dist.nproc;
+  if (n <= 1) return nullptr;
+  if (n % g_dist.opt.cfg)
+    throw UsageError("the ranks do not divide into CFG pairs", "--cfg-parallel",
+                     "a world size divisible by " + std::to_string(g_dist.opt.cfg), std::to_string(n));
+  return Parallel::simulate(n, g_dist.opt);
+}
+
 void join_ranks(RuntimeOptions& rt) {
   const LaunchEnv env = LaunchEnv::from_environment();
   if (!env.launched) {

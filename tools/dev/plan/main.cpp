@@ -225,24 +225,6 @@ void write_xomni(const fs::path& configs, const fs::path& out) {
   }
 }
 
-// What rank 0 sends in each run, and that time at two nominal link speeds (no GPU measured it).
-void print_traffic(const std::vector<plan::ComponentPlan>& plans, int world, const ParallelOptions& o) {
-  const int inner = world / o.cfg;
-  std::printf("   communication of rank 0 of %d (%d CFG x %d inner; sequence parallel %s, tensor parallel %s):\n", world,
-              o.cfg, inner, o.sequence ? "on" : "off", o.tensor ? "on" : "off");
-  bool any = false;
-  for (const auto& c : plans)
-    for (size_t i = 0; i < c.traffic.size() && i < c.runs.size(); ++i) {
-      const Traffic& t = c.traffic[i];
-      if (!t.calls) continue;
-      any = true;
-      const double mib = t.bytes / double(1 << 20);
-      std::printf("     %-22s %-62s %6lld calls %10.1f MiB  %8.2f ms at 450 GB/s  %8.1f ms at 25 GB/s\n", c.name.c_str(),
-                  c.runs[i].c_str(), static_cast<long long>(t.calls), mib, t.bytes / 450e9 * 1e3, t.bytes / 25e9 * 1e3);
-    }
-  if (!any) std::printf("     none (nothing in this request splits over %d ranks with these options)\n", world);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -299,7 +281,7 @@ int main(int argc, char** argv) {
                     bf16 / double(int64_t(1) << 30));
       std::cout << total;
       if (failed == 0) std::cout << plan::offload_table(plans, {"bf16", "fp8"}, max_vram);
-      if (world > 1) print_traffic(plans, world, popt);
+      if (dry.rt.parallel) std::cout << plan::traffic_table(plans, *dry.rt.parallel);
       std::cout << std::flush;
     };
     if (request == "all" || request == "flux")
