@@ -97,6 +97,9 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout{600000};
   bool simulated = false;
+  // NCCL: wait() only orders the current CUDA stream after the collective, and NCCL's watchdog
+  // enforces the timeout; a host-side wait with a timeout would block the host at every call.
+  bool device_ordered = false;
   std::atomic<int64_t> calls{0}, bytes{0};
 
   void count(int64_t sent) {
@@ -107,6 +110,10 @@ struct ProcessGroup::Impl {
   // Waits for `work`, turning c10d's errors into one that says which group and call failed.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) const {
     try {
+      if (device_ordered) {
+        work->wait();
+        return;
+      }
       if (!work->wait(timeout))
         throw Error("a collective timed out", std::string("ProcessGroup(") + name + ")." + what,
                     "every rank to reach it within " + std::to_string(timeout.count() / 1000) + " s", "rank " + std::to_string(rank) + " waited");
@@ -115,7 +122,7 @@ struct ProcessGroup::Impl {
     } catch (const std::exception& e) {
       throw Error("a collective failed (another rank exited, hung past the timeout, or disagrees on shapes)",
                   std::string("ProcessGroup(") + name + ")." + what + " on rank " + std::to_string(rank) + " of " + std::to_string(size),
-                  "", first_line(e.what()));
+                  "all " + std::to_string(size) + " ranks of the group to take part", first_line(e.what()));
     }
   }
 };
@@ -354,7 +361,7 @@ std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const Paral
     }
     auto group = [&](const std::string& name, int index, int rank, int size) {
       auto g = std::make_shared<ProcessGroup::Impl>();
-      g->rank = rank, g->size = size, g->name = name, g->timeout = timeout;
+      g->rank = rank, g->size = size, g->name = name, g->timeout = timeout, g->device_ordered = cuda;
       if (size > 1) {
         try {
           // Our own key space: torchrun's agent store holds its keys too.
@@ -363,7 +370,7 @@ std::shared_ptr<const Parallel> Parallel::init(const LaunchEnv& env, const Paral
         } catch (const Error&) {
           throw;
         } catch (const std::exception& e) {
-          throw Error("cannot build a process group", "Parallel.init: group " + name, "", first_line(e.what()));
+          throw Error("cannot build a process group", "Parallel.init: group " + name, "every rank of the group to connect", first_line(e.what()));
         }
       }
       return ProcessGroup(g);

@@ -141,7 +141,9 @@ inline const std::filesystem::path& tiny_folders(uint64_t seed, const std::vecto
 class Child {
  public:
   // `env`: NAME=value entries added to (or replacing those of) this process's environment.
-  explicit Child(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+  // `cwd`: the child's working directory (default: this process's).
+  explicit Child(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                 const std::string& cwd = {}) {
     std::vector<std::string> vars;
     for (char** e = environ; *e; ++e) {
       const std::string v = *e;
@@ -161,6 +163,7 @@ class Child {
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     posix_spawn_file_actions_addclose(&fa, out[0]);
     posix_spawn_file_actions_addclose(&fa, err[0]);
+    if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
       throw cli::UsageError(e.what_part(), opt.width % 16 ? "-W/--width" : "-H/--height", e.expected(), e.got());
     }
     for (const auto& path : image_paths) {
+      if (!cli::reads_inputs()) break;  // rank 0 reads them and shares them after join_ranks
       cli::check_input_file("-i/--image", path);
       opt.images.push_back(omniflux::load_image(path));
     }
@@ -82,6 +83,7 @@ int main(int argc, char** argv) {
     cli::check_input_folder("--flux", flux);
     cli::check_input_folder("--siglip", siglip);
     if (!dry_run) cli::join_ranks(rt);
+    cli::share_images(opt.images, rt);
     cli::apply_runtime(rt);
     quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -35,13 +36,18 @@ void write_codes(const std::string& path, const xo::ImageCodes& c) {
   omniflux::write_file_atomic(path, j.dump() + "\n");
 }
 
-xo::ImageCodes read_codes(const std::string& path) {
-  cli::check_input_file("--codes", path);
-  std::ifstream in(path);
+std::string read_text_file(const std::string& flag, const std::string& path) {
+  cli::check_input_file(flag, path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read", path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A codes file's text (written by generate --codes-out) -> codes; `path` names it in errors.
+xo::ImageCodes parse_codes(const std::string& text, const std::string& path) {
   xo::ImageCodes c;
   try {
-    nlohmann::json j = nlohmann::json::parse(in);
+    nlohmann::json j = nlohmann::json::parse(text);
     c.prompt = j.at("prompt").get<std::string>();
     c.rows = j.at("rows").get<int64_t>();
     c.cols = j.at("cols").get<int64_t>();
@@ -163,13 +169,24 @@ int main(int argc, char** argv) {
     }
     xo::ImageCodes codes;
     omniflux::Image chat_image;
-    if (cmd == "decode") codes = read_codes(codes_in);
-    if (cmd == "chat") {
+    // Under several ranks rank 0 reads the inputs and shares them after join_ranks.
+    std::string codes_text;
+    if (cmd == "decode" && cli::reads_inputs()) codes = parse_codes(codes_text = read_text_file("--codes", codes_in), codes_in);
+    if (cmd == "chat" && cli::reads_inputs()) {
       cli::check_input_file("-i/--image", image_path);
       chat_image = omniflux::load_image(image_path);
     }
     cli::check_input_folder("-m/--model", model);
     if (!dry_run) cli::join_ranks(rt);
+    if (cmd == "decode" && rt.parallel) {
+      cli::share_text(codes_text, rt);
+      codes = parse_codes(codes_text, codes_in);
+    }
+    if (cmd == "chat" && rt.parallel) {
+      std::vector<omniflux::Image> shared{chat_image};
+      cli::share_images(shared, rt);
+      chat_image = shared.at(0);
+    }
     cli::apply_runtime(rt);
     quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {

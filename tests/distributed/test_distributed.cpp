@@ -260,4 +260,37 @@ TEST(Distributed, DryRunPlansOneRankAndItsTraffic) {
   }
 }
 
+// Only rank 0 reads the command line's input files and checks its output path: rank 1 runs in an
+// empty folder (as on another host without the files), gets the reference image from rank 0, and
+// the picture equals one process's.
+TEST(Distributed, OnlyRankZeroReadsTheInputs) {
+  TempDir here, elsewhere;
+  omniflux::save_png((here.path() / "ref.png").string(), gradient_image(48, 40, 3));
+  const std::vector<std::string> cmd = {bin("omniflux-uniworld"), "-m", (tiny() / "uniworld-v1").string(), "--flux",
+                                        (tiny() / "flux.1-dev").string(), "--siglip", (tiny() / "siglip2").string(),
+                                        "-i", "ref.png", "-p", "make it blue", "--task", "image", "-W", "64", "-H", "64",
+                                        "--steps", "2", "--threads", "1", "--quiet", "-o", "out.png"};
+  {
+    Child one(cmd, {}, here.path().string());
+    ASSERT_EQ(one.wait(), 0) << one.err();
+    fs::rename(here.path() / "out.png", here.path() / "one.png");
+  }
+  int port = 0;
+  const int fd = listening_socket(&port);
+  auto env0 = rank_env(0, 2, port), env1 = rank_env(1, 2, port);
+  env0.push_back("OMNIFLUX_MASTER_LISTEN_FD=" + std::to_string(fd));
+  Child r0(cmd, env0, here.path().string()), r1(cmd, env1, elsewhere.path().string());
+  close(fd);
+  const int s0 = r0.wait(), s1 = r1.wait();
+  ASSERT_EQ(s0, 0) << r0.err();
+  ASSERT_EQ(s1, 0) << r1.err();
+  EXPECT_FALSE(fs::exists(elsewhere.path() / "out.png"));
+  const omniflux::Image a = omniflux::load_image((here.path() / "one.png").string());
+  const omniflux::Image b = omniflux::load_image((here.path() / "out.png").string());
+  ASSERT_EQ(a.rgb.size(), b.rgb.size());
+  int most = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) most = std::max(most, std::abs(int(a.rgb[i]) - int(b.rgb[i])));
+  EXPECT_LE(most, 1);
+}
+
 }  // namespace

@@ -542,6 +542,7 @@ void apply_runtime(const RuntimeOptions& rt) {
 // ---- files ------------------------------------------------------------------------------------------
 
 void check_input_file(const std::string& flag, const std::string& path) {
+  if (!reads_inputs()) return;  // rank 0 reads it and shares the contents
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw Error("cannot read input file", flag + " " + path, "an existing file", std::strerror(errno));
@@ -561,6 +562,7 @@ void check_input_folder(const std::string& flag, const std::string& path) {
 }
 
 void check_output_file(const std::string& flag, const std::string& path) {
+  if (!reads_inputs()) return;  // rank 0 writes
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {
     if (S_ISDIR(st.st_mode)) throw Error("output is a folder", flag + " " + path, "a file name", "a folder");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "omniflux/error.h"
+#include "omniflux/io/image.h"
 #include "omniflux/plan.h"
 #include "omniflux/runtime.h"
 
@@ -149,6 +150,13 @@ void join_ranks(RuntimeOptions& rt);
 // For --dry-run: the ranks --nproc N (or a launcher's WORLD_SIZE) asks for, simulated
 // (Parallel::simulate, rank 0), so that the plan is one rank's and counts its traffic; null for one.
 std::shared_ptr<const Parallel> simulated_ranks();
+// Whether this process reads the command line's input files: one process, or rank 0 of several
+// (RANK unset or 0). The other ranks get what rank 0 read through share_* after join_ranks, so
+// their hosts need not have the files; check_input_file and check_output_file pass there.
+bool reads_inputs();
+// After join_ranks: rank 0's images / text, the same on every rank (no-op for one process).
+void share_images(std::vector<Image>& images, const RuntimeOptions& rt);
+void share_text(std::string& text, const RuntimeOptions& rt);
 // This process's rank once join_ranks joined several; -1 otherwise.
 int current_rank();
 // Thrown to end a tool with this status (the launcher of --nproc); run() returns it.

@@ -13,12 +13,15 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cli.h"
+#include <ATen/ATen.h>
+
 #include "omniflux/distributed.h"
 
 namespace omniflux::cli {
@@ -156,6 +159,53 @@ void add_parallel_flags(Parser& p) {
 }
 
 int current_rank() { return g_rank; }
+
+bool reads_inputs() {
+  const char* r = std::getenv("RANK");
+  return !r || std::string(r) == "0";
+}
+
+namespace {
+
+// Rank 0's bytes on every rank (a size, then the bytes), on the device the collectives use.
+void share_bytes(std::string& bytes, const RuntimeOptions& rt) {
+  const ProcessGroup& g = rt.parallel->world();
+  const auto dev = rt.torch_device().is_cuda() ? rt.torch_device() : c10::Device(c10::kCPU);
+  at::Tensor n = at::full({1}, static_cast<int64_t>(bytes.size()), at::TensorOptions().dtype(at::kLong).device(dev));
+  g.broadcast(n, 0);
+  const int64_t size = n.cpu().item<int64_t>();
+  at::Tensor t = g.rank() == 0 ? at::from_blob(bytes.data(), {size}, at::kByte).to(dev).clone()
+                               : at::empty({size}, at::TensorOptions().dtype(at::kByte).device(dev));
+  g.broadcast(t, 0);
+  if (g.rank() != 0) {
+    at::Tensor c = t.cpu().contiguous();
+    bytes.assign(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(size));
+  }
+}
+
+}  // namespace
+
+void share_text(std::string& text, const RuntimeOptions& rt) {
+  if (rt.parallel && rt.parallel->world_size() > 1) share_bytes(text, rt);
+}
+
+void share_images(std::vector<Image>& images, const RuntimeOptions& rt) {
+  if (!rt.parallel || rt.parallel->world_size() == 1) return;
+  // count, then per image width, height and the RGB bytes (already decoded and checked on rank 0)
+  std::string head = std::to_string(images.size());
+  for (const Image& im : images) head += " " + std::to_string(im.width) + " " + std::to_string(im.height);
+  share_bytes(head, rt);
+  std::istringstream in(head);
+  size_t count = 0;
+  in >> count;
+  images.resize(count);
+  for (Image& im : images) {
+    in >> im.width >> im.height;
+    std::string rgb(im.rgb.begin(), im.rgb.end());
+    share_bytes(rgb, rt);
+    im.rgb.assign(rgb.begin(), rgb.end());
+  }
+}
 
 std::shared_ptr<const Parallel> simulated_ranks() {
   const LaunchEnv env = LaunchEnv::from_environment();
