@@ -65,10 +65,10 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     auto pipe = omniflux::FluxPipeline::load(model, rt);
     if (!quiet) std::fprintf(stderr, "loaded %s\n", model.c_str());
-    if (cli::cancel_requested()) return cli::kExitCancelled;
+    if (!cli::keep_going(rt)) return cli::kExitCancelled;
     auto progress = [&](const std::string& stage, int64_t step, int64_t total) {
       if (!quiet) std::fprintf(stderr, "\r%s %lld/%lld   ", stage.c_str(), (long long)step, (long long)total);
-      return !cli::cancel_requested();
+      return cli::keep_going(rt);
     };
     auto image = pipe.generate(opt, progress);
     if (!quiet) std::fprintf(stderr, "\n");

@@ -106,11 +106,11 @@ int main(int argc, char** argv) {
     auto pipe = omniflux::UniWorldPipeline::load(model, flux, siglip, rt);
     if (parse_special) pipe.set_prompt_special_tokens(omniflux::text::PromptSpecialTokens::Parse);
     if (!quiet) std::fprintf(stderr, "loaded %s, %s, %s\n", model.c_str(), flux.c_str(), siglip.c_str());
-    if (cli::cancel_requested()) return cli::kExitCancelled;
+    if (!cli::keep_going(rt)) return cli::kExitCancelled;
     auto progress = [&](const std::string& stage, int64_t step, int64_t total) {
       if (!quiet) std::fprintf(stderr, "\r%s %lld/%lld   ", stage.c_str(), (long long)step, (long long)total);
       if (!quiet && (stage != "denoise" || step == total)) std::fprintf(stderr, "\n");
-      return !cli::cancel_requested();
+      return cli::keep_going(rt);
     };
     const auto [h, w] = pipe.output_size(opt);
     auto r = pipe.run(opt, progress);

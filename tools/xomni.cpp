@@ -205,7 +205,7 @@ int main(int argc, char** argv) {
     auto pipe = xo::XOmniPipeline::load(model, need_decoder ? flux : std::string(), rt);
     if (parse_special) pipe.set_prompt_special_tokens(omniflux::text::PromptSpecialTokens::Parse);
     if (!quiet) std::fprintf(stderr, "loaded %s\n", model.c_str());
-    if (cli::cancel_requested()) return cli::kExitCancelled;
+    if (!cli::keep_going(rt)) return cli::kExitCancelled;
 
     if (cmd == "chat") {
       auto answer = pipe.chat(
@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);
           },
-          max_new, [](int64_t, int64_t) { return !cli::cancel_requested(); });
+          max_new, [&](int64_t, int64_t) { return cli::keep_going(rt); });
       if (rt.writes_output()) std::fputc('\n', stdout);
       return answer ? cli::kExitOk : cli::kExitCancelled;
     }
@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
       TokenBar bar{"codes"};
       auto made = pipe.generate_codes(opt, [&](int64_t done, int64_t total) {
         if (!quiet) bar(done, total);
-        return !cli::cancel_requested();
+        return cli::keep_going(rt);
       });
       if (!made) {
         if (!quiet) std::fprintf(stderr, "\n");
@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
     }
     auto progress = [&](const std::string& stage, int64_t step, int64_t total) {
       if (!quiet) std::fprintf(stderr, "\r%s %lld/%lld   ", stage.c_str(), (long long)step, (long long)total);
-      return !cli::cancel_requested();
+      return cli::keep_going(rt);
     };
     std::optional<omniflux::Image> image;
     try {

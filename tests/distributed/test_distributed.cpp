@@ -293,4 +293,26 @@ TEST(Distributed, OnlyRankZeroReadsTheInputs) {
   EXPECT_LE(most, 1);
 }
 
+// Ctrl-C reaching one rank only stops every rank at the same step (the ranks agree on it at each
+// progress call): all exit as cancelled, none with a failed collective.
+TEST(Distributed, CtrlCOnOneRankCancelsEveryRank) {
+  TempDir out;
+  int port = 0;
+  const int fd = listening_socket(&port);
+  const std::vector<std::string> cmd = {bin("omniflux-flux"), "-m", (tiny() / "flux.1-dev").string(), "-p", "x", "-W", "64",
+                                        "-H", "64", "--steps", "1000", "--threads", "1", "-o", (out.path() / "x.png").string()};
+  auto env0 = rank_env(0, 2, port);
+  env0.push_back("OMNIFLUX_MASTER_LISTEN_FD=" + std::to_string(fd));
+  Child r0(cmd, env0), r1(cmd, rank_env(1, 2, port));
+  close(fd);
+  ASSERT_TRUE(r0.wait_for_stderr("denoise 3/1000", 120)) << r0.err();
+  r1.signal(SIGINT);
+  const int s0 = r0.wait(), s1 = r1.wait();
+  EXPECT_EQ(exit_code(s0), 130) << r0.err();
+  EXPECT_EQ(exit_code(s1), 130) << r1.err();
+  EXPECT_EQ(r0.err().find("collective failed"), std::string::npos) << r0.err();
+  EXPECT_EQ(r1.err().find("collective failed"), std::string::npos) << r1.err();
+  EXPECT_FALSE(fs::exists(out.path() / "x.png"));
+}
+
 }  // namespace

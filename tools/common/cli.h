@@ -157,6 +157,10 @@ bool reads_inputs();
 // After join_ranks: rank 0's images / text, the same on every rank (no-op for one process).
 void share_images(std::vector<Image>& images, const RuntimeOptions& rt);
 void share_text(std::string& text, const RuntimeOptions& rt);
+// !cancel_requested(), agreed by all ranks: each call is one small all-reduce over the world group,
+// so a Ctrl-C seen by any rank stops every rank at the same step (progress callbacks run at the
+// same points on every rank). One process: no communication.
+bool keep_going(const RuntimeOptions& rt);
 // This process's rank once join_ranks joined several; -1 otherwise.
 int current_rank();
 // Thrown to end a tool with this status (the launcher of --nproc); run() returns it.

@@ -185,6 +185,15 @@ void share_bytes(std::string& bytes, const RuntimeOptions& rt) {
 
 }  // namespace
 
+bool keep_going(const RuntimeOptions& rt) {
+  const bool stop = cancel_requested();
+  if (!rt.parallel || rt.parallel->world_size() == 1) return !stop;
+  const auto dev = rt.torch_device().is_cuda() ? rt.torch_device() : c10::Device(c10::kCPU);
+  at::Tensor votes = at::full({1}, stop ? 1 : 0, at::TensorOptions().dtype(at::kLong).device(dev));
+  rt.parallel->world().all_reduce_sum(votes);
+  return votes.cpu().item<int64_t>() == 0;
+}
+
 void share_text(std::string& text, const RuntimeOptions& rt) {
   if (rt.parallel && rt.parallel->world_size() > 1) share_bytes(text, rt);
 }
