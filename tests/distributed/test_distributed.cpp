@@ -18,9 +18,14 @@
 #include <cstring>
 #include <cmath>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <ATen/ATen.h>
+
 #include "../test_util.h"
+#include "omniflux/distributed.h"
+#include "omniflux/error.h"
 #include "omniflux/io/image.h"
 
 namespace fs = std::filesystem;
@@ -313,6 +318,85 @@ TEST(Distributed, CtrlCOnOneRankCancelsEveryRank) {
   EXPECT_EQ(r0.err().find("collective failed"), std::string::npos) << r0.err();
   EXPECT_EQ(r1.err().find("collective failed"), std::string::npos) << r1.err();
   EXPECT_FALSE(fs::exists(out.path() / "x.png"));
+}
+
+// The collectives themselves, on 3 ranks as threads of this process (Gloo between them): uneven
+// all-to-all and all-gather, all-reduce, broadcast, and a failing collective's error.
+TEST(Distributed, CollectivesWithUnevenSplits) {
+  int port = 0;
+  const int fd = listening_socket(&port);
+  constexpr int kWorld = 3;
+  std::vector<std::string> failures(kWorld);
+  auto rank_main = [&](int r) {
+    try {
+      omniflux::LaunchEnv env;
+      env.launched = true, env.rank = r, env.world_size = kWorld, env.master_addr = "127.0.0.1", env.master_port = port;
+      if (r == 0) env.master_listen_fd = fd;
+      omniflux::ParallelOptions opt;
+      opt.timeout_s = 60;
+      auto par = omniflux::Parallel::init(env, opt, "cpu");
+      const omniflux::ProcessGroup& g = par->world();
+      auto fail = [&](const std::string& what) { failures[r] += what + "; "; };
+      // all_to_all: rank r sends (j + 1) rows of value 10 r + j to rank j; receives (r + 1) rows from each.
+      std::vector<at::Tensor> parts;
+      std::vector<int64_t> send, recv;
+      for (int j = 0; j < kWorld; ++j) {
+        parts.push_back(at::full({j + 1, 2}, 10.0 * r + j));
+        send.push_back(j + 1);
+        recv.push_back(r + 1);
+      }
+      at::Tensor got = g.all_to_all(at::cat(parts), send, recv);
+      std::vector<at::Tensor> want;
+      for (int i = 0; i < kWorld; ++i) want.push_back(at::full({r + 1, 2}, 10.0 * i + r));
+      if (!at::equal(got, at::cat(want))) fail("all_to_all");
+      // all_gather along dim 1 with r + 1 columns per rank.
+      at::Tensor gathered = g.all_gather(at::full({2, r + 1}, double(r)), 1);
+      std::vector<at::Tensor> cols;
+      for (int i = 0; i < kWorld; ++i) cols.push_back(at::full({2, i + 1}, double(i)));
+      if (!at::equal(gathered, at::cat(cols, 1))) fail("all_gather");
+      at::Tensor sum = at::full({4}, double(r + 1));
+      g.all_reduce_sum(sum);
+      if (!at::equal(sum, at::full({4}, 6.0))) fail("all_reduce_sum");
+      at::Tensor b = r == 1 ? at::arange(5, at::kFloat) : at::zeros({5});
+      g.broadcast(b, 1);
+      if (!at::equal(b, at::arange(5, at::kFloat))) fail("broadcast");
+      // Shapes that disagree: split sizes that do not match the input are refused before sending.
+      try {
+        (void)g.all_to_all(at::zeros({2, 2}), {1, 1, 1}, {1, 1, 1});
+        fail("bad splits accepted");
+      } catch (const omniflux::Error&) {
+      }
+      g.barrier();
+    } catch (const std::exception& e) {
+      failures[r] += std::string("threw: ") + e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kWorld; ++r) threads.emplace_back(rank_main, r);
+  for (auto& t : threads) t.join();
+  close(fd);
+  for (int r = 0; r < kWorld; ++r) EXPECT_EQ(failures[r], "") << "rank " << r;
+}
+
+// Simulated ranks count what a rank would send and return results of the right shape.
+TEST(Distributed, SimulatedRanksCountTraffic) {
+  omniflux::ParallelOptions opt;
+  opt.cfg = 2;
+  auto par = omniflux::Parallel::simulate(8, opt, 5);
+  EXPECT_EQ(par->inner().size(), 4);
+  EXPECT_EQ(par->inner().rank(), 1);
+  EXPECT_EQ(par->cfg().size(), 2);
+  EXPECT_EQ(par->cfg().rank(), 1);
+  // 10 float rows of 3: 2 + 3 + 1 + 4 rows go out, the 3 to itself (inner rank 1) stay.
+  at::Tensor out = par->inner().all_to_all(at::zeros({10, 3}), {2, 3, 1, 4}, {5, 5, 5, 5});
+  EXPECT_EQ(out.sizes().vec(), (std::vector<int64_t>{20, 3}));
+  EXPECT_EQ(par->traffic().bytes, 7 * 3 * 4);
+  at::Tensor g = par->cfg().all_gather(at::zeros({1, 6}), 0);
+  EXPECT_EQ(g.sizes().vec(), (std::vector<int64_t>{2, 6}));
+  at::Tensor s = at::zeros({8});
+  par->inner().all_reduce_sum(s);  // ring: 2 (P - 1) / P of the bytes
+  EXPECT_EQ(par->traffic().calls, 3);
+  EXPECT_EQ(par->traffic().bytes, 7 * 3 * 4 + 6 * 4 + 2 * 3 * 32 / 4);
 }
 
 }  // namespace
