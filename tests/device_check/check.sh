@@ -28,12 +28,14 @@ has summary.txt '^parity-bf16 +rc=1 '
 has summary.txt '^bench-attention +TIMEOUT after 2s'
 has summary.txt '^bench-qwen-decode +rc=0 '
 has summary.txt '^bench-flux-step +rc=0 '
+has summary.txt '^bench-flux-step-2ranks +rc=0 '
 has summary.txt 'SOME STEPS FAILED'
 has parity-fp32.jsonl '"pass":true'
 if [ -n "$results" ]; then
   has "$(basename "$results")" '"kind":"header"'
   has "$(basename "$results")" '"case":"lm_decode"'
   has "$(basename "$results")" '"case":"flux_dit_forward"'
+  has "$(basename "$results")" '"ranks":2'
 fi
 
 rm -rf "${out:?}"/*
