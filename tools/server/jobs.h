@@ -55,7 +55,8 @@ class Job {
   void set_usage(ImageUsage usage);
   void check_cancelled() const;  // throws Cancelled (once stopped())
   // Several ranks: `agree` gets this rank's cancel flag and answers whether any rank stops, so that
-  // every rank leaves the pipeline at the same callback (ranks.h). Set before the job runs.
+  // every rank leaves the pipeline at the same callback (ranks.h). Set inside the job, before the
+  // pipeline runs.
   void set_agree(std::function<bool(bool local)> agree) { agree_ = std::move(agree); }
   // Whether the pipeline goes on; with an agree function, one collective until the answer is no.
   // For the callbacks that may stop a pipeline (progress, each token).
