@@ -9,9 +9,15 @@
 // operation; after a few denoising steps of the tiny DiT that stays far below 1e-4 of the latents'
 // range. Pixels (uint8 after rounding) may move by 1 where a value sits on a rounding boundary.
 // Token choices (codes, text answers) must be identical.
+//
+// omniflux-server with --nproc (DistributedServer.*): rank 0 serves HTTP and the other ranks
+// compute each request with it; answers equal a one-process server's, streams and cancellations
+// keep the ranks in step, heartbeats keep idle ranks inside --dist-timeout, SIGTERM ends every
+// rank, and a rank that dies fails the request (503) and the server (exit 1).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -23,9 +29,12 @@
 
 #include <ATen/ATen.h>
 
+#include "../server_process.h"
 #include "../test_util.h"
+#include "data_uri.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
+#include "ranks.h"
 #include "omniflux/io/image.h"
 
 namespace fs = std::filesystem;
@@ -397,6 +406,388 @@ TEST(Distributed, SimulatedRanksCountTraffic) {
   par->inner().all_reduce_sum(s);  // ring: 2 (P - 1) / P of the bytes
   EXPECT_EQ(par->traffic().calls, 3);
   EXPECT_EQ(par->traffic().bytes, 7 * 3 * 4 + 6 * 4 + 2 * 3 * 32 / 4);
+}
+
+// ---- omniflux-server with several ranks --------------------------------------------------------------
+
+using nlohmann::json;
+using server_test::parse_sse;
+using server_test::post_stream;
+using server_test::Server;
+using server_test::Streamed;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> server_models(std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"--uniworld", (tiny() / "uniworld-v1").string(), "--flux", (tiny() / "flux.1-dev").string(),
+                                "--siglip", (tiny() / "siglip2").string(), "--xomni", (tiny() / "x-omni").string(),
+                                "--serve-flux", "--threads", "1", "--max-steps", "1000"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+json post(const Server& s, const std::string& path, const json& body, int* status = nullptr) {
+  auto r = s.client().Post(path, body.dump(), "application/json");
+  if (!r) {
+    ADD_FAILURE() << "no response to " << path << "\n" << s.log();
+    return json();
+  }
+  if (status) *status = r->status;
+  else EXPECT_EQ(r->status, 200) << r->body << "\n" << s.log();
+  return json::parse(r->body, nullptr, false);
+}
+
+json chat(const std::string& model, const std::string& text, int max_tokens, std::optional<uint64_t> seed) {
+  json j = {{"model", model}, {"max_tokens", max_tokens}, {"temperature", 1.0},
+            {"messages", json::array({{{"role", "user"}, {"content", text}}})}};
+  if (seed) j["seed"] = *seed;
+  return j;
+}
+
+bool wait_idle(const Server& s, int seconds) {
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < end) {
+    auto r = s.client(10).Get("/health");
+    if (r && r->status == 200) {
+      json h = json::parse(r->body);
+      if (h["queue"]["running"] == 0 && h["queue"]["waiting"] == 0) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// Every process below `root` (its ranks under --nproc), from /proc.
+std::vector<pid_t> descendants(pid_t root) {
+  std::vector<std::pair<pid_t, pid_t>> all;  // pid, parent
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+      if (pid <= 0) continue;
+      const std::string stat = read_bytes("/proc/" + std::string(e->d_name) + "/stat");
+      const size_t close_paren = stat.rfind(')');
+      if (close_paren == std::string::npos) continue;
+      char state = 0;
+      int ppid = 0;
+      if (std::sscanf(stat.c_str() + close_paren + 1, " %c %d", &state, &ppid) == 2) all.push_back({pid, ppid});
+    }
+    closedir(d);
+  }
+  std::vector<pid_t> out = {root};
+  for (size_t i = 0; i < out.size(); ++i)
+    for (const auto& [pid, ppid] : all)
+      if (ppid == out[i]) out.push_back(pid);
+  out.erase(out.begin());
+  return out;
+}
+
+bool alive(pid_t pid) {
+  const std::string stat = read_bytes("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close_paren = stat.rfind(')');
+  return close_paren != std::string::npos && stat.size() > close_paren + 2 && stat[close_paren + 2] != 'Z';
+}
+
+// The request rank 0 sends to the others comes back field for field (every field set away from its
+// default), and a cut or foreign payload is an Error, never a different request.
+TEST(DistributedServer, RequestsTravelExactly) {
+  using namespace omniflux::server;
+  ImageRequest r;
+  r.model = ModelId::XOmni;
+  r.edit = r.stream = true;
+  r.prompt = std::string("a \xff\xfe not-UTF-8 prompt\0with a zero", 32);
+  r.images = {gradient_image(3, 2, 1), gradient_image(5, 7, 2)};
+  r.width = 48, r.height = 80, r.n = 3, r.seed = 0xFEDCBA9876543210ull, r.steps = 17, r.guidance = 0.1 + 0.2;
+  r.negative_prompt = "blurry";
+  r.true_cfg_scale = -0.0;
+  r.use_t5 = false, r.snap = true;
+  r.temperature = 1.0 / 3, r.top_p = 0.9, r.min_p = 1e-300, r.decoder_cfg_scale = 2.5, r.decoder_cfg_scale_2 = 7.25;
+  r.top_k = 40;
+  r.output_format = "jpeg", r.output_compression = 55;
+  const ImageRequest b = decode_image_request(encode_request(r));
+  EXPECT_EQ(b.model, r.model);
+  EXPECT_TRUE(b.edit && b.stream);
+  EXPECT_EQ(b.prompt, r.prompt);
+  ASSERT_EQ(b.images.size(), 2u);
+  EXPECT_EQ(b.images[1].width, 5);
+  EXPECT_EQ(b.images[1].height, 7);
+  EXPECT_EQ(b.images[1].rgb, r.images[1].rgb);
+  EXPECT_EQ(std::vector<int64_t>({b.width, b.height, b.n, b.steps, b.output_compression}), std::vector<int64_t>({48, 80, 3, 17, 55}));
+  EXPECT_EQ(b.seed, r.seed);
+  EXPECT_EQ(b.guidance, r.guidance);  // bit for bit
+  EXPECT_EQ(b.negative_prompt, r.negative_prompt);
+  ASSERT_TRUE(b.true_cfg_scale);
+  EXPECT_TRUE(std::signbit(*b.true_cfg_scale));
+  EXPECT_EQ(b.use_t5, std::optional<bool>(false));
+  EXPECT_EQ(b.snap, std::optional<bool>(true));
+  EXPECT_EQ(b.temperature, r.temperature);
+  EXPECT_EQ(b.top_p, r.top_p);
+  EXPECT_EQ(b.min_p, r.min_p);
+  EXPECT_EQ(b.decoder_cfg_scale, r.decoder_cfg_scale);
+  EXPECT_EQ(b.decoder_cfg_scale_2, r.decoder_cfg_scale_2);
+  EXPECT_EQ(b.top_k, r.top_k);
+  EXPECT_EQ(b.output_format, "jpeg");
+  EXPECT_EQ(encode_request(b), encode_request(r));
+
+  ChatRequest c;
+  c.model = ModelId::UniWorld;
+  c.stream = c.include_usage = true;
+  c.turns = {omniflux::ChatTurn::text("system", "be brief"),
+             {"user", {omniflux::ChatPart::make_text("what is this?"), omniflux::ChatPart::make_image(gradient_image(4, 4, 3))}}};
+  c.images = 1;
+  c.options.max_new_tokens = 33;
+  c.options.temperature = 0.7, c.options.top_p = 0.8, c.options.min_p = 0.05, c.options.repetition_penalty = 1.1;
+  c.options.top_k = 5;
+  c.options.presence_penalty = 0.25, c.options.frequency_penalty = -0.5;
+  c.options.logit_bias = {{7, -100.0}, {9, 2.5}};
+  c.options.stop = {"\n\n", "END"};
+  c.options.seed = 99;
+  c.seed = 12345;
+  c.n = 2;
+  const ChatRequest d = decode_chat_request(encode_request(c));
+  ASSERT_EQ(d.turns.size(), 2u);
+  EXPECT_EQ(d.turns[0].role, "system");
+  EXPECT_EQ(d.turns[1].parts[0].text, "what is this?");
+  EXPECT_TRUE(d.turns[1].parts[1].is_image);
+  EXPECT_EQ(d.turns[1].parts[1].image.rgb, c.turns[1].parts[1].image.rgb);
+  EXPECT_EQ(d.model, c.model);
+  EXPECT_TRUE(d.stream && d.include_usage);
+  EXPECT_EQ(d.images, 1);
+  EXPECT_EQ(d.options.max_new_tokens, 33);
+  EXPECT_EQ(d.options.temperature, c.options.temperature);
+  EXPECT_EQ(d.options.top_p, c.options.top_p);
+  EXPECT_EQ(d.options.min_p, c.options.min_p);
+  EXPECT_EQ(d.options.repetition_penalty, c.options.repetition_penalty);
+  EXPECT_EQ(d.options.top_k, c.options.top_k);
+  EXPECT_EQ(d.options.presence_penalty, 0.25);
+  EXPECT_EQ(d.options.frequency_penalty, -0.5);
+  EXPECT_EQ(d.options.logit_bias, c.options.logit_bias);
+  EXPECT_EQ(d.options.stop, c.options.stop);
+  EXPECT_EQ(d.options.seed, 99u);
+  EXPECT_EQ(d.seed, c.seed);
+  EXPECT_EQ(d.n, 2);
+  EXPECT_EQ(encode_request(d), encode_request(c));
+
+  const std::string bytes = encode_request(r);
+  EXPECT_THROW(decode_image_request(bytes.substr(0, bytes.size() - 1)), omniflux::Error);
+  EXPECT_THROW(decode_image_request(bytes + "x"), omniflux::Error);
+  EXPECT_THROW(decode_chat_request(bytes), omniflux::Error);  // an image request is not a chat
+}
+
+// The generation requests compared below: each model, the seeds fixed.
+std::vector<json> image_requests() {
+  return {{{"model", "flux.1-dev"}, {"prompt", "a fox"}, {"size", "64x64"}, {"steps", 3}, {"seed", 7}},
+          {{"model", "uniworld-v1"}, {"prompt", "a red cube"}, {"size", "64x64"}, {"steps", 3}, {"seed", 5}, {"n", 2}},
+          {{"model", "x-omni"}, {"prompt", "a cube"}, {"size", "64x48"}, {"steps", 2}, {"seed", 2}}};
+}
+
+std::vector<json> chat_requests() {
+  return {chat("x-omni", "What is a cube?", 12, 3), chat("uniworld-v1", "Say something.", 10, 4)};
+}
+
+// Two PNGs of a response: the same parameters chunk and the same pixels, within the tolerance above
+// (sequence parallelism reorders fp32 sums; see the top of this file). Counts the identical ones.
+int g_identical_pngs = 0, g_compared_pngs = 0;
+void expect_same_png(const std::string& one_b64, const std::string& many_b64, const std::string& what) {
+  SCOPED_TRACE(what);
+  ++g_compared_pngs;
+  if (one_b64 == many_b64) {
+    ++g_identical_pngs;
+    return;
+  }
+  const auto a = omniflux::server::base64_decode(one_b64), b = omniflux::server::base64_decode(many_b64);
+  ASSERT_TRUE(a && b);
+  auto bytes = [](const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); };
+  EXPECT_EQ(omniflux::read_png_text(bytes(*a), a->size(), "one"), omniflux::read_png_text(bytes(*b), b->size(), "many"));
+  const omniflux::Image x = omniflux::decode_image(bytes(*a), a->size(), "one"), y = omniflux::decode_image(bytes(*b), b->size(), "many");
+  ASSERT_EQ(x.rgb.size(), y.rgb.size());
+  int most = 0;
+  for (size_t i = 0; i < x.rgb.size(); ++i) most = std::max(most, std::abs(int(x.rgb[i]) - int(y.rgb[i])));
+  EXPECT_LE(most, 1) << "largest pixel difference";
+}
+
+TEST(DistributedServer, AnswersEqualOneProcess) {
+  std::vector<json> one_images, one_chats;
+  {
+    Server one(server_models());
+    ASSERT_GT(one.port(), 0);
+    for (const json& r : image_requests()) one_images.push_back(post(one, "/v1/images/generations", r));
+    for (const json& r : chat_requests()) one_chats.push_back(post(one, "/v1/chat/completions", r));
+    EXPECT_EQ(one.stop(), 0);
+  }
+  for (int nproc : {2, 4}) {
+    SCOPED_TRACE(std::to_string(nproc) + " ranks");
+    Server many(server_models({"--nproc", std::to_string(nproc)}));
+    ASSERT_GT(many.port(), 0);
+    const std::vector<json> images = image_requests(), chats = chat_requests();
+    for (size_t i = 0; i < images.size(); ++i) {
+      const json got = post(many, "/v1/images/generations", images[i]);
+      ASSERT_EQ(got["data"].size(), one_images[i]["data"].size()) << images[i];
+      for (size_t k = 0; k < got["data"].size(); ++k)
+        expect_same_png(one_images[i]["data"][k]["b64_json"], got["data"][k]["b64_json"], images[i].dump() + " image " + std::to_string(k));
+      EXPECT_EQ(got["usage"], one_images[i]["usage"]);
+    }
+    for (size_t i = 0; i < chats.size(); ++i) {
+      const json got = post(many, "/v1/chat/completions", chats[i]);
+      EXPECT_EQ(got["choices"], one_chats[i]["choices"]) << chats[i];
+      EXPECT_EQ(got["usage"], one_chats[i]["usage"]);
+    }
+    // no seed: rank 0 draws one for every rank (two answers in a row, each complete)
+    for (int k = 0; k < 2; ++k) EXPECT_EQ(post(many, "/v1/chat/completions", chat("x-omni", "Hello", 8, std::nullopt))["usage"]["completion_tokens"], 8);
+    EXPECT_EQ(many.stop(), 0) << many.log();
+    std::printf("%d ranks: %d of %d PNGs byte-identical to one process's\n", nproc,
+                g_identical_pngs, g_compared_pngs);
+    g_identical_pngs = g_compared_pngs = 0;
+  }
+}
+
+TEST(DistributedServer, StreamsAndCancellationsKeepTheRanksInStep) {
+  // A short --dist-timeout: ranks out of step fail within seconds instead of 10 minutes.
+  Server s(server_models({"--nproc", "2", "--dist-timeout", "20"}));
+  ASSERT_GT(s.port(), 0);
+  const json plain = {{"model", "uniworld-v1"}, {"prompt", "a red cube"}, {"size", "64x64"}, {"steps", 4}, {"seed", 5}};
+  const std::string expected = post(s, "/v1/images/generations", plain)["data"][0]["b64_json"];
+  // streamed: every denoising step in order, the same image, then [DONE]
+  json streamed = plain;
+  streamed["stream"] = true;
+  Streamed st = post_stream(s, "/v1/images/generations", streamed);
+  EXPECT_EQ(st.status, 200);
+  auto events = parse_sse(st.body);
+  ASSERT_GE(events.size(), 2u) << st.body;
+  EXPECT_EQ(events.back().data, "[DONE]");
+  int64_t last_step = 0;
+  std::string image;
+  for (const auto& e : events) {
+    if (e.data == "[DONE]") continue;
+    json j = json::parse(e.data);
+    if (j["type"] == "image_generation.partial_progress" && j.value("stage", "") == "denoise") {
+      EXPECT_GE(j["step"].get<int64_t>(), last_step);
+      last_step = j["step"];
+    }
+    if (j["type"] == "image_generation.completed") image = j["b64_json"];
+  }
+  EXPECT_EQ(image, expected);
+  // a streamed chat equals the answer in one piece
+  json c = chat("x-omni", "What is a cube?", 12, 3);
+  const std::string answer = post(s, "/v1/chat/completions", c)["choices"][0]["message"]["content"];
+  c["stream"] = true;
+  st = post_stream(s, "/v1/chat/completions", c);
+  std::string pieces;
+  for (const auto& e : parse_sse(st.body)) {
+    if (e.data == "[DONE]") continue;
+    const json d = json::parse(e.data)["choices"][0]["delta"];
+    if (d.contains("content")) pieces += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(pieces, answer);
+
+  // The client leaves after the second of 1000 steps: every rank stops at the same step, and the
+  // next requests run normally (a rank still in the old request would take rank 0's next message
+  // for a collective of the DiT: an error or a timeout).
+  const json long_job = {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}};
+  st = post_stream(s, "/v1/images/generations", long_job,
+                   [](const std::string& body) { return body.find("\"stage\":\"denoise\",\"step\":2") == std::string::npos; });
+  EXPECT_TRUE(wait_idle(s, 30)) << "the job still runs after its client left\n" << s.log();
+  EXPECT_EQ(post(s, "/v1/images/generations", plain)["data"][0]["b64_json"], expected) << s.log();
+  // X-Omni's token loop: the client leaves at the first code
+  st = post_stream(s, "/v1/images/generations", {{"model", "x-omni"}, {"prompt", "p"}, {"size", "960x960"}, {"n", 4}, {"stream", true}},
+                   [](const std::string& body) { return body.find("\"stage\":\"tokens\"") == std::string::npos; });
+  EXPECT_TRUE(wait_idle(s, 30)) << "X-Omni kept sampling after its client left\n" << s.log();
+  // a chat stream the client leaves after its first piece
+  json long_chat = chat("x-omni", "Tell me a long story.", 400, 9);
+  long_chat["stream"] = true;
+  post_stream(s, "/v1/chat/completions", long_chat, [](const std::string& body) { return body.find("\"content\"") == std::string::npos; });
+  EXPECT_TRUE(wait_idle(s, 30)) << s.log();
+  EXPECT_EQ(post(s, "/v1/chat/completions", chat("x-omni", "What is a cube?", 12, 3))["choices"][0]["message"]["content"], answer);
+  EXPECT_EQ(post(s, "/v1/images/generations", plain)["data"][0]["b64_json"], expected);
+  EXPECT_EQ(s.stop(), 0) << s.log();
+  EXPECT_EQ(s.log().find("cannot follow rank 0"), std::string::npos) << s.log();
+}
+
+TEST(DistributedServer, IdleRanksOutliveTheCollectiveTimeout) {
+  // Rank 0 sends a heartbeat every quarter of --dist-timeout while idle: after three timeouts of
+  // idling, every rank still answers.
+  Server s({"--xomni", (tiny() / "x-omni").string(), "--threads", "1", "--nproc", "2", "--dist-timeout", "4"});
+  ASSERT_GT(s.port(), 0);
+  std::this_thread::sleep_for(std::chrono::seconds(12));
+  EXPECT_EQ(post(s, "/v1/chat/completions", chat("x-omni", "Hello", 6, 1))["usage"]["completion_tokens"], 6) << s.log();
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+TEST(DistributedServer, SigtermEndsEveryRank) {
+  // idle, 4 ranks
+  {
+    Server s({"--xomni", (tiny() / "x-omni").string(), "--threads", "1", "--nproc", "4"});
+    ASSERT_GT(s.port(), 0);
+    const std::vector<pid_t> ranks = descendants(s.pid());
+    EXPECT_EQ(ranks.size(), 4u);
+    EXPECT_EQ(post(s, "/v1/chat/completions", chat("x-omni", "Hello", 4, 1))["usage"]["completion_tokens"], 4);
+    EXPECT_EQ(s.stop(SIGTERM, 60), 0) << s.log();
+    for (pid_t p : ranks) EXPECT_FALSE(alive(p)) << "rank process " << p << " outlived the server";
+    const std::string log = s.log();
+    for (int r = 0; r < 4; ++r) EXPECT_NE(log.find("[rank " + std::to_string(r) + "]: stopped"), std::string::npos) << log;
+  }
+  // mid-request, 2 ranks: the running request ends cancelled
+  {
+    Server s(server_models({"--nproc", "2"}));
+    ASSERT_GT(s.port(), 0);
+    const std::vector<pid_t> ranks = descendants(s.pid());
+    EXPECT_EQ(ranks.size(), 2u);
+    std::atomic<bool> started{false};
+    Streamed st;
+    std::thread client([&] {
+      st = post_stream(s, "/v1/images/generations",
+                       {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}},
+                       [&](const std::string& body) {
+                         if (body.find("\"stage\":\"denoise\"") != std::string::npos) started = true;
+                         return true;
+                       });
+    });
+    const auto end = Clock::now() + std::chrono::seconds(60);
+    while (!started && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_TRUE(started);
+    EXPECT_EQ(s.stop(SIGTERM, 60), 0) << s.log();
+    client.join();
+    auto events = parse_sse(st.body);
+    ASSERT_GE(events.size(), 2u) << st.body;
+    EXPECT_EQ(json::parse(events[events.size() - 2].data)["error"]["code"], "cancelled") << st.body;
+    for (pid_t p : ranks) EXPECT_FALSE(alive(p)) << "rank process " << p << " outlived the server";
+  }
+}
+
+TEST(DistributedServer, ARankThatDiesFailsTheRequestAndTheServer) {
+  // Each rank started as a launcher would, so that rank 1 can be killed alone.
+  int port = 0;
+  const int fd = listening_socket(&port);
+  std::vector<std::string> args = server_models({"--dist-timeout", "60"});
+  auto env0 = rank_env(0, 2, port);
+  env0.push_back("OMNIFLUX_MASTER_LISTEN_FD=" + std::to_string(fd));
+  std::vector<std::string> cmd1 = {bin("omniflux-server")};
+  cmd1.insert(cmd1.end(), args.begin(), args.end());
+  cmd1.insert(cmd1.end(), {"--port", "0"});
+  Child rank1(cmd1, rank_env(1, 2, port));
+  Server rank0(args, env0);
+  close(fd);
+  ASSERT_GT(rank0.port(), 0);
+  Streamed st;
+  std::thread client([&] {
+    st = post_stream(rank0, "/v1/images/generations",
+                     {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}},
+                     [&](const std::string& body) {
+                       if (body.find("\"stage\":\"denoise\",\"step\":2") != std::string::npos) rank1.signal(SIGKILL);
+                       return true;
+                     });
+  });
+  client.join();
+  auto events = parse_sse(st.body);
+  ASSERT_GE(events.size(), 2u) << st.body;
+  const json err = json::parse(events[events.size() - 2].data);
+  EXPECT_EQ(err["error"]["code"], "rank_failed") << st.body;
+  EXPECT_NE(err["error"]["message"].get<std::string>().find("a collective failed"), std::string::npos) << st.body;
+  // rank 0 stops by itself, with an error
+  const auto end = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < end && alive(rank0.pid())) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(alive(rank0.pid())) << "rank 0 still runs with its peer gone\n" << rank0.log();
+  EXPECT_EQ(rank0.stop(SIGTERM, 10), 1) << rank0.log();  // already exited: this only collects the status
+  EXPECT_NE(rank0.log().find("can no longer run requests together"), std::string::npos) << rank0.log();
+  rank1.wait();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // local ranks itself: the same command line again, with torchrun's variables set.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -78,9 +79,17 @@ int status_code(int status) {
 
 // Starts n copies of this command as ranks 0..n-1 on this host and waits for them. When one fails,
 // the others are stopped (SIGTERM, then SIGKILL after 10 s): a rank that waits in a collective
-// for a dead peer would otherwise wait out the timeout. Returns the first failure's status, or 0.
+// for a dead peer would otherwise wait out the timeout. SIGINT and SIGTERM sent to this process go
+// on to every rank, which decides what they mean (the CLIs cancel, the server's rank 0 shuts the
+// server down); a terminal's Ctrl-C is not passed on, as the kernel sends it to the ranks too.
+// Returns the first failure's status, or 0.
 int spawn_local_ranks(int n) {
   const std::vector<std::string> args = own_command_line();
+  sigset_t stop_signals, old_mask;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);  // taken by sigtimedwait below
   const int listen_fd = listening_socket();
   const std::string port = std::to_string(port_of(listen_fd));
   std::vector<pid_t> pids;
@@ -95,6 +104,7 @@ int spawn_local_ranks(int n) {
     if (pid == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // ranks do not outlive the launcher
       if (::getppid() != parent) ::_exit(kExitRuntimeError);
+      pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(n).c_str(), 1);
@@ -136,6 +146,12 @@ int spawn_local_ranks(int n) {
         }
       continue;
     }
+    siginfo_t info{};
+    const timespec now{0, 0};
+    for (int sig; (sig = ::sigtimedwait(&stop_signals, &info, &now)) > 0;)
+      if (info.si_code != SI_KERNEL)
+        for (pid_t q : pids)
+          if (q > 0) ::kill(q, sig);
     if (!killed && std::chrono::steady_clock::now() > stop_deadline) {
       for (pid_t q : pids)
         if (q > 0) ::kill(q, SIGKILL);
@@ -143,6 +159,7 @@ int spawn_local_ranks(int n) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   return rc;
 }
 

@@ -15,6 +15,7 @@
 
 #include "omniflux/error.h"
 #include "png_parameters.h"
+#include "ranks.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
 #include "omniflux/plan.h"
@@ -39,6 +40,13 @@ struct Engine::Impl {
   std::optional<UniWorldPipeline> uniworld;
   std::optional<xo::XOmniPipeline> xomni;
   std::optional<FluxPipeline> flux;
+  // Several ranks: the messages between them, and what rank 0 does when the server must stop.
+  std::optional<RankLink> link;
+  std::function<void(const std::string&, int)> stop;
+  mutable std::atomic<bool> broken{false};  // a collective failed: no more messages
+  void request_stop(const std::string& why, int code) const {
+    if (stop) stop(why, code);
+  }
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -93,6 +101,10 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
     m->weights = q ? "fp8" : o.rt.compute_dtype() == at::kFloat ? "fp32" : "bf16";
     log("admission by plan: budget " + gib(m->budget) + " (" + m->budget_source + "), offload " +
         offload_name(o.rt.offload) + ", " + m->weights + " weights");
+  }
+  if (o.rt.parallel) {
+    const c10::Device dev = o.rt.torch_device();  // NCCL wants CUDA tensors, Gloo CPU ones
+    m->link.emplace(o.rt.parallel->world(), dev.is_cuda() ? dev : c10::Device(c10::kCPU));
   }
   m->catalog.created = static_cast<int64_t>(std::time(nullptr));
   if (!o.uniworld.empty()) {
@@ -243,8 +255,10 @@ void Engine::check_fits(const ChatRequest& r) const {
   }
 }
 
-void Engine::run_images(const ImageRequest& r, Job& job) const {
-  const Impl& m = *impl_;
+namespace {
+
+// One image request on this rank. Only rank 0 encodes the images (the others drop them).
+void images_here(const Engine::Impl& m, const ImageRequest& r, Job& job) {
   ImageUsage usage;
   switch (r.model) {
     case ModelId::UniWorld: {  // the VLM prompt: text ids and the <|image_pad|> ids of the references
@@ -342,16 +356,13 @@ void Engine::run_images(const ImageRequest& r, Job& job) const {
       }
     }
     if (!img) throw Cancelled{};
-    job.image(i, finish_image(*img, params, seed, r));
+    if (m.opt.rt.writes_output()) job.image(i, finish_image(*img, params, seed, r));
   }
   job.set_usage(usage);
 }
 
-void Engine::run_chat(const ChatRequest& r, Job& job) const {
-  const Impl& m = *impl_;
-  if (r.model != ModelId::XOmni && r.model != ModelId::UniWorld)
-    throw ApiError(400, "this model has no chat", "model", "unsupported_model");
-  const uint64_t seed = r.seed ? *r.seed : std::random_device{}() * 0x100000000ull + std::random_device{}();
+// One chat request on this rank with its seed (drawn by rank 0 when the request had none).
+void chat_here(const Engine::Impl& m, const ChatRequest& r, uint64_t seed, Job& job) {
   ChatResult result;
   for (int64_t i = 0; i < r.n; ++i) {
     ChatOptions o = r.options;
@@ -359,10 +370,10 @@ void Engine::run_chat(const ChatRequest& r, Job& job) const {
     // A disconnect or shutdown cancels the job: the token loop stops within one token.
     o.on_token = [&job](int64_t) {
       job.count_tokens(1);
-      return !job.cancelled();
+      return job.keep_going();
     };
     auto stream = [&job, i](const std::string& piece) {
-      if (job.cancelled()) return false;
+      if (job.stopped()) return false;
       job.text(i, piece);
       return true;
     };
@@ -374,6 +385,123 @@ void Engine::run_chat(const ChatRequest& r, Job& job) const {
     result.choices.push_back({a->text, a->finish == sampling::FinishReason::Length ? "length" : "stop"});
   }
   job.set_answer(std::move(result));
+}
+
+// Runs `work` here; with several ranks, rank 0 first sends the request (`payload()`) to the others,
+// and every callback of the job agrees with them on stopping. A collective that fails stops the
+// server (exit code 1) and fails the job with 503: the ranks are out of step for good.
+void run_on_ranks(const Engine::Impl& m, Job& job, WorkKind kind, const std::function<std::string()>& payload,
+                  const std::function<void()>& work) {
+  if (!m.link) return work();
+  try {
+    if (m.link->send(kind, payload())) m.request_stop("another rank asked to stop (a signal reached it); shutting down", 0);
+    job.set_agree([&m](bool cancelled) {
+      bool voted = false;
+      const bool stop = m.link->agree_stop(cancelled, &voted);
+      if (voted) m.request_stop("another rank asked to stop (a signal reached it); shutting down", 0);
+      return stop;
+    });
+    work();
+  } catch (const Error& e) {
+    if (!is_collective_failure(e)) throw;
+    m.broken = true;
+    m.request_stop(std::string("the ranks can no longer run requests together: ") + e.what() + "; shutting down", 1);
+    throw ApiError(503, std::string("a rank of this server failed while running this request (") + e.what() + "); the server stops",
+                   "", "rank_failed");
+  }
+}
+
+}  // namespace
+
+void Engine::run_images(const ImageRequest& r, Job& job) const {
+  const Impl& m = *impl_;
+  run_on_ranks(m, job, WorkKind::Images, [&] { return encode_request(r); }, [&] { images_here(m, r, job); });
+}
+
+void Engine::run_chat(const ChatRequest& r, Job& job) const {
+  const Impl& m = *impl_;
+  if (r.model != ModelId::XOmni && r.model != ModelId::UniWorld)
+    throw ApiError(400, "this model has no chat", "model", "unsupported_model");
+  // Drawn once here: the other ranks get it with the request, so all sample the same tokens.
+  const uint64_t seed = r.seed ? *r.seed : std::random_device{}() * 0x100000000ull + std::random_device{}();
+  run_on_ranks(
+      m, job, WorkKind::Chat,
+      [&] {
+        ChatRequest sent = r;
+        sent.seed = seed;
+        return encode_request(sent);
+      },
+      [&] { chat_here(m, r, seed, job); });
+}
+
+// ---- several ranks ---------------------------------------------------------------------------------
+
+int Engine::rank() const { return impl_->link ? impl_->link->rank() : 0; }
+int Engine::world_size() const { return impl_->opt.rt.parallel ? impl_->opt.rt.parallel->world_size() : 1; }
+
+void Engine::on_stop(std::function<void(const std::string&, int)> f) { impl_->stop = std::move(f); }
+
+std::chrono::milliseconds Engine::heartbeat_every() const {
+  if (!impl_->link) return std::chrono::milliseconds(0);
+  // A quarter of the collective timeout, at most 30 s: a late heartbeat never times a rank out.
+  const double s = std::min(30.0, impl_->opt.rt.parallel->options().timeout_s / 4);
+  return std::chrono::milliseconds(std::max<int64_t>(10, static_cast<int64_t>(s * 1000)));
+}
+
+void Engine::heartbeat() const {
+  const Impl& m = *impl_;
+  if (!m.link || m.broken) return;
+  try {
+    if (m.link->send(WorkKind::Heartbeat)) m.request_stop("another rank asked to stop (a signal reached it); shutting down", 0);
+  } catch (const Error& e) {
+    m.broken = true;
+    m.request_stop(std::string("the ranks can no longer run requests together: ") + e.what() + "; shutting down", 1);
+  }
+}
+
+void Engine::end_followers() const {
+  const Impl& m = *impl_;
+  if (!m.link || m.broken) return;
+  try {
+    m.link->send(WorkKind::Shutdown);
+  } catch (const Error& e) {
+    m.broken = true;
+    m.request_stop(std::string("the other ranks did not take the shutdown: ") + e.what(), 1);
+  }
+}
+
+int Engine::follow(const std::atomic<bool>& stop_vote, const std::function<void(const std::string&)>& log) const {
+  const Impl& m = *impl_;
+  if (!m.link) return 0;
+  for (;;) {
+    std::optional<ImageRequest> image;
+    std::optional<ChatRequest> chat;
+    try {
+      const RankLink::Item item = m.link->receive(stop_vote.load());
+      if (item.kind == WorkKind::Shutdown) return 0;
+      if (item.kind == WorkKind::Heartbeat) continue;
+      if (item.kind == WorkKind::Images) image = decode_image_request(item.payload);
+      else chat = decode_chat_request(item.payload);
+    } catch (const std::exception& e) {  // a collective failed, or the ranks run different builds
+      log(std::string("cannot follow rank 0 any more: ") + e.what());
+      return 1;
+    }
+    Job job([](Job&) {});  // the events stay here; rank 0 answers the client
+    job.set_agree([&](bool) { return m.link->agree_stop(stop_vote.load()); });
+    try {
+      if (image) images_here(m, *image, job);
+      else chat_here(m, *chat, chat->seed.value_or(0), job);
+    } catch (const Cancelled&) {
+    } catch (const Error& e) {
+      if (is_collective_failure(e)) {
+        log(std::string("cannot follow rank 0 any more: ") + e.what());
+        return 1;
+      }
+      log(std::string("the request failed here too: ") + e.what());  // rank 0 answers the client
+    } catch (const std::exception& e) {
+      log(std::string("the request failed here too: ") + e.what());
+    }
+  }
 }
 
 }  // namespace omniflux::server

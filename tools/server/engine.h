@@ -1,6 +1,8 @@
 #pragma once
 // The loaded pipelines and how a validated request runs on them. Only the worker thread calls
 // run_*; the pipelines are never used from two threads at once.
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +41,23 @@ class Engine {
   // Each of the n choices streams token by token through job.text(choice, piece); the texts,
   // finish reasons and token counts go to job.set_answer.
   void run_chat(const ChatRequest& request, Job& job) const;
+
+  // ---- several ranks (ranks.h; rank 0 serves HTTP, every rank computes) ----
+  int rank() const;        // 0 alone
+  int world_size() const;  // 1 alone
+  // Rank 0: called on the worker thread when the server must stop: another rank asked (a signal
+  // reached it; exit code 0) or a collective failed (the ranks are out of step; exit code 1).
+  void on_stop(std::function<void(const std::string& why, int exit_code)> f);
+  // Rank 0, on the worker thread while idle, every heartbeat_every(): tells the other ranks it is
+  // alive, so their wait for the next request never reaches --dist-timeout. 0 alone.
+  void heartbeat() const;
+  std::chrono::milliseconds heartbeat_every() const;
+  // Rank 0, after the worker's last job: the other ranks exit (skipped once a collective failed).
+  void end_followers() const;
+  // The other ranks: run what rank 0 sends (the same pipeline calls, results dropped) until it says
+  // shutdown. `stop_vote` (set by a signal here) asks rank 0 to stop the server. Returns the exit
+  // code: 0, or 1 when a collective failed or rank 0's message did not decode.
+  int follow(const std::atomic<bool>& stop_vote, const std::function<void(const std::string&)>& log) const;
 
   struct Impl;
 

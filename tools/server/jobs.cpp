@@ -30,8 +30,14 @@ void Job::push(JobEvent e) {
   cv_.notify_all();
 }
 
+bool Job::keep_going() {
+  if (!agree_) return !cancelled_;
+  if (!agreed_stop_) agreed_stop_ = agree_(cancelled_);
+  return !agreed_stop_;
+}
+
 bool Job::progress(int64_t index, const std::string& stage, int64_t step, int64_t total) {
-  if (cancelled_) return false;
+  if (!keep_going()) return false;
   if (metrics_ && stage == "denoise" && step > 0) metrics_->add_steps(1);  // the pipelines report each step
   JobEvent e;
   e.kind = JobEvent::Kind::Progress;
@@ -40,7 +46,7 @@ bool Job::progress(int64_t index, const std::string& stage, int64_t step, int64_
   e.step = step;
   e.total = total;
   push(std::move(e));
-  return !cancelled_;
+  return !stopped();
 }
 
 void Job::text(int64_t index, const std::string& piece) {
@@ -76,7 +82,7 @@ void Job::set_usage(ImageUsage usage) {
 }
 
 void Job::check_cancelled() const {
-  if (cancelled_) throw Cancelled{};
+  if (stopped()) throw Cancelled{};
 }
 
 void Job::finish(JobEvent::End end, std::optional<ApiError> error) {
@@ -192,12 +198,19 @@ void JobQueue::cancel(const std::shared_ptr<Job>& job) {
   }
 }
 
-void JobQueue::run() {
+void JobQueue::run(const std::function<void()>& idle, std::chrono::milliseconds idle_every) {
   for (;;) {
     std::shared_ptr<Job> job;
     {
       std::unique_lock<std::mutex> lock(m_);
-      cv_.wait(lock, [&] { return closed_ || !waiting_.empty(); });
+      auto ready = [&] { return closed_ || !waiting_.empty(); };
+      if (!idle || idle_every.count() <= 0) {
+        cv_.wait(lock, ready);
+      } else if (!cv_.wait_for(lock, idle_every, ready)) {
+        lock.unlock();
+        idle();
+        continue;
+      }
       if (waiting_.empty()) return;  // closed
       job = std::move(waiting_.front());
       waiting_.pop_front();

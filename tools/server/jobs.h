@@ -53,7 +53,16 @@ class Job {
   void set_answer(ChatResult result);
   // The token counts of an image job, delivered in the Finished event.
   void set_usage(ImageUsage usage);
-  void check_cancelled() const;  // throws Cancelled
+  void check_cancelled() const;  // throws Cancelled (once stopped())
+  // Several ranks: `agree` gets this rank's cancel flag and answers whether any rank stops, so that
+  // every rank leaves the pipeline at the same callback (ranks.h). Set inside the job, before the
+  // pipeline runs.
+  void set_agree(std::function<bool(bool local)> agree) { agree_ = std::move(agree); }
+  // Whether the pipeline goes on; with an agree function, one collective until the answer is no.
+  // For the callbacks that may stop a pipeline (progress, each token).
+  bool keep_going();
+  // The last answer of keep_going (or the cancel flag on one rank), without communicating.
+  bool stopped() const { return agree_ ? agreed_stop_ : cancelled_.load(); }
 
   // ---- either side ----
   void cancel() { cancelled_ = true; }
@@ -79,6 +88,8 @@ class Job {
 
   Fn fn_;
   Metrics* metrics_ = nullptr;  // set by the queue
+  std::function<bool(bool)> agree_;
+  bool agreed_stop_ = false;  // worker side only
   std::atomic<bool> cancelled_{false};
   mutable std::mutex m_;
   std::condition_variable cv_;
@@ -101,8 +112,10 @@ class JobQueue {
   // stops at its next progress callback.
   void cancel(const std::shared_ptr<Job>& job);
 
-  // The worker loop: runs jobs in order until shutdown() and the running job has ended.
-  void run();
+  // The worker loop: runs jobs in order until shutdown() and the running job has ended. `idle`
+  // (several ranks: the heartbeat to the others) runs on this thread after each `idle_every`
+  // without a job.
+  void run(const std::function<void()>& idle = {}, std::chrono::milliseconds idle_every = std::chrono::milliseconds(0));
   // Refuses new jobs, finishes the waiting ones with 503 and cancels the running one.
   void shutdown();
 

@@ -100,6 +100,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool* help
   p.toggle("--no-plan-admission", &no_plan, "admit requests without checking their planned peak memory");
   p.group("runtime");
   cli::add_runtime_flags(p, &o.rt);
+  cli::add_parallel_flags(p);  // main joins the ranks after these checks (cli::join_ranks)
   std::vector<std::string> argv_s = {"omniflux-server"};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<const char*> argv;
