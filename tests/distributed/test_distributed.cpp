@@ -16,9 +16,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <cmath>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "../test_util.h"
 #include "omniflux/io/image.h"
@@ -215,7 +218,7 @@ TEST(Distributed, XOmniChatTensorParallelQuantized) {
 // 3 ranks do not divide the LM's 4 query heads: every rank says so, naming the config field,
 // before the layers load. (Sequence parallelism off, so that the DiT's own check is not the one
 // that fires; the chat loads no DiT anyway.)
-TEST(Distributed, TensorParallelRanksThatDoNotDivideTheHeadsFailClearly) {
+TEST(Distributed, TensorParallelRanksThatDoNotDivideTheLmFailClearly) {
   TempDir d;
   omniflux::save_png((d.path() / "img.png").string(), gradient_image(64, 64, 2));
   Result r = run_worker({"--case", "xomni", "-m", (tiny() / "x-omni").string(), "--text", "-i", (d.path() / "img.png").string()},
@@ -224,6 +227,28 @@ TEST(Distributed, TensorParallelRanksThatDoNotDivideTheHeadsFailClearly) {
   EXPECT_NE(r.err.find("config.json: num_attention_heads"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("num_attention_heads (4) divisible by the tensor-parallel ranks"), std::string::npos) << r.err;
   EXPECT_TRUE(r.text.empty());
+  // The other two fields, in configs edited so that only they fail (the check runs on the config,
+  // before any weight is read, so the unchanged weights never load).
+  struct Case {
+    std::string field;
+    std::vector<std::pair<std::string, int>> edits;
+    int nproc;
+    std::string want;
+  };
+  for (const Case& c : {Case{"num_key_value_heads", {{"num_attention_heads", 6}, {"num_key_value_heads", 3}, {"head_dim", 8}}, 2,
+                             "num_key_value_heads (3) divisible by the tensor-parallel ranks, or dividing them"},
+                        Case{"intermediate_size", {{"intermediate_size", 66}}, 4, "intermediate_size (66) divisible by the tensor-parallel ranks"}}) {
+    SCOPED_TRACE(c.field);
+    const fs::path m = d.path() / c.field;
+    fs::copy(tiny() / "x-omni", m, fs::copy_options::recursive);
+    nlohmann::json j = nlohmann::json::parse(read_bytes(m / "config.json"));
+    for (const auto& [k, v] : c.edits) j[k] = v;
+    std::ofstream(m / "config.json") << j.dump();
+    Result e = run_worker({"--case", "xomni", "-m", m.string(), "--text", "-i", (d.path() / "img.png").string()}, c.nproc);
+    EXPECT_EQ(exit_code(e.status), 1);
+    EXPECT_NE(e.err.find("config.json: " + c.field), std::string::npos) << e.err;
+    EXPECT_NE(e.err.find(c.want), std::string::npos) << e.err;
+  }
   // The same world with the LM whole on every rank answers.
   Result whole = run_worker({"--case", "xomni", "-m", (tiny() / "x-omni").string(), "--text", "-i", (d.path() / "img.png").string()},
                             3, {"--no-tensor-parallel"});
