@@ -1,8 +1,12 @@
 // Qwen2ForCausalLM, after transformers models/qwen2/modeling_qwen2.py (4.51).
 #include "omniflux/models/qwen2.h"
 
+#include <filesystem>
+#include <optional>
+
 #include <ATen/ATen.h>
 
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/nn/debug.h"
 #include "omniflux/nn/ops.h"
@@ -59,31 +63,120 @@ Config Config::qwen2_5_7b() {
   return c;
 }
 
+// --- Tensor parallelism -----------------------------------------------------------------------
+
+TensorSplit TensorSplit::of(const Config& c, const RuntimeOptions& rt, const std::string& where) {
+  TensorSplit s;
+  s.group = rt.parallel ? rt.parallel->tensor_group() : nullptr;
+  const int64_t P = s.group ? s.group->size() : 1;
+  s.rank = s.group ? s.group->rank() : 0;
+  s.size = P;
+  const int64_t Hq = c.num_attention_heads, Hkv = c.num_key_value_heads, I = c.intermediate_size;
+  auto need = [&](bool ok, const char* field, int64_t value, const std::string& rule) {
+    if (!ok)
+      throw Error("tensor parallelism splits the language model's heads and MLP evenly over its ranks",
+                  where + ": " + field, std::string(field) + " (" + std::to_string(value) + ") " + rule,
+                  std::to_string(P) + " tensor-parallel ranks (--no-tensor-parallel keeps the LM whole on every rank)");
+  };
+  need(Hq % P == 0, "num_attention_heads", Hq, "divisible by the tensor-parallel ranks");
+  need(Hkv % P == 0 || P % Hkv == 0, "num_key_value_heads", Hkv, "divisible by the tensor-parallel ranks, or dividing them");
+  need(I % P == 0, "intermediate_size", I, "divisible by the tensor-parallel ranks");
+  s.heads = Hq / P;
+  s.head_begin = s.rank * s.heads;
+  if (Hkv % P == 0) {
+    s.kv_heads = Hkv / P;
+    s.kv_begin = s.rank * s.kv_heads;
+  } else {
+    // P / Hkv consecutive ranks share one kv head: their query heads all lie in its group (Hq / Hkv
+    // heads), since Hq % P == 0.
+    s.kv_heads = 1;
+    s.kv_begin = s.rank / (P / Hkv);
+  }
+  s.inter = I / P;
+  s.inter_begin = s.rank * s.inter;
+  return s;
+}
+
+void check_tensor_parallel(const Config& cfg, const RuntimeOptions& rt, const std::string& where) {
+  (void)TensorSplit::of(cfg, rt, where);
+}
+
+namespace {
+
+// Rows [begin, begin + n) of dim `dim` (0: outputs, 1: inputs) of a Linear. Per-output-channel
+// scales of quantised codes follow the rows and stay whole for a column slice (each output row
+// keeps its scale; the ranks' partial sums add up to the whole product).
+void keep(nn::Linear& l, int64_t dim, int64_t begin, int64_t n) {
+  l.weight = l.weight.narrow(dim, begin, n).contiguous();
+  if (dim == 0) {
+    if (l.bias.defined()) l.bias = l.bias.narrow(0, begin, n).contiguous();
+    if (l.weight_scale.defined()) l.weight_scale = l.weight_scale.narrow(0, begin, n).contiguous();
+  }
+}
+
+void to_device(nn::Linear& l, c10::Device d) {
+  l.for_each_tensor([&](at::Tensor& t) {
+    if (t.defined()) t = t.to(d);
+  });
+}
+
+}  // namespace
+
 // --- DecoderLayer ---------------------------------------------------------------------------
 
 DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
+  const RuntimeOptions& rt = w.store().runtime();
+  const TensorSplit tp = TensorSplit::of(cfg, rt, w.prefix());
   const int64_t H = cfg.hidden_size, D = cfg.head_dim, q = cfg.num_attention_heads * D,
                 kv = cfg.num_key_value_heads * D, I = cfg.intermediate_size;
   DecoderLayer l;
-  l.heads_ = cfg.num_attention_heads;
-  l.kv_heads_ = cfg.num_key_value_heads;
+  l.heads_ = tp.heads;
+  l.kv_heads_ = tp.kv_heads;
   l.head_dim_ = D;
   l.eps_ = cfg.rms_norm_eps;
+  l.tp_ = tp.group;
+  if (tp.group) l.parallel_ = rt.parallel;
   l.input_norm_ = w.get("input_layernorm.weight", {H});
   l.post_norm_ = w.get("post_attention_layernorm.weight", {H});
   const WeightView a = w.sub("self_attn");
-  // Fused at load (gpt-fast): one matmul for q|k|v and one for gate|up.
-  l.qkv_ = nn::Linear::fuse({nn::Linear::load(a, "q_proj", H, q), nn::Linear::load(a, "k_proj", H, kv),
-                             nn::Linear::load(a, "v_proj", H, kv)});
-  l.o_ = nn::Linear::load(a, "o_proj", q, H, /*bias=*/false);
   const WeightView m = w.sub("mlp");
-  l.gate_up_ = nn::Linear::fuse({nn::Linear::load(m, "gate_proj", H, I, false), nn::Linear::load(m, "up_proj", H, I, false)});
-  l.down_ = nn::Linear::load(m, "down_proj", I, H, false);
+  // Whole tensors through the strict loader (every key used), then this rank's slice. With a
+  // device to copy to, the projections load on the host first so that only the slice crosses (the
+  // streamed CUDA blocks already build on the host, under BlockStack's own target).
+  const bool host_first = tp.group && !rt.torch_device().is_cpu() && rt.offload != Offload::Sequential;
+  std::optional<WeightStore::Target> host;
+  if (host_first) host.emplace(w.store(), c10::Device(c10::kCPU), /*pinned=*/false);
+  nn::Linear qp = nn::Linear::load(a, "q_proj", H, q), kp = nn::Linear::load(a, "k_proj", H, kv),
+             vp = nn::Linear::load(a, "v_proj", H, kv), op = nn::Linear::load(a, "o_proj", q, H, /*bias=*/false),
+             gp = nn::Linear::load(m, "gate_proj", H, I, false), up = nn::Linear::load(m, "up_proj", H, I, false),
+             dp = nn::Linear::load(m, "down_proj", I, H, false);
+  if (tp.group) {
+    keep(qp, 0, tp.head_begin * D, tp.heads * D);
+    keep(kp, 0, tp.kv_begin * D, tp.kv_heads * D);
+    keep(vp, 0, tp.kv_begin * D, tp.kv_heads * D);
+    keep(op, 1, tp.head_begin * D, tp.heads * D);
+    keep(gp, 0, tp.inter_begin, tp.inter);
+    keep(up, 0, tp.inter_begin, tp.inter);
+    keep(dp, 1, tp.inter_begin, tp.inter);
+  }
+  if (host) {
+    host.reset();
+    for (nn::Linear* p : {&qp, &kp, &vp, &op, &gp, &up, &dp}) to_device(*p, rt.torch_device());
+  }
+  // Fused at load (gpt-fast): one matmul for q|k|v and one for gate|up.
+  l.qkv_ = nn::Linear::fuse({qp, kp, vp});
+  l.o_ = op;
+  l.gate_up_ = nn::Linear::fuse({gp, up});
+  l.down_ = dp;
   l.qkv_.prefer_decode_layout(w.store());
   l.gate_up_.prefer_decode_layout(w.store());
-  // The fused copies replace the mapped parts: give their pages back.
+  // The fused copies (and slices) replace the mapped parts: give their pages back.
   for (const char* p : {"q_proj.", "k_proj.", "v_proj."}) w.store().drop_pages(a.key(p));
   for (const char* p : {"gate_proj.", "up_proj."}) w.store().drop_pages(m.key(p));
+  if (tp.group) {
+    w.store().drop_pages(a.key("o_proj."));
+    w.store().drop_pages(m.key("down_proj."));
+  }
   // rotary_emb.inv_freq is a non-persistent buffer; some third-party files still carry it.
   w.store().ignore_prefix(a.key("rotary_emb."));
   return l;
@@ -121,10 +214,16 @@ at::Tensor DecoderLayer::forward(const at::Tensor& x, const at::Tensor& cos, con
   ks = nn::apply_rope_half(ks, c, s);
   auto [kc, vc] = cache.write(layer, ks, vs);  // post-RoPE keys, as HF caches them
   at::Tensor o = nn::attention(qs, kc, vc, attn).transpose(1, 2).reshape({B, S, q});
-  at::Tensor r = x + o_(o);
+  // Under tensor parallelism o_proj and down_proj give this rank's partial sums: one all-reduce
+  // each, before the residual add, so every rank holds the same whole hidden state.
+  at::Tensor a = o_(o).contiguous();  // a fresh product: contiguous already, as the all-reduce needs
+  if (tp_) tp_->all_reduce_sum(a);
+  at::Tensor r = x + a;
   at::Tensor gu = gate_up_(nn::rms_norm(r, post_norm_, eps_));
   const int64_t I = gu.size(-1) / 2;
-  return r + down_(at::silu(gu.slice(-1, 0, I)) * gu.slice(-1, I));
+  at::Tensor mlp = down_(at::silu(gu.slice(-1, 0, I)) * gu.slice(-1, I)).contiguous();
+  if (tp_) tp_->all_reduce_sum(mlp);
+  return r + mlp;
 }
 
 // --- Qwen2ForCausalLM -----------------------------------------------------------------------
@@ -146,6 +245,7 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
   lm.rt_ = rt;
   lm.cfg_ = Config::from_json(omniflux::Config::load(folder));
   const Config& c = lm.cfg_;
+  check_tensor_parallel(c, rt, (std::filesystem::path(folder) / "config.json").string());
   auto store = WeightStore::open(folder, rt);
   const WeightView m = store->root().sub("model");
   lm.embed_tokens_ = m.get("embed_tokens.weight", {c.vocab_size, c.hidden_size});
@@ -168,6 +268,7 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
 Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions& rt, uint64_t seed) {
   Qwen2ForCausalLM lm;
   lm.rt_ = rt;
+  lm.rt_.parallel.reset();  // random layers are whole (DecoderLayer::random): so is the cache
   lm.cfg_ = c;
   at::manual_seed(seed);
   auto o = at::TensorOptions().dtype(rt.compute_dtype()).device(rt.torch_device());
@@ -184,7 +285,8 @@ Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions&
 }
 
 nn::KVCache Qwen2ForCausalLM::new_cache(int64_t batch, int64_t capacity) const {
-  return nn::KVCache(cfg_.num_hidden_layers, batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim,
+  const int64_t kv_heads = TensorSplit::of(cfg_, rt_, "Qwen2ForCausalLM::new_cache").kv_heads;
+  return nn::KVCache(cfg_.num_hidden_layers, batch, kv_heads, capacity, cfg_.head_dim,
                      at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
 }
 

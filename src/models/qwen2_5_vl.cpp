@@ -419,6 +419,8 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
       throw Error("the image processor and the vision tower disagree", pre.string() + ": " + field,
                   std::to_string(v) + " (config.json vision_config)", std::to_string(p));
   const qwen2::Config& c = m.cfg_.text;
+  // The LM splits over the tensor group; the vision tower stays whole on every rank.
+  qwen2::check_tensor_parallel(c, rt, (std::filesystem::path(folder) / "config.json").string());
   // Hub layout (<= 4.51): visual.*, model.*; 4.52+: model.visual.*, model.language_model.*.
   const bool new_layout = store->contains("model.language_model.embed_tokens.weight");
   const WeightView lmw = store->root().sub(new_layout ? "model.language_model" : "model");
@@ -499,7 +501,8 @@ std::string Qwen2_5_VL::answer(const std::vector<Image>& images, const std::stri
 
 nn::KVCache Qwen2_5_VL::new_cache(int64_t batch, int64_t capacity) const {
   const qwen2::Config& c = cfg_.text;
-  return nn::KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim,
+  const int64_t kv_heads = qwen2::TensorSplit::of(c, rt_, "Qwen2_5_VL::new_cache").kv_heads;
+  return nn::KVCache(c.num_hidden_layers, batch, kv_heads, capacity, c.head_dim,
                      at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
 }
 

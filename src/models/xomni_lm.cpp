@@ -58,6 +58,7 @@ XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOp
   lm.rt_ = rt;
   lm.cfg_ = LMConfig::from_json(omniflux::Config::load(folder));
   const qwen2::Config& c = lm.cfg_.text;
+  qwen2::check_tensor_parallel(c, rt, (std::filesystem::path(folder) / "config.json").string());
   const int64_t H = c.hidden_size, V = c.vocab_size, M = lm.cfg_.mm_vocab_size;
   WeightStore* store = &s;
   const WeightView m = store->root().sub("model");
@@ -88,7 +89,8 @@ XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOp
 
 nn::KVCache XOmniLM::new_cache(int64_t batch, int64_t capacity) const {
   const qwen2::Config& c = cfg_.text;
-  return nn::KVCache(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim,
+  const int64_t kv_heads = qwen2::TensorSplit::of(c, rt_, "XOmniLM::new_cache").kv_heads;
+  return nn::KVCache(c.num_hidden_layers, batch, kv_heads, capacity, c.head_dim,
                      at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
 }
 

@@ -165,6 +165,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
       },
       rt, impl->group, [store] { store->drop_pages("denoise_tower.denoiser."); });
   store->finish();
+  // SigLIP stays whole on every rank (only the LM's layers split under tensor parallelism).
   const SiglipVisionConfig sig_cfg =
       impl->siglip.init("siglip", [siglip_folder, rt] { return SiglipVisionModel::load(siglip_folder, rt); }, impl->group)
           .config();

@@ -348,6 +348,8 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
                 std::to_string(impl->lm_cfg.image_vocab_size), std::to_string(v.vq.codebook_size));
   const std::string vit_file = vision_file(dir, v.siglip_path, "siglip_path", rt.allow_outside_paths);
   const std::string vq_file = vision_file(dir, v.projector_path, "projector_path", rt.allow_outside_paths);
+  // The SigLIP-VQ tokenizer stays whole on every rank (only the LM's layers split under tensor
+  // parallelism).
   impl->image_tokenizer.init(
       "image_tokenizer",
       [vit_file, vq_file, v, rt] {

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/nn/debug.h"
 
 namespace omniflux::sampling {
 
@@ -108,6 +109,7 @@ TextGeneration generate_text(const at::Tensor& first_logits, const std::function
     if (penalties) scores = scores - counts * o.frequency_penalty - (counts > 0).to(at::kFloat) * o.presence_penalty;
     scores = process_scores(scores, history, o.sampling);
     const int64_t next = (o.sampling.do_sample ? sample_categorical(scores, gen) : scores.argmax(-1)).item<int64_t>();
+    if (tapping()) tap("sampling.text_token", at::tensor({next}, at::kLong));  // the ranks' choices, compared in tests
     ++out.completion_tokens;
     if (std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), next) != o.eos_token_ids.end()) {
       out.finish = FinishReason::Stop;

@@ -15,27 +15,30 @@
 // keep the ranks in step, heartbeats keep idle ranks inside --dist-timeout, SIGTERM ends every
 // rank, and a rank that dies fails the request (503) and the server (exit 1).
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <dirent.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 #include "../server_process.h"
 #include "../test_util.h"
 #include "data_uri.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
-#include "ranks.h"
 #include "omniflux/io/image.h"
+#include "omniflux/io/quantize.h"
+#include "ranks.h"
 
 namespace fs = std::filesystem;
 
@@ -49,6 +52,9 @@ struct Result {
   std::vector<float> latents;
   std::optional<omniflux::Image> image;
   std::string codes, text;
+  // Per rank: the text tokens it sampled and its last language-model layer output.
+  std::vector<std::string> tokens;
+  std::vector<std::vector<float>> lm;
 };
 
 // scripts/device-check.sh runs these comparisons on the GPUs over NCCL: OMNIFLUX_DIST_TEST_DEVICE=cuda
@@ -64,6 +70,8 @@ bool allowed(int ranks) {
 }
 
 std::string read_text(const fs::path& p) { return fs::exists(p) ? read_bytes(p) : std::string(); }
+
+int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
 
 // One request with `nproc` ranks (1: one process, no launcher variables).
 Result run_worker(std::vector<std::string> args, int nproc, const std::vector<std::string>& extra = {}) {
@@ -84,6 +92,12 @@ Result run_worker(std::vector<std::string> args, int nproc, const std::vector<st
   if (fs::exists(out.path() / "image.png")) r.image = omniflux::load_image((out.path() / "image.png").string());
   r.codes = read_text(out.path() / "codes.txt");
   r.text = read_text(out.path() / "text.txt");
+  for (int k = 0; k < nproc; ++k) {
+    r.tokens.push_back(read_text(out.path() / ("tokens." + std::to_string(k) + ".txt")));
+    const std::string lm = read_text(out.path() / ("lm." + std::to_string(k) + ".f32"));
+    r.lm.emplace_back(lm.size() / sizeof(float));
+    std::memcpy(r.lm.back().data(), lm.data(), r.lm.back().size() * sizeof(float));
+  }
   return r;
 }
 
@@ -107,6 +121,26 @@ void expect_same(const Result& one, const Result& many, const std::string& what)
   }
   EXPECT_EQ(one.codes, many.codes);
   EXPECT_EQ(one.text, many.text);
+}
+
+// A text answer: every rank samples the tokens one process samples (so rank 0 writes the same
+// text), and each rank's last LM layer output matches one process's up to the rounding of the
+// per-rank partial sums (the same 1e-4 of the range as the latents).
+void expect_same_answer(const Result& one, const Result& many, const std::string& what) {
+  SCOPED_TRACE(what);
+  ASSERT_EQ(many.status, 0) << many.err;
+  EXPECT_EQ(one.text, many.text);
+  for (size_t k = 0; k < many.tokens.size(); ++k) {
+    SCOPED_TRACE("rank " + std::to_string(k));
+    EXPECT_EQ(many.tokens[k], one.tokens[0]);
+    ASSERT_EQ(many.lm[k].size(), one.lm[0].size());
+    float range = 0, diff = 0;
+    for (size_t i = 0; i < one.lm[0].size(); ++i) {
+      range = std::max(range, std::abs(one.lm[0][i]));
+      diff = std::max(diff, std::abs(one.lm[0][i] - many.lm[k][i]));
+    }
+    EXPECT_LE(diff, 1e-4f * std::max(1.0f, range)) << "largest LM hidden-state difference";
+  }
 }
 
 std::vector<std::string> flux_args() { return {"--case", "flux", "-m", (tiny() / "flux.1-dev").string()}; }
@@ -176,14 +210,106 @@ TEST(Distributed, TorchrunLaunchesTheRanks) {
   expect_same(one, two, "torchrun, 2 ranks");
 }
 #endif
+// Tensor parallelism in the LMs (the tiny LMs have 4 query and 2 key/value heads): 2 ranks hold
+// 2 query heads and 1 kv head each, 4 ranks 1 query head each and a kv head shared by 2 ranks.
+TEST(Distributed, UniWorldTextAnswerTensorParallel) {
+  TempDir d;
+  omniflux::save_png((d.path() / "img.png").string(), gradient_image(48, 40, 1));
+  const std::vector<std::string> args = {"--case", "uniworld", "-m", (tiny() / "uniworld-v1").string(),
+                                         "--flux", (tiny() / "flux.1-dev").string(), "--siglip", (tiny() / "siglip2").string(),
+                                         "--text", "-i", (d.path() / "img.png").string(), "-p", "what is this?"};
+  const Result one = run_worker(args, 1);
+  ASSERT_EQ(one.status, 0) << one.err;
+  ASSERT_FALSE(one.tokens[0].empty());
+  ASSERT_FALSE(one.lm[0].empty());
+  expect_same_answer(one, run_worker(args, 2), "2 ranks");
+  expect_same_answer(one, run_worker(args, 4), "4 ranks");
+  expect_same_answer(one, run_worker(args, 2, {"--no-tensor-parallel"}), "2 ranks, whole LM on each");
+}
+
+TEST(Distributed, XOmniChatTensorParallel) {
+  TempDir d;
+  omniflux::save_png((d.path() / "img.png").string(), gradient_image(64, 64, 2));
+  const std::vector<std::string> args = {"--case", "xomni", "-m", (tiny() / "x-omni").string(), "--text",
+                                         "-i", (d.path() / "img.png").string(), "-p", "what is this?"};
+  const Result one = run_worker(args, 1);
+  ASSERT_EQ(one.status, 0) << one.err;
+  ASSERT_FALSE(one.tokens[0].empty());
+  ASSERT_FALSE(one.lm[0].empty());
+  expect_same_answer(one, run_worker(args, 2), "2 ranks");
+  expect_same_answer(one, run_worker(args, 4), "4 ranks");
+  expect_same_answer(one, run_worker(args, 2, {"--no-tensor-parallel"}), "2 ranks, whole LM on each");
+  // Streamed layers are built, and sliced, again for every use.
+  expect_same_answer(one, run_worker(args, 4, {"--offload", "sequential"}), "4 ranks, sequential offload");
+}
+
+// Quantised layers split as plain ones: codes and their per-output-channel scales by rows for
+// q/k/v and gate/up, codes by columns (scales whole) for o_proj and down_proj. On the CPU the codes
+// are dequantised, so one process and several agree as closely as in fp32.
+TEST(Distributed, XOmniChatTensorParallelQuantized) {
+  TempDir d;
+  omniflux::save_png((d.path() / "img.png").string(), gradient_image(64, 64, 2));
+  for (omniflux::WeightFormat f : {omniflux::WeightFormat::Int8, omniflux::WeightFormat::Fp8}) {
+    SCOPED_TRACE(omniflux::weight_format_name(f));
+    const fs::path q = d.path() / omniflux::weight_format_name(f);
+    omniflux::QuantizeOptions opt;
+    opt.format = f;
+    omniflux::quantize_folder((tiny() / "x-omni").string(), q.string(), opt);
+    const std::vector<std::string> args = {"--case", "xomni", "-m", q.string(), "--text", "-i", (d.path() / "img.png").string(),
+                                           "-p", "what is this?"};
+    const Result one = run_worker(args, 1);
+    ASSERT_EQ(one.status, 0) << one.err;
+    ASSERT_FALSE(one.tokens[0].empty());
+    expect_same_answer(one, run_worker(args, 2), "2 ranks");
+    expect_same_answer(one, run_worker(args, 4), "4 ranks");
+  }
+}
+
+// 3 ranks do not divide the LM's 4 query heads: every rank says so, naming the config field,
+// before the layers load. (Sequence parallelism off, so that the DiT's own check is not the one
+// that fires; the chat loads no DiT anyway.)
+TEST(Distributed, TensorParallelRanksThatDoNotDivideTheLmFailClearly) {
+  TempDir d;
+  omniflux::save_png((d.path() / "img.png").string(), gradient_image(64, 64, 2));
+  Result r = run_worker({"--case", "xomni", "-m", (tiny() / "x-omni").string(), "--text", "-i", (d.path() / "img.png").string()},
+                        3, {"--no-sequence-parallel"});
+  EXPECT_EQ(exit_code(r.status), 1);
+  EXPECT_NE(r.err.find("config.json: num_attention_heads"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("num_attention_heads (4) divisible by the tensor-parallel ranks"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.text.empty());
+  // The other two fields, in configs edited so that only they fail (the check runs on the config,
+  // before any weight is read, so the unchanged weights never load).
+  struct Case {
+    std::string field;
+    std::vector<std::pair<std::string, int>> edits;
+    int nproc;
+    std::string want;
+  };
+  for (const Case& c : {Case{"num_key_value_heads", {{"num_attention_heads", 6}, {"num_key_value_heads", 3}, {"head_dim", 8}}, 2,
+                             "num_key_value_heads (3) divisible by the tensor-parallel ranks, or dividing them"},
+                        Case{"intermediate_size", {{"intermediate_size", 66}}, 4, "intermediate_size (66) divisible by the tensor-parallel ranks"}}) {
+    SCOPED_TRACE(c.field);
+    const fs::path m = d.path() / c.field;
+    fs::copy(tiny() / "x-omni", m, fs::copy_options::recursive);
+    nlohmann::json j = nlohmann::json::parse(read_bytes(m / "config.json"));
+    for (const auto& [k, v] : c.edits) j[k] = v;
+    std::ofstream(m / "config.json") << j.dump();
+    Result e = run_worker({"--case", "xomni", "-m", m.string(), "--text", "-i", (d.path() / "img.png").string()}, c.nproc);
+    EXPECT_EQ(exit_code(e.status), 1);
+    EXPECT_NE(e.err.find("config.json: " + c.field), std::string::npos) << e.err;
+    EXPECT_NE(e.err.find(c.want), std::string::npos) << e.err;
+  }
+  // The same world with the LM whole on every rank answers.
+  Result whole = run_worker({"--case", "xomni", "-m", (tiny() / "x-omni").string(), "--text", "-i", (d.path() / "img.png").string()},
+                            3, {"--no-tensor-parallel"});
+  EXPECT_EQ(whole.status, 0) << whole.err;
+}
 
 // Started as a launcher would: each rank its own process with torchrun's variables.
 std::vector<std::string> rank_env(int rank, int world, int port) {
   return {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world), "LOCAL_RANK=" + std::to_string(rank),
           "LOCAL_WORLD_SIZE=" + std::to_string(world), "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
 }
-
-int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
 
 // A socket listening on a free loopback port that rank 0 takes over (as --nproc does), so that
 // no other test can take the port in between.

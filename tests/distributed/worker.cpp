@@ -1,7 +1,9 @@
 // omniflux-dist-worker: one request of a pipeline as one rank (or, with --nproc, as N ranks), for
 // tests/distributed. Rank 0 writes what the tests compare: the final latents (latents.f32, the
 // last "flux.step_latents" tap as raw float32), the image (image.png), image codes (codes.txt) and
-// text answers (text.txt). --die-rank R --die-step K kills rank R at denoising step K (SIGKILL).
+// text answers (text.txt). Every rank R writes the text tokens it sampled (tokens.R.txt) and the
+// last language-model layer output it computed (lm.R.f32, raw float32). --die-rank R --die-step K kills rank R at denoising step K (SIGKILL).
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -48,16 +50,20 @@ int main(int argc, char** argv) {
     p.toggle("--text", &text, "a text answer instead of an image (UniWorld text task, X-Omni chat)");
     p.integer("--die-rank", &die_rank, -1, 1024, "R", "the rank to kill");
     p.integer("--die-step", &die_step, -1, 100, "K", "the denoising step at which it dies");
-    cli::add_runtime_flags(p, &rt, false);
+    cli::add_runtime_flags(p, &rt, true);
     cli::add_parallel_flags(p);
     if (!p.parse(argc, argv)) return cli::kExitOk;
     cli::join_ranks(rt);
     cli::apply_runtime(rt);
     const int rank = cli::current_rank();
 
-    at::Tensor latents;
+    at::Tensor latents, lm_hidden;
+    std::string tokens;
     omniflux::DebugScope taps([&](const std::string& name, const at::Tensor& t) {
       if (name == "flux.step_latents") latents = t.detach().to(at::kCPU, at::kFloat).clone();
+      if (name == "qwen2_5_vl.lm_layer_output" || name == "xomni.layer_output")
+        lm_hidden = t.detach().to(at::kCPU, at::kFloat).clone();
+      if (name == "sampling.text_token") tokens += std::to_string(t.item<int64_t>()) + " ";
     });
     auto progress = [&](const std::string& stage, int64_t step, int64_t) {
       if (stage == "denoise" && step == die_step && rank == die_rank) std::raise(SIGKILL);
@@ -101,13 +107,17 @@ int main(int argc, char** argv) {
         image = pipe.decode_codes(*c, o.decoder, progress);
       }
     }
-    if (!rt.writes_output()) return cli::kExitOk;
-    fs::create_directories(out);
-    if (latents.defined()) {
-      std::ofstream f(fs::path(out) / "latents.f32", std::ios::binary);
-      at::Tensor c = latents.contiguous();
+    auto write_raw = [](const fs::path& path, const at::Tensor& t) {
+      std::ofstream f(path, std::ios::binary);
+      at::Tensor c = t.contiguous();
       f.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * sizeof(float)));
-    }
+    };
+    fs::create_directories(out);
+    const std::string me = std::to_string(std::max(rank, 0));  // -1: one process, no launcher
+    if (text) std::ofstream(fs::path(out) / ("tokens." + me + ".txt")) << tokens;
+    if (lm_hidden.defined()) write_raw(fs::path(out) / ("lm." + me + ".f32"), lm_hidden);
+    if (!rt.writes_output()) return cli::kExitOk;
+    if (latents.defined()) write_raw(fs::path(out) / "latents.f32", latents);
     if (image) omniflux::save_png((fs::path(out) / "image.png").string(), *image);
     if (!codes_text.empty()) std::ofstream(fs::path(out) / "codes.txt") << codes_text;
     if (!answer.empty() || text) std::ofstream(fs::path(out) / "text.txt") << answer;

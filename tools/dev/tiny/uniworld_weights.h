@@ -19,8 +19,9 @@ namespace omniflux::tiny {
 
 struct QwenVlShape {
   int64_t vocab = 152064;  // every real Qwen2.5-VL tokenizer id must be valid
-  int64_t hidden = 16, inter = 32, layers = 2, heads = 2, kv = 1;
-  std::vector<int64_t> mrope = {2, 1, 1};  // sums to head_dim / 2
+  // 4 query and 2 key/value heads: tensor parallelism over 2 and 4 ranks (tests/distributed).
+  int64_t hidden = 32, inter = 64, layers = 2, heads = 4, kv = 2;
+  std::vector<int64_t> mrope = {2, 1, 1};  // sums to head_dim / 2 (head_dim 8)
   int64_t v_depth = 2, v_hidden = 16, v_heads = 2, v_inter = 32, window = 112;
   std::vector<int64_t> fullatt = {1};
 };

@@ -17,7 +17,8 @@ using namespace omniflux::tiny;
 namespace {
 
 struct XOmniShape {
-  int64_t hidden = 32, inter = 64, layers = 4, heads = 2, kv = 1, adap = 1, head = 1;
+  // 4 query and 2 key/value heads: tensor parallelism over 2 and 4 ranks (tests/distributed).
+  int64_t hidden = 32, inter = 64, layers = 4, heads = 4, kv = 2, adap = 1, head = 1;
   int64_t mm_vocab = 80, image_vocab = 64;
   // SigLIP-VQ
   int64_t vit_d = 32, vit_mlp = 64, vit_layers = 2, vit_heads = 2, patch = 16, pos_grid = 8, codebook_dim = 16;
