@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -23,6 +24,17 @@ c10::Device RuntimeOptions::torch_device() const {
   } catch (const std::exception&) {
     throw Error("invalid device", "RuntimeOptions::device", "cpu, cuda or cuda:N", "'" + device + "'");
   }
+}
+
+const std::vector<std::string>& RuntimeOptions::component_names() {
+  static const std::vector<std::string> names = {"text", "dit", "vae", "vlm", "siglip", "lm", "vq"};
+  return names;
+}
+
+RuntimeOptions RuntimeOptions::on(const std::string& component) const {
+  RuntimeOptions r = *this;
+  if (auto it = placement.find(component); it != placement.end()) r.device = it->second;
+  return r;
 }
 
 bool RuntimeOptions::writes_output() const { return !parallel || parallel->rank() == 0; }
@@ -48,6 +60,27 @@ void RuntimeOptions::validate() const {
   if (num_threads < 0 || num_threads > kMaxThreads)
     throw Error("invalid number of threads", "RuntimeOptions::num_threads",
                 "0 (all hardware threads) to " + std::to_string(kMaxThreads), std::to_string(num_threads));
+  for (const auto& [name, dev] : placement) {
+    const auto& names = component_names();
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      std::string all;
+      for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+      throw Error("unknown component in the placement", "RuntimeOptions::placement", all, "'" + name + "'");
+    }
+    RuntimeOptions probe;
+    probe.device = dev;
+    probe.dtype = dtype;
+    const c10::Device d = probe.torch_device();
+    if (d.type() != torch_device().type() || probe.compute_dtype() != compute_dtype())
+      throw Error("a placed component must run on the same kind of device, in the same dtype", "RuntimeOptions::placement: " + name,
+                  std::string(c10::DeviceTypeName(torch_device().type(), true)) + " like --device", dev);
+  }
+  if (!placement.empty() && offload != Offload::None)
+    throw Error("placement and offload do not combine", "RuntimeOptions::placement",
+                "offload none (placement is the way to fit without offload)", offload_name(offload));
+  if (!placement.empty() && parallel && parallel->world_size() > 1)
+    throw Error("placement and several ranks do not combine", "RuntimeOptions::placement",
+                "one process (each rank holds every component on its own device)", std::to_string(parallel->world_size()) + " ranks");
   if (!std::isfinite(max_vram_gb) || max_vram_gb < 0)
     throw Error("invalid memory budget", "RuntimeOptions::max_vram_gb", "a finite number >= 0 (0 = none)",
                 std::to_string(max_vram_gb));

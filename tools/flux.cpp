@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
     cli::check_input_folder("-m/--model", model);
     cli::check_output_file("-o/--output", out);
     if (!dry_run) cli::join_ranks(rt);
-    cli::apply_runtime(rt);
+    if (!dry_run) cli::apply_runtime(rt);  // a dry run plans for devices this machine need not have
     quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {
       omniflux::plan::FluxRequest req;

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     cli::check_input_folder("--siglip", siglip);
     if (!dry_run) cli::join_ranks(rt);
     cli::share_images(opt.images, rt);
-    cli::apply_runtime(rt);
+    if (!dry_run) cli::apply_runtime(rt);  // a dry run plans for devices this machine need not have
     quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {
       omniflux::plan::UniWorldRequest req;

@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
       cli::share_images(shared, rt);
       chat_image = shared.at(0);
     }
-    cli::apply_runtime(rt);
+    if (!dry_run) cli::apply_runtime(rt);  // a dry run plans for devices this machine need not have
     quiet = quiet || !rt.writes_output();  // rank 0 reports progress and writes
     if (dry_run) {
       if (flux.empty()) throw cli::UsageError("--dry-run plans the whole request and needs --flux", "--dry-run");

@@ -89,6 +89,14 @@ struct ComponentPlan {
 std::string to_json(const ComponentPlan& c);
 // A fixed-width table, one line per component.
 std::string to_table(const std::vector<ComponentPlan>& plans);
+// The RuntimeOptions::placement name of a dry-run component ("flux_dit" -> "dit", "t5_encoder" ->
+// "text", "qwen2_5_vl_lm" -> "vlm", ...).
+std::string placement_of(const std::string& component);
+// Components placed on several devices (RuntimeOptions::placement, offload none): each device's
+// components and peak memory per weight format (its weights, KV caches and the largest working
+// set among them, plus the CUDA context), marked against max_vram_gb when it is set.
+std::string placement_table(const std::vector<ComponentPlan>& plans, const RuntimeOptions& rt,
+                            const std::vector<std::string>& formats, double max_vram_gb);
 // With simulated ranks (Parallel::simulate in the dry run's runtime): what this rank sends in each
 // run that communicates, and that time at two nominal link speeds (NVLink 4 at 450 GB/s per
 // direction, PCIe 4.0 x16 at 25 GB/s); no GPU measured these.

@@ -1,8 +1,10 @@
 #pragma once
 // Where and in what precision models run. Defaults: fp32 on CPU, bf16 on CUDA.
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -30,6 +32,15 @@ struct RuntimeOptions {
   double max_vram_gb = 0;      // device-memory budget in GiB (as cards are sized) that --dry-run plans are checked against; 0 = none
   bool check_finite_weights = true;   // scan weights for NaN/Inf at load and name the tensor
   bool allow_outside_paths = false;   // let config files point outside their model folder
+  // Placement without communication (docs/distributed.md): components on other devices than
+  // `device`, by name, e.g. {"dit": "cuda:1"}. Names: "text" (CLIP and T5), "dit", "vae", and per
+  // pipeline "vlm" (UniWorld's Qwen2.5-VL with its connectors and task head), "siglip" (UniWorld's
+  // SigLIP), "lm" (X-Omni's LM), "vq" (X-Omni's SigLIP-VQ tokenizer). Each component runs where it
+  // is placed and the pipeline moves what passes between them. Only with offload none and one rank.
+  std::map<std::string, std::string> placement;
+  // These options with `device` set to where `component` is placed (unchanged when it is not).
+  RuntimeOptions on(const std::string& component) const;
+  static const std::vector<std::string>& component_names();
   // The ranks this process computes with (omniflux/distributed.h); null: this process alone.
   // Copies share it.
   std::shared_ptr<const Parallel> parallel;

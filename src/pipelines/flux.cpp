@@ -80,7 +80,7 @@ FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions&
     throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
   const std::string dir = sub_folder(folder, "transformer");
   check_flux_dit_parallel(FluxDiTConfig::from_config(Config::load(dir)), rt, dir);  // before any weights load
-  return load(folder, [dir, rt] { return FluxTransformer::load(dir, rt); }, rt,
+  return load(folder, [dir, rt] { return FluxTransformer::load(dir, rt.on("dit")); }, rt,
               std::make_shared<ResidencyGroup>(rt.offload));
 }
 
@@ -107,12 +107,12 @@ FluxPipeline FluxPipeline::load(const std::string& folder, std::function<FluxTra
   const std::string vae_dir = sub_folder(folder, "vae"), clip_dir = sub_folder(folder, "text_encoder"),
                     t5_dir = sub_folder(folder, "text_encoder_2");
   // Each init builds its component once (checking its weights); offload may drop it again at once.
-  const int64_t latent = impl->vae.init("vae", [vae_dir, rt] { return FluxVae::load(vae_dir, rt); }, group)
+  const int64_t latent = impl->vae.init("vae", [vae_dir, rt] { return FluxVae::load(vae_dir, rt.on("vae")); }, group)
                              .config().latent_channels;
   const ClipTextConfig clip_cfg =
-      impl->clip.init("text_encoder", [clip_dir, rt] { return ClipTextModel::load(clip_dir, rt); }, group).config();
+      impl->clip.init("text_encoder", [clip_dir, rt] { return ClipTextModel::load(clip_dir, rt.on("text")); }, group).config();
   const int64_t t5_dim =
-      impl->t5.init("text_encoder_2", [t5_dir, rt] { return T5Encoder::load(t5_dir, rt); }, group).config().d_model;
+      impl->t5.init("text_encoder_2", [t5_dir, rt] { return T5Encoder::load(t5_dir, rt.on("text")); }, group).config().d_model;
   impl->dit_cfg =
       impl->transformer.init("transformer", std::move(transformer), group, /*streams=*/true, std::move(release_transformer))
           .config();
@@ -240,7 +240,7 @@ std::optional<at::Tensor> FluxPipeline::denoise_with(const at::Tensor& noise, in
   for (int64_t i = 0; i < steps; ++i) {
     // diffusers: timestep = t.expand(B).to(latents.dtype) / 1000 with t = sigma * 1000 in float32
     at::Tensor ts = (sched.timesteps.slice(0, i, i + 1).expand({b}).to(dev, dtype) / 1000);
-    at::Tensor v = velocity(latents, ts, i);
+    at::Tensor v = velocity(latents, ts, i).to(latents.device());  // the DiT may be placed elsewhere
     tap("flux.noise_pred", v);
     latents = flow_match_euler_step(latents, v, sig[i], sig[i + 1]);
     tap("flux.step_latents", latents);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include <ATen/ATen.h>
 
@@ -131,12 +132,16 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
     throw Error("shortcut_image_embeds is not supported (off in the release)", cfg.source() + ": shortcut_image_embeds",
                 "false", "true");
 
-  auto store = WeightStore::open(model_folder, rt);
+  // The checkpoint holds the VLM, the connectors, the task head's neighbours and the DiT: it opens
+  // where the VLM is placed, and the DiT is built under a target of its own placement.
+  const RuntimeOptions vlm_rt = rt.on("vlm");
+  const c10::Device dit_device = rt.on("dit").torch_device();
+  auto store = WeightStore::open(model_folder, vlm_rt);
   impl->group = std::make_shared<ResidencyGroup>(rt.offload);
   // The VLM and the DiT share the UniWorld checkpoint: a released one gives its pages back.
   {
     const qwen2_5_vl::Qwen2_5_VL vlm = impl->vlm.init(
-        "vlm", [model_folder, store, rt] { return qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, rt); },
+        "vlm", [model_folder, store, vlm_rt] { return qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, vlm_rt); },
         impl->group, /*streams=*/true, [store] {
           for (const char* prefix : {"model.", "visual.", "lm_head."}) store->drop_pages(prefix);
         });
@@ -159,7 +164,9 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   store->ignore_prefix("denoise_tower.vae_projector.");  // only on the unused ref_features_for_vlm path
   impl->flux = FluxPipeline::load(
       flux_folder,
-      [store, dit_cfg] {
+      [store, dit_cfg, dit_device] {
+        std::optional<WeightStore::Target> placed;
+        if (dit_device != store->runtime().torch_device()) placed.emplace(*store, dit_device, /*pinned=*/false);
         FluxTransformer dit(dit_cfg, store->root().sub("denoise_tower").sub("denoiser"));
         return dit;
       },
@@ -167,7 +174,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   store->finish();
   // SigLIP stays whole on every rank (only the LM's layers split under tensor parallelism).
   const SiglipVisionConfig sig_cfg =
-      impl->siglip.init("siglip", [siglip_folder, rt] { return SiglipVisionModel::load(siglip_folder, rt); }, impl->group)
+      impl->siglip.init("siglip", [siglip_folder, rt] { return SiglipVisionModel::load(siglip_folder, rt.on("siglip")); }, impl->group)
           .config();
   const int64_t sig_hidden = sig_cfg.hidden_size;
   impl->siglip_pre = SiglipImageProcessorConfig::load(siglip_folder);
@@ -191,7 +198,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
     const fs::path p = fs::path(model_folder) / name;
     std::error_code ec;
     if (fs::is_regular_file(p, ec)) {
-      impl->task_head = uniworld::TaskHead::load(p.string(), hidden, rt);
+      impl->task_head = uniworld::TaskHead::load(p.string(), hidden, vlm_rt);
       break;
     }
   }
@@ -292,7 +299,7 @@ at::Tensor UniWorldPipeline::siglip_pixels(const std::vector<Image>& images) con
 }
 
 at::Tensor UniWorldPipeline::siglip_features(const at::Tensor& pixels) const {
-  at::Tensor f = impl_->siglip.get().forward(pixels.to(impl_->rt.torch_device())).last_hidden_state;
+  at::Tensor f = impl_->siglip.get().forward(pixels.to(impl_->rt.on("siglip").torch_device())).last_hidden_state;
   check_finite(f, "UniWorld SigLIP features");
   return f;
 }
@@ -303,14 +310,15 @@ at::Tensor UniWorldPipeline::t5_ids(const std::string& text, int64_t n) const { 
 uniworld::TextStream UniWorldPipeline::assemble(const at::Tensor& ids, const at::Tensor& hidden, const at::Tensor& sig,
                                                 const at::Tensor& t5) const {
   const Impl& m = *impl_;
+  // The connectors sit with the VLM; SigLIP's features and T5's tokens come to them.
   at::Tensor e = m.connectors.denoise_projector.forward(hidden);
   tap("uniworld.vlm_projected", e);
   at::Tensor s;
   if (sig.defined() && sig.size(0) > 0) {
-    s = m.connectors.siglip_projector.forward(sig);
+    s = m.connectors.siglip_projector.forward(sig.to(e.device()));
     tap("uniworld.siglip_projected", s);
   }
-  return uniworld::assemble_text_stream(ids, e, s, t5, m.image_end_token_id);
+  return uniworld::assemble_text_stream(ids, e, s, t5.defined() ? t5.to(e.device()) : t5, m.image_end_token_id);
 }
 
 bool UniWorldPipeline::route_to_image(const at::Tensor& ids, const at::Tensor& hidden) const {

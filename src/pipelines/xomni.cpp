@@ -160,7 +160,7 @@ XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string
   if (dc.has("siglip_channels") && dc.get_size("siglip_channels") != z)
     throw Error("the decoder's siglip_channels differs from the encoder's z_channels", dc.source() + ": siglip_channels",
                 std::to_string(z), std::to_string(dc.get_int("siglip_channels")));
-  auto store = WeightStore::open(dir, rt);
+  auto store = WeightStore::open(dir, rt.on("dit"));
   XOmniDecoder d;
   d.cfg_ = vision.decoder;
   // Building the transformer once (inside FluxPipeline::load) marks its keys; what is left over is
@@ -324,7 +324,7 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   text::check_tokenizer_folder(dir, rt.allow_outside_paths);
   impl->tokenizer = text::load_tokenizer(dir);
   {
-    const XOmniLM lm = impl->lm.init("lm", [dir, rt] { return XOmniLM::load(dir, rt); }, impl->group, /*streams=*/true);
+    const XOmniLM lm = impl->lm.init("lm", [dir, rt] { return XOmniLM::load(dir, rt.on("lm")); }, impl->group, /*streams=*/true);
     lm.check_image_token_ids(*impl->tokenizer);  // <MM-Token-k> = vocab_size + k
     impl->lm_cfg = lm.config();
     const auto& lc = impl->lm_cfg;
@@ -353,10 +353,10 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   impl->image_tokenizer.init(
       "image_tokenizer",
       [vit_file, vq_file, v, rt] {
-        auto vit_store = WeightStore::open(vit_file, rt);
+        auto vit_store = WeightStore::open(vit_file, rt.on("vq"));
         SiglipViT vit(*vit_store, v.vit);
         vit_store->finish();
-        auto vq_store = WeightStore::open(vq_file, rt);
+        auto vq_store = WeightStore::open(vq_file, rt.on("vq"));
         SiglipVQ vq(vq_store->root(), v.vq);
         vq_store->finish();
         return SiglipVQTokenizer(std::move(vit), std::move(vq), v.transform);

@@ -91,6 +91,52 @@ OffloadEstimate estimate_offload(const std::vector<ComponentPlan>& plans, const 
   return e;
 }
 
+std::string placement_of(const std::string& component) {
+  static const std::vector<std::pair<std::string, std::string>> table = {
+      {"clip_text", "text"}, {"t5_encoder", "text"}, {"flux_dit", "dit"}, {"uniworld_dit", "dit"},
+      {"xomni_dit", "dit"}, {"flux_vae", "vae"}, {"qwen2_5_vl_vision", "vlm"}, {"qwen2_5_vl_lm", "vlm"},
+      {"uniworld_connectors", "vlm"}, {"siglip_vision", "siglip"}, {"xomni_lm", "lm"},
+      {"siglip_vq_vit", "vq"}, {"siglip_vq_projector", "vq"}};
+  for (const auto& [c, p] : table)
+    if (c == component) return p;
+  throw Error("a dry-run component without a placement name", "plan::placement_of", "a known component", component);
+}
+
+std::string placement_table(const std::vector<ComponentPlan>& plans, const RuntimeOptions& rt,
+                            const std::vector<std::string>& formats, double max_vram_gb) {
+  // Devices in first-use order, each with its components' indices.
+  std::vector<std::pair<std::string, std::vector<size_t>>> devices;
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const std::string d = rt.on(placement_of(plans[i].name)).device;
+    auto it = std::find_if(devices.begin(), devices.end(), [&](const auto& e) { return e.first == d; });
+    if (it == devices.end()) devices.push_back({d, {i}});
+    else it->second.push_back(i);
+  }
+  const double budget = max_vram_gb * 1024.0 * 1024.0 * 1024.0;
+  std::ostringstream s;
+  s << "peak memory per device with this placement, offload none (GiB, incl. " << gib(kDefaultReserveBytes)
+    << " per device for the CUDA context and workspaces)";
+  if (max_vram_gb > 0) s << "; fits --max-vram " << max_vram_gb << " GiB?";
+  s << "\n" << std::left << std::setw(12) << "device";
+  for (const auto& f : formats) s << std::right << std::setw(16) << f;
+  s << "  components\n";
+  for (const auto& [device, idx] : devices) {
+    s << std::left << std::setw(12) << device;
+    for (const auto& f : formats) {
+      std::vector<ComponentPlan> mine;
+      for (size_t i : idx) mine.push_back(plans[i]);
+      const int64_t peak = estimate_offload(mine, f).peak(Offload::None);
+      std::string cell = gib(peak);
+      if (max_vram_gb > 0) cell += static_cast<double>(peak) <= budget ? " yes" : " no ";
+      s << std::right << std::setw(16) << cell;
+    }
+    s << " ";
+    for (size_t i : idx) s << " " << plans[i].name;
+    s << "\n";
+  }
+  return s.str();
+}
+
 std::string offload_table(const std::vector<ComponentPlan>& plans, const std::vector<std::string>& formats,
                           double max_vram_gb) {
   std::vector<OffloadEstimate> est;

@@ -500,14 +500,34 @@ std::string Parser::help() const {
 
 // ---- runtime flags --------------------------------------------------------------------------------
 
+void parse_device(const std::string& v, RuntimeOptions* rt) {
+  RuntimeOptions probe;
+  size_t start = 0;
+  bool have_default = false;
+  while (start <= v.size()) {
+    const size_t comma = std::min(v.find(',', start), v.size());
+    const std::string item = v.substr(start, comma - start);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      if (have_default) throw Error("more than one default device", "--device", "D[,COMPONENT=D...]", v);
+      probe.device = item;
+      have_default = true;
+    } else if (!probe.placement.emplace(item.substr(0, eq), item.substr(eq + 1)).second) {
+      throw Error("a component placed twice", "--device", "each component once", item.substr(0, eq));
+    }
+    start = comma + 1;
+  }
+  probe.validate();  // devices, component names, one kind of device
+  rt->device = probe.device;
+  rt->placement = probe.placement;
+}
+
 void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload) {
   p.group("runtime");
-  p.custom("--device", "D", "cpu, cuda or cuda:N", [rt](const std::string& v) {
-    RuntimeOptions probe;
-    probe.device = v;
-    (void)probe.torch_device();
-    rt->device = v;
-  }, rt->device);
+  p.custom("--device", "D[,COMPONENT=D...]",
+           "cpu, cuda or cuda:N; then components placed elsewhere, e.g. cuda:0,dit=cuda:1 (text, dit, vae, vlm, siglip, lm, vq)",
+           [rt](const std::string& v) { parse_device(v, rt); },
+           rt->device);
   p.custom("--dtype", "T", "auto (float32 on the CPU, bfloat16 on CUDA), float32, bfloat16 or float16",
            [rt](const std::string& v) {
              if (v != "auto") (void)parse_dtype(v);
@@ -527,14 +547,18 @@ void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload) {
 }
 
 void apply_runtime(const RuntimeOptions& rt) {
-  const c10::Device dev = rt.torch_device();
-  if (dev.is_cuda()) {
+  std::vector<std::string> devices = {rt.device};
+  for (const auto& [name, d] : rt.placement) devices.push_back(d);
+  for (const std::string& d : devices) {
+    const c10::Device dev(d);
+    if (!dev.is_cuda()) continue;
     const int n = build_info().cuda_devices;
     const int index = dev.has_index() ? dev.index() : 0;
     if (index >= n)
       throw Error("no such CUDA device", "--device", n == 0 ? "a machine with a CUDA GPU" : "cuda:0..cuda:" + std::to_string(n - 1),
-                  rt.device + (n == 0 ? " (no CUDA device here)" : ""));
+                  d + (n == 0 ? " (no CUDA device here)" : ""));
   }
+  rt.validate();
   (void)rt.compute_dtype();
   set_num_threads(rt.num_threads);
 }
@@ -659,6 +683,7 @@ int print_dry_run(const std::vector<plan::ComponentPlan>& plans, const RuntimeOp
   std::cout << "\n" << plan::offload_table(plans, formats, rt.max_vram_gb)
             << "(fp8 columns: folders written by omniflux-quantize --weights fp8 or int8; working set = weights +\n"
                " 2 x the largest activation + KV cache; sequential streams the DiT and LM blocks)\n";
+  if (!rt.placement.empty()) std::cout << "\n" << plan::placement_table(plans, rt, formats, rt.max_vram_gb);
   if (rt.parallel)
     std::cout << "\n(per rank: activations are one rank's share; the weight columns count the whole checkpoint)\n"
               << plan::traffic_table(plans, *rt.parallel);

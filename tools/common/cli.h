@@ -134,6 +134,8 @@ class Parser {
   std::unique_ptr<Impl> impl_;
 };
 
+// --device's value: "D" or "D,COMPONENT=D,..." (RuntimeOptions::placement); throws Error.
+void parse_device(const std::string& value, RuntimeOptions* rt);
 // --device, --dtype, --threads and (with_offload) --offload, --max-vram, filling `rt`.
 void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload = true);
 // After parsing: a CUDA device that this machine does not have is an Error. Sets the CPU threads.

@@ -250,6 +250,10 @@ int main(int argc, char** argv) {
   p.integer("--cfg-parallel", &popt.cfg, 1, 2, "C", "with --world: CFG pairs on different ranks (world = C x inner)");
   p.toggle("--no-sequence-parallel", &popt.sequence, "with --world: no Ulysses split of the DiTs", false);
   p.toggle("--no-tensor-parallel", &popt.tensor, "with --world: no tensor split of the language models", false);
+  RuntimeOptions placed;  // --device with a placement: each device's peak
+  placed.device = "cuda:0";
+  p.custom("--device", "D[,COMPONENT=D...]", "plan this placement too, e.g. cuda:0,dit=cuda:1 (docs/distributed.md)",
+           [&](const std::string& v) { cli::parse_device(v, &placed); });
   if (!p.parse(argc, argv)) return cli::kExitOk;
   plan::DryRunOptions dry;
   if (world > 1) dry.rt.parallel = Parallel::simulate(world, popt);
@@ -281,6 +285,7 @@ int main(int argc, char** argv) {
                     bf16 / double(int64_t(1) << 30));
       std::cout << total;
       if (failed == 0) std::cout << plan::offload_table(plans, {"bf16", "fp8"}, max_vram);
+      if (failed == 0 && !placed.placement.empty()) std::cout << plan::placement_table(plans, placed, {"bf16", "fp8"}, max_vram);
       if (dry.rt.parallel) std::cout << plan::traffic_table(plans, *dry.rt.parallel);
       std::cout << std::flush;
     };
