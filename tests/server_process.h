@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -185,5 +186,38 @@ inline Streamed post_stream(const Server& s, const std::string& path, const json
   c.send(req);
   return out;
 }
+
+// A streamed 1000-step UniWorld generation (the server runs with --max-steps 1000) on a client
+// thread, for tests that stop the server under it: started() waits until it is denoising.
+class SlowStream {
+ public:
+  explicit SlowStream(const Server& s)
+      : client_([this, &s] {
+          result_ = post_stream(s, "/v1/images/generations",
+                                {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}},
+                                [this](const std::string& body) {
+                                  if (body.find("\"stage\":\"denoise\"") != std::string::npos) started_ = true;
+                                  return true;
+                                });
+        }) {}
+  ~SlowStream() {
+    if (client_.joinable()) client_.join();
+  }
+  bool started() const {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!started_ && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return started_;
+  }
+  // Waits for the stream to end.
+  const Streamed& result() {
+    if (client_.joinable()) client_.join();
+    return result_;
+  }
+
+ private:
+  std::atomic<bool> started_{false};
+  Streamed result_;
+  std::thread client_;
+};
 
 }  // namespace server_test

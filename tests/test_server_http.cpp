@@ -948,21 +948,10 @@ TEST(ServerHttp, SigtermCancelsTheRunningRequestAndExitsZero) {
   args.push_back("1000");
   Server s(args);
   ASSERT_GT(s.port(), 0);
-  std::atomic<bool> started{false};
-  Streamed st;
-  std::thread client([&] {
-    st = post_stream(s, "/v1/images/generations",
-                     {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}},
-                     [&](const std::string& body) {
-                       if (body.find("\"stage\":\"denoise\"") != std::string::npos) started = true;
-                       return true;
-                     });
-  });
-  const auto end = Clock::now() + std::chrono::seconds(60);
-  while (!started && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  ASSERT_TRUE(started);
+  server_test::SlowStream slow(s);
+  ASSERT_TRUE(slow.started());
   EXPECT_EQ(s.stop(SIGTERM, 30), 0) << s.log();
-  client.join();
+  const Streamed& st = slow.result();
   // the stream ended with an error event saying why, then [DONE]
   auto events = parse_sse(st.body);
   ASSERT_GE(events.size(), 2u);

@@ -210,6 +210,19 @@ TEST(Distributed, TorchrunLaunchesTheRanks) {
   expect_same(one, two, "torchrun, 2 ranks");
 }
 #endif
+// One process's answer, then 2 and 4 ranks and 2 with the LM whole on each must give it.
+Result check_tensor_parallel_answers(const std::vector<std::string>& args) {
+  Result one = run_worker(args, 1);
+  EXPECT_EQ(one.status, 0) << one.err;
+  EXPECT_FALSE(one.tokens[0].empty());
+  EXPECT_FALSE(one.lm[0].empty());
+  if (one.status != 0 || one.tokens[0].empty() || one.lm[0].empty()) return one;
+  expect_same_answer(one, run_worker(args, 2), "2 ranks");
+  expect_same_answer(one, run_worker(args, 4), "4 ranks");
+  expect_same_answer(one, run_worker(args, 2, {"--no-tensor-parallel"}), "2 ranks, whole LM on each");
+  return one;
+}
+
 // Tensor parallelism in the LMs (the tiny LMs have 4 query and 2 key/value heads): 2 ranks hold
 // 2 query heads and 1 kv head each, 4 ranks 1 query head each and a kv head shared by 2 ranks.
 TEST(Distributed, UniWorldTextAnswerTensorParallel) {
@@ -218,13 +231,7 @@ TEST(Distributed, UniWorldTextAnswerTensorParallel) {
   const std::vector<std::string> args = {"--case", "uniworld", "-m", (tiny() / "uniworld-v1").string(),
                                          "--flux", (tiny() / "flux.1-dev").string(), "--siglip", (tiny() / "siglip2").string(),
                                          "--text", "-i", (d.path() / "img.png").string(), "-p", "what is this?"};
-  const Result one = run_worker(args, 1);
-  ASSERT_EQ(one.status, 0) << one.err;
-  ASSERT_FALSE(one.tokens[0].empty());
-  ASSERT_FALSE(one.lm[0].empty());
-  expect_same_answer(one, run_worker(args, 2), "2 ranks");
-  expect_same_answer(one, run_worker(args, 4), "4 ranks");
-  expect_same_answer(one, run_worker(args, 2, {"--no-tensor-parallel"}), "2 ranks, whole LM on each");
+  check_tensor_parallel_answers(args);
 }
 
 TEST(Distributed, XOmniChatTensorParallel) {
@@ -232,13 +239,7 @@ TEST(Distributed, XOmniChatTensorParallel) {
   omniflux::save_png((d.path() / "img.png").string(), gradient_image(64, 64, 2));
   const std::vector<std::string> args = {"--case", "xomni", "-m", (tiny() / "x-omni").string(), "--text",
                                          "-i", (d.path() / "img.png").string(), "-p", "what is this?"};
-  const Result one = run_worker(args, 1);
-  ASSERT_EQ(one.status, 0) << one.err;
-  ASSERT_FALSE(one.tokens[0].empty());
-  ASSERT_FALSE(one.lm[0].empty());
-  expect_same_answer(one, run_worker(args, 2), "2 ranks");
-  expect_same_answer(one, run_worker(args, 4), "4 ranks");
-  expect_same_answer(one, run_worker(args, 2, {"--no-tensor-parallel"}), "2 ranks, whole LM on each");
+  const Result one = check_tensor_parallel_answers(args);
   // Streamed layers are built, and sliced, again for every use.
   expect_same_answer(one, run_worker(args, 4, {"--offload", "sequential"}), "4 ranks, sequential offload");
 }
@@ -856,21 +857,10 @@ TEST(DistributedServer, SigtermEndsEveryRank) {
     ASSERT_GT(s.port(), 0);
     const std::vector<pid_t> ranks = descendants(s.pid());
     EXPECT_EQ(ranks.size(), 2u);
-    std::atomic<bool> started{false};
-    Streamed st;
-    std::thread client([&] {
-      st = post_stream(s, "/v1/images/generations",
-                       {{"model", "uniworld-v1"}, {"prompt", "slow"}, {"size", "256x256"}, {"steps", 1000}, {"stream", true}},
-                       [&](const std::string& body) {
-                         if (body.find("\"stage\":\"denoise\"") != std::string::npos) started = true;
-                         return true;
-                       });
-    });
-    const auto end = Clock::now() + std::chrono::seconds(60);
-    while (!started && Clock::now() < end) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    EXPECT_TRUE(started);
+    server_test::SlowStream slow(s);
+    EXPECT_TRUE(slow.started());
     EXPECT_EQ(s.stop(SIGTERM, 60), 0) << s.log();
-    client.join();
+    const Streamed& st = slow.result();
     auto events = parse_sse(st.body);
     ASSERT_GE(events.size(), 2u) << st.body;
     EXPECT_EQ(json::parse(events[events.size() - 2].data)["error"]["code"], "cancelled") << st.body;
