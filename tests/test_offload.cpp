@@ -540,6 +540,24 @@ TEST(DryRun, OffloadEstimateFollowsTheModes) {
   EXPECT_THROW(plan::estimate_offload(plans, "nf4"), Error);
 }
 
+// Under tensor parallelism a rank holds 1/P of each of the LM's blocks and the rest whole.
+TEST(DryRun, TensorParallelRanksHoldTheirShareOfTheBlocks) {
+  plan::ComponentPlan lm;
+  lm.name = "xomni_lm";
+  lm.weights.bytes_bf16 = 4000;  // 10 blocks of 350, 500 outside them
+  lm.weights.bytes_fp8 = 2000;
+  lm.weights.blocks.push_back({"model.layers", 10, 0, 350, 175});
+  lm.largest_activation.bytes = 50;
+  lm.kv_cache_bytes = 20;
+  lm.tensor_parallel = 4;
+  const plan::OffloadEstimate e = plan::estimate_offload({lm}, "bf16", 0);
+  EXPECT_EQ(e.components[0].weight_bytes, 500 + 10 * 88);  // ceil(350 / 4) per block
+  EXPECT_EQ(e.peak_none, 500 + 880 + 100 + 20);
+  EXPECT_EQ(e.peak_sequential, 500 + 2 * 88 + 100 + 20);
+  lm.tensor_parallel = 1;
+  EXPECT_EQ(plan::estimate_offload({lm}, "bf16", 0).components[0].weight_bytes, 4000);
+}
+
 // --dry-run prints the plan of the request per offload mode and loads nothing.
 TEST(DryRun, PipelineClisPlanTheRequestWithoutLoading) {
   TempDir d;

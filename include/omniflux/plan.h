@@ -79,6 +79,9 @@ struct ComponentPlan {
   WeightFigures weights;
   LargestTensor largest_activation;
   int64_t kv_cache_bytes = 0;      // the static KV cache at the request's length (LMs)
+  // Ranks the component's repeated blocks split over (a language model under tensor parallelism):
+  // the offload estimates count blocks / tensor_parallel of its block weights per rank.
+  int64_t tensor_parallel = 1;
   std::vector<std::string> runs;   // forward passes that ran, with their shapes
   // With a simulated Parallel in the dry run's runtime (Parallel::simulate): what this rank sent
   // in each run, parallel to `runs`.

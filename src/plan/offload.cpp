@@ -59,6 +59,11 @@ OffloadEstimate estimate_offload(const std::vector<ComponentPlan>& plans, const 
     OffloadEstimate::Component c;
     c.name = p.name;
     c.weight_bytes = weight_bytes(p.weights, weights);
+    const int64_t tp = std::max<int64_t>(1, p.tensor_parallel);
+    if (tp > 1) {  // each rank holds 1/tp of every block (heads and MLP columns; norms are negligible)
+      for (const auto& b : p.weights.blocks)
+        c.weight_bytes -= b.count * (block_bytes(b, weights) - (block_bytes(b, weights) + tp - 1) / tp);
+    }
     const int64_t extra = 2 * act_scale * p.largest_activation.bytes + p.kv_cache_bytes;
     c.working_bytes = c.weight_bytes + extra;
     c.streams = streams(p.name) && !p.weights.blocks.empty();
@@ -66,8 +71,8 @@ OffloadEstimate estimate_offload(const std::vector<ComponentPlan>& plans, const 
     if (c.streams) {
       int64_t in_blocks = 0, largest = 0;
       for (const auto& b : p.weights.blocks) {
-        in_blocks += b.count * block_bytes(b, weights);
-        largest = std::max(largest, block_bytes(b, weights));
+        in_blocks += b.count * ((block_bytes(b, weights) + tp - 1) / tp);
+        largest = std::max(largest, (block_bytes(b, weights) + tp - 1) / tp);
       }
       // Streamed blocks go through fixed device slots the size of the largest block.
       c.streamed_bytes = std::max<int64_t>(0, c.weight_bytes - in_blocks) + nn::kStreamedBlocksOnDevice * largest;

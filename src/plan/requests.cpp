@@ -51,6 +51,12 @@ struct ParallelScope {
   ~ParallelScope() { t_parallel = nullptr; }
 };
 
+// How many ranks a language model's layers split over in this dry run (1 without tensor parallelism).
+int64_t tensor_ranks(const RuntimeOptions& rt) {
+  const ProcessGroup* g = rt.parallel ? rt.parallel->tensor_group() : nullptr;
+  return g ? g->size() : 1;
+}
+
 // Runs one step of a component: a load (no probe) or a forward pass (probed, `label` names it).
 void step(ComponentPlan& c, const std::string& label, const std::function<void()>& fn, bool probe = true) {
   if (!c.ok()) return;
@@ -184,6 +190,7 @@ std::vector<ComponentPlan> plan_uniworld(const std::string& uniworld_dir, const 
   // Qwen2.5-VL: the vision tower on the references, then the LM prefill of the whole prompt.
   ComponentPlan vision = component("qwen2_5_vl_vision", uniworld_dir + " visual.*", ckpt, {"visual."});
   ComponentPlan lm = component("qwen2_5_vl_lm", uniworld_dir + " model.*, lm_head", ckpt, {"model.", "lm_head."});
+  lm.tensor_parallel = tensor_ranks(opt.rt);
   ComponentPlan conn = component("uniworld_connectors", uniworld_dir + " denoise_tower.*_projector", ckpt,
                                  {"denoise_tower.denoise_projector.", "denoise_tower.siglip_projector."});
   ComponentPlan dit = component("uniworld_dit", uniworld_dir + " denoise_tower.denoiser.*", ckpt, {"denoise_tower.denoiser."});
@@ -286,6 +293,7 @@ std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::s
   // The LM: prefill of the prompt (and the CFG row, left-padded), then the last decode step.
   {
     ComponentPlan c = component("xomni_lm", xomni_dir, Checkpoint::open(xomni_dir));
+    c.tensor_parallel = tensor_ranks(opt.rt);
     std::optional<xomni::XOmniLM> lm;
     step(c, "load", [&] { lm = xomni::XOmniLM::load(xomni_dir, rt); }, false);
     // Prompt length: the words of the prompt as tokens, plus "<SOM>rows cols<IMAGE>" (digits are

@@ -685,7 +685,8 @@ int print_dry_run(const std::vector<plan::ComponentPlan>& plans, const RuntimeOp
                " 2 x the largest activation + KV cache; sequential streams the DiT and LM blocks)\n";
   if (!rt.placement.empty()) std::cout << "\n" << plan::placement_table(plans, rt, formats, rt.max_vram_gb);
   if (rt.parallel)
-    std::cout << "\n(per rank: activations are one rank's share; the weight columns count the whole checkpoint)\n"
+    std::cout << "\n(per rank: activations and, under tensor parallelism, the language models' layers are one rank's\n"
+                 " share in the estimates above; the first table counts the whole checkpoint)\n"
               << plan::traffic_table(plans, *rt.parallel);
   return kExitOk;
 }
