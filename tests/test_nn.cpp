@@ -8,6 +8,8 @@
 #include "omniflux/error.h"
 #include "omniflux/nn/attention.h"
 #include "omniflux/nn/debug.h"
+#include "omniflux/nn/layers.h"
+#include "omniflux/nn/quant.h"
 #include "omniflux/nn/ops.h"
 #include "omniflux/nn/rotary.h"
 
@@ -291,4 +293,29 @@ TEST(Debug, TapReachesTheInstalledHookOnly) {
   EXPECT_FALSE(tapping());
   tap("x", at::ones({1}));
   EXPECT_EQ(calls, 1);
+}
+
+// A tensor-parallel split of a Linear: the row parts concatenate to the whole output, the column
+// parts sum to it; quantised codes keep their scales (rows: sliced with them, columns: whole).
+TEST(LinearSlice, RowsConcatenateAndColumnsSum) {
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({5, 8});
+  omniflux::nn::Linear plain;
+  plain.weight = at::randn({6, 8});
+  plain.bias = at::randn({6});
+  const at::Tensor whole = plain(x);
+  EXPECT_TRUE(at::allclose(at::cat({plain.slice(0, 0, 2)(x), plain.slice(0, 2, 4)(x)}, -1), whole, 1e-6, 1e-6));
+  EXPECT_THROW(plain.slice(1, 0, 4), omniflux::Error);  // the bias would be added on every rank
+  omniflux::nn::Linear nobias = plain;
+  nobias.bias = at::Tensor();
+  EXPECT_TRUE(at::allclose(nobias.slice(1, 0, 3)(x.slice(-1, 0, 3)) + nobias.slice(1, 3, 5)(x.slice(-1, 3)),
+                           nobias(x), 1e-5, 1e-5));
+  const auto q = omniflux::nn::quantize_weight(nobias.weight, omniflux::nn::QuantType::Int8);
+  omniflux::nn::Linear quant;
+  quant.weight = q.codes;
+  quant.weight_scale = q.scale;
+  const at::Tensor qwhole = quant(x);
+  EXPECT_TRUE(at::allclose(at::cat({quant.slice(0, 0, 4)(x), quant.slice(0, 4, 2)(x)}, -1), qwhole, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(quant.slice(1, 0, 5)(x.slice(-1, 0, 5)) + quant.slice(1, 5, 3)(x.slice(-1, 5)), qwhole, 1e-4, 1e-4));
+  EXPECT_THROW(plain.slice(2, 0, 1), omniflux::Error);
 }

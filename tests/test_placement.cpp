@@ -97,9 +97,20 @@ TEST(Placement, ACpuPlacementChangesNothing) {
   run("cpu", "a.png");
   run("cpu,dit=cpu,text=cpu,vae=cpu", "b.png");
   EXPECT_EQ(read_bytes(out.path() / "a.png"), read_bytes(out.path() / "b.png"));
-  Child bad({bin("omniflux-flux"), "-m", (d / "flux.1-dev").string(), "-p", "x", "--device", "cpu,transformer=cpu"});
-  EXPECT_EQ(WEXITSTATUS(bad.wait()), 2);
-  EXPECT_NE(bad.err().find("unknown component in the placement"), std::string::npos) << bad.err();
+  // Garbage in --device: a usage error naming what is wrong, before anything loads.
+  for (const auto& [value, says] : std::vector<std::pair<std::string, std::string>>{
+           {"cpu,transformer=cpu", "unknown component in the placement"},
+           {"cpu,cpu", "more than one default device"},
+           {"cpu,dit", "more than one default device"},
+           {"cpu,dit=cpu,dit=cpu", "a component placed twice"},
+           {"cpu,dit=gpu", "invalid device"},
+           {"cpu,dit=", "invalid device"},
+           {"cpu,=cpu", "unknown component in the placement"},
+           {"cpu,dit=cuda:0", "same kind of device"}}) {
+    Child bad({bin("omniflux-flux"), "-m", (d / "flux.1-dev").string(), "-p", "x", "--device", value});
+    EXPECT_EQ(WEXITSTATUS(bad.wait()), 2) << value;
+    EXPECT_NE(bad.err().find(says), std::string::npos) << value << ": " << bad.err();
+  }
 }
 #endif
 

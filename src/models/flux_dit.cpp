@@ -116,35 +116,6 @@ struct QkvProj {
   }
 };
 
-// Ulysses attention (DeepSpeed-Ulysses; xDiT's USP without the ring part): q, k, v [B, H, Lr, D] hold
-// this rank's Lr tokens for all heads; one all-to-all gives each rank all L tokens for H/P heads,
-// attention runs on whole sequences, and a second all-to-all returns this rank's tokens. `lens`
-// are every rank's token counts (uneven splits are fine). Unmasked attention does not care in
-// which order the keys arrive, and each query's output returns to its own rank, so the joint
-// sequence's [text, image] order within each rank's slice is kept as it was.
-at::Tensor ulysses_attention(const ProcessGroup& g, const std::vector<int64_t>& lens, const at::Tensor& q,
-                             const at::Tensor& k, const at::Tensor& v) {
-  const int64_t p = g.size(), b = q.size(0), h = q.size(1), lr = q.size(2), d = q.size(3), hp = h / p;
-  // [3, B, H, Lr, D] -> [P, 3, B, H/P, Lr, D]: the chunk for rank j is heads j*H/P .. (j+1)*H/P.
-  at::Tensor send = at::stack({q, k, v}).view({3, b, p, hp, lr, d}).permute({2, 0, 1, 3, 4, 5}).reshape({-1, d});
-  std::vector<int64_t> send_rows(static_cast<size_t>(p), 3 * b * hp * lr), recv_rows;
-  for (int64_t l : lens) recv_rows.push_back(3 * b * hp * l);
-  at::Tensor got = g.all_to_all(send, send_rows, recv_rows);
-  std::vector<at::Tensor> parts;
-  int64_t off = 0;
-  for (int64_t l : lens) parts.push_back(got.slice(0, off, off + 3 * b * hp * l).view({3, b, hp, l, d})), off += 3 * b * hp * l;
-  at::Tensor qkv = at::cat(parts, 3);  // [3, B, H/P, L, D]
-  at::Tensor o = nn::attention(qkv[0], qkv[1], qkv[2]);
-  // Back: rank j gets its own tokens' rows for these heads.
-  std::vector<at::Tensor> back;
-  off = 0;
-  for (int64_t l : lens) back.push_back(o.slice(2, off, off + l).reshape({-1, d})), off += l;
-  std::vector<int64_t> back_rows, mine(static_cast<size_t>(p), b * hp * lr);
-  for (int64_t l : lens) back_rows.push_back(b * hp * l);
-  at::Tensor out = g.all_to_all(at::cat(back), back_rows, mine);  // [P * B * H/P * Lr, D]
-  return out.view({p, b, hp, lr, d}).permute({1, 0, 2, 3, 4}).reshape({b, h, lr, d});
-}
-
 // The sequence split of one forward: this rank's slice of the joint sequence and every rank's length.
 struct SeqSplit {
   const ProcessGroup* group = nullptr;
@@ -154,7 +125,7 @@ struct SeqSplit {
 at::Tensor rope_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Rope& rope,
                           const SeqSplit& split) {
   at::Tensor qr = nn::apply_rope_interleaved(q, rope.cos, rope.sin), kr = nn::apply_rope_interleaved(k, rope.cos, rope.sin);
-  if (split.group) return ulysses_attention(*split.group, split.lens, qr, kr, v);
+  if (split.group) return nn::ulysses_attention(*split.group, split.lens, qr, kr, v);
   return nn::attention(qr, kr, v);
 }
 

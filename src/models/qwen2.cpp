@@ -101,27 +101,6 @@ void check_tensor_parallel(const Config& cfg, const RuntimeOptions& rt, const st
   (void)TensorSplit::of(cfg, rt, where);
 }
 
-namespace {
-
-// Rows [begin, begin + n) of dim `dim` (0: outputs, 1: inputs) of a Linear. Per-output-channel
-// scales of quantised codes follow the rows and stay whole for a column slice (each output row
-// keeps its scale; the ranks' partial sums add up to the whole product).
-void keep(nn::Linear& l, int64_t dim, int64_t begin, int64_t n) {
-  l.weight = l.weight.narrow(dim, begin, n).contiguous();
-  if (dim == 0) {
-    if (l.bias.defined()) l.bias = l.bias.narrow(0, begin, n).contiguous();
-    if (l.weight_scale.defined()) l.weight_scale = l.weight_scale.narrow(0, begin, n).contiguous();
-  }
-}
-
-void to_device(nn::Linear& l, c10::Device d) {
-  l.for_each_tensor([&](at::Tensor& t) {
-    if (t.defined()) t = t.to(d);
-  });
-}
-
-}  // namespace
-
 // --- DecoderLayer ---------------------------------------------------------------------------
 
 DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
@@ -151,17 +130,17 @@ DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
              gp = nn::Linear::load(m, "gate_proj", H, I, false), up = nn::Linear::load(m, "up_proj", H, I, false),
              dp = nn::Linear::load(m, "down_proj", I, H, false);
   if (tp.group) {
-    keep(qp, 0, tp.head_begin * D, tp.heads * D);
-    keep(kp, 0, tp.kv_begin * D, tp.kv_heads * D);
-    keep(vp, 0, tp.kv_begin * D, tp.kv_heads * D);
-    keep(op, 1, tp.head_begin * D, tp.heads * D);
-    keep(gp, 0, tp.inter_begin, tp.inter);
-    keep(up, 0, tp.inter_begin, tp.inter);
-    keep(dp, 1, tp.inter_begin, tp.inter);
+    qp = qp.slice(0, tp.head_begin * D, tp.heads * D);
+    kp = kp.slice(0, tp.kv_begin * D, tp.kv_heads * D);
+    vp = vp.slice(0, tp.kv_begin * D, tp.kv_heads * D);
+    op = op.slice(1, tp.head_begin * D, tp.heads * D);
+    gp = gp.slice(0, tp.inter_begin, tp.inter);
+    up = up.slice(0, tp.inter_begin, tp.inter);
+    dp = dp.slice(1, tp.inter_begin, tp.inter);
   }
   if (host) {
     host.reset();
-    for (nn::Linear* p : {&qp, &kp, &vp, &op, &gp, &up, &dp}) to_device(*p, rt.torch_device());
+    for (nn::Linear* p : {&qp, &kp, &vp, &op, &gp, &up, &dp}) p->to(rt.torch_device());
   }
   // Fused at load (gpt-fast): one matmul for q|k|v and one for gate|up.
   l.qkv_ = nn::Linear::fuse({qp, kp, vp});

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include "omniflux/distributed.h"
 #include "omniflux/error.h"
 
 namespace omniflux::nn {
@@ -201,5 +202,33 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
   }
   return out;
 }
+
+at::Tensor ulysses_attention(const ProcessGroup& g, const std::vector<int64_t>& lens, const at::Tensor& q,
+                             const at::Tensor& k, const at::Tensor& v) {
+  const int64_t p = g.size(), b = q.size(0), h = q.size(1), lr = q.size(2), d = q.size(3), hp = h / p;
+  if (h % p || static_cast<int64_t>(lens.size()) != p || lens[static_cast<size_t>(g.rank())] != lr)
+    throw Error("Ulysses attention needs the heads to divide over the group and one length per rank",
+                "nn::ulysses_attention", std::to_string(p) + " ranks dividing " + std::to_string(h) + " heads, lens[rank] = " + std::to_string(lr),
+                std::to_string(lens.size()) + " lengths");
+  // [3, B, H, Lr, D] -> [P, 3, B, H/P, Lr, D]: the chunk for rank j is heads j*H/P .. (j+1)*H/P.
+  at::Tensor send = at::stack({q, k, v}).view({3, b, p, hp, lr, d}).permute({2, 0, 1, 3, 4, 5}).reshape({-1, d});
+  std::vector<int64_t> send_rows(static_cast<size_t>(p), 3 * b * hp * lr), recv_rows;
+  for (int64_t l : lens) recv_rows.push_back(3 * b * hp * l);
+  at::Tensor got = g.all_to_all(send, send_rows, recv_rows);
+  std::vector<at::Tensor> parts;
+  int64_t off = 0;
+  for (int64_t l : lens) parts.push_back(got.slice(0, off, off + 3 * b * hp * l).view({3, b, hp, l, d})), off += 3 * b * hp * l;
+  at::Tensor qkv = at::cat(parts, 3);  // [3, B, H/P, L, D]
+  at::Tensor o = nn::attention(qkv[0], qkv[1], qkv[2]);
+  // Back: rank j gets its own tokens' rows for these heads.
+  std::vector<at::Tensor> back;
+  off = 0;
+  for (int64_t l : lens) back.push_back(o.slice(2, off, off + l).reshape({-1, d})), off += l;
+  std::vector<int64_t> back_rows, mine(static_cast<size_t>(p), b * hp * lr);
+  for (int64_t l : lens) back_rows.push_back(b * hp * l);
+  at::Tensor out = g.all_to_all(at::cat(back), back_rows, mine);  // [P * B * H/P * Lr, D]
+  return out.view({p, b, hp, lr, d}).permute({1, 0, 2, 3, 4}).reshape({b, h, lr, d});
+}
+
 
 }  // namespace omniflux::nn

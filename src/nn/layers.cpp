@@ -100,4 +100,24 @@ GroupNorm GroupNorm::load(const WeightView& w, const std::string& name, int64_t 
 
 at::Tensor GroupNorm::operator()(const at::Tensor& x) const { return group_norm(x, groups, weight, bias, eps); }
 
+Linear Linear::slice(int64_t dim, int64_t begin, int64_t n) const {
+  if (dim != 0 && dim != 1)
+    throw Error("a Linear slices by rows (0) or columns (1)", "nn::Linear::slice", "0 or 1", std::to_string(dim));
+  if (dim == 1 && bias.defined())
+    throw Error("a column slice of a layer with a bias", "nn::Linear::slice", "a layer without a bias", "a bias");
+  Linear l = *this;
+  l.weight = weight.narrow(dim, begin, n).contiguous();
+  if (dim == 0) {
+    if (bias.defined()) l.bias = bias.narrow(0, begin, n).contiguous();
+    if (weight_scale.defined()) l.weight_scale = weight_scale.narrow(0, begin, n).contiguous();
+  }
+  return l;
+}
+
+void Linear::to(c10::Device device) {
+  for_each_tensor([&](at::Tensor& t) {
+    if (t.defined()) t = t.to(device);
+  });
+}
+
 }  // namespace omniflux::nn

@@ -38,6 +38,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/quantize.h"
+#include "omniflux/nn/attention.h"
 #include "ranks.h"
 
 namespace fs = std::filesystem;
@@ -366,6 +367,16 @@ TEST(Distributed, BadLaunchesFailBeforeLoading) {
     EXPECT_EQ(exit_code(c.wait()), 1);
     EXPECT_NE(c.err().find("RANK"), std::string::npos) << c.err();
   }
+  // Garbage in the launcher's variables names the variable.
+  for (const auto& [env, name] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"RANK=0", "WORLD_SIZE=abc"}, "WORLD_SIZE"},
+           {{"RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=70000"}, "MASTER_PORT"},
+           {{"RANK=0", "WORLD_SIZE=2", "LOCAL_RANK=-1", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=1"}, "LOCAL_RANK"},
+           {{"RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=", "MASTER_PORT=1"}, "MASTER_ADDR"}}) {
+    Child c({bin("omniflux-dist-worker"), "--out", "/tmp", "--case", "flux", "-m", (tiny() / "flux.1-dev").string()}, env);
+    EXPECT_EQ(exit_code(c.wait()), 1) << name;
+    EXPECT_NE(c.err().find("environment variable " + name), std::string::npos) << c.err();
+  }
   // CFG pairs that do not divide the world: a usage error from the launcher, before any rank starts.
   {
     Result r = run_worker(flux_args(), 3, {"--cfg-parallel", "2"});
@@ -512,6 +523,47 @@ TEST(Distributed, CollectivesWithUnevenSplits) {
   for (auto& t : threads) t.join();
   close(fd);
   for (int r = 0; r < kWorld; ++r) EXPECT_EQ(failures[r], "") << "rank " << r;
+}
+
+// nn::ulysses_attention on 2 ranks (threads over Gloo) with an uneven split equals attention over
+// the whole sequence in one process; heads that do not divide are refused.
+TEST(Distributed, UlyssesAttentionEqualsWholeAttention) {
+  at::manual_seed(11);
+  const at::Tensor q = at::randn({2, 4, 7, 8}), k = at::randn({2, 4, 7, 8}), v = at::randn({2, 4, 7, 8});
+  const at::Tensor whole = omniflux::nn::attention(q, k, v);
+  const std::vector<int64_t> lens = {4, 3};
+  int port = 0;
+  const int fd = listening_socket(&port);
+  std::vector<at::Tensor> out(2);
+  std::vector<std::string> failures(2);
+  auto rank_main = [&](int r) {
+    try {
+      omniflux::LaunchEnv env;
+      env.launched = true, env.rank = r, env.world_size = 2, env.master_addr = "127.0.0.1", env.master_port = port;
+      if (r == 0) env.master_listen_fd = fd;
+      omniflux::ParallelOptions opt;
+      opt.timeout_s = 60;
+      auto par = omniflux::Parallel::init(env, opt, "cpu");
+      const int64_t begin = r == 0 ? 0 : 4, n = lens[static_cast<size_t>(r)];
+      out[static_cast<size_t>(r)] = omniflux::nn::ulysses_attention(par->world(), lens, q.slice(2, begin, begin + n),
+                                                                     k.slice(2, begin, begin + n), v.slice(2, begin, begin + n));
+      try {
+        (void)omniflux::nn::ulysses_attention(par->world(), lens, q.slice(1, 0, 3).slice(2, begin, begin + n),
+                                              k.slice(1, 0, 3).slice(2, begin, begin + n), v.slice(1, 0, 3).slice(2, begin, begin + n));
+        failures[static_cast<size_t>(r)] += "3 heads over 2 ranks accepted; ";
+      } catch (const omniflux::Error&) {
+      }
+    } catch (const std::exception& e) {
+      failures[static_cast<size_t>(r)] += e.what();
+    }
+  };
+  std::thread t0(rank_main, 0), t1(rank_main, 1);
+  t0.join();
+  t1.join();
+  close(fd);
+  ASSERT_EQ(failures[0], "");
+  ASSERT_EQ(failures[1], "");
+  EXPECT_TRUE(at::allclose(at::cat({out[0], out[1]}, 2), whole, 1e-5, 1e-6));
 }
 
 // Simulated ranks count what a rank would send and return results of the right shape.

@@ -20,6 +20,10 @@
 
 #include <ATen/core/Tensor.h>
 
+namespace omniflux {
+class ProcessGroup;  // omniflux/distributed.h
+}
+
 namespace omniflux::nn {
 
 struct AttentionOptions {
@@ -43,6 +47,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 // run one at a time. For `omniflux-bench attention` and the GPU check.
 std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const AttentionOptions& opt = {});
+
+// Unmasked attention over a sequence split across the ranks of `group` (DeepSpeed-Ulysses, xDiT's
+// USP without the ring part): q, k, v [B, H, Lr, D] hold this rank's Lr tokens for all H heads,
+// `lens` every rank's token count (uneven splits are fine; H must divide by the group's size).
+// One all-to-all gives each rank all tokens for H/P heads, attention runs on whole sequences, and a
+// second returns this rank's tokens: [B, H, Lr, D]. Unmasked attention does not care in which order
+// the keys arrive, and each query's output returns to its own rank, so it equals attention over
+// the whole sequence up to the order of the sums.
+at::Tensor ulysses_attention(const ProcessGroup& group, const std::vector<int64_t>& lens, const at::Tensor& q,
+                             const at::Tensor& k, const at::Tensor& v);
 
 // Block-diagonal attention over variable-length segments of one packed sequence (the Qwen2.5-VL
 // vision windows, SigLIP images): q, k, v [H, L, D]; cu_seqlens [S + 1] int64 cumulative lengths

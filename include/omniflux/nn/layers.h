@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <c10/core/Device.h>
+
 #include "omniflux/io/weights.h"
 
 namespace omniflux::nn {
@@ -38,6 +40,13 @@ struct Linear {
   // use, where the copy would cost more than it saves).
   void prefer_decode_layout(const WeightStore& store);
   int64_t out_features() const { return weight.size(0); }
+  // Rows (dim 0: outputs) or columns (dim 1: inputs) [begin, begin + n), contiguous: a rank's part
+  // under tensor parallelism. Quantised codes keep their per-output-channel scales: sliced with the
+  // rows, whole for a column slice (each output row keeps its scale; the ranks' partial sums add up
+  // to the whole product). The bias follows the rows; a column slice of a biased layer is refused
+  // (the bias would be added on every rank).
+  Linear slice(int64_t dim, int64_t begin, int64_t n) const;
+  void to(c10::Device device);
   // Every tensor the layer holds (for moving a block between devices).
   template <class F>
   void for_each_tensor(F&& f) {
