@@ -90,6 +90,16 @@ class Server {
   int port() const { return port_; }
   pid_t pid() const { return pid_; }
   std::string log() const { return read_bytes(log_path_); }
+  // The server writes a request's log line after its response went out, so a client can see the
+  // response before the line: wait for it (bounded) instead of reading once.
+  bool wait_for_log(const std::string& needle, int seconds = 30) const {
+    const auto end = Clock::now() + std::chrono::seconds(seconds);
+    while (log().find(needle) == std::string::npos) {
+      if (Clock::now() > end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
 
   // Sends `sig` and waits (bounded) for the exit; the exit status, or -1 if it had to be killed.
   int stop(int sig = SIGTERM, int seconds = 60) {
