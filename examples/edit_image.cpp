@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
       return true;  // false cancels
     });
     if (!result) return 130;
-    omniflux::save_png(argv[6], result->image);
+    omniflux::save_png(argv[6], std::get<omniflux::Image>(*result));  // task Image: never text
   } catch (const omniflux::Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

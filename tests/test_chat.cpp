@@ -188,7 +188,7 @@ TEST(ChatPipelines, UniWorldConversations) {
   o.images = {img};
   o.task = UniWorldTask::Text;
   o.max_new_tokens = 10;
-  const std::string official = p.run(o)->text;
+  const std::string official = std::get<std::string>(*p.run(o));
   const std::vector<ChatTurn> one = {{"user", {ChatPart::make_text("What is this?"), ChatPart::make_image(img)}}};
   ChatOptions c;
   c.max_new_tokens = 10;
@@ -206,7 +206,7 @@ TEST(ChatPipelines, UniWorldConversations) {
     // the first end token, decoded with the folder's tokenizer, special tokens skipped.
     const auto prompt = p.build_prompt("What is this?", {img});
     const auto tok = text::load_tokenizer((tiny_root() / "uniworld-v1" / "tokenizer.json").string());
-    sampling::GenerateOptions g;
+    sampling::TokenLoopOptions g;
     g.max_new_tokens = 10;
     g.eos_token_ids = {p.vlm().config().eos_token_id, *tok->token_to_id("<|endoftext|>")};
     g.pad_token_id = g.eos_token_ids[0];
@@ -241,20 +241,22 @@ TEST(ChatPipelines, UniWorldConversations) {
   std::vector<ChatTurn> five(1, ChatTurn::text("user", "many"));
   for (int i = 0; i < 5; ++i) five[0].parts.push_back(ChatPart::make_image(img));
   EXPECT_THROW(p.chat(five, c), Error);
-  // on_token stops within one token.
+  // The progress callback stops it within one token.
   ASSERT_GE(b->completion_tokens, 3) << "the tiny model's answer is too short to cancel in the middle";
   int tokens = 0;
-  c.on_token = [&](int64_t n) {
+  auto progress = [&](const std::string& stage, int64_t n, int64_t total) {
+    EXPECT_EQ(stage, "answer");
+    EXPECT_EQ(total, c.max_new_tokens);
     tokens = static_cast<int>(n);
     return n < 2;
   };
   c.temperature.reset();
-  EXPECT_FALSE(p.chat(conv, c));
+  EXPECT_FALSE(p.chat(conv, c, {}, progress));
   EXPECT_EQ(tokens, 2);
 }
 
 TEST(ChatPipelines, XOmniConversations) {
-  const auto p = xomni::XOmniPipeline::load(tiny("x-omni"), "");
+  const auto p = XOmniPipeline::load(tiny("x-omni"), "");
   const Image img = gradient_image(48, 48, 3);
   // chat.py's one turn through the conversation API equals the one-image API.
   const std::string official = p.chat(img, "What is in the picture?", {}, 8).value();

@@ -108,7 +108,7 @@ TEST(FluxEndToEnd, CliRejectsBadArguments) {
 
 TEST(FluxEndToEnd, GenerateMatchesStagesAndCancelsWithinOneStep) {
   auto pipe = FluxPipeline::load((tiny_root() / "flux.1-dev").string());
-  FluxGenerateOptions opt;
+  FluxOptions opt;
   opt.prompt = "a red cube";
   opt.width = 32;
   opt.height = 32;
@@ -128,7 +128,7 @@ TEST(FluxEndToEnd, GenerateMatchesStagesAndCancelsWithinOneStep) {
   EXPECT_EQ(full->width, 32);
   // the same image from the stages
   auto e = pipe.encode_prompt(opt.prompt, opt.prompt, opt.max_sequence_length);
-  FluxDenoiseOptions d;
+  FluxOptions d;
   d.steps = 5;
   auto lat = pipe.denoise(flux_initial_noise(5, 1, 16, 4, 4), e, nullptr, d);
   at::Tensor u8 = FluxPipeline::to_uint8(pipe.decode(*lat, 32, 32))[0];

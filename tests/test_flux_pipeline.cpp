@@ -54,7 +54,7 @@ TEST(FluxPipeline, SizesMustBeMultiplesOf16WithinLimits) {
 
 TEST(FluxPipeline, CancelStopsWithinOneStep) {
   auto& f = fx();
-  FluxDenoiseOptions opt;
+  FluxOptions opt;
   opt.steps = 4;
   std::vector<int64_t> seen;
   int forwards = 0;
@@ -77,7 +77,7 @@ TEST(FluxPipeline, CancelStopsWithinOneStep) {
 
 TEST(FluxPipeline, TrueCfgCombinesTwoPredictions) {
   auto& f = fx();
-  FluxDenoiseOptions opt;
+  FluxOptions opt;
   opt.steps = 2;
   at::Tensor plain = *f.pipe.denoise(f.noise, f.cond, nullptr, opt);
   // uncond = cond: neg + s (pos - neg) = pos for any scale
@@ -93,7 +93,7 @@ TEST(FluxPipeline, TrueCfgCombinesTwoPredictions) {
   opt.steps = 1;
   std::vector<at::Tensor> preds;
   at::Tensor cfg = *f.pipe.denoise(f.noise, f.cond, &neg, opt);
-  FluxDenoiseOptions one;
+  FluxOptions one;
   one.steps = 1;
   DebugScope scope([&](const std::string& name, const at::Tensor& t) {
     if (name == "flux.noise_pred") preds.push_back(t.clone());
@@ -108,7 +108,7 @@ TEST(FluxPipeline, TrueCfgCombinesTwoPredictions) {
 
 TEST(FluxPipeline, BadInputsAreErrors) {
   auto& f = fx();
-  FluxDenoiseOptions opt;
+  FluxOptions opt;
   opt.steps = 1;
   EXPECT_THROW(f.pipe.denoise(at::zeros({1, 16, 7, 8}), f.cond, nullptr, opt), Error);
   EXPECT_THROW(f.pipe.denoise(at::zeros({1, 4, 8, 8}), f.cond, nullptr, opt), Error);

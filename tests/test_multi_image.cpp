@@ -155,10 +155,10 @@ TEST(MultiImage, UniWorldEditsWithThreeAndFourReferencesLibraryAndCli) {
     auto ts = p.assemble(vp.ids, p.vlm_hidden(vp), p.siglip_features(p.siglip_pixels(o.images)), at::Tensor());
     EXPECT_EQ(ts.vision_end_positions.numel(), static_cast<int64_t>(n));
     auto r = p.run(o);
-    ASSERT_TRUE(r && r->is_image);
+    ASSERT_TRUE(r && std::holds_alternative<Image>(*r));
     const auto [h, w] = p.output_size(o);
-    EXPECT_EQ(r->image.height, h);
-    EXPECT_EQ(r->image.width, w);
+    EXPECT_EQ(std::get<Image>(*r).height, h);
+    EXPECT_EQ(std::get<Image>(*r).width, w);
 
     std::string args;
     for (size_t i = 0; i < n; ++i) args += " -i " + (out.path() / ("ref" + std::to_string(i) + ".png")).string();
@@ -170,9 +170,9 @@ TEST(MultiImage, UniWorldEditsWithThreeAndFourReferencesLibraryAndCli) {
     const int st = std::system(cmd.c_str());
     ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << read_bytes(out.path() / "err.txt");
     const Image cli = load_image(png.string());
-    EXPECT_EQ(cli.width, r->image.width);
-    EXPECT_EQ(cli.height, r->image.height);
-    EXPECT_EQ(cli.rgb, r->image.rgb) << n << " references";
+    EXPECT_EQ(cli.width, std::get<Image>(*r).width);
+    EXPECT_EQ(cli.height, std::get<Image>(*r).height);
+    EXPECT_EQ(cli.rgb, std::get<Image>(*r).rgb) << n << " references";
   }
   at::set_num_threads(threads);
 }

@@ -62,8 +62,8 @@ UniWorldOptions uniworld_request(std::vector<Image> refs, UniWorldTask task) {
   return o;
 }
 
-xo::GenerateOptions xomni_request() {
-  xo::GenerateOptions o;
+XOmniOptions xomni_request() {
+  XOmniOptions o;
   o.prompt = "a lighthouse";
   o.width = 64;
   o.height = 48;
@@ -201,7 +201,7 @@ TEST(Offload, ModesKeepBuiltOnlyWhatTheStageNeeds) {
     };
     const Set after_load = built();
     std::map<std::string, Set> during;  // stage -> what was built at each of its progress calls
-    FluxGenerateOptions o;
+    FluxOptions o;
     o.prompt = "a red cube";
     o.width = o.height = 64;
     o.steps = 2;
@@ -249,26 +249,26 @@ TEST(Offload, ModesGiveBitIdenticalUniWorldOutputs) {
     auto t2i = p.run(uniworld_request({}, UniWorldTask::Image));
     auto text = p.run(uniworld_request({gradient_image(32, 32, 2)}, UniWorldTask::Text));
     ASSERT_TRUE(edit && t2i && text);
-    ASSERT_TRUE(edit->is_image && t2i->is_image && !text->is_image);
+    ASSERT_TRUE(std::holds_alternative<Image>(*edit) && std::holds_alternative<Image>(*t2i) && !std::holds_alternative<Image>(*text));
     if (mode == Offload::None) {
-      edit0 = edit->image;
-      t2i0 = t2i->image;
-      text0 = text->text;
+      edit0 = std::get<Image>(*edit);
+      t2i0 = std::get<Image>(*t2i);
+      text0 = std::get<std::string>(*text);
       continue;
     }
-    EXPECT_EQ(edit->image.rgb, edit0->rgb);
-    EXPECT_EQ(t2i->image.rgb, t2i0->rgb);
-    EXPECT_EQ(text->text, text0);
+    EXPECT_EQ(std::get<Image>(*edit).rgb, edit0->rgb);
+    EXPECT_EQ(std::get<Image>(*t2i).rgb, t2i0->rgb);
+    EXPECT_EQ(std::get<std::string>(*text), text0);
   }
 }
 
 TEST(Offload, ModesGiveBitIdenticalXOmniOutputs) {
-  std::optional<xo::ImageCodes> codes0;
+  std::optional<XOmniCodes> codes0;
   std::optional<Image> image0;
   std::string chat0;
   for (Offload mode : kModes) {
     SCOPED_TRACE(offload_name(mode));
-    const auto p = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"), with(mode));
+    const auto p = XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"), with(mode));
     auto codes = p.generate_codes(xomni_request());
     ASSERT_TRUE(codes);
     auto image = p.decode_codes(*codes, xomni_request().decoder);
@@ -288,7 +288,7 @@ TEST(Offload, ModesGiveBitIdenticalXOmniOutputs) {
 }
 
 TEST(Offload, ModesGiveBitIdenticalFluxImages) {
-  FluxGenerateOptions o;
+  FluxOptions o;
   o.prompt = "a cat";
   o.width = o.height = 64;
   o.steps = 2;
@@ -310,9 +310,9 @@ TEST(Offload, QuantisedFoldersAreBitIdenticalAcrossModesToo) {
     SCOPED_TRACE(offload_name(mode));
     auto r = UniWorldPipeline::load(q, tiny("flux.1-dev"), tiny("siglip2"), with(mode))
                  .run(uniworld_request({gradient_image(40, 32, 1)}, UniWorldTask::Image));
-    ASSERT_TRUE(r && r->is_image);
-    if (!ref) ref = r->image;
-    else EXPECT_EQ(r->image.rgb, ref->rgb);
+    ASSERT_TRUE(r && std::holds_alternative<Image>(*r));
+    if (!ref) ref = std::get<Image>(*r);
+    else EXPECT_EQ(std::get<Image>(*r).rgb, ref->rgb);
   }
 }
 
@@ -349,7 +349,7 @@ TEST(Quantize, LMsStayWithinToleranceAndMostlyKeepGreedyTokens) {
                   model_bound(f));
     auto cache = lm.new_cache(1, ids.size(1) + ref_ids.size(1));
     at::Tensor first = lm.prefill(ids, cache).squeeze(1);
-    sampling::GenerateOptions g;
+    sampling::TokenLoopOptions g;
     g.max_new_tokens = ref_ids.size(1);
     auto r = sampling::generate(first, [&](const at::Tensor& next) { return lm.decode_one(next, cache); }, g);
     const double agree = r.tokens.cpu().eq(ref_ids).to(at::kDouble).mean().item<double>();
@@ -364,18 +364,18 @@ TEST(Quantize, LMsStayWithinToleranceAndMostlyKeepGreedyTokens) {
 TEST(Quantize, PipelinesStayWithinTolerance) {
   const UniWorldOptions edit = uniworld_request({gradient_image(40, 32, 1)}, UniWorldTask::Image);
   const auto ref_uw = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2")).run(edit);
-  const auto ref_xo = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev")).generate(xomni_request());
+  const auto ref_xo = XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev")).generate(xomni_request());
   ASSERT_TRUE(ref_uw && ref_xo);
   for (WeightFormat f : kFormats) {
     const std::string flux = quantized(tiny("flux.1-dev"), f);
     auto uw = UniWorldPipeline::load(quantized(tiny("uniworld-v1"), f), flux, tiny("siglip2")).run(edit);
-    ASSERT_TRUE(uw && uw->is_image);
-    expect_within(std::string("uniworld edit pixels ") + weight_format_name(f), deviation(pixels(uw->image), pixels(ref_uw->image)),
+    ASSERT_TRUE(uw && std::holds_alternative<Image>(*uw));
+    expect_within(std::string("uniworld edit pixels ") + weight_format_name(f), deviation(pixels(std::get<Image>(*uw)), pixels(std::get<Image>(*ref_uw))),
                   pipeline_bound(f));
     // X-Omni: the decoder image from the fp32 LM's codes, so the comparison isolates the weights of
     // the decoder path (sampled codes of a quantised LM may differ by a near-tie and then diverge).
-    const auto xp = xo::XOmniPipeline::load(quantized(tiny("x-omni"), f), flux);
-    const auto ref_pipe = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
+    const auto xp = XOmniPipeline::load(quantized(tiny("x-omni"), f), flux);
+    const auto ref_pipe = XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
     auto codes = ref_pipe.generate_codes(xomni_request());
     ASSERT_TRUE(codes);
     auto img = xp.decode_codes(*codes, xomni_request().decoder);
@@ -465,8 +465,8 @@ TEST(Pickles, XOmniVisionWeightsLoadFromPicklesWithoutConversion) {
   }
   write_json(f / "config.json", cfg);
 
-  const auto a = xo::XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
-  const auto b = xo::XOmniPipeline::load(f.string(), tiny("flux.1-dev"));
+  const auto a = XOmniPipeline::load(tiny("x-omni"), tiny("flux.1-dev"));
+  const auto b = XOmniPipeline::load(f.string(), tiny("flux.1-dev"));
   const Image im = gradient_image(48, 32, 4);
   EXPECT_EQ(a.tokenize_image(im).codes, b.tokenize_image(im).codes);
   EXPECT_EQ(*a.chat(im, "What is this?", {}, 4), *b.chat(im, "What is this?", {}, 4));
@@ -485,7 +485,7 @@ TEST(Pickles, XOmniVisionWeightsLoadFromPicklesWithoutConversion) {
     EXPECT_EQ(fs::path(name).extension(), ".safetensors") << field;
     EXPECT_TRUE(fs::exists(fs::path(q) / name)) << name;
   }
-  EXPECT_TRUE(xo::XOmniPipeline::load(q, tiny("flux.1-dev")).chat(im, "What is this?", {}, 2).has_value());
+  EXPECT_TRUE(XOmniPipeline::load(q, tiny("flux.1-dev")).chat(im, "What is this?", {}, 2).has_value());
 }
 
 // pytorch_model.bin (and its index) in a folder load as model.safetensors does; a pickle that is

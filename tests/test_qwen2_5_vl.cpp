@@ -230,7 +230,7 @@ TEST(Qwen2_5_VL, AnswerBuildsTheChatPromptAndDecodesGreedily) {
   Qwen2_5_VL::AnswerOptions o;
   o.max_new_tokens = 6;
   const std::string a = m.answer({img}, "Hi?", o);
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = 6;
   g.eos_token_ids = {596, 597};
   at::Tensor t = m.generate(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, g);

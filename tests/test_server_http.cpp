@@ -337,7 +337,7 @@ TEST(ServerHttp, ChatEqualsTheLibraryAndStreams) {
   const Image img = gradient_image(80, 64, 3);
   const std::string png = png_of(img);
   // what the library answers, in this process
-  auto pipe = xomni::XOmniPipeline::load((tiny_root() / "x-omni").string(), "");
+  auto pipe = XOmniPipeline::load((tiny_root() / "x-omni").string(), "");
   ChatOptions co;
   co.max_new_tokens = 12;
   std::string pieces;

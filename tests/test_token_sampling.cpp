@@ -147,7 +147,7 @@ struct Scripted {
 
 TEST(TokenSampling, GenerateStopsAtEosAndPads) {
   Scripted m{{{1, 5, 2, 2, 2}, {3, 3, 4, 5, 1}}};
-  GenerateOptions o;
+  TokenLoopOptions o;
   o.max_new_tokens = 10;
   o.eos_token_ids = {5};
   o.pad_token_id = 0;
@@ -164,7 +164,7 @@ TEST(TokenSampling, GenerateStopsAtEosAndPads) {
 TEST(TokenSampling, GenerateWithCfgFeedsBothRowsTheSameToken) {
   // cond favours 2, uncond favours 1: with g = 3 guidance pushes further towards 2.
   Scripted m{{{2, 2, 2}, {1, 1, 1}}};
-  GenerateOptions o;
+  TokenLoopOptions o;
   o.max_new_tokens = 3;
   o.guidance_scale = 3.0;
   o.token_offset = 100;
@@ -180,7 +180,7 @@ TEST(TokenSampling, GenerateSampledIsReproducibleForASeed) {
     int64_t calls = 0;
     at::Tensor base = at::linspace(0, 1, 50).unsqueeze(0);
     auto step = [&](const at::Tensor&) { return base + 0.01 * static_cast<double>(++calls); };
-    GenerateOptions o;
+    TokenLoopOptions o;
     o.max_new_tokens = 32;
     o.sampling.do_sample = true;
     o.sampling.top_k = 0;
@@ -194,7 +194,7 @@ TEST(TokenSampling, GenerateSampledIsReproducibleForASeed) {
 TEST(TokenSampling, BadScoresShape) {
   EXPECT_THROW(apply_top_k(at::zeros({3}), 1), Error);
   EXPECT_THROW(process_scores(at::Tensor(), {}, SamplingOptions{}), Error);
-  GenerateOptions o;
+  TokenLoopOptions o;
   o.max_new_tokens = 0;
   EXPECT_THROW(generate(at::zeros({1, 4}), [](const at::Tensor& t) { return t; }, o), Error);
 }
@@ -202,7 +202,7 @@ TEST(TokenSampling, BadScoresShape) {
 TEST(TokenSampling, GenerateSuppressesTokensAndPenalisesRepeats) {
   // Every step favours token 2 (10) over token 4 (9): suppressing 2 gives 4 each time.
   auto step = [](const at::Tensor&) { return row({0, 0, 10, 0, 9, 0}); };
-  GenerateOptions o;
+  TokenLoopOptions o;
   o.max_new_tokens = 3;
   o.sampling.suppress_tokens = {2};
   EXPECT_TRUE(at::equal(generate(step(at::Tensor()), step, o).tokens, at::full({1, 3}, 4, at::kLong)));
@@ -217,7 +217,7 @@ TEST(TokenSampling, GenerateSuppressesTokensAndPenalisesRepeats) {
 
 TEST(TokenSampling, OnTokenFalseStopsBeforeTheNextStep) {
   Scripted m{{{1, 2, 3, 4, 5, 1, 2, 3}}};
-  GenerateOptions o;
+  TokenLoopOptions o;
   o.max_new_tokens = 8;
   std::vector<int64_t> seen;
   o.on_token = [&](int64_t n) {

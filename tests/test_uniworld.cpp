@@ -318,16 +318,16 @@ TEST(UniWorldEndToEnd, TextToImageIsReproducible) {
   auto a = p.run(small("A red fox in the snow"));
   auto b = p.run(small("A red fox in the snow"));
   ASSERT_TRUE(a && b);
-  ASSERT_TRUE(a->is_image);
-  EXPECT_EQ(a->image.width, 64);
-  EXPECT_EQ(a->image.height, 64);
-  EXPECT_EQ(a->image.rgb, b->image.rgb);
+  ASSERT_TRUE(std::holds_alternative<Image>(*a));
+  EXPECT_EQ(std::get<Image>(*a).width, 64);
+  EXPECT_EQ(std::get<Image>(*a).height, 64);
+  EXPECT_EQ(std::get<Image>(*a).rgb, std::get<Image>(*b).rgb);
   auto o = small("A red fox in the snow");
   o.seed = 8;
-  EXPECT_NE(p.run(o)->image.rgb, a->image.rgb);
+  EXPECT_NE(std::get<Image>(*p.run(o)).rgb, std::get<Image>(*a).rgb);
   o.seed = 7;
   o.use_t5 = false;  // CLIP("") and no T5 rows: another image
-  EXPECT_NE(p.run(o)->image.rgb, a->image.rgb);
+  EXPECT_NE(std::get<Image>(*p.run(o)).rgb, std::get<Image>(*a).rgb);
 }
 
 TEST(UniWorldEndToEnd, EditingWithOneToFourImages) {
@@ -346,8 +346,8 @@ TEST(UniWorldEndToEnd, EditingWithOneToFourImages) {
     EXPECT_EQ(ts.vision_end_positions.numel(), static_cast<int64_t>(n));
     rows.push_back(ts.prompt_embeds.size(1) - vp.ids.size(1));
     auto r = p.run(o);
-    ASSERT_TRUE(r && r->is_image);
-    EXPECT_EQ(r->image.width, 64);
+    ASSERT_TRUE(r && std::holds_alternative<Image>(*r));
+    EXPECT_EQ(std::get<Image>(*r).width, 64);
   }
   // each image adds its SigLIP tokens ((64 / 16)^2 = 16 in the tiny SigLIP)
   EXPECT_EQ(rows, (std::vector<int64_t>{16, 32, 48, 64}));
@@ -355,8 +355,8 @@ TEST(UniWorldEndToEnd, EditingWithOneToFourImages) {
   auto o = small("Remove blur, make it clear.", {gradient_image(128, 96, 1)});
   EXPECT_EQ(p.output_size(o), HW(96, 128));
   auto r = p.run(o);
-  EXPECT_EQ(r->image.height, 96);
-  EXPECT_EQ(r->image.width, 128);
+  EXPECT_EQ(std::get<Image>(*r).height, 96);
+  EXPECT_EQ(std::get<Image>(*r).width, 128);
 }
 
 TEST(UniWorldEndToEnd, PerceptionPromptsAreEditsAndTextAnswersComeFromTheVlm) {
@@ -365,16 +365,16 @@ TEST(UniWorldEndToEnd, PerceptionPromptsAreEditsAndTextAnswersComeFromTheVlm) {
   auto depth = p.run(small("Estimate depth with a focus on background structure.", {ref}));
   auto canny = p.run(small("Generate a Canny edge map for this image.", {ref}));
   ASSERT_TRUE(depth && canny);
-  EXPECT_TRUE(depth->is_image && canny->is_image);
-  EXPECT_NE(depth->image.rgb, canny->image.rgb);  // the instruction changes the conditioning
+  EXPECT_TRUE(std::holds_alternative<Image>(*depth) && std::holds_alternative<Image>(*canny));
+  EXPECT_NE(std::get<Image>(*depth).rgb, std::get<Image>(*canny).rgb);  // the instruction changes the conditioning
 
   auto o = small("What is in this picture?", {ref});
   o.task = UniWorldTask::Text;
   o.max_new_tokens = 6;
   auto t1 = p.run(o), t2 = p.run(o);
   ASSERT_TRUE(t1 && t2);
-  EXPECT_FALSE(t1->is_image);
-  EXPECT_EQ(t1->text, t2->text);  // greedy
+  EXPECT_FALSE(std::holds_alternative<Image>(*t1));
+  EXPECT_EQ(std::get<std::string>(*t1), std::get<std::string>(*t2));  // greedy
 
   // auto: the task head decides, on the hidden state of the last 'assistant' token
   o.task = UniWorldTask::Auto;
@@ -382,8 +382,8 @@ TEST(UniWorldEndToEnd, PerceptionPromptsAreEditsAndTextAnswersComeFromTheVlm) {
   const bool image = p.route_to_image(vp.ids, p.vlm_hidden(vp));
   auto a = p.run(o);
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->is_image, image);
-  if (!image) EXPECT_EQ(a->text, t1->text);
+  EXPECT_EQ(std::holds_alternative<Image>(*a), image);
+  if (!image) EXPECT_EQ(std::get<std::string>(*a), std::get<std::string>(*t1));
 }
 
 TEST(UniWorldEndToEnd, CancelStopsTheRun) {
@@ -394,6 +394,30 @@ TEST(UniWorldEndToEnd, CancelStopsTheRun) {
   });
   EXPECT_FALSE(r.has_value());
   EXPECT_GE(calls, 3);
+}
+
+TEST(UniWorldEndToEnd, TextAnswersReportEachTokenAndCancelWithinOne) {
+  auto o = small("What is in this picture?", {gradient_image(48, 48, 3)});
+  o.task = UniWorldTask::Text;
+  o.max_new_tokens = 6;
+  std::vector<int64_t> answer_steps;
+  auto full = tiny_pipeline().run(o, [&](const std::string& stage, int64_t step, int64_t total) {
+    if (stage == "answer") {
+      EXPECT_EQ(total, 6);
+      answer_steps.push_back(step);
+    }
+    return true;
+  });
+  ASSERT_TRUE(full);
+  ASSERT_GE(answer_steps.size(), 2u) << "the tiny model's answer is too short to cancel in the middle";
+  for (size_t i = 0; i < answer_steps.size(); ++i) EXPECT_EQ(answer_steps[i], static_cast<int64_t>(i + 1));
+  int calls = 0;
+  auto cut = tiny_pipeline().run(o, [&](const std::string& stage, int64_t step, int64_t) {
+    calls += stage == "answer";
+    return !(stage == "answer" && step == 1);
+  });
+  EXPECT_FALSE(cut.has_value());
+  EXPECT_EQ(calls, 1);
 }
 
 TEST(UniWorldEndToEnd, BadInputsAreErrors) {
@@ -459,7 +483,7 @@ TEST(UniWorldEndToEnd, CliWritesReproduciblePngsAndPrintsAnswers) {
   // the library gives the same pixels
   auto o = small("A lighthouse at dusk");
   o.seed = 3;
-  EXPECT_EQ(load_image((out.path() / "a.png").string()).rgb, tiny_pipeline().run(o)->image.rgb);
+  EXPECT_EQ(load_image((out.path() / "a.png").string()).rgb, std::get<Image>(*tiny_pipeline().run(o)).rgb);
 
   // editing through the CLI
   save_png((out.path() / "ref.png").string(), gradient_image(64, 48, 5));
@@ -478,7 +502,7 @@ TEST(UniWorldEndToEnd, CliWritesReproduciblePngsAndPrintsAnswers) {
   auto q = small("Describe the image.", {load_image((out.path() / "ref.png").string())});
   q.task = UniWorldTask::Text;
   q.max_new_tokens = 5;
-  EXPECT_EQ(read_bytes(out.path() / "answer.txt"), tiny_pipeline().run(q)->text + "\n");
+  EXPECT_EQ(read_bytes(out.path() / "answer.txt"), std::get<std::string>(*tiny_pipeline().run(q)) + "\n");
 }
 
 TEST(UniWorldEndToEnd, CliRejectsBadInputs) {

@@ -335,7 +335,7 @@ TEST(SharedChecks, Qwen2_5_VLAnswerChecksTheContextFirst) {
   EXPECT_ERROR_HAS(m.answer({}, "Hi?", o), "Qwen2.5-VL answer");
   EXPECT_ERROR_HAS(m.answer({}, "Hi?", o), "max_position_embeddings = 32768");
   auto p = m.build_prompt({}, "Hi?");
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = 1000000000;
   EXPECT_ERROR_HAS(m.generate(p.ids, {}, {}, g), "Qwen2.5-VL generate");
 }
@@ -402,7 +402,7 @@ TEST(NonFiniteResults, NamedByStageNotABlackImage) {
   TempDir d;
   const fs::path dir = flux_with(d, "vae/diffusion_pytorch_model.safetensors", "decoder.conv_out.bias",
                                  [](at::Tensor& t) { t[0] = NAN; });
-  FluxGenerateOptions o;
+  FluxOptions o;
   o.prompt = "a cat";
   o.width = o.height = 32;
   o.steps = 1;
@@ -438,21 +438,21 @@ TEST(PathValidation, XOmniVisionConfigPaths) {
     write_json(dir / "config.json", j);
   };
   with([](json& j) { j["vision_config"]["encoder"]["siglip_path"] = "../elsewhere/vit.safetensors"; });
-  EXPECT_ERROR_HAS(xomni::XOmniPipeline::load(dir.string(), ""), "vision_config.encoder.siglip_path");
+  EXPECT_ERROR_HAS(XOmniPipeline::load(dir.string(), ""), "vision_config.encoder.siglip_path");
   with([](json& j) { j["vision_config"]["encoder"]["projector_path"] = "/etc/passwd"; });
-  EXPECT_ERROR_HAS(xomni::XOmniPipeline::load(dir.string(), ""), "leaves the model folder");
+  EXPECT_ERROR_HAS(XOmniPipeline::load(dir.string(), ""), "leaves the model folder");
   with([](json& j) { j["vision_config"]["decoder"]["model_path"] = "../../"; });
-  EXPECT_ERROR_HAS(xomni::XOmniPipeline::load(dir.string(), (tiny.path() / "flux.1-dev").string()),
+  EXPECT_ERROR_HAS(XOmniPipeline::load(dir.string(), (tiny.path() / "flux.1-dev").string()),
                    "vision_config.decoder.model_path");
   // through a symlink that leaves the folder
   const std::string vit = original["vision_config"]["encoder"]["siglip_path"].get<std::string>();
   fs::rename(dir / vit, outside / "vit.safetensors");
   fs::create_symlink(outside / "vit.safetensors", dir / vit);
   with([](json&) {});
-  EXPECT_ERROR_HAS(xomni::XOmniPipeline::load(dir.string(), ""), "vision_config.encoder.siglip_path");
+  EXPECT_ERROR_HAS(XOmniPipeline::load(dir.string(), ""), "vision_config.encoder.siglip_path");
   RuntimeOptions rt;
   rt.allow_outside_paths = true;
-  EXPECT_NO_THROW(xomni::XOmniPipeline::load(dir.string(), "", rt));
+  EXPECT_NO_THROW(XOmniPipeline::load(dir.string(), "", rt));
 }
 
 // The same rule at every entry point, before the work: X-Omni chat used to accept a prompt longer
@@ -463,7 +463,7 @@ TEST(SharedChecks, EveryEntryPointChecksTheContext) {
                           " --seed 2 --only x_omni --only uniworld_v1 --only flux_1_dev --only siglip2 --tokenizers " +
                           fixture("tokenizers") + " > /dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
-  auto xo = xomni::XOmniPipeline::load((tiny.path() / "x-omni").string(), "");
+  auto xo = XOmniPipeline::load((tiny.path() / "x-omni").string(), "");
   const int64_t max_pos = xo.lm().config().text.max_position_embeddings;  // 4096 in the tiny folder
   std::string long_question;
   for (int64_t i = 0; i < max_pos; ++i) long_question += " a";

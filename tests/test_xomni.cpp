@@ -35,8 +35,8 @@ const fs::path& tiny_root() { return tiny_folders(5, {"flux_1_dev", "x_omni"}); 
 std::string xomni_dir() { return (tiny_root() / "x-omni").string(); }
 std::string flux_dir() { return (tiny_root() / "flux.1-dev").string(); }
 
-const xo::XOmniPipeline& pipe() {
-  static xo::XOmniPipeline p = xo::XOmniPipeline::load(xomni_dir(), flux_dir());
+const XOmniPipeline& pipe() {
+  static XOmniPipeline p = XOmniPipeline::load(xomni_dir(), flux_dir());
   return p;
 }
 
@@ -70,8 +70,8 @@ Image test_image(int w, int h) {
   return img;
 }
 
-xo::GenerateOptions small(const std::string& prompt, int64_t w = 64, int64_t h = 48, uint64_t seed = 5) {
-  xo::GenerateOptions o;
+XOmniOptions small(const std::string& prompt, int64_t w = 64, int64_t h = 48, uint64_t seed = 5) {
+  XOmniOptions o;
   o.prompt = prompt;
   o.width = w;
   o.height = h;
@@ -140,22 +140,22 @@ TEST(XOmniEndToEnd, CliGeneratesPngAndCodesReproducibly) {
 TEST(XOmniEndToEnd, SameSeedSameCodesAndImage) {
   const auto& p = pipe();
   auto o = small("a small house");
-  xo::ImageCodes a = *p.generate_codes(o), b = *p.generate_codes(o);
+  XOmniCodes a = *p.generate_codes(o), b = *p.generate_codes(o);
   EXPECT_EQ(a.codes, b.codes);
   auto ia = p.decode_codes(a, o.decoder), ib = p.decode_codes(b, o.decoder);
   ASSERT_TRUE(ia && ib);
   EXPECT_EQ(ia->rgb, ib->rgb);
   // another seed gives other codes (12 draws over 64 codes)
-  xo::ImageCodes c = *p.generate_codes(small("a small house", 64, 48, 6));
+  XOmniCodes c = *p.generate_codes(small("a small house", 64, 48, 6));
   EXPECT_NE(a.codes, c.codes);
 }
 
 TEST(XOmniEndToEnd, CfgOnAndOffGiveFullCodeGrids) {
   const auto& p = pipe();
   auto o = small("a dog");
-  xo::ImageCodes off = *p.generate_codes(o);
+  XOmniCodes off = *p.generate_codes(o);
   o.cfg_scale = 4.0;
-  xo::ImageCodes on1 = *p.generate_codes(o), on2 = *p.generate_codes(o);
+  XOmniCodes on1 = *p.generate_codes(o), on2 = *p.generate_codes(o);
   for (const auto* c : {&off, &on1}) {
     ASSERT_EQ(c->codes.size(), 12u);
     for (int64_t k : c->codes) EXPECT_TRUE(k >= 0 && k < 64) << k;
@@ -170,13 +170,13 @@ TEST(XOmniEndToEnd, CfgOnAndOffGiveFullCodeGrids) {
 TEST(XOmniEndToEnd, NegativePromptIsTheCfgRow) {
   const auto& p = pipe();
   // "" keeps generate.py's bare prefix; other text comes before it, encoded as the prompt row is
-  const xo::T2IPrompt plain = p.t2i_prompt("a dog", 64, 48), neg = p.t2i_prompt("a dog", 64, 48, "blurry");
+  const XOmniPrompt plain = p.t2i_prompt("a dog", 64, 48), neg = p.t2i_prompt("a dog", 64, 48, "blurry");
   EXPECT_TRUE(at::equal(plain.ids, neg.ids));
   EXPECT_FALSE(at::equal(plain.negative_ids, neg.negative_ids));
   EXPECT_TRUE(at::equal(neg.negative_ids, p.t2i_prompt("blurry", 64, 48).ids));
   auto o = small("a dog");
   o.cfg_scale = 4.0;
-  const xo::ImageCodes base = p.generate_codes(o).value();
+  const XOmniCodes base = p.generate_codes(o).value();
   o.negative_prompt = "blurry";
   EXPECT_NE(p.generate_codes(o)->codes, base.codes);
   // without guidance the CFG row is never run
@@ -189,7 +189,8 @@ TEST(XOmniEndToEnd, NonSquareResolution) {
   const auto& p = pipe();
   int64_t last = -1, total = 0;
   auto o = small("a wide landscape", 96, 32);
-  xo::ImageCodes c = *p.generate_codes(o, [&](int64_t done, int64_t t) {
+  XOmniCodes c = *p.generate_codes(o, [&](const std::string& stage, int64_t done, int64_t t) {
+    EXPECT_EQ(stage, "tokens");
     EXPECT_GT(done, last);
     last = done;
     total = t;
@@ -209,8 +210,8 @@ TEST(XOmniEndToEnd, NonSquareResolution) {
 TEST(XOmniEndToEnd, DecoderGuidanceScalesChangeTheImage) {
   const auto& p = pipe();
   auto o = small("a tree");
-  xo::ImageCodes c = *p.generate_codes(o);
-  xo::DecodeOptions plain = o.decoder, text_only = o.decoder, both = o.decoder;
+  XOmniCodes c = *p.generate_codes(o);
+  XOmniDecodeOptions plain = o.decoder, text_only = o.decoder, both = o.decoder;
   plain.cfg_scale = 1.0, plain.cfg_scale_2 = 1.0;          // one prediction
   text_only.cfg_scale = 3.0, text_only.cfg_scale_2 = 1.0;  // c and n
   both.cfg_scale = 3.0, both.cfg_scale_2 = 2.0;            // c, n and u
@@ -227,12 +228,15 @@ TEST(XOmniEndToEnd, ChatAnswersAndStreams) {
   const auto& p = pipe();
   std::string streamed;
   const Image img = test_image(80, 64);
-  const std::string answer = *p.chat(img, "What is in the picture?", [&](const std::string& s) { streamed += s; }, 12);
+  const std::string answer = *p.chat(img, "What is in the picture?", [&](const std::string& s) {
+    streamed += s;
+    return true;
+  }, 12);
   EXPECT_EQ(streamed.substr(0, answer.size()), answer);
   EXPECT_EQ(p.chat(img, "What is in the picture?", {}, 12), answer);
   // the image enters as <SOM>h w<IMAGE> + h*w codes + <EOM>: 80x64 -> anyres 80x64 (short side
   // 64 = short_size) -> a 4 x 5 grid
-  xo::ImageCodes codes = p.tokenize_image(img);
+  XOmniCodes codes = p.tokenize_image(img);
   EXPECT_EQ(codes.rows, 4);
   EXPECT_EQ(codes.cols, 5);
   at::Tensor ids = p.chat_prompt(codes, "Q?");
@@ -254,9 +258,11 @@ TEST(XOmniEndToEnd, GenerateAndChatCancelWithinOneToken) {
   const auto& p = pipe();
   auto o = small("a red cube");
   int64_t calls = 0;
+  std::string stage_seen;
   auto stop_at = [&](int64_t n) {
-    return [&calls, n](int64_t done, int64_t) {
+    return [&calls, &stage_seen, n](const std::string& stage, int64_t done, int64_t) {
       ++calls;
+      stage_seen = stage;
       return done < n;
     };
   };
@@ -265,12 +271,14 @@ TEST(XOmniEndToEnd, GenerateAndChatCancelWithinOneToken) {
   calls = 0;
   EXPECT_FALSE(p.generate(o, stop_at(2)));
   EXPECT_EQ(calls, 2);
+  EXPECT_EQ(stage_seen, "tokens");
   // chat: the full answer's token count, then a cancel after the second token
   const Image img = test_image(80, 64);
   std::string full_text, part_text;
   int64_t full = 0;
-  auto answer = p.chat(img, "What is in the picture?", [&](const std::string& s) { full_text += s; }, 12,
-                       [&](int64_t done, int64_t total) {
+  auto answer = p.chat(img, "What is in the picture?", [&](const std::string& s) { full_text += s; return true; }, 12,
+                       [&](const std::string& stage, int64_t done, int64_t total) {
+                         EXPECT_EQ(stage, "answer");
                          EXPECT_EQ(total, 12);
                          full = done;
                          return true;
@@ -278,8 +286,9 @@ TEST(XOmniEndToEnd, GenerateAndChatCancelWithinOneToken) {
   ASSERT_TRUE(answer);
   ASSERT_GE(full, 3) << "the tiny model's answer is too short to cancel in the middle";
   calls = 0;
-  EXPECT_FALSE(p.chat(img, "What is in the picture?", [&](const std::string& s) { part_text += s; }, 12, stop_at(2)));
+  EXPECT_FALSE(p.chat(img, "What is in the picture?", [&](const std::string& s) { part_text += s; return true; }, 12, stop_at(2)));
   EXPECT_EQ(calls, 2);
+  EXPECT_EQ(stage_seen, "answer");
   EXPECT_EQ(full_text.substr(0, part_text.size()), part_text);
   EXPECT_LT(part_text.size(), full_text.size());
 }
@@ -404,7 +413,7 @@ TEST(XOmniEndToEnd, CliSavesTheCodesWhenDecodingFails) {
 
 TEST(XOmniUnits, PromptAndPrefixIds) {
   const auto& p = pipe();
-  xo::T2IPrompt t = p.t2i_prompt("a red cube", 64, 48);
+  XOmniPrompt t = p.t2i_prompt("a red cube", 64, 48);
   EXPECT_EQ(t.rows, 3);
   EXPECT_EQ(t.cols, 4);
   // Qwen2 ids: digits '0'..'9' are 15..24, ' ' is 220; <SOM> <EOM> <IMAGE> follow the Qwen2 tokens.
@@ -416,10 +425,10 @@ TEST(XOmniUnits, PromptAndPrefixIds) {
   std::vector<int64_t> ids(t.ids.data_ptr<int64_t>(), t.ids.data_ptr<int64_t>() + t.ids.numel());
   EXPECT_EQ(ids, want);
   // the default size is 1152 x 1152: 72 x 72 = 5184 codes
-  xo::GenerateOptions d;
+  XOmniOptions d;
   EXPECT_EQ(d.width, 1152);
   EXPECT_EQ(d.height, 1152);
-  EXPECT_NO_THROW(xo::check_image_size(d.width, d.height));
+  EXPECT_NO_THROW(xomni_check_size(d.width, d.height));
   EXPECT_EQ((d.width / 16) * (d.height / 16), 5184);
   // the tiny LM's context (max_position_embeddings 4096) cannot hold 5184 codes
   EXPECT_THROW(p.t2i_prompt("x", d.width, d.height), Error);
@@ -427,7 +436,7 @@ TEST(XOmniUnits, PromptAndPrefixIds) {
 
 TEST(XOmniUnits, SamplingDefaultsAndSuppressedIds) {
   const auto& p = pipe();
-  xo::GenerateOptions o;
+  XOmniOptions o;
   auto s = p.effective_sampling(o);
   EXPECT_TRUE(s.do_sample);
   EXPECT_EQ(s.temperature, 1.0);
@@ -441,25 +450,25 @@ TEST(XOmniUnits, SamplingDefaultsAndSuppressedIds) {
 TEST(XOmniUnits, GenerationConfigMergeFollowsTransformers) {
   auto gc = Config::parse(R"({"transformers_version": "4.51.3", "temperature": 0.7, "top_k": 20, "top_p": 0.8,
                               "repetition_penalty": 1.05, "min_p": 0.1})", "generation_config.json");
-  sampling::SamplingOptions user = xo::t2i_sampling_defaults();
-  auto m = xo::merge_generation_config(user, &gc);
+  sampling::SamplingOptions user = xomni_sampling_defaults();
+  auto m = xomni_merge_generation_config(user, &gc);
   EXPECT_EQ(m.temperature, 0.7);  // the user's 1.0 equals the library default
   EXPECT_EQ(m.top_k, 20);
   EXPECT_EQ(m.top_p, 0.8);
   EXPECT_EQ(m.repetition_penalty, 1.05);
   EXPECT_DOUBLE_EQ(m.min_p, 0.03);  // set by generate.py: kept
   user.temperature = 0.9;
-  EXPECT_EQ(xo::merge_generation_config(user, &gc).temperature, 0.9);
+  EXPECT_EQ(xomni_merge_generation_config(user, &gc).temperature, 0.9);
   auto old = Config::parse(R"({"transformers_version": "4.49.0", "top_k": 20})", "generation_config.json");
-  EXPECT_EQ(xo::merge_generation_config(xo::t2i_sampling_defaults(), &old).top_k, 50);
-  EXPECT_EQ(xo::merge_generation_config(xo::t2i_sampling_defaults(), nullptr).top_k, 50);
+  EXPECT_EQ(xomni_merge_generation_config(xomni_sampling_defaults(), &old).top_k, 50);
+  EXPECT_EQ(xomni_merge_generation_config(xomni_sampling_defaults(), nullptr).top_k, 50);
 }
 
 TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
   const auto& p = pipe();
   const auto& lm = p.lm();
   const int64_t V = lm.config().text.vocab_size, K = lm.config().image_vocab_size;
-  xo::T2IPrompt t = p.t2i_prompt("a cat", 64, 48);
+  XOmniPrompt t = p.t2i_prompt("a cat", 64, 48);
   auto cache = lm.new_cache(1, t.ids.size(1) + 1);
   at::Tensor logits = lm.prefill(t.ids, cache, xomni::Mode::Image);
   EXPECT_EQ(logits.size(-1), K) << "image mode scores only the image codes; text ids are unreachable";
@@ -468,7 +477,7 @@ TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
   auto o = small("a cat");
   o.sampling.do_sample = false;
   const auto greedy = p.generate_codes(o)->codes;
-  o.sampling = xo::t2i_sampling_defaults();
+  o.sampling = xomni_sampling_defaults();
   o.sampling.top_k = 1;
   EXPECT_EQ(p.generate_codes(o)->codes, greedy);
   o.sampling.top_k = 50;
@@ -484,11 +493,11 @@ TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
 
 TEST(XOmniUnits, MmdecodeSplitsTextAndImages) {
   const auto& p = pipe();
-  xo::ImageCodes c;
+  XOmniCodes c;
   c.rows = 2, c.cols = 3, c.codes = {0, 5, 63, 12, 1, 7};
   auto ids = p.tokenizer().encode("a cat" + p.image_text(c));
   ids.pop_back();  // generate output ends with the codes; mmdecode appends <EOM>
-  xo::MMDecoded d = p.mmdecode(ids);
+  XOmniMMDecoded d = p.mmdecode(ids);
   ASSERT_EQ(d.images.size(), 1u);
   EXPECT_EQ(d.texts.front(), "a cat");
   EXPECT_EQ(d.images[0].codes, c.codes);
@@ -523,9 +532,9 @@ TEST(XOmniBadInputs, SizeNotAMultipleOf16) {
   EXPECT_THROW(p.t2i_prompt("x", 50, 64), Error);
   EXPECT_THROW(p.t2i_prompt("x", 64, 0), Error);
   EXPECT_THROW(p.t2i_prompt("x", 64, 8192), Error);
-  EXPECT_THROW(xo::check_image_size(1160, 1152), Error);
-  EXPECT_NO_THROW(xo::check_image_size(1152, 1152));
-  xo::ImageCodes c;
+  EXPECT_THROW(xomni_check_size(1160, 1152), Error);
+  EXPECT_NO_THROW(xomni_check_size(1152, 1152));
+  XOmniCodes c;
   c.rows = 2, c.cols = 2, c.codes = {1, 2, 3};
   EXPECT_THROW(p.decode_codes(c), Error);
   c.codes = {1, 2, 3, 64};
@@ -545,7 +554,7 @@ TEST(XOmniBadInputs, FolderMissingVisionConfig) {
   cfg.erase("vision_config");
   write_json(dir / "config.json", cfg);
   try {
-    xo::XOmniPipeline::load(dir.string(), "");
+    XOmniPipeline::load(dir.string(), "");
     FAIL() << "expected an Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("vision_config"), std::string::npos) << e.what();
@@ -560,7 +569,7 @@ TEST(XOmniBadInputs, TokenizerWithoutMMToken0AtVocabSize) {
     if (t["content"].get<std::string>().rfind("<MM-Token-", 0) == 0) t["id"] = t["id"].get<int64_t>() + 1;
   write_json(dir / "tokenizer.json", tok);
   try {
-    xo::XOmniPipeline::load(dir.string(), "");
+    XOmniPipeline::load(dir.string(), "");
     FAIL() << "expected an Error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("<MM-Token-0>"), std::string::npos) << e.what();
@@ -578,7 +587,7 @@ TEST(XOmniBadInputs, UnknownDecoderInjectionKeysAreListed) {
   fs::remove(f);
   save_safetensors(f.string(), all);
   try {
-    xo::XOmniPipeline::load(dir.string(), flux_dir());
+    XOmniPipeline::load(dir.string(), flux_dir());
     FAIL() << "expected an Error";
   } catch (const Error& e) {
     const std::string what = e.what();
@@ -593,7 +602,7 @@ TEST(XOmniBadInputs, UnknownViTNameWithoutSizes) {
   auto cfg = read_json(dir / "config.json");
   cfg["vision_config"]["encoder"].erase("siglip_config");
   write_json(dir / "config.json", cfg);
-  EXPECT_THROW(xo::XOmniPipeline::load(dir.string(), ""), Error);
+  EXPECT_THROW(XOmniPipeline::load(dir.string(), ""), Error);
 }
 
 TEST(XOmniEndToEnd, UpscaleFactorOtherThan16ResizesTheFeatures) {
@@ -602,8 +611,8 @@ TEST(XOmniEndToEnd, UpscaleFactorOtherThan16ResizesTheFeatures) {
   auto cfg = read_json(dir / "config.json");
   cfg["vision_config"]["decoder"]["upscale_factor"] = 32;
   write_json(dir / "config.json", cfg);
-  auto p = xo::XOmniPipeline::load(dir.string(), flux_dir());
-  xo::ImageCodes c = *p.generate_codes(small("a boat"));
+  auto p = XOmniPipeline::load(dir.string(), flux_dir());
+  XOmniCodes c = *p.generate_codes(small("a boat"));
   auto img = p.decode_codes(c);
   ASSERT_TRUE(img);
   EXPECT_EQ(img->width, 4 * 32);  // a 3 x 4 code grid on a 6 x 8 packed latent grid

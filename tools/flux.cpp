@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   return cli::run("omniflux-flux", [&] {
     std::string model, out = "out.png", tiling = "auto";
     bool quiet = false, dry_run = false;
-    omniflux::FluxGenerateOptions opt;
+    omniflux::FluxOptions opt;
     omniflux::RuntimeOptions rt;
     cli::Parser p("omniflux-flux", "FLUX.1-dev text-to-image; the PNG's \"parameters\" text chunk records the settings.");
     p.path("-m,--model", &model, "DIR", "the FLUX.1-dev folder").required();

@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
     if (!quiet) std::fprintf(stderr, "loaded %s, %s, %s\n", model.c_str(), flux.c_str(), siglip.c_str());
     if (!cli::keep_going(rt)) return cli::kExitCancelled;
     auto progress = [&](const std::string& stage, int64_t step, int64_t total) {
+      if (stage == "answer") return cli::keep_going(rt);  // per token: the answer prints at the end
       if (!quiet) std::fprintf(stderr, "\r%s %lld/%lld   ", stage.c_str(), (long long)step, (long long)total);
       if (!quiet && (stage != "denoise" || step == total)) std::fprintf(stderr, "\n");
       return cli::keep_going(rt);
@@ -117,15 +118,16 @@ int main(int argc, char** argv) {
     if (!r) return cli::kExitCancelled;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!rt.writes_output()) return cli::kExitOk;
-    if (!r->is_image) {
-      std::printf("%s\n", r->text.c_str());
+    if (const std::string* text = std::get_if<std::string>(&*r)) {
+      std::printf("%s\n", text->c_str());
       if (!quiet) std::fprintf(stderr, "answered in %.1f s\n", s);
       return cli::kExitOk;
     }
+    const omniflux::Image& image = std::get<omniflux::Image>(*r);
     cli::check_output_file("-o/--output", out);  // --task auto chose an image: checked only now
-    omniflux::save_png(out, r->image,
+    omniflux::save_png(out, image,
                        {{"parameters", cli::uniworld_parameters(opt, w, h, "UniWorld-V1 (" + model + ")", "omniflux")}});
-    if (!quiet) std::fprintf(stderr, "wrote %s (%dx%d) in %.1f s\n", out.c_str(), r->image.width, r->image.height, s);
+    if (!quiet) std::fprintf(stderr, "wrote %s (%dx%d) in %.1f s\n", out.c_str(), image.width, image.height, s);
     return cli::kExitOk;
   });
 }

@@ -31,7 +31,7 @@ namespace xo = omniflux::xomni;
 
 constexpr int64_t kMaxGridSide = omniflux::kFluxMaxSide / 16;  // codes per side of a 4096 px image
 
-void write_codes(const std::string& path, const xo::ImageCodes& c) {
+void write_codes(const std::string& path, const omniflux::XOmniCodes& c) {
   nlohmann::json j = {{"prompt", c.prompt}, {"rows", c.rows}, {"cols", c.cols}, {"codes", c.codes}};
   omniflux::write_file_atomic(path, j.dump() + "\n");
 }
@@ -44,8 +44,8 @@ std::string read_text_file(const std::string& flag, const std::string& path) {
 }
 
 // A codes file's text (written by generate --codes-out) -> codes; `path` names it in errors.
-xo::ImageCodes parse_codes(const std::string& text, const std::string& path) {
-  xo::ImageCodes c;
+omniflux::XOmniCodes parse_codes(const std::string& text, const std::string& path) {
+  omniflux::XOmniCodes c;
   try {
     nlohmann::json j = nlohmann::json::parse(text);
     c.prompt = j.at("prompt").get<std::string>();
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
     std::string model, flux, out = "out.png", codes_out, codes_in, image_path;
     bool quiet = false, codes_only = false, dry_run = false, parse_special = false;
     int64_t max_new = 512;
-    xo::GenerateOptions opt;
+    omniflux::XOmniOptions opt;
     omniflux::RuntimeOptions rt;
     const std::vector<std::string> gen = {"generate"}, draw = {"generate", "decode"}, chat = {"chat"};
     cli::Parser p("omniflux-xomni", "X-Omni: text-to-image through image codes, and chat about an image.");
@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
     const bool need_decoder = cmd == "decode" || (cmd == "generate" && !codes_only);
     if (cmd == "generate") {
       try {
-        xo::check_image_size(opt.width, opt.height);
+        omniflux::xomni_check_size(opt.width, opt.height);
       } catch (const Error& e) {
         throw cli::UsageError(e.what_part(), opt.width % 16 ? "-W/--width" : "-H/--height", e.expected(), e.got());
       }
@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
       cli::check_output_file("-o/--output", out);
       cli::check_input_folder("--flux", flux);
     }
-    xo::ImageCodes codes;
+    omniflux::XOmniCodes codes;
     omniflux::Image chat_image;
     // Under several ranks rank 0 reads the inputs and shares them after join_ranks.
     std::string codes_text;
@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
     }
 
     auto t0 = std::chrono::steady_clock::now();
-    auto pipe = xo::XOmniPipeline::load(model, need_decoder ? flux : std::string(), rt);
+    auto pipe = omniflux::XOmniPipeline::load(model, need_decoder ? flux : std::string(), rt);
     if (parse_special) pipe.set_prompt_special_tokens(omniflux::text::PromptSpecialTokens::Parse);
     if (!quiet) std::fprintf(stderr, "loaded %s\n", model.c_str());
     if (!cli::keep_going(rt)) return cli::kExitCancelled;
@@ -211,18 +211,19 @@ int main(int argc, char** argv) {
       auto answer = pipe.chat(
           chat_image, opt.prompt,
           [&](const std::string& piece) {
-            if (!rt.writes_output()) return;
+            if (!rt.writes_output()) return true;
             std::fwrite(piece.data(), 1, piece.size(), stdout);
             std::fflush(stdout);
+            return true;
           },
-          max_new, [&](int64_t, int64_t) { return cli::keep_going(rt); });
+          max_new, [&](const std::string&, int64_t, int64_t) { return cli::keep_going(rt); });
       if (rt.writes_output()) std::fputc('\n', stdout);
       return answer ? cli::kExitOk : cli::kExitCancelled;
     }
 
     if (cmd == "generate") {
       TokenBar bar{"codes"};
-      auto made = pipe.generate_codes(opt, [&](int64_t done, int64_t total) {
+      auto made = pipe.generate_codes(opt, [&](const std::string&, int64_t done, int64_t total) {
         if (!quiet) bar(done, total);
         return cli::keep_going(rt);
       });

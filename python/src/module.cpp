@@ -196,7 +196,7 @@ struct ChatArgs {
   uint64_t seed;
 };
 
-omniflux::ChatOptions chat_options(const ChatArgs& a, Progress& progress) {
+omniflux::ChatOptions chat_options(const ChatArgs& a) {
   omniflux::ChatOptions o;
   o.max_new_tokens = a.max_new_tokens;
   o.temperature = a.temperature;
@@ -206,8 +206,6 @@ omniflux::ChatOptions chat_options(const ChatArgs& a, Progress& progress) {
   o.top_k = a.top_k;
   o.stop = a.stop;
   o.seed = a.seed;
-  const int64_t limit = a.max_new_tokens;
-  o.on_token = [&progress, limit](int64_t n) { return progress("answer", n, limit); };
   return o;
 }
 
@@ -227,7 +225,7 @@ struct PyUniWorld {
   std::shared_ptr<Gate> gate = std::make_shared<Gate>();
 };
 struct PyXOmni {
-  omniflux::xomni::XOmniPipeline pipe;
+  omniflux::XOmniPipeline pipe;
   std::shared_ptr<Gate> gate = std::make_shared<Gate>();
 };
 
@@ -237,9 +235,9 @@ py::object chat(Py& self, const std::vector<std::pair<std::string, std::vector<p
                 const ChatArgs& args, py::object on_text, py::object callback) {
   auto t = turns_in(turns);
   Progress progress(std::move(callback));
-  auto o = chat_options(args, progress);
+  auto o = chat_options(args);
   return chat_result(run_gated(*self.gate, progress, [&] {
-    return self.pipe.chat(t, o, [&](const std::string& piece) { return progress.text(on_text, piece); });
+    return self.pipe.chat(t, o, [&](const std::string& piece) { return progress.text(on_text, piece); }, std::ref(progress));
   }));
 }
 
@@ -300,7 +298,7 @@ PYBIND11_MODULE(_omniflux, m) {
           [](PyFlux& self, const std::string& prompt, std::optional<std::string> prompt_2,
              std::optional<std::string> negative_prompt, int64_t width, int64_t height, int64_t steps, double guidance,
              double true_cfg_scale, int64_t max_sequence_length, uint64_t seed, py::object callback) {
-            omniflux::FluxGenerateOptions o;
+            omniflux::FluxOptions o;
             o.prompt = prompt;
             o.prompt_2 = std::move(prompt_2);
             o.negative_prompt = std::move(negative_prompt);
@@ -349,8 +347,8 @@ PYBIND11_MODULE(_omniflux, m) {
             Progress progress(std::move(callback));
             auto r = run_gated(*self.gate, progress, [&] { return self.pipe.run(o, std::ref(progress)); });
             if (!r) return py::none();
-            if (!r->is_image) return py::str(r->text);
-            return py::cast(image_tensor(std::move(r->image)));
+            if (auto* text = std::get_if<std::string>(&*r)) return py::str(*text);
+            return py::cast(image_tensor(std::move(std::get<omniflux::Image>(*r))));
           },
           py::arg("prompt"), py::arg("images"), py::arg("width"), py::arg("height"), py::arg("snap_to_ratio"),
           py::arg("steps"), py::arg("guidance"), py::arg("seed"), py::arg("use_t5"), py::arg("task"),
@@ -376,17 +374,16 @@ PYBIND11_MODULE(_omniflux, m) {
            py::arg("repetition_penalty"), py::arg("top_k"), py::arg("stop"), py::arg("seed"));
 
   // ---- X-Omni ----
-  namespace xo = omniflux::xomni;
-  py::class_<xo::ImageCodes>(m, "ImageCodes", "X-Omni image codes: a rows x cols grid, row-major, and the decoder's prompt.")
+  py::class_<omniflux::XOmniCodes>(m, "ImageCodes", "X-Omni image codes: a rows x cols grid, row-major, and the decoder's prompt.")
       .def(py::init([](std::string prompt, int64_t rows, int64_t cols, std::vector<int64_t> codes) {
-             return xo::ImageCodes{std::move(prompt), rows, cols, std::move(codes)};
+             return omniflux::XOmniCodes{std::move(prompt), rows, cols, std::move(codes)};
            }),
            py::arg("prompt"), py::arg("rows"), py::arg("cols"), py::arg("codes"))
-      .def_readwrite("prompt", &xo::ImageCodes::prompt)
-      .def_readwrite("rows", &xo::ImageCodes::rows)
-      .def_readwrite("cols", &xo::ImageCodes::cols)
-      .def_readwrite("codes", &xo::ImageCodes::codes)
-      .def("__repr__", [](const xo::ImageCodes& c) {
+      .def_readwrite("prompt", &omniflux::XOmniCodes::prompt)
+      .def_readwrite("rows", &omniflux::XOmniCodes::rows)
+      .def_readwrite("cols", &omniflux::XOmniCodes::cols)
+      .def_readwrite("codes", &omniflux::XOmniCodes::codes)
+      .def("__repr__", [](const omniflux::XOmniCodes& c) {
         return "ImageCodes(rows=" + std::to_string(c.rows) + ", cols=" + std::to_string(c.cols) + ", " +
                std::to_string(c.codes.size()) + " codes)";
       });
@@ -398,7 +395,7 @@ PYBIND11_MODULE(_omniflux, m) {
              const std::string& offload, double max_vram, std::optional<int> threads) {
             auto rt = runtime(device, dtype, offload, max_vram, threads);
             py::gil_scoped_release nogil;
-            return PyXOmni{xo::XOmniPipeline::load(model, flux, rt)};
+            return PyXOmni{omniflux::XOmniPipeline::load(model, flux, rt)};
           },
           py::arg("model"), py::arg("flux"), OMNIFLUX_RUNTIME_ARGS)
       .def(
@@ -406,7 +403,7 @@ PYBIND11_MODULE(_omniflux, m) {
           [](PyXOmni& self, const std::string& prompt, int64_t width, int64_t height, double cfg_scale,
              const std::string& negative_prompt, std::optional<double> temperature, std::optional<int64_t> top_k,
              std::optional<double> top_p, std::optional<double> min_p, uint64_t seed, py::object callback) -> py::object {
-            xo::GenerateOptions o;
+            omniflux::XOmniOptions o;
             o.prompt = prompt;
             o.width = width;
             o.height = height;
@@ -419,7 +416,7 @@ PYBIND11_MODULE(_omniflux, m) {
             o.seed = seed;
             Progress progress(std::move(callback));
             auto codes = run_gated(*self.gate, progress, [&] {
-              return self.pipe.generate_codes(o, [&](int64_t done, int64_t total) { return progress("tokens", done, total); });
+              return self.pipe.generate_codes(o, std::ref(progress));
             });
             return codes ? py::cast(std::move(*codes)) : py::none();
           },
@@ -428,9 +425,9 @@ PYBIND11_MODULE(_omniflux, m) {
           py::arg("callback"))
       .def(
           "decode",
-          [](PyXOmni& self, const xo::ImageCodes& codes, std::optional<int64_t> steps, std::optional<double> cfg_scale,
+          [](PyXOmni& self, const omniflux::XOmniCodes& codes, std::optional<int64_t> steps, std::optional<double> cfg_scale,
              std::optional<double> cfg_scale_2, uint64_t seed, py::object callback) {
-            xo::DecodeOptions o;
+            omniflux::XOmniDecodeOptions o;
             o.steps = steps;
             o.cfg_scale = cfg_scale;
             o.cfg_scale_2 = cfg_scale_2;
@@ -447,8 +444,8 @@ PYBIND11_MODULE(_omniflux, m) {
             auto im = image_in(image, "image");
             Progress progress(std::move(callback));
             auto a = run_gated(*self.gate, progress, [&] {
-              return self.pipe.chat(im, question, [&](const std::string& piece) { progress.text(on_text, piece); },
-                                    max_new_tokens, [&](int64_t done, int64_t total) { return progress("answer", done, total); });
+              return self.pipe.chat(im, question, [&](const std::string& piece) { return progress.text(on_text, piece); },
+                                    max_new_tokens, std::ref(progress));
             });
             return a ? py::object(py::str(*a)) : py::object(py::none());
           },

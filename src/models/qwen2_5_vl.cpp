@@ -483,7 +483,7 @@ std::string Qwen2_5_VL::answer(const std::vector<Image>& images, const std::stri
                                const AnswerOptions& opt) const {
   Prompt p = build_prompt(images, question);
   check_context_length(p.ids.size(1), opt.max_new_tokens, cfg_.text.max_position_embeddings, "Qwen2.5-VL answer");
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = opt.max_new_tokens;
   g.sampling = opt.sampling;
   g.eos_token_ids = {cfg_.eos_token_id};
@@ -573,7 +573,7 @@ at::Tensor Qwen2_5_VL::decode_one(const at::Tensor& ids, nn::KVCache& cache) con
 }
 
 at::Tensor Qwen2_5_VL::generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
-                                sampling::GenerateOptions opt) const {
+                                sampling::TokenLoopOptions opt) const {
   if (opt.eos_token_ids.empty()) opt.eos_token_ids = {cfg_.eos_token_id};
   check_context_length(ids.size(1), opt.max_new_tokens, cfg_.text.max_position_embeddings, "Qwen2.5-VL generate");
   nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + opt.max_new_tokens);

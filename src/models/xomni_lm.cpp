@@ -186,7 +186,7 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   at::Tensor first = prefill(ids, cache, Mode::Image, mask).squeeze(1);
   if (pair) first = pair->all_gather(first, 0);
   check_finite(first, "X-Omni prefill logits");
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = n_codes;
   g.sampling = opt.sampling;
   g.guidance_scale = opt.guidance_scale;

@@ -5,7 +5,8 @@
 namespace omniflux {
 
 sampling::TextGenerationOptions chat_generation_options(const ChatOptions& o, int64_t default_max_new_tokens,
-                                                        double default_repetition_penalty) {
+                                                        double default_repetition_penalty,
+                                                        const ProgressCallback& progress) {
   sampling::TextGenerationOptions g;
   g.max_new_tokens = o.max_new_tokens > 0 ? o.max_new_tokens : default_max_new_tokens;
   sampling::SamplingOptions& s = g.sampling;
@@ -23,7 +24,10 @@ sampling::TextGenerationOptions chat_generation_options(const ChatOptions& o, in
   g.frequency_penalty = o.frequency_penalty;
   g.logit_bias = o.logit_bias;
   g.stop = o.stop;
-  g.on_token = o.on_token;
+  if (progress) {
+    const int64_t total = g.max_new_tokens;
+    g.on_token = [progress, total](int64_t n) { return progress("answer", n, total); };
+  }
   return g;
 }
 

@@ -184,7 +184,7 @@ void check_noise(const at::Tensor& noise, const FluxDiTConfig& c) {
 }  // namespace
 
 std::optional<at::Tensor> FluxPipeline::denoise(const at::Tensor& noise, const FluxPromptEmbeds& cond,
-                                                const FluxPromptEmbeds* uncond, const FluxDenoiseOptions& opt,
+                                                const FluxPromptEmbeds* uncond, const FluxOptions& opt,
                                                 const ProgressCallback& progress) const {
   const Impl& m = *impl_;
   check_guidance(opt.guidance, "FluxPipeline.denoise: guidance");
@@ -272,7 +272,7 @@ at::Tensor FluxPipeline::to_uint8(const at::Tensor& image) {
   return at::round(x.permute({0, 2, 3, 1}) * 255).to(at::kByte).contiguous();
 }
 
-std::optional<Image> FluxPipeline::generate(const FluxGenerateOptions& opt, const ProgressCallback& progress) const {
+std::optional<Image> FluxPipeline::generate(const FluxOptions& opt, const ProgressCallback& progress) const {
   flux_check_size(opt.width, opt.height);
   if (opt.steps < 1 || opt.steps > 1000)
     throw Error("invalid number of steps", "FluxPipeline.generate", "1..1000", std::to_string(opt.steps));
@@ -285,8 +285,7 @@ std::optional<Image> FluxPipeline::generate(const FluxGenerateOptions& opt, cons
 
   const int64_t c = impl_->dit_cfg.in_channels / 4;
   at::Tensor noise = flux_initial_noise(opt.seed, 1, c, flux_latent_size(opt.height), flux_latent_size(opt.width));
-  FluxDenoiseOptions d{opt.steps, opt.guidance, opt.true_cfg_scale};
-  auto latents = denoise(noise, cond, uncond ? &*uncond : nullptr, d, progress);
+  auto latents = denoise(noise, cond, uncond ? &*uncond : nullptr, opt, progress);
   if (!latents) return std::nullopt;
   at::Tensor image = decode(*latents, opt.height, opt.width, opt.vae_tiling);
   if (progress && !progress("decode", 1, 1)) return std::nullopt;

@@ -37,8 +37,6 @@ struct UniWorldPipeline::Impl {
   SiglipImageProcessorConfig siglip_pre;
   int64_t image_end_token_id = 151653;
   int64_t assistant_token_id = 77091;  // app.py / cli.py hard-code it
-  int64_t qwen_pixels = 448 * 448;     // app.py: min_pixels = max_pixels = 448 * 448
-  text::PromptSpecialTokens special_tokens = text::PromptSpecialTokens::Text;
 };
 
 UniWorldTask parse_uniworld_task(const std::string& name) {
@@ -79,8 +77,9 @@ void require_folder(const std::string& path, const char* what) {
 // The VLM's text answer to a built prompt (app.py: model.generate, then batch_decode with special
 // tokens skipped). Finish Cancelled when `stream` cancelled.
 ChatAnswer vlm_answer(const UniWorldPipeline::Impl& m, const UniWorldPipeline::VlmPrompt& p, const ChatOptions& o,
-                      const ChatStream& stream) {
-  sampling::TextGenerationOptions g = chat_generation_options(o, 128);  // app.py: max_new_tokens=128
+                      const ChatStream& stream, const ProgressCallback& progress) {
+  // app.py: max_new_tokens=128
+  sampling::TextGenerationOptions g = chat_generation_options(o, 128, 1.0, progress);
   g.eos_token_ids = {m.vlm_cfg.eos_token_id};
   if (auto eot = m.tokenizer->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
   check_context_length(p.ids.size(1), g.max_new_tokens, m.vlm_cfg.text.max_position_embeddings,
@@ -210,14 +209,11 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
 qwen2_5_vl::Qwen2_5_VL UniWorldPipeline::vlm() const { return impl_->vlm.get(); }
 const FluxPipeline& UniWorldPipeline::flux() const { return *impl_->flux; }
 const uniworld::Connectors& UniWorldPipeline::connectors() const { return impl_->connectors; }
-int64_t UniWorldPipeline::qwen_pixels() const { return impl_->qwen_pixels; }
 void UniWorldPipeline::set_qwen_pixels(int64_t pixels) {
   if (pixels < 28 * 28) throw Error("qwen pixels too small", "UniWorldPipeline::set_qwen_pixels", ">= 784", std::to_string(pixels));
-  impl_->qwen_pixels = pixels;
+  qwen_pixels_ = pixels;
 }
 bool UniWorldPipeline::has_task_head() const { return impl_->task_head.has_value(); }
-void UniWorldPipeline::set_prompt_special_tokens(text::PromptSpecialTokens mode) { impl_->special_tokens = mode; }
-text::PromptSpecialTokens UniWorldPipeline::prompt_special_tokens() const { return impl_->special_tokens; }
 
 std::string UniWorldPipeline::chat_text(const std::string& prompt, int num_images) const {
   return text::render_uniworld(prompt, num_images);
@@ -258,7 +254,7 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_chat_prompt(const std::vecto
   VlmPrompt p;
   std::vector<text::TextSpan> user_text;
   const std::string chat = text::render_uniworld(messages, &user_text);
-  std::vector<int64_t> ids = text::encode_prompt(*m.tokenizer, chat, user_text, m.special_tokens);
+  std::vector<int64_t> ids = text::encode_prompt(*m.tokenizer, chat, user_text, special_tokens_);
   std::vector<int64_t> counts;
   if (!images.empty()) {
     const auto& vc = m.vlm_cfg.vision;
@@ -267,14 +263,14 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_chat_prompt(const std::vecto
     // resize with the default filter (BICUBIC).
     std::vector<Image> fetched;
     for (const Image& img : images) {
-      auto [h, w] = qwen2_5_vl::smart_resize(img.height, img.width, factor, m.qwen_pixels, m.qwen_pixels);
+      auto [h, w] = qwen2_5_vl::smart_resize(img.height, img.width, factor, qwen_pixels_, qwen_pixels_);
       fetched.push_back(resize(img, static_cast<int>(w), static_cast<int>(h), Resample::Bicubic));
       p.resized.push_back(image_to_tensor(fetched.back()));
     }
     // Stage B, Qwen2VLImageProcessor built with the same min/max pixels (AutoProcessor kwargs);
     // docs/models/uniworld.md §3.2 and §7 question 1: a no-op for sizes stage A already produced within the limits.
     qwen2_5_vl::PreprocessorConfig pre = m.vlm_pre;
-    pre.min_pixels = pre.max_pixels = m.qwen_pixels;
+    pre.min_pixels = pre.max_pixels = qwen_pixels_;
     p.pixels = qwen2_5_vl::preprocess(fetched, pre);
     const int64_t unit = vc.spatial_merge_size * vc.spatial_merge_size;
     for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
@@ -347,9 +343,9 @@ std::pair<int64_t, int64_t> UniWorldPipeline::output_size(const UniWorldOptions&
 }
 
 std::optional<ChatAnswer> UniWorldPipeline::chat(const std::vector<ChatTurn>& turns, const ChatOptions& options,
-                                                  const ChatStream& stream) const {
+                                                  const ChatStream& stream, const ProgressCallback& progress) const {
   check_chat_turns(turns, kUniWorldMaxImages, "UniWorldPipeline::chat");
-  ChatAnswer a = vlm_answer(*impl_, build_chat_prompt(turns), options, stream);
+  ChatAnswer a = vlm_answer(*impl_, build_chat_prompt(turns), options, stream, progress);
   if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
   return a;
 }
@@ -378,15 +374,13 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
 
   bool image = opt.task != UniWorldTask::Text;
   if (opt.task == UniWorldTask::Auto) image = route_to_image(p.ids, hidden);
-  UniWorldResult r;
   if (!image) {
     // app.py: model.generate(**inputs, max_new_tokens=128), greedy, special tokens skipped.
     ChatOptions greedy;
     greedy.max_new_tokens = opt.max_new_tokens;
-    r.is_image = false;
-    r.text = vlm_answer(m, p, greedy, {}).text;
-    if (progress && !progress("answer", 1, 1)) return std::nullopt;
-    return r;
+    ChatAnswer a = vlm_answer(m, p, greedy, {}, progress);
+    if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
+    return UniWorldResult(std::move(a.text));
   }
 
   at::Tensor sig;
@@ -404,15 +398,14 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
 
   const int64_t c = m.flux->transformer_config().in_channels / 4;
   at::Tensor noise = flux_initial_noise(opt.seed, 1, c, flux_latent_size(height), flux_latent_size(width));
-  FluxDenoiseOptions d;
+  FluxOptions d;
   d.steps = opt.steps;
   d.guidance = opt.guidance;
   auto latents = m.flux->denoise(noise, cond, nullptr, d, progress);
   if (!latents) return std::nullopt;
   at::Tensor img = m.flux->decode(*latents, height, width);
   if (progress && !progress("decode", 1, 1)) return std::nullopt;
-  r.image = image_from_tensor(FluxPipeline::to_uint8(img)[0]);
-  return r;
+  return UniWorldResult(image_from_tensor(FluxPipeline::to_uint8(img)[0]));
 }
 
 }  // namespace omniflux

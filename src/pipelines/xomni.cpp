@@ -24,16 +24,20 @@
 
 namespace fs = std::filesystem;
 
-namespace omniflux::xomni {
+namespace omniflux {
+
+using xomni::LMConfig;
+using xomni::Mode;
+using xomni::XOmniLM;
 
 // ---- vision_config -------------------------------------------------------------------------------
 
-VisionConfig VisionConfig::from(const Config& model_config) {
+XOmniVisionConfig XOmniVisionConfig::from(const Config& model_config) {
   if (!model_config.has("vision_config"))
     throw Error("the X-Omni config has no vision_config (init_vision reads it)", model_config.source(),
                 "vision_config {dtype, transform, encoder, decoder}", "absent");
   const Config vc = model_config.sub("vision_config");
-  VisionConfig v;
+  XOmniVisionConfig v;
   v.dtype = vc.get_string("dtype", "");
   if (vc.has("transform")) v.transform = AnyresTransform::from(vc.sub("transform"));
   if (!vc.has("encoder")) throw Error("vision_config has no encoder", vc.source() + ": vision_config.encoder");
@@ -71,7 +75,7 @@ VisionConfig VisionConfig::from(const Config& model_config) {
 
 // ---- sampling ----------------------------------------------------------------------------------------
 
-sampling::SamplingOptions t2i_sampling_defaults() { return XOmniLM::ImageGeneration::xomni_defaults(); }
+sampling::SamplingOptions xomni_sampling_defaults() { return XOmniLM::ImageGeneration::xomni_defaults(); }
 
 namespace {
 
@@ -87,7 +91,7 @@ bool version_at_least(const std::string& v, int major, int minor) {
 
 }  // namespace
 
-sampling::SamplingOptions merge_generation_config(const sampling::SamplingOptions& user, const Config* gc) {
+sampling::SamplingOptions xomni_merge_generation_config(const sampling::SamplingOptions& user, const Config* gc) {
   sampling::SamplingOptions s = user;
   if (!gc || !version_at_least(gc->get_string("transformers_version", "0"), 4, 50)) return s;
   const sampling::SamplingOptions def;  // GenerationConfig() defaults (min_p None = 0 here)
@@ -102,7 +106,7 @@ sampling::SamplingOptions merge_generation_config(const sampling::SamplingOption
   return s;
 }
 
-void check_image_size(int64_t width, int64_t height) {
+void xomni_check_size(int64_t width, int64_t height) {
   for (auto [name, v] : {std::pair<const char*, int64_t>{"width", width}, {"height", height}})
     if (v < 16 || v > kFluxMaxSide || v % 16 != 0)
       throw Error("invalid image size", std::string("X-Omni: ") + name,
@@ -144,7 +148,7 @@ XOmniDecoder::Injection XOmniDecoder::detect_injection(const std::vector<std::st
   return inj;
 }
 
-XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string& flux_dir, const VisionConfig& vision,
+XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string& flux_dir, const XOmniVisionConfig& vision,
                                 const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group) {
   if (!group) group = std::make_shared<ResidencyGroup>(rt.offload);
   const std::string dir = resolve_in_folder(x_omni_dir, vision.decoder.model_path,
@@ -192,7 +196,7 @@ at::Tensor XOmniDecoder::injection(const at::Tensor& features, int64_t rows, int
 }
 
 std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t rows, int64_t cols,
-                                          const std::string& prompt, const DecodeOptions& opt,
+                                          const std::string& prompt, const XOmniDecodeOptions& opt,
                                           const ProgressCallback& progress) const {
   const int64_t steps = opt.steps.value_or(cfg_.num_inference_steps);
   const double s1 = opt.cfg_scale.value_or(cfg_.cfg_scale), s2 = opt.cfg_scale_2.value_or(cfg_.cfg_scale_2);
@@ -266,7 +270,7 @@ struct XOmniPipeline::Impl {
   Resident<XOmniLM> lm;
   LMConfig lm_cfg;
   std::shared_ptr<const text::Tokenizer> tokenizer;
-  VisionConfig vision;
+  XOmniVisionConfig vision;
   Resident<SiglipVQTokenizer> image_tokenizer;
   std::optional<XOmniDecoder> decoder;
   std::optional<Config> generation_config;
@@ -316,7 +320,7 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   if (!fs::is_directory(dir, ec)) throw Error("not a folder", dir, "an X-Omni folder", "missing");
   const Config model_config = Config::load(dir);
   auto impl = std::make_shared<Impl>();
-  impl->vision = VisionConfig::from(model_config);
+  impl->vision = XOmniVisionConfig::from(model_config);
   if (!fs::is_regular_file(fs::path(dir) / "tokenizer.json", ec))
     throw Error("the X-Omni folder lacks its tokenizer", (fs::path(dir) / "tokenizer.json").string(), "tokenizer.json",
                 "missing");
@@ -342,7 +346,7 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
   const fs::path gc = fs::path(dir) / "generation_config.json";
   if (fs::is_regular_file(gc, ec)) impl->generation_config = Config::load(gc.string());
 
-  const VisionConfig& v = impl->vision;
+  const XOmniVisionConfig& v = impl->vision;
   if (v.vq.codebook_size != impl->lm_cfg.image_vocab_size)
     throw Error("the VQ codebook and the LM's image vocabulary differ", dir + ": vision_config.encoder.codebook_size",
                 std::to_string(impl->lm_cfg.image_vocab_size), std::to_string(v.vq.codebook_size));
@@ -370,7 +374,7 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
 
 XOmniLM XOmniPipeline::lm() const { return impl_->lm.get(); }
 const text::Tokenizer& XOmniPipeline::tokenizer() const { return *impl_->tokenizer; }
-const VisionConfig& XOmniPipeline::vision_config() const { return impl_->vision; }
+const XOmniVisionConfig& XOmniPipeline::vision_config() const { return impl_->vision; }
 SiglipVQTokenizer XOmniPipeline::image_tokenizer() const { return impl_->image_tokenizer.get(); }
 bool XOmniPipeline::has_decoder() const { return impl_->decoder.has_value(); }
 const XOmniDecoder& XOmniPipeline::decoder() const {
@@ -382,10 +386,10 @@ namespace {
 at::Tensor as_ids(const std::vector<int64_t>& v) { return at::tensor(v, at::kLong).reshape({1, -1}); }
 }  // namespace
 
-T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, int64_t height,
+XOmniPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, int64_t height,
                                      const std::string& negative_prompt) const {
-  check_image_size(width, height);
-  T2IPrompt p;
+  xomni_check_size(width, height);
+  XOmniPrompt p;
   p.rows = height / 16;  // generate.py --downsample-size 16
   p.cols = width / 16;
   const auto& tok = *impl_->tokenizer;
@@ -407,24 +411,24 @@ T2IPrompt XOmniPipeline::t2i_prompt(const std::string& prompt, int64_t width, in
   return p;
 }
 
-sampling::SamplingOptions XOmniPipeline::effective_sampling(const GenerateOptions& opt) const {
+sampling::SamplingOptions XOmniPipeline::effective_sampling(const XOmniOptions& opt) const {
   const Config* gc = impl_->generation_config ? &*impl_->generation_config : nullptr;
-  sampling::SamplingOptions s = merge_generation_config(opt.sampling, gc);
+  sampling::SamplingOptions s = xomni_merge_generation_config(opt.sampling, gc);
   s.seed = opt.seed;
   s.suppress_tokens = {impl_->som, impl_->eom, impl_->image};  // generate.py suppress_tokens
   return s;
 }
 
-std::optional<ImageCodes> XOmniPipeline::generate_codes(const GenerateOptions& opt, const TokenProgress& progress) const {
-  const T2IPrompt p = t2i_prompt(opt.prompt, opt.width, opt.height, opt.negative_prompt);
+std::optional<XOmniCodes> XOmniPipeline::generate_codes(const XOmniOptions& opt, const ProgressCallback& progress) const {
+  const XOmniPrompt p = t2i_prompt(opt.prompt, opt.width, opt.height, opt.negative_prompt);
   XOmniLM::ImageGeneration g;
   g.sampling = effective_sampling(opt);
   g.guidance_scale = opt.cfg_scale;
-  g.on_token = progress;
+  if (progress) g.on_token = [&progress](int64_t done, int64_t total) { return progress("tokens", done, total); };
   check_guidance(opt.cfg_scale, "X-Omni generate_codes: cfg_scale");
   at::Tensor codes = impl_->lm.get().generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
   if (codes.numel() != p.rows * p.cols) return std::nullopt;  // cancelled
-  ImageCodes out;
+  XOmniCodes out;
   out.prompt = opt.prompt;
   out.rows = p.rows;
   out.cols = p.cols;
@@ -432,7 +436,7 @@ std::optional<ImageCodes> XOmniPipeline::generate_codes(const GenerateOptions& o
   return out;
 }
 
-std::optional<Image> XOmniPipeline::decode_codes(const ImageCodes& c, const DecodeOptions& opt,
+std::optional<Image> XOmniPipeline::decode_codes(const XOmniCodes& c, const XOmniDecodeOptions& opt,
                                                  const ProgressCallback& progress) const {
   const XOmniDecoder& dec = decoder();
   // rows * cols checked before it is formed: huge values must not overflow.
@@ -449,20 +453,19 @@ std::optional<Image> XOmniPipeline::decode_codes(const ImageCodes& c, const Deco
   return dec.decode(features, c.rows, c.cols, c.prompt, opt, progress);
 }
 
-std::optional<Image> XOmniPipeline::generate(const GenerateOptions& opt, const TokenProgress& tokens,
-                                             const ProgressCallback& progress) const {
-  check_image_size(opt.width, opt.height);
+std::optional<Image> XOmniPipeline::generate(const XOmniOptions& opt, const ProgressCallback& progress) const {
+  xomni_check_size(opt.width, opt.height);
   decoder();  // fail before the long AR phase when there is no decoder
-  std::optional<ImageCodes> c = generate_codes(opt, tokens);
+  std::optional<XOmniCodes> c = generate_codes(opt, progress);
   if (!c) return std::nullopt;
   return decode_codes(*c, opt.decoder, progress);
 }
 
-std::string XOmniPipeline::image_text(const ImageCodes& c) const {
+std::string XOmniPipeline::image_text(const XOmniCodes& c) const {
   return text::xomni_image_text(static_cast<int>(c.rows), static_cast<int>(c.cols), c.codes);
 }
 
-MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
+XOmniMMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
   // modeling_xomni.py mmdecode: append <EOM>, decode with special tokens, drop the pad text and
   // "<SEP>", split on "<EOM>"; each chunk is "text<SOM>H W<IMAGE><MM-Token-k>...".
   std::vector<int64_t> ids = ids_in;
@@ -474,7 +477,7 @@ MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
   };
   if (auto pad = impl_->tokenizer->pad_id()) erase_all(impl_->tokenizer->id_to_token(*pad));
   erase_all("<SEP>");
-  MMDecoded out;
+  XOmniMMDecoded out;
   const std::string EOM = "<EOM>", SOM = "<SOM>", IMG = "<IMAGE>", MM = "<MM-Token-";
   size_t start = 0;
   while (true) {
@@ -487,7 +490,7 @@ MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
       if (img.find(SOM) != std::string::npos) throw Error("two <SOM> in one image chunk", "X-Omni mmdecode");
       const size_t im = img.find(IMG);
       if (im != std::string::npos) {
-        ImageCodes c;
+        XOmniCodes c;
         c.prompt = out.texts.back();
         std::istringstream meta(img.substr(0, im));
         if (!(meta >> c.rows >> c.cols) || c.rows < 1 || c.cols < 1)
@@ -515,17 +518,17 @@ MMDecoded XOmniPipeline::mmdecode(const std::vector<int64_t>& ids_in) const {
   return out;
 }
 
-ImageCodes XOmniPipeline::tokenize_image(const Image& image) const {
+XOmniCodes XOmniPipeline::tokenize_image(const Image& image) const {
   SiglipVQTokenizer::Tokens t = impl_->image_tokenizer.get().encode(image);
   at::Tensor codes = t.codes.to(at::kCPU, at::kLong).contiguous();
-  ImageCodes c;
+  XOmniCodes c;
   c.rows = t.h;
   c.cols = t.w;
   c.codes.assign(codes.data_ptr<int64_t>(), codes.data_ptr<int64_t>() + codes.numel());
   return c;
 }
 
-at::Tensor XOmniPipeline::chat_prompt(const ImageCodes& image, const std::string& question) const {
+at::Tensor XOmniPipeline::chat_prompt(const XOmniCodes& image, const std::string& question) const {
   text::XOmniChatOptions o;
   o.system_prompt = impl_->system_prompt;
   // chat.py: the image text, a newline, then the question; only the question is the user's text
@@ -587,34 +590,27 @@ ChatAnswer XOmniPipeline::answer(const at::Tensor& ids, sampling::TextGeneration
 }
 
 std::optional<ChatAnswer> XOmniPipeline::chat(const std::vector<ChatTurn>& turns, const ChatOptions& options,
-                                              const ChatStream& stream) const {
+                                              const ChatStream& stream, const ProgressCallback& progress) const {
   const at::Tensor ids = chat_prompt(turns);
   // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
   // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
   const double rp = impl_->generation_config ? impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4) : 1.0;
-  ChatAnswer a = answer(ids, chat_generation_options(options, 512, rp), stream);
+  ChatAnswer a = answer(ids, chat_generation_options(options, 512, rp, progress), stream);
   if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
   return a;
 }
 
 std::optional<std::string> XOmniPipeline::chat(const Image& image, const std::string& question,
-                                               const TextCallback& on_text, int64_t max_new_tokens,
-                                               const TokenProgress& progress) const {
+                                               const ChatStream& stream, int64_t max_new_tokens,
+                                               const ProgressCallback& progress) const {
   if (max_new_tokens < 1) throw Error("max_new_tokens must be >= 1", "X-Omni chat", ">= 1", std::to_string(max_new_tokens));
   const at::Tensor ids = chat_prompt(tokenize_image(image), question);
   ChatOptions options;
   options.max_new_tokens = max_new_tokens;
   const double rp = impl_->generation_config ? impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4) : 1.0;
-  sampling::TextGenerationOptions g = chat_generation_options(options, 512, rp);
-  if (progress) g.on_token = [&](int64_t done) { return progress(done, max_new_tokens); };
-  ChatStream stream;
-  if (on_text) stream = [&](const std::string& piece) {
-    on_text(piece);
-    return true;
-  };
-  ChatAnswer a = answer(ids, g, stream);
+  ChatAnswer a = answer(ids, chat_generation_options(options, 512, rp, progress), stream);
   if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
   return a.text;
 }
 
-}  // namespace omniflux::xomni
+}  // namespace omniflux

@@ -285,10 +285,10 @@ std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::s
   const RuntimeOptions& rt = opt.rt;
   const Dev d(rt);
   std::vector<ComponentPlan> out;
-  xomni::check_image_size(req.width, req.height);
+  xomni_check_size(req.width, req.height);
   const int64_t rows = req.height / 16, cols = req.width / 16, codes = rows * cols;
   const Config cfg = Config::load(xomni_dir);
-  const xomni::VisionConfig vision = xomni::VisionConfig::from(cfg);
+  const XOmniVisionConfig vision = XOmniVisionConfig::from(cfg);
 
   // The LM: prefill of the prompt (and the CFG row, left-padded), then the last decode step.
   {
@@ -356,8 +356,8 @@ std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::s
   {
     const std::string dir = sub(xomni_dir, vision.decoder.model_path);
     ComponentPlan c = component("xomni_dit", dir, Checkpoint::open(dir));
-    std::optional<xomni::XOmniDecoder> dec;
-    step(c, "load", [&] { dec = xomni::XOmniDecoder::load(xomni_dir, flux_dir, vision, rt); }, false);
+    std::optional<XOmniDecoder> dec;
+    step(c, "load", [&] { dec = XOmniDecoder::load(xomni_dir, flux_dir, vision, rt); }, false);
     const int64_t lh = flux_latent_size(height) / 2, lw = flux_latent_size(width) / 2;
     step(c, dit_label(req.decoder_batch, width, height, req.t5_tokens), [&] {
       at::Tensor add = dec->injection(features, rows, cols, lh, lw).expand({req.decoder_batch, -1, -1});

@@ -141,8 +141,8 @@ at::Tensor sample_categorical(const at::Tensor& scores, at::Generator& gen) {
   return (probs / e).argmax(-1);
 }
 
-GenerateResult generate(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
-                        const GenerateOptions& opt, const at::Tensor& prompt_ids) {
+TokenLoopResult generate(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
+                        const TokenLoopOptions& opt, const at::Tensor& prompt_ids) {
   check_scores(first_logits, "sampling::generate");
   if (opt.max_new_tokens < 1)
     throw Error("max_new_tokens must be >= 1", "sampling::generate", ">= 1", std::to_string(opt.max_new_tokens));
@@ -209,7 +209,7 @@ GenerateResult generate(const at::Tensor& first_logits, const std::function<at::
     if (eos.defined() && n % std::max<int64_t>(1, opt.eos_check_every) == 0 && finished.all().item<bool>()) break;
     logits = step(cfg ? at::cat({next, next}) : next);
   }
-  GenerateResult r;
+  TokenLoopResult r;
   r.cancelled = cancelled;
   r.tokens = tokens.slice(1, 0, n);
   // Trailing all-pad columns after every row finished are dropped (host read, after the loop).

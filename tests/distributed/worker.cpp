@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     std::string answer, codes_text;
     if (which == "flux") {
       auto pipe = omniflux::FluxPipeline::load(model, rt);
-      omniflux::FluxGenerateOptions o;
+      omniflux::FluxOptions o;
       o.prompt = prompt, o.width = width, o.height = height, o.steps = steps, o.seed = 7;
       o.negative_prompt = negative, o.true_cfg_scale = true_cfg, o.max_sequence_length = 32;
       image = pipe.generate(o, progress);
@@ -86,18 +86,17 @@ int main(int argc, char** argv) {
       o.max_new_tokens = 12;
       auto r = pipe.run(o, progress);
       if (!r) return cli::kExitCancelled;
-      if (r->is_image) image = r->image;
-      else answer = r->text;
+      if (auto* im = std::get_if<omniflux::Image>(&*r)) image = *im;
+      else answer = std::get<std::string>(*r);
     } else {
-      namespace xo = omniflux::xomni;
-      auto pipe = xo::XOmniPipeline::load(model, text ? std::string() : flux, rt);
+      auto pipe = omniflux::XOmniPipeline::load(model, text ? std::string() : flux, rt);
       if (text) {
         if (images.empty()) throw cli::UsageError("chat needs an image", "-i/--image");
         auto a = pipe.chat(omniflux::load_image(images[0]), prompt, {}, 12);
         if (!a) return cli::kExitCancelled;
         answer = *a;
       } else {
-        xo::GenerateOptions o;
+        omniflux::XOmniOptions o;
         o.prompt = prompt, o.width = width, o.height = height, o.cfg_scale = lm_cfg, o.seed = 7;
         o.decoder.steps = steps;
         o.decoder.seed = 7;

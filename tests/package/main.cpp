@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   omniflux::RuntimeOptions rt;
   rt.validate();
   // Types of every pipeline and of the ranks, so that their headers must compile on their own here.
-  const bool types = sizeof(omniflux::FluxGenerateOptions) && sizeof(omniflux::UniWorldOptions) &&
-                     sizeof(omniflux::xomni::GenerateOptions) && sizeof(omniflux::ParallelOptions);
+  const bool types = sizeof(omniflux::FluxOptions) && sizeof(omniflux::UniWorldOptions) &&
+                     sizeof(omniflux::XOmniOptions) && sizeof(omniflux::ParallelOptions);
   std::printf("%zu tensors, %s, %s\n", c.names().size(), omniflux::offload_name(rt.offload), types ? "ok" : "?");
 }

@@ -14,7 +14,7 @@ std::string uniworld_parameters(const UniWorldOptions& o, int64_t width, int64_t
   return s.str();
 }
 
-std::string flux_parameters(const FluxGenerateOptions& o, const std::string& model, const std::string& software) {
+std::string flux_parameters(const FluxOptions& o, const std::string& model, const std::string& software) {
   std::ostringstream s;
   s << o.prompt << "\n";
   if (o.negative_prompt) s << "Negative prompt: " << *o.negative_prompt << "\n";
@@ -24,7 +24,7 @@ std::string flux_parameters(const FluxGenerateOptions& o, const std::string& mod
   return s.str();
 }
 
-std::string xomni_parameters(const xomni::ImageCodes& c, const xomni::GenerateOptions& o, const xomni::XOmniPipeline& p,
+std::string xomni_parameters(const XOmniCodes& c, const XOmniOptions& o, const XOmniPipeline& p,
                              bool with_lm, const std::string& model, const std::string& software) {
   std::ostringstream s;
   s << c.prompt << "\n";

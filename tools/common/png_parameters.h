@@ -14,10 +14,10 @@ namespace omniflux::cli {
 // width x height: the output size the pipeline chose (edits snap to the references' ratio).
 std::string uniworld_parameters(const UniWorldOptions& o, int64_t width, int64_t height, const std::string& model,
                                 const std::string& software);
-std::string flux_parameters(const FluxGenerateOptions& o, const std::string& model, const std::string& software);
+std::string flux_parameters(const FluxOptions& o, const std::string& model, const std::string& software);
 // with_lm: the codes were sampled here (generate), so the LM's settings are part of the picture.
-std::string xomni_parameters(const xomni::ImageCodes& codes, const xomni::GenerateOptions& o,
-                             const xomni::XOmniPipeline& pipeline, bool with_lm, const std::string& model,
+std::string xomni_parameters(const XOmniCodes& codes, const XOmniOptions& o,
+                             const XOmniPipeline& pipeline, bool with_lm, const std::string& model,
                              const std::string& software);
 
 }  // namespace omniflux::cli

@@ -43,7 +43,7 @@ ModelCaps default_caps(ModelId id) {
       break;
     case ModelId::XOmni:
       c.generations = c.chat = true;
-      c.width = c.height = xomni::kDefaultSide;  // generate.py --image-size
+      c.width = c.height = kXOmniDefaultSide;  // generate.py --image-size
       c.guidance = 1.0;                          // generate.py --cfg-scale
       c.seed = 1234;
       c.chat_images = 1;        // chat.py: one image
@@ -51,7 +51,7 @@ ModelCaps default_caps(ModelId id) {
       break;
     case ModelId::Flux:
       c.generations = true;
-      c.width = c.height = 1024;  // FluxGenerateOptions defaults (diffusers)
+      c.width = c.height = 1024;  // FluxOptions defaults (diffusers)
       c.steps = 28;
       c.guidance = 3.5;
       c.seed = 0;

@@ -38,7 +38,7 @@ struct Engine::Impl {
   mutable std::mutex plan_m;
   mutable std::map<std::string, int64_t> planned;  // request shape -> planned peak bytes
   std::optional<UniWorldPipeline> uniworld;
-  std::optional<xo::XOmniPipeline> xomni;
+  std::optional<XOmniPipeline> xomni;
   std::optional<FluxPipeline> flux;
   // Several ranks: the messages between them, and what rank 0 does when the server must stop.
   std::optional<RankLink> link;
@@ -115,7 +115,7 @@ std::unique_ptr<Engine> Engine::load(const ServerOptions& o, const std::function
     log("loaded uniworld-v1 from " + o.uniworld + " (FLUX.1-dev parts from " + o.flux + ", SigLIP from " + o.siglip + ")");
   }
   if (!o.xomni.empty()) {
-    m->xomni = xo::XOmniPipeline::load(o.xomni, o.flux, o.rt);
+    m->xomni = XOmniPipeline::load(o.xomni, o.flux, o.rt);
     ModelCaps c = default_caps(ModelId::XOmni);
     c.generations = m->xomni->has_decoder();
     c.steps = m->xomni->vision_config().decoder.num_inference_steps;
@@ -268,7 +268,7 @@ void images_here(const Engine::Impl& m, const ImageRequest& r, Job& job) {
       break;
     }
     case ModelId::XOmni: {  // the LM prompt; each image's rows x cols codes are its output
-      const xo::T2IPrompt p = m.xomni->t2i_prompt(r.prompt, r.width, r.height, r.negative_prompt.value_or(""));
+      const XOmniPrompt p = m.xomni->t2i_prompt(r.prompt, r.width, r.height, r.negative_prompt.value_or(""));
       usage.text_tokens = p.ids.size(1);
       usage.output_tokens = r.n * p.rows * p.cols;
       break;
@@ -305,14 +305,15 @@ void images_here(const Engine::Impl& m, const ImageRequest& r, Job& job) {
                          "size", "limit_exceeded");
         auto res = m.uniworld->run(o, progress);
         if (res) {
-          if (!res->is_image) throw Error("the pipeline answered with text", "uniworld-v1 run", "an image", "text");
-          img = std::move(res->image);
+          Image* made = std::get_if<Image>(&*res);
+          if (!made) throw Error("the pipeline answered with text", "uniworld-v1 run", "an image", "text");
+          img = std::move(*made);
           params = cli::uniworld_parameters(o, w, h, "UniWorld-V1", "omniflux-server");
         }
         break;
       }
       case ModelId::Flux: {
-        FluxGenerateOptions o;
+        FluxOptions o;
         o.prompt = r.prompt;
         o.negative_prompt = r.negative_prompt;
         o.width = r.width;
@@ -326,7 +327,7 @@ void images_here(const Engine::Impl& m, const ImageRequest& r, Job& job) {
         break;
       }
       case ModelId::XOmni: {
-        xo::GenerateOptions o;
+        XOmniOptions o;
         o.prompt = r.prompt;
         o.negative_prompt = r.negative_prompt.value_or("");
         o.width = r.width;
@@ -343,12 +344,12 @@ void images_here(const Engine::Impl& m, const ImageRequest& r, Job& job) {
         o.decoder.cfg_scale_2 = r.decoder_cfg_scale_2;
         // A cancelled job stops the token loop within one token.
         int64_t counted = 0;
-        auto tokens = [&job, i, &counted](int64_t done, int64_t total) {
+        auto tokens = [&job, i, &counted](const std::string& stage, int64_t done, int64_t total) {
           job.count_tokens(done - counted);
           counted = std::max(counted, done);
-          return job.progress(i, "tokens", done, total);
+          return job.progress(i, stage, done, total);
         };
-        std::optional<xo::ImageCodes> codes = m.xomni->generate_codes(o, tokens);
+        std::optional<XOmniCodes> codes = m.xomni->generate_codes(o, tokens);
         if (!codes) throw Cancelled{};
         img = m.xomni->decode_codes(*codes, o.decoder, progress);
         params = cli::xomni_parameters(*codes, o, *m.xomni, true, "X-Omni", "omniflux-server");
@@ -368,17 +369,13 @@ void chat_here(const Engine::Impl& m, const ChatRequest& r, uint64_t seed, Job& 
     ChatOptions o = r.options;
     o.seed = seed + static_cast<uint64_t>(i);
     // A disconnect or shutdown cancels the job: the token loop stops within one token.
-    o.on_token = [&job](int64_t) {
+    auto progress = [&job](const std::string&, int64_t, int64_t) {
       job.count_tokens(1);
       return job.keep_going();
     };
-    auto stream = [&job, i](const std::string& piece) {
-      if (job.stopped()) return false;
-      job.text(i, piece);
-      return true;
-    };
-    std::optional<ChatAnswer> a =
-        r.model == ModelId::XOmni ? m.xomni->chat(r.turns, o, stream) : m.uniworld->chat(r.turns, o, stream);
+    auto stream = [&job, i](const std::string& piece) { return job.text(i, piece); };
+    std::optional<ChatAnswer> a = r.model == ModelId::XOmni ? m.xomni->chat(r.turns, o, stream, progress)
+                                                            : m.uniworld->chat(r.turns, o, stream, progress);
     if (!a) throw Cancelled{};
     result.prompt_tokens = a->prompt_tokens;  // the same conversation for every choice: counted once
     result.completion_tokens += a->completion_tokens;

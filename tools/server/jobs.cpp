@@ -49,13 +49,14 @@ bool Job::progress(int64_t index, const std::string& stage, int64_t step, int64_
   return !stopped();
 }
 
-void Job::text(int64_t index, const std::string& piece) {
-  check_cancelled();
+bool Job::text(int64_t index, const std::string& piece) {
+  if (stopped()) return false;
   JobEvent e;
   e.kind = JobEvent::Kind::Text;
   e.index = index;
   e.text = piece;
   push(std::move(e));
+  return true;
 }
 
 void Job::count_tokens(int64_t n) {

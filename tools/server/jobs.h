@@ -46,7 +46,8 @@ class Job {
   // Queues a progress event (consecutive ones of the same stage are merged, so a slow reader never
   // holds more than the latest); false once cancelled, which is what the pipelines' callbacks want.
   bool progress(int64_t index, const std::string& stage, int64_t step, int64_t total);
-  void text(int64_t index, const std::string& piece);  // throws Cancelled once cancelled
+  // A piece of answer text; false (nothing sent) once the job is cancelled.
+  bool text(int64_t index, const std::string& piece);
   void count_tokens(int64_t n);                        // tokens sampled (chat, X-Omni image codes)
   void image(int64_t index, GeneratedImage image);
   // The final answer of a chat job, delivered in the Finished event (streams send the pieces).

@@ -119,8 +119,8 @@ ModelId model_of(int64_t v) {
 // A field added to a request without being sent would let the ranks run different requests (and
 // hang in mismatched collectives): a new field changes these sizes and stops the build here.
 static_assert(sizeof(ImageRequest) == 312, "a new ImageRequest field: add it to encode_request/decode_image_request");
-static_assert(sizeof(ChatRequest) == 256, "a new ChatRequest field: add it to encode_request/decode_chat_request");
-static_assert(sizeof(ChatOptions) == 192, "a new ChatOptions field: add it to encode_request/decode_chat_request");
+static_assert(sizeof(ChatRequest) == 224, "a new ChatRequest field: add it to encode_request/decode_chat_request");
+static_assert(sizeof(ChatOptions) == 160, "a new ChatOptions field: add it to encode_request/decode_chat_request");
 #endif
 
 }  // namespace
@@ -205,7 +205,7 @@ std::string encode_request(const ChatRequest& r) {
     }
   }
   w.put(r.images);
-  const ChatOptions& o = r.options;  // on_token is the worker's own callback: not sent
+  const ChatOptions& o = r.options;
   w.put(o.max_new_tokens);
   w.opt(o.temperature);
   w.opt(o.top_p);

@@ -154,7 +154,7 @@ class Qwen2_5_VL {
 
   // Greedy (or sampled) continuation of a tokenised prompt, stopping at eos_token_id.
   at::Tensor generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
-                      sampling::GenerateOptions opt) const;
+                      sampling::TokenLoopOptions opt) const;
 
   // --- Chat (needs a tokenizer: the folder's tokenizer.json, or set_tokenizer) ---
   // Checks that the tokenizer's <|image_pad|> is config.image_token_id.

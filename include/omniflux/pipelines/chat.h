@@ -2,13 +2,13 @@
 // A conversation for the models that answer in text (UniWorld-V1's Qwen2.5-VL, X-Omni), and how
 // the answer is sampled. Each pipeline renders the turns through its own chat template.
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "omniflux/io/image.h"
+#include "omniflux/progress.h"
 #include "omniflux/sampling/text_generation.h"
 
 namespace omniflux {
@@ -40,9 +40,6 @@ struct ChatOptions {
   std::vector<std::pair<int64_t, double>> logit_bias;
   std::vector<std::string> stop;
   uint64_t seed = 0;
-  // Called after each sampled token with the count so far; false cancels (within one token, also
-  // while the stream holds text back).
-  std::function<bool(int64_t generated)> on_token;
 };
 
 struct ChatAnswer {
@@ -55,9 +52,12 @@ struct ChatAnswer {
 // Streamed answer text in complete UTF-8 pieces; returning false cancels within one token.
 using ChatStream = sampling::TextPieceCallback;
 
-// The sampling of a ChatOptions on top of a model's defaults (see ChatOptions).
+// The sampling of a ChatOptions on top of a model's defaults (see ChatOptions). `progress`, when
+// set, gets ("answer", tokens so far, max_new_tokens) after each sampled token; false cancels
+// (within one token, also while the stream holds text back).
 sampling::TextGenerationOptions chat_generation_options(const ChatOptions& o, int64_t default_max_new_tokens,
-                                                        double default_repetition_penalty = 1.0);
+                                                        double default_repetition_penalty = 1.0,
+                                                        const ProgressCallback& progress = {});
 
 // Checks roles (system first only, then user/assistant; the last turn is the user's) and counts
 // images; throws Error naming the turn. Returns the number of images.

@@ -16,16 +16,12 @@
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
 #include "omniflux/models/t5_encoder.h"
+#include "omniflux/progress.h"
 #include "omniflux/residency.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/flow_match.h"
 
 namespace omniflux {
-
-// Progress: (stage, step, total). Stages: "encode_prompt" (1 of 1), "denoise" (0..steps of steps,
-// called before the first step and after each one), "decode" (1 of 1). Returning false cancels:
-// the pipeline stops before doing any more work.
-using ProgressCallback = std::function<bool(const std::string& stage, int64_t step, int64_t total)>;
 
 // Limits on the output size: each side a multiple of 16 in [16, 4096] (beyond 4096 pixels the
 // position ids exceed what bf16 holds exactly).
@@ -35,14 +31,15 @@ void flux_check_size(int64_t width, int64_t height);
 
 enum class VaeTilingMode { Auto, Off, On };  // Auto: tiles only above the VAE's sample_size
 
-struct FluxGenerateOptions {
+// One request. The denoise stage alone reads only steps, guidance and true_cfg_scale.
+struct FluxOptions {
   std::string prompt;
   std::optional<std::string> prompt_2;         // T5 prompt; default = prompt
   std::optional<std::string> negative_prompt;  // with true_cfg_scale > 1: true classifier-free guidance
   int64_t width = 1024, height = 1024;
   int64_t steps = 28;
   double guidance = 3.5;        // distilled guidance (guidance_embeds models)
-  double true_cfg_scale = 1.0;  // > 1 and a negative prompt: two DiT passes per step
+  double true_cfg_scale = 1.0;  // > 1 and a negative prompt (denoise: an `uncond`): two DiT passes per step
   int64_t max_sequence_length = 512;
   uint64_t seed = 0;
   VaeTilingMode vae_tiling = VaeTilingMode::Auto;
@@ -51,12 +48,6 @@ struct FluxGenerateOptions {
 struct FluxPromptEmbeds {
   at::Tensor pooled;  // [B, 768] CLIP pooler_output
   at::Tensor t5;      // [B, T, 4096] T5 last_hidden_state
-};
-
-struct FluxDenoiseOptions {
-  int64_t steps = 28;
-  double guidance = 3.5;
-  double true_cfg_scale = 1.0;  // used when `uncond` is given
 };
 
 class FluxPipeline {
@@ -85,7 +76,7 @@ class FluxPipeline {
   // nullopt when the callback cancelled. Intermediates are tapped as "flux.noise_pred" and
   // "flux.step_latents".
   std::optional<at::Tensor> denoise(const at::Tensor& noise, const FluxPromptEmbeds& cond,
-                                    const FluxPromptEmbeds* uncond, const FluxDenoiseOptions& opt,
+                                    const FluxPromptEmbeds* uncond, const FluxOptions& opt,
                                     const ProgressCallback& progress = {}) const;
   // The flow-match Euler loop alone, for pipelines that build their own velocity (extra
   // conditioning, several guidance terms). velocity(latents [B, N, C], timestep [B] = sigma in the
@@ -101,7 +92,7 @@ class FluxPipeline {
   static at::Tensor to_uint8(const at::Tensor& image);
 
   // The whole text-to-image call; nullopt when the callback cancelled.
-  std::optional<Image> generate(const FluxGenerateOptions& opt, const ProgressCallback& progress = {}) const;
+  std::optional<Image> generate(const FluxOptions& opt, const ProgressCallback& progress = {}) const;
 
   // The components, built on the device if offload had released them (handles: cheap to copy).
   FluxTransformer transformer() const;

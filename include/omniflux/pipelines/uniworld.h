@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -56,11 +57,8 @@ struct UniWorldOptions {
   int64_t max_new_tokens = 128;        // text answers
 };
 
-struct UniWorldResult {
-  bool is_image = true;
-  Image image;       // when is_image
-  std::string text;  // when !is_image
-};
+// What run() made: an image, or a text answer (task Text, or Auto routed to text).
+using UniWorldResult = std::variant<Image, std::string>;
 
 class UniWorldPipeline {
  public:
@@ -100,7 +98,7 @@ class UniWorldPipeline {
   bool has_task_head() const;
 
   // The whole request; nullopt when the progress callback cancelled. Progress stages: "vlm",
-  // "siglip", "text_encoders", "denoise" (0..steps), "decode", and "answer" for text.
+  // "siglip", "text_encoders", "denoise" (0..steps), "decode"; a text answer: "answer" per token.
   std::optional<UniWorldResult> run(const UniWorldOptions& opt, const ProgressCallback& progress = {}) const;
   // The output size run() uses for these options (after validation), as (height, width). Needs no
   // loaded model, so callers can check a snapped size before loading.
@@ -109,25 +107,29 @@ class UniWorldPipeline {
   // A text answer to a conversation (system, user and assistant turns; up to kUniWorldMaxImages
   // images in all), by the VLM as app.py answers one turn: greedy unless the options sample,
   // ending at <|im_end|> or <|endoftext|>, special tokens skipped. The text streams through
-  // `stream`; nullopt when it cancelled.
+  // `stream`; `progress` gets ("answer", tokens, max_new_tokens); nullopt when either cancelled.
   std::optional<ChatAnswer> chat(const std::vector<ChatTurn>& turns, const ChatOptions& options = {},
-                                 const ChatStream& stream = {}) const;
+                                 const ChatStream& stream = {}, const ProgressCallback& progress = {}) const;
 
   // Components are handles, built on the device if offload had released them.
   qwen2_5_vl::Qwen2_5_VL vlm() const;
   const FluxPipeline& flux() const;
   const uniworld::Connectors& connectors() const;
-  int64_t qwen_pixels() const;       // min_pixels = max_pixels of the Qwen image processor (448^2)
+  // Settings of this handle (copies keep their own; the loaded models are shared):
+  // min_pixels = max_pixels of the Qwen image processor (app.py: 448^2), and what special-token
+  // text inside a prompt becomes in the VLM prompt (default: text; docs/validation.md). CLIP and
+  // T5 see the prompt as written either way.
+  int64_t qwen_pixels() const { return qwen_pixels_; }
   void set_qwen_pixels(int64_t pixels);
-  // What special-token text inside a prompt becomes in the VLM prompt (default: text;
-  // docs/validation.md). CLIP and T5 see the prompt as written either way.
-  void set_prompt_special_tokens(text::PromptSpecialTokens mode);
-  text::PromptSpecialTokens prompt_special_tokens() const;
+  void set_prompt_special_tokens(text::PromptSpecialTokens mode) { special_tokens_ = mode; }
+  text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
 
   struct Impl;
 
  private:
-  std::shared_ptr<Impl> impl_;
+  std::shared_ptr<const Impl> impl_;
+  int64_t qwen_pixels_ = 448 * 448;
+  text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };
 
 }  // namespace omniflux

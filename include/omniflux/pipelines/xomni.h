@@ -7,15 +7,15 @@
 //   chat:          image -> SigLIP-VQ codes -> "<SOM>h w<IMAGE><MM-Token-..>...<EOM>\n" + question
 //                  -> chat template -> greedy decoding to <|im_end|>.
 //
-//   auto xo = xomni::XOmniPipeline::load("X-Omni-En", "FLUX.1-dev");
-//   xomni::ImageCodes c = *xo.generate_codes(opt);      // inspect / edit the codes
+//   auto xo = XOmniPipeline::load("X-Omni-En", "FLUX.1-dev");
+//   XOmniCodes c = *xo.generate_codes(opt);      // inspect / edit the codes
 //   Image img = *xo.decode_codes(c, opt.decoder);
-//   std::string answer = *xo.chat(image, "Describe it.", [](const std::string& piece) { ... });
-// Each long call takes a callback that cancels by returning false (within one token or one
-// denoising step); the call then returns nullopt.
+//   std::string answer = *xo.chat(image, "Describe it.", [](const std::string& piece) { ...; return true; });
+// Each long call takes a ProgressCallback (omniflux/progress.h) that cancels by returning false
+// (within one token or one denoising step); the call then returns nullopt.
 //
 // Facts docs/models/xomni.md marks as inferred are read from the checkpoint and checked (see
-// XOmniDecoder::detect_injection and VisionConfig::from).
+// XOmniDecoder::detect_injection and XOmniVisionConfig::from).
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,16 +32,17 @@
 #include "omniflux/models/xomni_lm.h"
 #include "omniflux/pipelines/chat.h"
 #include "omniflux/pipelines/flux.h"
+#include "omniflux/progress.h"
 #include "omniflux/residency.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"
 
-namespace omniflux::xomni {
+namespace omniflux {
 
 // ---- config.json vision_config (modeling_xomni.py init_vision) -----------------------------------
 
-struct DecoderConfig {
+struct XOmniDecoderConfig {
   std::string model_path = "diffusers";  // subfolder of the X-Omni folder
   int64_t upscale_factor = 16;           // output pixels per code, each side
   int64_t num_inference_steps = 28;
@@ -49,40 +50,40 @@ struct DecoderConfig {
   double cfg_scale_2 = 1.0;  // image-feature guidance (true_cfg_scale_2); see XOmniDecoder
 };
 
-struct VisionConfig {
+struct XOmniVisionConfig {
   std::string dtype;  // vision_config.dtype, informational (the runtime dtype is used)
   AnyresTransform transform;
   std::string siglip_name, siglip_path, projector_path;
   SiglipViTConfig vit;  // from siglip_name (known names only) or an explicit encoder.siglip_config
   SiglipVQConfig vq;
-  DecoderConfig decoder;
+  XOmniDecoderConfig decoder;
   // Reads config.json's vision_config; throws Error when it is absent, when a required field
   // (encoder.siglip_path, encoder.projector_path, decoder.upscale_factor,
   // decoder.num_inference_steps, decoder.cfg_scale) is missing, or when siglip_name is unknown and
   // no siglip_config gives the ViT sizes.
-  static VisionConfig from(const Config& model_config);
+  static XOmniVisionConfig from(const Config& model_config);
 };
 
 // ---- sampling defaults -----------------------------------------------------------------------------
 
 // generate.py: GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, min_p=0.03, ...) with
 // top_k left at HF's default 50.
-sampling::SamplingOptions t2i_sampling_defaults();
+sampling::SamplingOptions xomni_sampling_defaults();
 // Hugging Face's merge (transformers >= 4.50 _prepare_generation_config): when the model's
 // generation_config.json was written by transformers >= 4.50, every field of `user` still equal
 // to the GenerationConfig() default (temperature 1, top_k 50, top_p 1, min_p off, repetition
 // penalty 1) takes the file's value when that differs. Covers temperature, top_k, top_p, min_p,
 // repetition_penalty. `generation_config` may be null (no file: `user` unchanged).
-sampling::SamplingOptions merge_generation_config(const sampling::SamplingOptions& user, const Config* generation_config);
+sampling::SamplingOptions xomni_merge_generation_config(const sampling::SamplingOptions& user, const Config* generation_config);
 
 // ---- the text-to-image prompt ----------------------------------------------------------------------
 
 // Checks an output size: each side a multiple of 16 (the code grid is side / 16) within
 // [16, kFluxMaxSide]. Throws Error naming the side.
-void check_image_size(int64_t width, int64_t height);
-constexpr int64_t kDefaultSide = 1152;  // generate.py --image-size: 72 x 72 = 5184 codes
+void xomni_check_size(int64_t width, int64_t height);
+constexpr int64_t kXOmniDefaultSide = 1152;  // generate.py --image-size: 72 x 72 = 5184 codes
 
-struct T2IPrompt {
+struct XOmniPrompt {
   at::Tensor ids;           // [1, L]: tokenizer(prompt + prefix), no chat template
   at::Tensor negative_ids;  // [1, L2]: the prefix alone (the CFG row)
   int64_t rows = 0, cols = 0;
@@ -90,13 +91,13 @@ struct T2IPrompt {
 
 // ---- codes and decoding -----------------------------------------------------------------------------
 
-struct ImageCodes {
+struct XOmniCodes {
   std::string prompt;          // the decoder's text prompt (text before <SOM>)
   int64_t rows = 0, cols = 0;  // token grid
   std::vector<int64_t> codes;  // rows * cols codes in [0, image_vocab_size), row-major
 };
 
-struct DecodeOptions {
+struct XOmniDecodeOptions {
   // Overrides of vision_config.decoder.
   std::optional<int64_t> steps;
   std::optional<double> cfg_scale, cfg_scale_2;
@@ -104,29 +105,23 @@ struct DecodeOptions {
   VaeTilingMode vae_tiling = VaeTilingMode::Auto;
 };
 
-struct GenerateOptions {
+struct XOmniOptions {
   std::string prompt;
-  int64_t width = kDefaultSide, height = kDefaultSide;
+  int64_t width = kXOmniDefaultSide, height = kXOmniDefaultSide;
   double cfg_scale = 1.0;  // LM classifier-free guidance (generate.py --cfg-scale)
   // Text of the CFG row before its "<SOM>h w<IMAGE>" prefix. generate.py's row is the bare prefix,
   // which "" keeps; other text is ours (a negative prompt for the LM's guidance).
   std::string negative_prompt;
   // Sampling as the user set it; merged with generation_config.json as Hugging Face does.
-  sampling::SamplingOptions sampling = t2i_sampling_defaults();
+  sampling::SamplingOptions sampling = xomni_sampling_defaults();
   uint64_t seed = 1234;
-  DecodeOptions decoder;
+  XOmniDecodeOptions decoder;
 };
 
-// (tokens made, total): after each token, for progress bars; return false to cancel before the next
-// one. It runs between steps on the host and must not read device tensors.
-using TokenProgress = std::function<bool(int64_t done, int64_t total)>;
-// Streamed chat text, in complete UTF-8 pieces.
-using TextCallback = std::function<void(const std::string& piece)>;
-
 // mmdecode: a generated id sequence as text and images.
-struct MMDecoded {
+struct XOmniMMDecoded {
   std::vector<std::string> texts;
-  std::vector<ImageCodes> images;  // at most one per <SOM>..<EOM> chunk
+  std::vector<XOmniCodes> images;  // at most one per <SOM>..<EOM> chunk
 };
 
 // The diffusion decoder: the X-Omni diffusers/ FLUX DiT with its SigLIP feature injection.
@@ -158,22 +153,22 @@ class XOmniDecoder {
                                     const FluxDiTConfig& cfg, int64_t z_channels);
   // x_omni_dir/<decoder.model_path> for the transformer; flux_dir for CLIP-L, T5, VAE, scheduler.
   // `group`: the residency group of the pipeline it belongs to (a new one when null).
-  static XOmniDecoder load(const std::string& x_omni_dir, const std::string& flux_dir, const VisionConfig& vision,
+  static XOmniDecoder load(const std::string& x_omni_dir, const std::string& flux_dir, const XOmniVisionConfig& vision,
                            const RuntimeOptions& rt = {}, std::shared_ptr<ResidencyGroup> group = nullptr);
 
   // features [h*w, z_channels] (row-major grid) -> image of (w*uf) x (h*uf); nullopt when cancelled.
   std::optional<Image> decode(const at::Tensor& features, int64_t rows, int64_t cols, const std::string& prompt,
-                              const DecodeOptions& opt, const ProgressCallback& progress = {}) const;
+                              const XOmniDecodeOptions& opt, const ProgressCallback& progress = {}) const;
   // The injected term [B, N, inner] for features [h*w, z] on a packed latent grid lh x lw.
   at::Tensor injection(const at::Tensor& features, int64_t rows, int64_t cols, int64_t lh, int64_t lw) const;
 
   const FluxPipeline& flux() const { return flux_; }
   const Injection& injection_layout() const { return layout_; }
-  const DecoderConfig& config() const { return cfg_; }
+  const XOmniDecoderConfig& config() const { return cfg_; }
 
  private:
   FluxPipeline flux_;
-  DecoderConfig cfg_;
+  XOmniDecoderConfig cfg_;
   Injection layout_;
   at::Tensor proj_w_, proj_b_;
 };
@@ -185,42 +180,43 @@ class XOmniPipeline {
   // chat only; decode_codes then throws).
   static XOmniPipeline load(const std::string& model_dir, const std::string& flux_dir, const RuntimeOptions& rt = {});
 
-  // The prompt and CFG prefix ids for a width x height image (checked with check_image_size); the
+  // The prompt and CFG prefix ids for a width x height image (checked with xomni_check_size); the
   // CFG row is `negative_prompt` + prefix, encoded as the prompt row is, when it is not empty.
-  T2IPrompt t2i_prompt(const std::string& prompt, int64_t width, int64_t height,
+  XOmniPrompt t2i_prompt(const std::string& prompt, int64_t width, int64_t height,
                        const std::string& negative_prompt = {}) const;
   // The sampling actually used: opt.sampling merged with generation_config.json, seeded with opt.seed,
   // suppressing <SOM>, <EOM>, <IMAGE>.
-  sampling::SamplingOptions effective_sampling(const GenerateOptions& opt) const;
+  sampling::SamplingOptions effective_sampling(const XOmniOptions& opt) const;
 
-  // Autoregressive phase: exactly rows * cols codes; nullopt when `progress` cancelled.
-  std::optional<ImageCodes> generate_codes(const GenerateOptions& opt, const TokenProgress& progress = {}) const;
+  // Autoregressive phase: exactly rows * cols codes; `progress` gets ("tokens", made, rows * cols)
+  // after each code; nullopt when it cancelled.
+  std::optional<XOmniCodes> generate_codes(const XOmniOptions& opt, const ProgressCallback& progress = {}) const;
   // Decoder phase: VQ decode, FLUX with the features.
-  std::optional<Image> decode_codes(const ImageCodes& codes, const DecodeOptions& opt = {},
+  std::optional<Image> decode_codes(const XOmniCodes& codes, const XOmniDecodeOptions& opt = {},
                                     const ProgressCallback& progress = {}) const;
-  std::optional<Image> generate(const GenerateOptions& opt, const TokenProgress& tokens = {},
-                                const ProgressCallback& progress = {}) const;
+  // Both phases: progress stages "tokens", then the decoder's ("encode_prompt", "denoise", "decode").
+  std::optional<Image> generate(const XOmniOptions& opt, const ProgressCallback& progress = {}) const;
 
   // mmdecode: ids (prompt + prefix + codes, optionally ending in <EOM>) -> texts and image codes.
-  MMDecoded mmdecode(const std::vector<int64_t>& ids) const;
-  // ImageCodes -> the ids of "<SOM>h w<IMAGE><MM-Token-..>...<EOM>" (tokenize_image's text).
-  std::string image_text(const ImageCodes& codes) const;
+  XOmniMMDecoded mmdecode(const std::vector<int64_t>& ids) const;
+  // XOmniCodes -> the ids of "<SOM>h w<IMAGE><MM-Token-..>...<EOM>" (tokenize_image's text).
+  std::string image_text(const XOmniCodes& codes) const;
 
   // Image -> SigLIP-VQ codes (any-resolution rules of vision_config.transform; Error otherwise).
-  ImageCodes tokenize_image(const Image& image) const;
-  // chat.py: greedy answer to `question` about `image`, streamed through `on_text`. `progress` gets
-  // (answer tokens, max_new_tokens) after each token; nullopt when it cancelled.
-  std::optional<std::string> chat(const Image& image, const std::string& question, const TextCallback& on_text = {},
-                                  int64_t max_new_tokens = 512, const TokenProgress& progress = {}) const;
+  XOmniCodes tokenize_image(const Image& image) const;
+  // chat.py: greedy answer to `question` about `image`, streamed through `stream`. `progress` gets
+  // ("answer", tokens, max_new_tokens) after each token; nullopt when either cancelled.
+  std::optional<std::string> chat(const Image& image, const std::string& question, const ChatStream& stream = {},
+                                  int64_t max_new_tokens = 512, const ProgressCallback& progress = {}) const;
   // A conversation: system, user and assistant turns, text only or with one image in all (chat.py
   // takes one). An image becomes its code text and a newline at the start of its turn, as chat.py
   // writes it; a system turn replaces the template's default system prompt. Greedy with the
   // generation config's repetition penalty unless the options say otherwise; ends at <|im_end|>.
-  // nullopt when `stream` cancelled.
+  // nullopt when `stream` or `progress` ("answer", tokens, max_new_tokens) cancelled.
   std::optional<ChatAnswer> chat(const std::vector<ChatTurn>& turns, const ChatOptions& options = {},
-                                 const ChatStream& stream = {}) const;
+                                 const ChatStream& stream = {}, const ProgressCallback& progress = {}) const;
   // The chat prompt ids [1, L] for image codes and a question, and for a conversation.
-  at::Tensor chat_prompt(const ImageCodes& image, const std::string& question) const;
+  at::Tensor chat_prompt(const XOmniCodes& image, const std::string& question) const;
   at::Tensor chat_prompt(const std::vector<ChatTurn>& turns) const;
 
   // What special-token text ("<SOM>", "<IMAGE>", "<|im_start|>") inside a prompt or question
@@ -229,9 +225,9 @@ class XOmniPipeline {
   text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
 
   // Components are handles, built on the device if offload had released them.
-  XOmniLM lm() const;
+  xomni::XOmniLM lm() const;
   const text::Tokenizer& tokenizer() const;
-  const VisionConfig& vision_config() const;
+  const XOmniVisionConfig& vision_config() const;
   SiglipVQTokenizer image_tokenizer() const;
   bool has_decoder() const;
   const XOmniDecoder& decoder() const;
@@ -244,4 +240,4 @@ class XOmniPipeline {
   text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };
 
-}  // namespace omniflux::xomni
+}  // namespace omniflux

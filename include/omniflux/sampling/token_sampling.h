@@ -62,7 +62,7 @@ at::Tensor sample_categorical(const at::Tensor& scores, at::Generator& gen);
 
 // --- The token loop -------------------------------------------------------------------------
 
-struct GenerateOptions {
+struct TokenLoopOptions {
   int64_t max_new_tokens = 64;
   SamplingOptions sampling;
   std::vector<int64_t> eos_token_ids;  // a row stops after emitting one; later slots get pad_token_id
@@ -81,7 +81,7 @@ struct GenerateOptions {
   std::function<bool(int64_t generated)> on_token;
 };
 
-struct GenerateResult {
+struct TokenLoopResult {
   at::Tensor tokens;       // [B, n] int64 (n <= max_new_tokens; EOS included, pads after it)
   at::Tensor step_logits;  // [B, n, V] raw logits (the conditional rows with CFG), if kept
   bool cancelled = false;  // on_token returned false; tokens holds what was sampled until then
@@ -90,7 +90,7 @@ struct GenerateResult {
 // first_logits: [B, V] (or [2B, V] with CFG) of the last prompt position, from the model's
 // prefill. step(ids [B or 2B]) runs decode_one and returns the next logits. prompt_ids [B, L] feeds
 // the repetition penalty (undefined when it is off).
-GenerateResult generate(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
-                        const GenerateOptions& opt, const at::Tensor& prompt_ids = {});
+TokenLoopResult generate(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
+                        const TokenLoopOptions& opt, const at::Tensor& prompt_ids = {});
 
 }  // namespace omniflux::sampling

@@ -205,13 +205,13 @@ int main(int argc, char** argv) {
     // changes during the run weighs on both alike; then the concurrent clients.
     auto uw = omniflux::UniWorldPipeline::load(uw_dir, flux_dir, sig_dir, {});
     auto fl = omniflux::FluxPipeline::load(flux_dir, {});
-    auto xo = omniflux::xomni::XOmniPipeline::load(xo_dir, "", {});
+    auto xo = omniflux::XOmniPipeline::load(xo_dir, "", {});
     omniflux::UniWorldOptions uo;
     uo.prompt = "a lighthouse";
     uo.width = uo.height = a.size;
     uo.steps = a.steps;
     uo.task = omniflux::UniWorldTask::Image;
-    omniflux::FluxGenerateOptions fo;
+    omniflux::FluxOptions fo;
     fo.prompt = "a lighthouse";
     fo.width = fo.height = a.size;
     fo.steps = a.steps;
@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
     const std::string t2i = "t2i " + size + " x" + std::to_string(a.steps) + " steps";
     const std::vector<Case> cases = {
         {"uniworld-v1", t2i, "/v1/images/generations", uw_body,
-         [&] { omniflux::encode_png(uw.run(uo)->image, {{"parameters", "x"}}); }},
+         [&] { omniflux::encode_png(std::get<omniflux::Image>(*uw.run(uo)), {{"parameters", "x"}}); }},
         {"flux.1-dev", t2i, "/v1/images/generations", flux_body,
          [&] { omniflux::encode_png(*fl.generate(fo), {{"parameters", "x"}}); }},
         {"x-omni", "chat " + std::to_string(a.tokens) + " tokens", "/v1/chat/completions", chat,

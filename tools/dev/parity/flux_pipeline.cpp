@@ -51,7 +51,7 @@ OMNIFLUX_PARITY_CASE(flux_pipeline) {
   out["inter_sigmas"] = sched.sigmas;
   out["inter_mu"] = at::tensor({static_cast<float>(mu)});
   omniflux::FluxPromptEmbeds cond{ctx.input("pooled_prompt_embeds"), ctx.input("prompt_embeds")};
-  omniflux::FluxDenoiseOptions opt;
+  omniflux::FluxOptions opt;
   opt.steps = steps;
   opt.guidance = ctx.input("guidance_scale").item<float>();
   {
@@ -72,7 +72,7 @@ OMNIFLUX_PARITY_CASE(flux_pipeline) {
   }
 
   // full: prompt and seed to the uint8 image in one call
-  omniflux::FluxGenerateOptions g;
+  omniflux::FluxOptions g;
   g.prompt = prompt;
   g.width = width;
   g.height = height;

@@ -28,7 +28,7 @@ OMNIFLUX_PARITY_CASE(qwen2_lm) {
   const int64_t n_new = ctx.spec->at("outputs").at("generated_ids").at("shape")[1].get<int64_t>();
   auto cache = lm.new_cache(ids.size(0), ids.size(1) + n_new);
   at::Tensor first = lm.prefill(ids, cache).squeeze(1);
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = n_new;
   g.keep_step_logits = true;
   auto r = sampling::generate(first, [&](const at::Tensor& next) { return lm.decode_one(next, cache); }, g);

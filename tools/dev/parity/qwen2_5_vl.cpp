@@ -52,7 +52,7 @@ OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
   const int64_t n_new = ctx.spec->at("outputs").at("generated_ids").at("shape")[1].get<int64_t>();
   auto cache = model.new_cache(ids.size(0), ids.size(1) + n_new);
   at::Tensor first = model.prefill(ids, px.pixel_values, px.grid_thw, cache).squeeze(1);
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = n_new;
   g.keep_step_logits = true;
   auto r = sampling::generate(first, [&](const at::Tensor& t) { return model.decode_one(t, cache); }, g);

@@ -123,7 +123,7 @@ OMNIFLUX_PARITY_CASE(uniworld_pipeline) {
   {
     omniflux::parity::Taps taps;
     omniflux::FluxPromptEmbeds cond{ctx.input("pooled_prompt_embeds"), ctx.input("prompt_embeds")};
-    omniflux::FluxDenoiseOptions d;
+    omniflux::FluxOptions d;
     d.steps = steps;
     d.guidance = guidance;
     out["final_latents"] = *pipe.flux().denoise(noise, cond, nullptr, d);
@@ -150,6 +150,6 @@ OMNIFLUX_PARITY_CASE(uniworld_pipeline) {
   o.max_sequence_length = max_len;
   o.task = omniflux::UniWorldTask::Image;
   auto r = pipe.run(o);
-  out["image_uint8"] = omniflux::image_to_tensor(r->image);
+  out["image_uint8"] = omniflux::image_to_tensor(std::get<omniflux::Image>(*r));
   return out;
 }

@@ -38,7 +38,7 @@ OMNIFLUX_PARITY_CASE(xomni_lm) {
   const int64_t n_new = ctx.spec->at("outputs").at("generated_ids").at("shape")[1].get<int64_t>();
   auto cache = lm.new_cache(B, L + n_new);
   at::Tensor first = lm.prefill(ids, cache, xomni::Mode::Image).squeeze(1);
-  sampling::GenerateOptions g;
+  sampling::TokenLoopOptions g;
   g.max_new_tokens = n_new;
   g.keep_step_logits = true;
   g.token_offset = lm.token_offset(xomni::Mode::Image);
