@@ -8,9 +8,9 @@
 
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
 
 namespace omniflux::qwen2 {
 

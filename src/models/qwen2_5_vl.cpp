@@ -9,15 +9,15 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
-#include "omniflux/nn/rotary_multimodal.h"
-#include "omniflux/text/chat_template.h"
+#include "nn/attention.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
+#include "nn/rotary_multimodal.h"
+#include "text/chat_template.h"
 
 namespace omniflux::qwen2_5_vl {
 

@@ -6,12 +6,12 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
 
 namespace omniflux::xomni {
 

@@ -1,4 +1,4 @@
-#include "omniflux/nn/kv_cache.h"
+#include "nn/kv_cache.h"
 
 #include <algorithm>
 #include <limits>

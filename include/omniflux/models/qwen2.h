@@ -16,10 +16,10 @@
 
 #include "omniflux/io/config.h"
 #include "omniflux/io/weights.h"
-#include "omniflux/nn/block_stack.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/kv_cache.h"
-#include "omniflux/nn/layers.h"
+#include "nn/block_stack.h"
+#include "nn/attention.h"
+#include "nn/kv_cache.h"
+#include "nn/layers.h"
 #include "omniflux/runtime.h"
 
 namespace omniflux {

@@ -16,7 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "omniflux/models/qwen2.h"
-#include "omniflux/nn/kv_cache.h"
+#include "nn/kv_cache.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"

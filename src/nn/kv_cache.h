@@ -14,7 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "omniflux/nn/attention.h"
+#include "nn/attention.h"
 
 namespace omniflux::nn {
 
