@@ -16,6 +16,7 @@
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/siglip2.h"
 #include "nn/debug.h"
+#include "nn/kv_cache.h"
 #include "sampling/latents.h"
 #include "text/chat_template.h"
 

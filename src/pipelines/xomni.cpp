@@ -18,6 +18,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
 #include "io/paths.h"
+#include "nn/kv_cache.h"
 #include "sampling/latents.h"
 #include "text/chat_template.h"
 #include "omniflux/text/tokenizer.h"

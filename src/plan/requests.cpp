@@ -22,6 +22,7 @@
 #include "omniflux/models/xomni_lm.h"
 #include "omniflux/pipelines/xomni.h"
 #include "omniflux/plan.h"
+#include "nn/kv_cache.h"
 #include "sampling/latents.h"
 #include "text/chat_template.h"
 
