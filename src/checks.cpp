@@ -1,4 +1,4 @@
-#include "omniflux/checks.h"
+#include "checks.h"
 
 #include <cmath>
 #include <sstream>

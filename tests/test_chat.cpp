@@ -15,7 +15,7 @@
 #include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
 #include "omniflux/sampling/text_generation.h"
-#include "omniflux/text/chat_template.h"
+#include "text/chat_template.h"
 #include "test_util.h"
 
 using namespace omniflux;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "omniflux/error.h"
-#include "omniflux/io/file_write.h"
+#include "io/file_write.h"
 #include "omniflux/io/image.h"
 #include "test_util.h"
 

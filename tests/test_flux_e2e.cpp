@@ -11,7 +11,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/flux.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

@@ -9,9 +9,9 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "omniflux/pipelines/flux.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 #include "test_util.h"
 
 using namespace omniflux;

@@ -8,9 +8,9 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/nn/rotary.h"
-#include "omniflux/nn/timestep.h"
-#include "omniflux/sampling/latents.h"
+#include "nn/rotary.h"
+#include "nn/timestep.h"
+#include "sampling/latents.h"
 #include "test_util.h"
 
 using namespace omniflux;

@@ -12,7 +12,7 @@
 #include "omniflux/io/safetensors.h"
 #include "omniflux/models/qwen2.h"
 #include "omniflux/models/xomni_lm.h"
-#include "omniflux/nn/kv_cache.h"
+#include "nn/kv_cache.h"
 #include "test_util.h"
 #include "tiny_tokenizer.h"
 

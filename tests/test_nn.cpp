@@ -6,12 +6,12 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/layers.h"
-#include "omniflux/nn/quant.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
+#include "nn/attention.h"
+#include "nn/debug.h"
+#include "nn/layers.h"
+#include "nn/quant.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
 
 using namespace omniflux;
 

@@ -13,8 +13,8 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/kv_cache.h"
+#include "nn/attention.h"
+#include "nn/kv_cache.h"
 #include "omniflux/plan.h"
 #include "test_util.h"
 

@@ -9,7 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/quant.h"
+#include "nn/quant.h"
 
 using namespace omniflux;
 

@@ -19,7 +19,7 @@
 #include "omniflux/models/qwen2_5_vl.h"
 #include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
-#include "omniflux/text/chat_template.h"
+#include "text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
 #include "test_util.h"
 #include "tiny_tokenizer.h"

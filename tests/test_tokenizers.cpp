@@ -26,10 +26,10 @@
 #include "../src/text/bpe_core.h"  // bytes_to_byte_level, for the byte-token checks
 #include "../src/text/unicode.h"   // NFC, to state the round-trip expectation
 #include "omniflux/error.h"
-#include "omniflux/text/bpe.h"
-#include "omniflux/text/chat_template.h"
-#include "omniflux/text/clip_tokenizer.h"
-#include "omniflux/text/t5_tokenizer.h"
+#include "text/bpe.h"
+#include "text/chat_template.h"
+#include "text/clip_tokenizer.h"
+#include "text/t5_tokenizer.h"
 #include "omniflux/text/tokenizer.h"
 
 extern char** environ;

@@ -22,7 +22,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/io/torch_pickle.h"
+#include "io/torch_pickle.h"
 #include "omniflux/models/uniworld_connectors.h"
 #include "omniflux/pipelines/uniworld.h"
 #include "test_util.h"

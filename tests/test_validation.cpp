@@ -16,12 +16,12 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/image_tensor.h"
-#include "omniflux/io/paths.h"
+#include "io/paths.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/io/weights.h"
 #include "omniflux/models/flux_vae.h"

@@ -21,7 +21,7 @@
 #include "omniflux/io/image.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/pipelines/xomni.h"
-#include "omniflux/text/chat_template.h"
+#include "text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
 #include "test_util.h"
 

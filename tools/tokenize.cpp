@@ -17,7 +17,7 @@
 
 #include "cli.h"
 #include "omniflux/error.h"
-#include "omniflux/text/chat_template.h"
+#include "text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
 
 namespace {

@@ -19,7 +19,7 @@
 #include "cli.h"
 #include "png_parameters.h"
 #include "omniflux/error.h"
-#include "omniflux/io/file_write.h"
+#include "io/file_write.h"
 #include "omniflux/io/image.h"
 #include "omniflux/pipelines/xomni.h"
 

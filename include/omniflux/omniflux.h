@@ -1,8 +1,9 @@
 #pragma once
 // omniflux in one include: the pipelines, the runtime (devices, offload, several ranks), errors,
 // images, and the loaders a program needs to open checkpoints and configs. The components
-// (omniflux/models/), the blocks they are built from (omniflux/nn/), the tokenizers and the dry
-// runs (omniflux/plan.h) have their own headers.
+// (omniflux/models/, with omniflux/kv_cache.h for the LMs), the tokenizer (omniflux/text/) and the
+// dry runs (omniflux/plan.h) have their own headers. The blocks the models are built from (nn/)
+// and other internals live in src/ and are not installed.
 #include "omniflux/build_info.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
-#include "omniflux/io/paths.h"
+#include "io/paths.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -1,4 +1,4 @@
-#include "omniflux/io/file_write.h"
+#include "io/file_write.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -15,8 +15,8 @@
 #include "io/image_check.h"
 #include "io/image_decode.h"
 #include "omniflux/error.h"
-#include "omniflux/io/file_write.h"
-#include "omniflux/io/paths.h"
+#include "io/file_write.h"
+#include "io/paths.h"
 
 // Defined by stb_image_write's implementation (compiled in stb_impl.c) but not declared in the
 // header part of libstb-dev's stb_image_write.h. Returns a malloc'ed buffer.

@@ -1,4 +1,4 @@
-#include "omniflux/io/paths.h"
+#include "io/paths.h"
 
 #include <cerrno>
 #include <cstring>

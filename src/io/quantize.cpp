@@ -12,7 +12,7 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/nn/quant.h"
+#include "nn/quant.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

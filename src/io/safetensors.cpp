@@ -21,8 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
-#include "omniflux/io/paths.h"
-#include "omniflux/io/torch_pickle.h"
+#include "io/paths.h"
+#include "io/torch_pickle.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

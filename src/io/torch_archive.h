@@ -1,5 +1,5 @@
 #pragma once
-// The torch-free half of reading torch.save files (omniflux/io/torch_pickle.h): the zip archive and
+// The torch-free half of reading torch.save files (io/torch_pickle.h): the zip archive and
 // the pickle machine, down to a list of tensor records (storage, dtype, offset, sizes, strides)
 // whose views are checked to lie inside their storages. torch_pickle.cpp turns the records into
 // tensors; tests/fuzz/fuzz_torch_archive.cpp fuzzes this half without LibTorch.

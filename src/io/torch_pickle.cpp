@@ -1,7 +1,7 @@
 // torch.save zip files of tensor state dicts: reading (the checks live in io/torch_archive.cpp,
 // without LibTorch) and a minimal writer (stored entries, protocol 2, as torch.save writes them;
 // torch/serialization.py _save, torch/_utils.py _rebuild_tensor_v2).
-#include "omniflux/io/torch_pickle.h"
+#include "io/torch_pickle.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -18,8 +18,8 @@
 #include "io/crc32.h"
 #include "io/torch_archive.h"
 #include "omniflux/error.h"
-#include "omniflux/io/file_write.h"
-#include "omniflux/io/paths.h"
+#include "io/file_write.h"
+#include "io/paths.h"
 
 namespace omniflux {
 

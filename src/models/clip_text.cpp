@@ -5,10 +5,10 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/encoder_layer.h"
-#include "omniflux/nn/layers.h"
-#include "omniflux/nn/ops.h"
+#include "nn/debug.h"
+#include "nn/encoder_layer.h"
+#include "nn/layers.h"
+#include "nn/ops.h"
 
 namespace omniflux {
 

@@ -8,13 +8,13 @@
 
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/block_stack.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/layers.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
-#include "omniflux/nn/timestep.h"
+#include "nn/attention.h"
+#include "nn/block_stack.h"
+#include "nn/debug.h"
+#include "nn/layers.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
+#include "nn/timestep.h"
 
 namespace omniflux {
 

@@ -9,10 +9,10 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/layers.h"
-#include "omniflux/nn/ops.h"
+#include "nn/attention.h"
+#include "nn/debug.h"
+#include "nn/layers.h"
+#include "nn/ops.h"
 
 namespace omniflux {
 

@@ -8,9 +8,10 @@
 
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
+#include "models/qwen2_layers.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
 
 namespace omniflux::qwen2 {
 
@@ -205,6 +206,12 @@ at::Tensor DecoderLayer::forward(const at::Tensor& x, const at::Tensor& cos, con
   return r + mlp;
 }
 
+std::shared_ptr<const DecoderStack> DecoderStack::load(const WeightView& base, const Config& c,
+                                                       const RuntimeOptions& rt) {
+  return std::make_shared<const DecoderStack>(DecoderStack{nn::BlockStack<DecoderLayer>::load(
+      base, c.num_hidden_layers, [c](const WeightView& w) { return DecoderLayer::load(w, c); }, rt)});
+}
+
 // --- Qwen2ForCausalLM -----------------------------------------------------------------------
 
 void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::string& where) {
@@ -228,8 +235,7 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
   auto store = WeightStore::open(folder, rt);
   const WeightView m = store->root().sub("model");
   lm.embed_tokens_ = m.get("embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  lm.layers_ = nn::BlockStack<DecoderLayer>::load(
-      m.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return DecoderLayer::load(w, c); }, rt);
+  lm.layers_ = DecoderStack::load(m.sub("layers"), c, rt);
   lm.norm_ = m.get("norm.weight", {c.hidden_size});
   if (c.tie_word_embeddings) {
     lm.lm_head_ = nn::cpu_gemv_layout(lm.embed_tokens_);  // on the CPU a transposed copy (decode speed)
@@ -254,7 +260,8 @@ Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions&
   lm.embed_tokens_ = at::randn({c.vocab_size, c.hidden_size}, o);
   std::vector<DecoderLayer> layers;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers.push_back(DecoderLayer::random(c, o));
-  lm.layers_ = nn::BlockStack<DecoderLayer>::from_blocks(std::move(layers));
+  lm.layers_ = std::make_shared<const DecoderStack>(
+      DecoderStack{nn::BlockStack<DecoderLayer>::from_blocks(std::move(layers))});
   lm.norm_ = at::ones({c.hidden_size}, o);
   lm.lm_head_ = nn::cpu_gemv_layout(c.tie_word_embeddings ? lm.embed_tokens_
                                                           : at::randn({c.vocab_size, c.hidden_size}, o) *
@@ -278,7 +285,7 @@ at::Tensor Qwen2ForCausalLM::hidden_states(const at::Tensor& ids, nn::KVCache& c
   nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
   auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);  // [B, S, D] fp32
   at::Tensor x = embed(ids.to(embed_tokens_.device()));
-  layers_.run([&](const DecoderLayer& layer, int64_t i) {
+  layers_->layers.run([&](const DecoderLayer& layer, int64_t i) {
     x = layer.forward(x, cos, sin, cache, i, attn);
     if (tapping()) tap("qwen2.layer_output", x);
   });

@@ -9,15 +9,16 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
-#include "omniflux/nn/rotary_multimodal.h"
-#include "omniflux/text/chat_template.h"
+#include "models/qwen2_layers.h"
+#include "nn/attention.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
+#include "nn/rotary_multimodal.h"
+#include "text/chat_template.h"
 
 namespace omniflux::qwen2_5_vl {
 
@@ -216,6 +217,11 @@ WindowIndex get_window_index(const at::Tensor& grid_thw, const VisionConfig& cfg
   return {at::tensor(index, at::kLong), at::tensor(cu, at::kLong)};
 }
 
+struct VisionTower::Block {
+  at::Tensor norm1, norm2;
+  nn::Linear qkv, proj, gate_up, down;  // gate|up fused at load
+};
+
 VisionTower VisionTower::load(const WeightView& w, const VisionConfig& cfg) {
   VisionTower v;
   v.cfg_ = cfg;
@@ -223,6 +229,7 @@ VisionTower VisionTower::load(const WeightView& w, const VisionConfig& cfg) {
                 P = cfg.patch_size, Dm = D * cfg.spatial_merge_size * cfg.spatial_merge_size;
   // Conv3d with kernel = stride = (T, P, P) on one patch is a linear map of its (c, t, y, x) values.
   v.patch_w_ = w.get("patch_embed.proj.weight", {D, C, T, P, P}).reshape({D, C * T * P * P});
+  std::vector<Block> blocks;
   for (int64_t i = 0; i < cfg.depth; ++i) {
     const WeightView b = w.sub("blocks").sub(i);
     Block k;
@@ -232,8 +239,9 @@ VisionTower VisionTower::load(const WeightView& w, const VisionConfig& cfg) {
     k.proj = nn::Linear::load(b, "attn.proj", D, D);
     k.gate_up = nn::Linear::fuse({nn::Linear::load(b, "mlp.gate_proj", D, I), nn::Linear::load(b, "mlp.up_proj", D, I)});
     k.down = nn::Linear::load(b, "mlp.down_proj", I, D);
-    v.blocks_.push_back(std::move(k));
+    blocks.push_back(std::move(k));
   }
+  v.blocks_ = std::make_shared<const std::vector<Block>>(std::move(blocks));
   const WeightView mg = w.sub("merger");
   v.ln_q_ = mg.get("ln_q.weight", {D});
   v.mlp0_w_ = mg.get("mlp.0.weight", {Dm, Dm});
@@ -286,8 +294,8 @@ at::Tensor VisionTower::forward(const at::Tensor& pixel_values, const at::Tensor
   sin = reorder(sin).unsqueeze(1);
   const at::Tensor cu_full_t = at::tensor(cu_full, at::kLong);
 
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const Block& b = blocks_[i];
+  for (size_t i = 0; i < blocks_->size(); ++i) {
+    const Block& b = (*blocks_)[i];
     const bool full = std::find(cfg_.fullatt_block_indexes.begin(), cfg_.fullatt_block_indexes.end(),
                                 static_cast<int64_t>(i)) != cfg_.fullatt_block_indexes.end();
     at::Tensor h = nn::rms_norm(x, b.norm1, 1e-6);
@@ -425,8 +433,7 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
   const bool new_layout = store->contains("model.language_model.embed_tokens.weight");
   const WeightView lmw = store->root().sub(new_layout ? "model.language_model" : "model");
   m.embed_tokens_ = lmw.get("embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  m.layers_ = nn::BlockStack<qwen2::DecoderLayer>::load(
-      lmw.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return qwen2::DecoderLayer::load(w, c); }, rt);
+  m.layers_ = qwen2::DecoderStack::load(lmw.sub("layers"), c, rt);
   m.norm_ = lmw.get("norm.weight", {c.hidden_size});
   if (c.tie_word_embeddings) {
     m.lm_head_ = nn::cpu_gemv_layout(m.embed_tokens_);  // on the CPU a transposed copy (decode speed)
@@ -506,16 +513,21 @@ nn::KVCache Qwen2_5_VL::new_cache(int64_t batch, int64_t capacity) const {
                      at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
 }
 
-at::Tensor Qwen2_5_VL::run(const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache,
-                           const nn::AttentionOptions& attn) const {
+namespace {
+
+// The LM layers over x, the step begun with `attn`, and the final norm.
+at::Tensor run(const qwen2::DecoderStack& layers, const at::Tensor& norm, double eps, const at::Tensor& x_in,
+               const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache, const nn::AttentionOptions& attn) {
   at::Tensor x = x_in;
-  layers_.run([&](const qwen2::DecoderLayer& layer, int64_t i) {
+  layers.layers.run([&](const qwen2::DecoderLayer& layer, int64_t i) {
     x = layer.forward(x, cos, sin, cache, i, attn);
     if (tapping()) tap("qwen2_5_vl.lm_layer_output", x);
   });
   cache.end_step();
-  return nn::rms_norm(x, norm_, cfg_.text.rms_norm_eps);
+  return nn::rms_norm(x, norm, eps);
 }
+
+}  // namespace
 
 at::Tensor Qwen2_5_VL::prefill(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                                nn::KVCache& cache, const at::Tensor& attention_mask, int64_t logits_to_keep) const {
@@ -558,7 +570,7 @@ at::Tensor Qwen2_5_VL::prefill_hidden(const at::Tensor& ids, const at::Tensor& p
   nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
   cache.set_position_delta(ri.rope_deltas);  // decode positions: sequence index + rope_delta
   auto [cos, sin] = nn::mrope_cos_sin(ri.position_ids.to(dev), inv_freq_, cfg_.mrope_section);
-  return run(x, cos, sin, cache, attn);
+  return run(*layers_, norm_, cfg_.text.rms_norm_eps, x, cos, sin, cache, attn);
 }
 
 at::Tensor Qwen2_5_VL::decode_one(const at::Tensor& ids, nn::KVCache& cache) const {
@@ -569,7 +581,7 @@ at::Tensor Qwen2_5_VL::decode_one(const at::Tensor& ids, nn::KVCache& cache) con
   // The three M-RoPE rows are equal after the prompt, which is plain 1-D RoPE.
   auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);
   at::Tensor x = at::embedding(embed_tokens_, ids.to(embed_tokens_.device()).unsqueeze(1));
-  return nn::linear(run(x, cos, sin, cache, attn), lm_head_).squeeze(1);
+  return nn::linear(run(*layers_, norm_, cfg_.text.rms_norm_eps, x, cos, sin, cache, attn), lm_head_).squeeze(1);
 }
 
 at::Tensor Qwen2_5_VL::generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,

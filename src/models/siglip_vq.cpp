@@ -13,9 +13,9 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/image_tensor.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/encoder_layer.h"
-#include "omniflux/nn/ops.h"
+#include "nn/debug.h"
+#include "nn/encoder_layer.h"
+#include "nn/ops.h"
 
 namespace fs = std::filesystem;
 

@@ -10,9 +10,9 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/io/torch_pickle.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
+#include "io/torch_pickle.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
 
 namespace omniflux::uniworld {
 

@@ -6,12 +6,13 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/rotary.h"
+#include "models/qwen2_layers.h"
+#include "nn/debug.h"
+#include "nn/ops.h"
+#include "nn/rotary.h"
 
 namespace omniflux::xomni {
 
@@ -64,8 +65,7 @@ XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOp
   const WeightView m = store->root().sub("model");
   lm.lm_embed_ = m.get("lm_embed_tokens.weight", {V, H});
   lm.mm_embed_ = m.get("mm_embed_tokens.weight", {M, H});
-  lm.layers_ = nn::BlockStack<qwen2::DecoderLayer>::load(
-      m.sub("layers"), c.num_hidden_layers, [c](const WeightView& w) { return qwen2::DecoderLayer::load(w, c); }, rt);
+  lm.layers_ = qwen2::DecoderStack::load(m.sub("layers"), c, rt);
   lm.lm_norm_ = m.get("lm_norm.weight", {H});
   lm.mm_norm_ = m.get("mm_norm.weight", {H});
   lm.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {V, H}));
@@ -108,7 +108,7 @@ at::Tensor XOmniLM::hidden_states(const at::Tensor& ids_in, nn::KVCache& cache, 
   }
   nn::AttentionOptions attn = cache.begin_step(ids.size(1), attention_mask);
   auto [cos, sin] = nn::rope_cos_sin(cache.positions(), inv_freq_);
-  layers_.run([&](const qwen2::DecoderLayer& layer, int64_t i) {
+  layers_->layers.run([&](const qwen2::DecoderLayer& layer, int64_t i) {
     at::Tensor y = layer.forward(x, cos, sin, cache, i, attn);
     // Adapter / head layers: text positions keep their state (their K/V were still written).
     x = cfg_.routed(i) ? at::where(mm3, y, x) : y;

@@ -1,4 +1,4 @@
-#include "omniflux/nn/attention.h"
+#include "nn/attention.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "omniflux/nn/block_stack.h"
+#include "nn/block_stack.h"
 
 #include <algorithm>
 #include <string>

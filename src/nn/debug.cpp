@@ -1,4 +1,4 @@
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 
 namespace omniflux {
 

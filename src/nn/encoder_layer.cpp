@@ -1,9 +1,9 @@
-#include "omniflux/nn/encoder_layer.h"
+#include "nn/encoder_layer.h"
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/ops.h"
+#include "nn/ops.h"
 
 namespace omniflux::nn {
 

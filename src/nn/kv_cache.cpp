@@ -1,4 +1,4 @@
-#include "omniflux/nn/kv_cache.h"
+#include "nn/kv_cache.h"
 
 #include <algorithm>
 #include <limits>
@@ -7,7 +7,7 @@
 
 #include "omniflux/error.h"
 
-namespace omniflux::nn {
+namespace omniflux {
 
 namespace {
 
@@ -40,7 +40,7 @@ KVCache::KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capaci
   delta_ = at::zeros({batch}, options.dtype(at::kLong));
 }
 
-AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& attention_mask) {
+nn::AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& attention_mask) {
   if (k_.empty()) throw Error("KV cache was never allocated", "nn::KVCache::begin_step");
   if (new_tokens < 1) throw Error("a step needs at least one token", "nn::KVCache::begin_step");
   if (length_ + new_tokens > capacity_)
@@ -69,7 +69,7 @@ AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& atten
     if (!m.all().item<bool>())
       for (int64_t b = 0; b < batch_; ++b) key_start_.push_back(new_tokens - real[b].item<int64_t>());
   }
-  AttentionOptions opt;
+  nn::AttentionOptions opt;
   if (bucket_ > 0) {
     view_ = std::min(capacity_, (length_ + new_tokens + bucket_ - 1) / bucket_ * bucket_);
     const auto dev = k_[0].device();
@@ -182,4 +182,4 @@ void KVCache::set_position_delta(const at::Tensor& delta) {
   delta_ = delta.reshape({batch_}).to(delta_.device(), at::kLong);
 }
 
-}  // namespace omniflux::nn
+}  // namespace omniflux

@@ -1,10 +1,10 @@
-#include "omniflux/nn/layers.h"
+#include "nn/layers.h"
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/ops.h"
-#include "omniflux/nn/quant.h"
+#include "nn/ops.h"
+#include "nn/quant.h"
 
 namespace omniflux::nn {
 

@@ -1,4 +1,4 @@
-#include "omniflux/nn/ops.h"
+#include "nn/ops.h"
 
 #include <cmath>
 

@@ -1,11 +1,11 @@
-#include "omniflux/nn/quant.h"
+#include "nn/quant.h"
 
 #include <limits>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/ops.h"
+#include "nn/ops.h"
 
 #if OMNIFLUX_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>

@@ -1,4 +1,4 @@
-#include "omniflux/nn/rotary.h"
+#include "nn/rotary.h"
 
 #include <ATen/ATen.h>
 

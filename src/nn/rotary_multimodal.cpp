@@ -1,11 +1,11 @@
-#include "omniflux/nn/rotary_multimodal.h"
+#include "nn/rotary_multimodal.h"
 
 #include <numeric>
 
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/rotary.h"
+#include "nn/rotary.h"
 
 namespace omniflux::nn {
 

@@ -1,4 +1,4 @@
-#include "omniflux/nn/timestep.h"
+#include "nn/timestep.h"
 
 #include <cmath>
 

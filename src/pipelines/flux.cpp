@@ -7,15 +7,15 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/sampling/latents.h"
-#include "omniflux/text/clip_tokenizer.h"
-#include "omniflux/text/t5_tokenizer.h"
+#include "nn/debug.h"
+#include "sampling/latents.h"
+#include "text/clip_tokenizer.h"
+#include "text/t5_tokenizer.h"
 
 namespace fs = std::filesystem;
 

@@ -9,15 +9,16 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/siglip2.h"
-#include "omniflux/nn/debug.h"
-#include "omniflux/sampling/latents.h"
-#include "omniflux/text/chat_template.h"
+#include "nn/debug.h"
+#include "nn/kv_cache.h"
+#include "sampling/latents.h"
+#include "text/chat_template.h"
 
 namespace fs = std::filesystem;
 

@@ -13,13 +13,14 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/checks.h"
+#include "checks.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image_tensor.h"
-#include "omniflux/io/paths.h"
-#include "omniflux/sampling/latents.h"
-#include "omniflux/text/chat_template.h"
+#include "io/paths.h"
+#include "nn/kv_cache.h"
+#include "sampling/latents.h"
+#include "text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
 
 namespace fs = std::filesystem;

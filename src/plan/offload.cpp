@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/block_stack.h"
+#include "nn/block_stack.h"
 #include "omniflux/plan.h"
 
 namespace omniflux::plan {

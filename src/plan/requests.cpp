@@ -22,8 +22,9 @@
 #include "omniflux/models/xomni_lm.h"
 #include "omniflux/pipelines/xomni.h"
 #include "omniflux/plan.h"
-#include "omniflux/sampling/latents.h"
-#include "omniflux/text/chat_template.h"
+#include "nn/kv_cache.h"
+#include "sampling/latents.h"
+#include "text/chat_template.h"
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,4 @@
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

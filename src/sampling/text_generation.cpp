@@ -6,7 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 
 namespace omniflux::sampling {
 

@@ -1,4 +1,4 @@
-#include "omniflux/text/bpe.h"
+#include "text/bpe.h"
 
 #include <algorithm>
 #include <unordered_map>

@@ -1,4 +1,4 @@
-#include "omniflux/text/chat_template.h"
+#include "text/chat_template.h"
 
 #include "omniflux/error.h"
 

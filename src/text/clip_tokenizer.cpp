@@ -1,4 +1,4 @@
-#include "omniflux/text/clip_tokenizer.h"
+#include "text/clip_tokenizer.h"
 
 #include <algorithm>
 #include <unordered_map>

@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 
 #include "omniflux/error.h"
-#include "omniflux/io/paths.h"
+#include "io/paths.h"
 
 namespace omniflux::text::detail {
 

@@ -6,9 +6,9 @@
 #include <string>
 
 
-#include "omniflux/text/bpe.h"
-#include "omniflux/text/clip_tokenizer.h"
-#include "omniflux/text/t5_tokenizer.h"
+#include "text/bpe.h"
+#include "text/clip_tokenizer.h"
+#include "text/t5_tokenizer.h"
 #include "text/files.h"
 
 namespace omniflux::text::detail {

@@ -1,10 +1,10 @@
-#include "omniflux/text/t5_tokenizer.h"
+#include "text/t5_tokenizer.h"
 
 #include <algorithm>
 #include <unordered_map>
 
 #include "omniflux/error.h"
-#include "omniflux/io/paths.h"
+#include "io/paths.h"
 #include "text/bpe_core.h"
 #include "text/files.h"
 #include "text/loaders.h"

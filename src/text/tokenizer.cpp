@@ -5,10 +5,10 @@
 #include <sys/stat.h>
 
 #include "omniflux/error.h"
-#include "omniflux/io/paths.h"
-#include "omniflux/text/bpe.h"
-#include "omniflux/text/clip_tokenizer.h"
-#include "omniflux/text/t5_tokenizer.h"
+#include "io/paths.h"
+#include "text/bpe.h"
+#include "text/clip_tokenizer.h"
+#include "text/t5_tokenizer.h"
 #include "text/files.h"
 #include "text/loaders.h"
 

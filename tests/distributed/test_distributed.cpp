@@ -38,7 +38,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/quantize.h"
-#include "omniflux/nn/attention.h"
+#include "nn/attention.h"
 #include "ranks.h"
 
 namespace fs = std::filesystem;

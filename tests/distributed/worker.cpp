@@ -15,7 +15,7 @@
 #include "cli.h"
 #include "omniflux/error.h"
 #include "omniflux/io/image.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"

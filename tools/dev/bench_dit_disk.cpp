@@ -27,8 +27,8 @@
 #include "omniflux/io/quantize.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/models/flux_dit.h"
-#include "omniflux/nn/quant.h"
-#include "omniflux/sampling/latents.h"
+#include "nn/quant.h"
+#include "sampling/latents.h"
 
 namespace fs = std::filesystem;
 using namespace omniflux;

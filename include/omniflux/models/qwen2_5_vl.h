@@ -14,10 +14,8 @@
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
 #include "omniflux/io/weights.h"
-#include "omniflux/nn/block_stack.h"
-#include "omniflux/nn/layers.h"
+#include "omniflux/kv_cache.h"
 #include "omniflux/models/qwen2.h"
-#include "omniflux/nn/kv_cache.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"
@@ -113,13 +111,10 @@ class VisionTower {
   at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const;
 
  private:
-  struct Block {
-    at::Tensor norm1, norm2;
-    nn::Linear qkv, proj, gate_up, down;  // gate|up fused at load
-  };
+  struct Block;  // src/models/qwen2_5_vl.cpp; shared, immutable after load
   VisionConfig cfg_;
   at::Tensor patch_w_;  // [hidden, C*T*P*P] (the Conv3d kernel flattened)
-  std::vector<Block> blocks_;
+  std::shared_ptr<const std::vector<Block>> blocks_;
   at::Tensor ln_q_, mlp0_w_, mlp0_b_, mlp2_w_, mlp2_b_;
 };
 
@@ -136,21 +131,21 @@ class Qwen2_5_VL {
   const Config& config() const { return cfg_; }
   const PreprocessorConfig& preprocessor() const { return pre_; }
   const VisionTower& visual() const { return visual_; }
-  nn::KVCache new_cache(int64_t batch, int64_t capacity) const;
+  KVCache new_cache(int64_t batch, int64_t capacity) const;
 
   // The prompt step: ids [B, L] with t*gh*gw/merge^2 <|image_pad|> per image, pixel values and
   // grids from the preprocessor (undefined when there is no image). Stores rope_deltas in the
   // cache for decode_one. Returns logits of the last `logits_to_keep` positions (0 = all).
   at::Tensor prefill(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
-                     nn::KVCache& cache, const at::Tensor& attention_mask = {}, int64_t logits_to_keep = 1) const;
+                     KVCache& cache, const at::Tensor& attention_mask = {}, int64_t logits_to_keep = 1) const;
   // As prefill, but returns the last hidden states [B, L, hidden] after the final RMSNorm
   // (hidden_states[-1]) instead of logits.
   at::Tensor prefill_hidden(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
-                            nn::KVCache& cache, const at::Tensor& attention_mask = {}) const;
+                            KVCache& cache, const at::Tensor& attention_mask = {}) const;
   // The logits of hidden states (lm_head).
   at::Tensor logits(const at::Tensor& hidden) const;
   // ids [B] on the device; position = sequence index + rope_delta on all three rows.
-  at::Tensor decode_one(const at::Tensor& ids, nn::KVCache& cache) const;
+  at::Tensor decode_one(const at::Tensor& ids, KVCache& cache) const;
 
   // Greedy (or sampled) continuation of a tokenised prompt, stopping at eos_token_id.
   at::Tensor generate(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
@@ -184,14 +179,12 @@ class Qwen2_5_VL {
   }
 
  private:
-  at::Tensor run(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, nn::KVCache& cache,
-                 const nn::AttentionOptions& attn) const;
   Config cfg_;
   PreprocessorConfig pre_;
   RuntimeOptions rt_;
   VisionTower visual_;
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
-  nn::BlockStack<qwen2::DecoderLayer> layers_;
+  std::shared_ptr<const qwen2::DecoderStack> layers_;
   std::shared_ptr<const text::Tokenizer> tokenizer_;
   text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };

@@ -9,14 +9,15 @@
 //   at::Tensor codes = lm.generate_image_codes(prompt_ids, negative_ids, 72 * 72, opts);
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
+#include "omniflux/kv_cache.h"
 #include "omniflux/models/qwen2.h"
-#include "omniflux/nn/kv_cache.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"
@@ -50,12 +51,12 @@ class XOmniLM {
   static XOmniLM load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
   const LMConfig& config() const { return cfg_; }
-  nn::KVCache new_cache(int64_t batch, int64_t capacity) const;
+  KVCache new_cache(int64_t batch, int64_t capacity) const;
 
   // Runs ids [B, S] (text and image ids mixed) as the next step of `cache` and returns the hidden
   // states after the token-type final norm, [B, S, hidden]. attention_mask: left padding, first
   // step only.
-  at::Tensor hidden_states(const at::Tensor& ids, nn::KVCache& cache, const at::Tensor& attention_mask = {}) const;
+  at::Tensor hidden_states(const at::Tensor& ids, KVCache& cache, const at::Tensor& attention_mask = {}) const;
   // Text mode: lm_head, [..., vocab_size], column j = id j. Image mode: the first image_vocab_size
   // rows of mm_head, [..., image_vocab_size], column k = id vocab_size + k. (The reference fills
   // the other ids of its full-width logits with finfo.min, which no softmax or argmax picks.)
@@ -63,10 +64,10 @@ class XOmniLM {
   int64_t token_offset(Mode mode) const { return mode == Mode::Image ? cfg_.text.vocab_size : 0; }
 
   // prefill: checks the ids, returns logits of the last `logits_to_keep` positions (0 = all).
-  at::Tensor prefill(const at::Tensor& ids, nn::KVCache& cache, Mode mode, const at::Tensor& attention_mask = {},
+  at::Tensor prefill(const at::Tensor& ids, KVCache& cache, Mode mode, const at::Tensor& attention_mask = {},
                      int64_t logits_to_keep = 1) const;
   // ids [B] (absolute ids, on the device); returns logits [B, V_mode].
-  at::Tensor decode_one(const at::Tensor& ids, nn::KVCache& cache, Mode mode) const;
+  at::Tensor decode_one(const at::Tensor& ids, KVCache& cache, Mode mode) const;
 
   // Text-to-image token generation as X-Omni's generate.py: `prompt_ids` [1, L] ends with
   // "<SOM>h w<IMAGE>"; with guidance_scale != 1, `negative_ids` [1, L2] (the tokens of that
@@ -94,7 +95,7 @@ class XOmniLM {
   LMConfig cfg_;
   RuntimeOptions rt_;
   at::Tensor lm_embed_, mm_embed_, lm_norm_, mm_norm_, lm_head_, image_head_, inv_freq_;
-  nn::BlockStack<qwen2::DecoderLayer> layers_;
+  std::shared_ptr<const qwen2::DecoderStack> layers_;
 };
 
 }  // namespace omniflux::xomni

@@ -10,7 +10,7 @@
 #include <ATen/ATen.h>
 
 #include "bench.h"
-#include "omniflux/nn/attention.h"
+#include "nn/attention.h"
 
 namespace {
 

@@ -16,7 +16,7 @@
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
 #include "omniflux/models/t5_encoder.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 
 namespace fs = std::filesystem;
 using namespace omniflux::tiny;

@@ -16,7 +16,7 @@
 #include "bench.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/pipelines/uniworld.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 
 namespace fs = std::filesystem;
 using namespace omniflux::tiny;

@@ -16,7 +16,7 @@
 #include "omniflux/io/weights.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/xomni_lm.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 
 namespace fs = std::filesystem;
 using namespace omniflux;

@@ -5,7 +5,7 @@
 
 #include "omniflux/error.h"
 #include "omniflux/models/flux_dit.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 #include "parity.h"
 #include "taps.h"
 

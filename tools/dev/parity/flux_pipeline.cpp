@@ -6,7 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/pipelines/flux.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 #include "parity.h"
 #include "taps.h"
 

@@ -5,7 +5,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/models/qwen2.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "parity.h"
 

@@ -7,7 +7,7 @@
 
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/models/qwen2_5_vl.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "parity.h"
 

@@ -7,7 +7,7 @@
 
 #include "omniflux/io/image_tensor.h"
 #include "omniflux/models/siglip2.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "parity.h"
 
 using omniflux::parity::ParityOutputs;

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/models/siglip_vq.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "parity.h"
 
 using omniflux::parity::ParityOutputs;

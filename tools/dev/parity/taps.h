@@ -6,7 +6,7 @@
 
 #include <ATen/ATen.h>
 
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "parity.h"
 
 namespace omniflux::parity {

@@ -11,7 +11,7 @@
 #include "omniflux/models/uniworld_connectors.h"
 #include "omniflux/pipelines/uniworld.h"
 #include "omniflux/sampling/flow_match.h"
-#include "omniflux/sampling/latents.h"
+#include "sampling/latents.h"
 #include "parity.h"
 #include "taps.h"
 

@@ -6,7 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/models/xomni_lm.h"
-#include "omniflux/nn/debug.h"
+#include "nn/debug.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "parity.h"
 

@@ -10,7 +10,7 @@
 
 #include "cli.h"
 #include "omniflux/error.h"
-#include "omniflux/io/file_write.h"
+#include "io/file_write.h"
 #include "omniflux/io/safetensors.h"
 #include "tiny.h"
 

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "flux_weights.h"
-#include "omniflux/io/file_write.h"
-#include "omniflux/io/torch_pickle.h"
+#include "io/file_write.h"
+#include "io/torch_pickle.h"
 #include "tiny.h"
 
 namespace omniflux::tiny {

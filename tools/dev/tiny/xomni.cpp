@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "omniflux/error.h"
-#include "omniflux/io/file_write.h"
+#include "io/file_write.h"
 #include "flux_weights.h"
 #include "tiny.h"
 

@@ -9,8 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "omniflux/nn/attention.h"
-#include "omniflux/nn/layers.h"
+#include "nn/attention.h"
+#include "nn/layers.h"
 
 namespace omniflux::nn {
 

@@ -14,10 +14,13 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "omniflux/nn/attention.h"
+namespace omniflux {
 
-namespace omniflux::nn {
+namespace nn {
+struct AttentionOptions;  // private (src/nn/attention.h): only the layers begin steps
+}
 
+// Made by the LMs' new_cache (qwen2, qwen2_5_vl, xomni); passed to their prefill and decode_one.
 class KVCache {
  public:
   KVCache() = default;
@@ -30,11 +33,13 @@ class KVCache {
   int64_t length() const { return length_; }  // tokens written by completed steps
   int64_t bytes() const;                        // of the k and v buffers, all layers
 
+  // begin_step, write and end_step are the models' own (a prefill or decode_one runs one step);
+  // a program makes a cache with new_cache and may reset, rewind or skip it.
   // Starts a step of `new_tokens` tokens: checks the capacity and, for the first step only, takes
   // an optional left-padding mask [B, new_tokens] (nonzero = real token). Returns the attention
   // options the step's layers use: end-aligned causal, plus each row's first real key when rows
   // are padded.
-  AttentionOptions begin_step(int64_t new_tokens, const at::Tensor& attention_mask = {});
+  nn::AttentionOptions begin_step(int64_t new_tokens, const at::Tensor& attention_mask = {});
   // Writes k, v [B, Hkv, S, D] of `layer` at [length, length + S) and returns views of everything
   // written so far, [B, Hkv, length + S, D].
   std::pair<at::Tensor, at::Tensor> write(int64_t layer, const at::Tensor& k, const at::Tensor& v);
@@ -81,4 +86,4 @@ class KVCache {
   bool in_step_ = false;
 };
 
-}  // namespace omniflux::nn
+}  // namespace omniflux
