@@ -12,28 +12,11 @@
 
 #include "omniflux/error.h"
 #include "omniflux/io/safetensors.h"
-#include "omniflux/nn/quant.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace omniflux {
-
-WeightFormat parse_weight_format(const std::string& name) {
-  if (name == "fp8") return WeightFormat::Fp8;
-  if (name == "int8") return WeightFormat::Int8;
-  if (name == "bf16") return WeightFormat::Bf16;
-  throw Error("unknown weight format", "--weights", "fp8, int8 or bf16", "'" + name + "'");
-}
-
-const char* weight_format_name(WeightFormat f) {
-  switch (f) {
-    case WeightFormat::Fp8: return "fp8";
-    case WeightFormat::Int8: return "int8";
-    case WeightFormat::Bf16: return "bf16";
-  }
-  return "fp8";
-}
 
 bool is_block_linear_weight(const std::string& name, const std::vector<int64_t>& shape) {
   static const std::regex block(R"((^|\.)(layers|blocks|block|transformer_blocks|single_transformer_blocks)\.\d+\.)");
@@ -176,11 +159,11 @@ FileResult convert_file(const fs::path& in, const fs::path& out_dir, const Quant
       r.bytes_out += static_cast<uint64_t>(info.numel()) * 2;
       continue;
     }
-    const nn::QuantType qt = opt.format == WeightFormat::Fp8 ? nn::QuantType::Fp8 : nn::QuantType::Int8;
+    const WeightFormat format = opt.format;
     list.push_back({n, opt.format == WeightFormat::Fp8 ? Dtype::F8_E4M3 : Dtype::I8, info.shape,
-                    [&ck, n, qt, scales, tick] {
+                    [&ck, n, format, scales, tick] {
                       tick();
-                      nn::QuantizedWeight q = nn::quantize_weight(ck.get(n), qt);
+                      QuantizedWeight q = quantize_weight(ck.get(n), format);
                       (*scales)[n] = q.scale;
                       return q.codes;
                     }});
