@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
+#include "omniflux/io/paths.h"
 #include "omniflux/io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -200,7 +201,7 @@ void rename_paths(json& j, const std::map<std::string, std::string>& renamed) {
 QuantizeReport quantize_folder(const std::string& src_in, const std::string& dst_in, const QuantizeOptions& opt) {
   std::error_code ec;
   const fs::path src(src_in), dst(dst_in);
-  if (!fs::is_directory(src, ec)) throw Error("source is not a folder", src_in, "a model folder", "missing");
+  require_folder(src_in, "source");
   if (fs::exists(dst, ec)) throw Error("destination exists", dst_in, "a new folder name", "an existing path");
   const fs::path parent = dst.has_parent_path() ? dst.parent_path() : fs::path(".");
   if (!fs::is_directory(parent, ec)) throw Error("destination's parent folder does not exist", parent.string());
