@@ -283,12 +283,6 @@ std::string vision_file(const std::string& dir, const std::string& name, const s
   return p.string();
 }
 
-int64_t special_id(const text::Tokenizer& tok, const std::string& t, const std::string& where) {
-  auto id = tok.token_to_id(t);
-  if (!id) throw Error("the tokenizer lacks a token X-Omni needs", where, t, "absent");
-  return *id;
-}
-
 // The default system prompt of the chat template (tokenizer_config.json), among the known ones.
 std::optional<std::string> chat_system_prompt(const std::string& dir) {
   const fs::path p = fs::path(dir) / "tokenizer_config.json";
@@ -327,10 +321,11 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
                   "at most vocab_size + mm_vocab_size = " + std::to_string(ids) + " ids",
                   std::to_string(impl->tokenizer->vocab_size()));
   }
-  impl->som = special_id(*impl->tokenizer, "<SOM>", dir);
-  impl->eom = special_id(*impl->tokenizer, "<EOM>", dir);
-  impl->image = special_id(*impl->tokenizer, "<IMAGE>", dir);
-  impl->im_end = special_id(*impl->tokenizer, "<|im_end|>", dir);
+  const std::string tok_where = "X-Omni tokenizer " + dir;
+  impl->som = impl->tokenizer->require_token_id("<SOM>", tok_where);
+  impl->eom = impl->tokenizer->require_token_id("<EOM>", tok_where);
+  impl->image = impl->tokenizer->require_token_id("<IMAGE>", tok_where);
+  impl->im_end = impl->tokenizer->require_token_id("<|im_end|>", tok_where);
   impl->system_prompt = chat_system_prompt(dir);
   const fs::path gc = fs::path(dir) / "generation_config.json";
   std::error_code ec;
