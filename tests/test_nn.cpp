@@ -6,10 +6,10 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/quant_format.h"
 #include "nn/attention.h"
 #include "nn/debug.h"
 #include "nn/layers.h"
-#include "nn/quant.h"
 #include "nn/ops.h"
 #include "nn/rotary.h"
 
@@ -310,7 +310,7 @@ TEST(LinearSlice, RowsConcatenateAndColumnsSum) {
   nobias.bias = at::Tensor();
   EXPECT_TRUE(at::allclose(nobias.slice(1, 0, 3)(x.slice(-1, 0, 3)) + nobias.slice(1, 3, 5)(x.slice(-1, 3)),
                            nobias(x), 1e-5, 1e-5));
-  const auto q = omniflux::nn::quantize_weight(nobias.weight, omniflux::nn::QuantType::Int8);
+  const auto q = omniflux::quantize_weight(nobias.weight, omniflux::WeightFormat::Int8);
   omniflux::nn::Linear quant;
   quant.weight = q.codes;
   quant.weight_scale = q.scale;

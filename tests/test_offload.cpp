@@ -606,7 +606,7 @@ TEST(Quantize, BadArgumentsAreRefusedAndLeaveNothing) {
   TempDir d;
   QuantizeOptions opt;
   const std::string dst = (d.path() / "out").string();
-  EXPECT_TRUE(has(error_of([&] { quantize_folder((d.path() / "absent").string(), dst, opt); }), "not a folder"));
+  EXPECT_TRUE(has(error_of([&] { quantize_folder((d.path() / "absent").string(), dst, opt); }), "source folder not found"));
   fs::create_directories(d.path() / "exists");
   EXPECT_TRUE(has(error_of([&] { quantize_folder(tiny("siglip2"), (d.path() / "exists").string(), opt); }), "exists"));
   QuantizeOptions only = opt;

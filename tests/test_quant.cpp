@@ -1,6 +1,6 @@
-// The fp8 activation quantiser the CUDA fp8 linear feeds to _scaled_mm (nn/quant.h), against a
-// reference quantisation written element by element. It runs on the CPU: the e4m3fn dtype and its
-// rounding are the same there.
+// The fp8 activation quantiser the CUDA fp8 linear feeds to _scaled_mm (nn/quant.h) and the weight
+// quantiser of io/quant_format.h, against reference quantisations written element by element. They
+// run on the CPU: the e4m3fn dtype and its rounding are the same there.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "omniflux/error.h"
+#include "omniflux/io/quant_format.h"
 #include "nn/quant.h"
 
 using namespace omniflux;
@@ -54,7 +55,80 @@ void expect_same(const at::Tensor& x, const char* what) {
   EXPECT_FALSE(at::isnan(got.codes.to(at::kFloat)).any().item<bool>());
 }
 
+// Per row: amax = max |w| in fp32, scale = amax / qmax (1 for an all-zero row), code = w / scale
+// clamped to +-448 and cast to e4m3fn, or rounded half to even and clamped to +-127 for int8.
+QuantizedWeight reference_weight(const at::Tensor& w, WeightFormat f) {
+  const at::Tensor wf = w.to(at::kFloat).contiguous();
+  const int64_t O = wf.size(0), I = wf.size(1);
+  const float qmax = f == WeightFormat::Fp8 ? 448.0f : 127.0f;
+  QuantizedWeight r;
+  r.scale = at::empty({O, 1}, at::kFloat);
+  at::Tensor q = at::empty({O, I}, at::kFloat);
+  const float* pw = wf.data_ptr<float>();
+  float* pq = q.data_ptr<float>();
+  for (int64_t o = 0; o < O; ++o) {
+    float amax = 0;
+    for (int64_t i = 0; i < I; ++i) amax = std::max(amax, std::fabs(pw[o * I + i]));
+    const float s = amax > 0 ? amax / qmax : 1.0f;
+    r.scale[o][0] = s;
+    for (int64_t i = 0; i < I; ++i) {
+      const float v = pw[o * I + i] / s;
+      pq[o * I + i] = f == WeightFormat::Fp8 ? std::clamp(v, -qmax, qmax) : std::clamp(std::nearbyint(v), -qmax, qmax);
+    }
+  }
+  r.codes = f == WeightFormat::Fp8 ? q.to(at::ScalarType::Float8_e4m3fn) : q.to(at::kChar);
+  return r;
+}
+
 }  // namespace
+
+TEST(QuantizeWeight, EqualsTheReferenceBitForBit) {
+  at::manual_seed(5);
+  // Rows at their own magnitudes, an all-zero row, one with a single large value, one evenly spaced.
+  at::Tensor w = at::randn({23, 40}) * at::pow(10.0, at::linspace(-3, 3, 23)).unsqueeze(1);
+  w[4].zero_();
+  w[8][11] = 5.0e3;
+  w[12] = at::arange(-20, 20).to(at::kFloat) + 0.5;
+  for (WeightFormat f : {WeightFormat::Fp8, WeightFormat::Int8}) {
+    for (const at::Tensor& x : {w, w.to(at::kBFloat16)}) {
+      SCOPED_TRACE(std::string(weight_format_name(f)) + " from " + c10::toString(x.scalar_type()));
+      const QuantizedWeight got = quantize_weight(x, f), ref = reference_weight(x, f);
+      ASSERT_EQ(got.codes.scalar_type(), f == WeightFormat::Fp8 ? at::ScalarType::Float8_e4m3fn : at::kChar);
+      ASSERT_EQ(got.scale.sizes(), (std::vector<int64_t>{x.size(0), 1}));
+      EXPECT_TRUE(at::equal(got.scale, ref.scale));
+      EXPECT_TRUE(at::equal(got.codes.view(at::kByte), ref.codes.view(at::kByte)));
+      EXPECT_EQ(got.scale[4].item<float>(), 1.0f);
+      // dequantize_weight is codes * scale: within half a step of the weight for int8.
+      const at::Tensor back = dequantize_weight(got.codes, got.scale, at::kFloat);
+      if (f == WeightFormat::Int8) EXPECT_TRUE(((back - x.to(at::kFloat)).abs() <= got.scale * 0.5001).all().item<bool>());
+    }
+  }
+}
+
+TEST(QuantizeWeight, RefusesWhatItCannotQuantise) {
+  EXPECT_THROW(quantize_weight(at::randn({8}), WeightFormat::Int8), Error);
+  EXPECT_THROW(quantize_weight(at::randn({2, 8}), WeightFormat::Bf16), Error);  // a cast, not codes
+}
+
+// The --weights spellings, both ways; anything else (case included) is an Error naming the flag
+// and the value.
+TEST(WeightFormatNames, ParseAndNameRoundTrip) {
+  for (WeightFormat f : {WeightFormat::Fp8, WeightFormat::Int8, WeightFormat::Bf16})
+    EXPECT_EQ(parse_weight_format(weight_format_name(f)), f);
+  EXPECT_STREQ(weight_format_name(WeightFormat::Fp8), "fp8");
+  EXPECT_STREQ(weight_format_name(WeightFormat::Int8), "int8");
+  EXPECT_STREQ(weight_format_name(WeightFormat::Bf16), "bf16");
+  for (const char* bad : {"", "FP8", "fp16", "int4", "none", "bf16 "}) {
+    try {
+      parse_weight_format(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.where(), "--weights");
+      EXPECT_EQ(e.expected(), "fp8, int8 or bf16");
+      EXPECT_EQ(e.got(), "'" + std::string(bad) + "'");
+    }
+  }
+}
 
 TEST(QuantizeActivationFp8, EqualsTheReferenceBitForBit) {
   at::manual_seed(3);

@@ -417,8 +417,10 @@ TEST(TokenizeTool, ChatTemplates) {
   const ToolRun bad = run_tool({"--tokenizer", q, "--chat-template", "llama", "--text", "x"});
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.err.find("--chat-template"), std::string::npos) << bad.err;
-  // A chat template on a tokenizer without <|im_start|> is refused.
-  EXPECT_EQ(run_tool({"--tokenizer", kTok + "/clip", "--chat-template", "uniworld", "--text", "x"}).status, 1);
+  // A chat template on a tokenizer without <|im_start|> is refused, naming the token.
+  const ToolRun clip_chat = run_tool({"--tokenizer", kTok + "/clip", "--chat-template", "uniworld", "--text", "x"});
+  EXPECT_EQ(clip_chat.status, 1);
+  EXPECT_NE(clip_chat.err.find("\"<|im_start|>\""), std::string::npos) << clip_chat.err;
 }
 
 TEST(TokenizeTool, MissingPluginIsAClearError) {
@@ -672,6 +674,19 @@ TEST(TokenizerEdges, UnknownAndPartialBytes) {
   EXPECT_THROW(t5().decode({32100}), Error);
   EXPECT_THROW(qwen().id_to_token(1 << 30), Error);
   EXPECT_EQ(qwen().token_to_id("no such token"), std::nullopt);
+  // The lookup of a token the caller needs: its id, or an Error naming the token and the caller.
+  EXPECT_EQ(qwen().require_token_id("<|im_end|>", "test"), qwen().token_to_id("<|im_end|>").value());
+  EXPECT_EQ(clip().require_token_id("<|endoftext|>", "test"), 49407);
+  EXPECT_EQ(t5().require_token_id("</s>", "test"), 1);
+  try {
+    t5().require_token_id("<SOM>", "X-Omni tokenizer /m");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "token missing from the tokenizer (X-Omni tokenizer /m): expected \"<SOM>\" in its "
+                           "vocabulary or added tokens, got no such token");
+  }
+  EXPECT_EQ(omniflux::text::require_token_id(7, "x", "w"), 7);
+  EXPECT_THROW(omniflux::text::require_token_id(std::nullopt, "x", "w"), Error);
   EXPECT_EQ(qwen().id_to_token(9707), "Hello");
   EXPECT_EQ(qwen().id_to_token(151644), "<|im_start|>");
   EXPECT_EQ(t5().id_to_token(21820), "\xE2\x96\x81hello");

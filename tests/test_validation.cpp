@@ -22,6 +22,7 @@
 #include "omniflux/io/image.h"
 #include "omniflux/io/image_tensor.h"
 #include "io/paths.h"
+#include "omniflux/io/quantize.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/io/weights.h"
 #include "omniflux/models/flux_vae.h"
@@ -298,6 +299,30 @@ TEST(PathValidation, FifosAreRefusedBeforeReading) {
   EXPECT_ERROR_HAS(text::load_tokenizer(tok.string()), "a FIFO");
   EXPECT_ERROR_HAS(load_image("/dev/zero"), "a device");
   EXPECT_ERROR_HAS(load_image(d.path().string()), "a folder");
+}
+
+// require_folder / require_file name what was wanted and the path, and the loaders use them.
+TEST(PathValidation, ModelFolderChecksNameThePath) {
+  TempDir d;
+  const fs::path missing = d.path() / "absent", file = d.path() / "f.txt";
+  std::ofstream(file) << "x";
+  EXPECT_NO_THROW(require_folder(d.path().string(), "X-Omni"));
+  EXPECT_ERROR_HAS(require_folder(missing.string(), "X-Omni"), "X-Omni folder not found (" + missing.string() + ")");
+  EXPECT_ERROR_HAS(require_folder(file.string(), "X-Omni"),
+                   "X-Omni is not a folder (" + file.string() + "): expected a folder, got a file");
+  EXPECT_EQ(require_file(d.path().string(), "f.txt", "FLUX.1-dev"), file.string());
+  const fs::path index = d.path() / "model_index.json";
+  EXPECT_ERROR_HAS(require_file(d.path().string(), "model_index.json", "FLUX.1-dev"),
+                   "the FLUX.1-dev folder lacks model_index.json (" + index.string() + ")");
+  fs::create_directories(index);
+  EXPECT_ERROR_HAS(require_file(d.path().string(), "model_index.json", "FLUX.1-dev"),
+                   "model_index.json is not a regular file (" + index.string() + "): expected a regular file, got a folder");
+  EXPECT_ERROR_HAS(FluxPipeline::load(d.path().string()), "the FLUX.1-dev folder's model_index.json");
+  EXPECT_ERROR_HAS(xomni::XOmniPipeline::load(missing.string(), ""), "X-Omni folder not found (" + missing.string());
+  EXPECT_ERROR_HAS(UniWorldPipeline::load(missing.string(), d.path().string(), d.path().string()),
+                   "UniWorld-V1 folder not found (" + missing.string());
+  EXPECT_ERROR_HAS(quantize_folder(file.string(), (d.path() / "out").string(), QuantizeOptions{}),
+                   "source is not a folder (" + file.string());
 }
 
 // ---- shared checks ---------------------------------------------------------------------------

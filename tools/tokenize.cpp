@@ -143,10 +143,7 @@ int main(int argc, char** argv) {
     if (a.chat_template) {
       const auto which = omniflux::text::parse_chat_template(*a.chat_template);
       // The template's special tokens must be added tokens, or they would be split into pieces.
-      if (!tok->token_to_id("<|im_start|>")) {
-        throw omniflux::Error("chat templates need a Qwen2 tokenizer", a.tokenizer, "a tokenizer with <|im_start|>",
-                              tok->kind() + " tokenizer without it");
-      }
+      tok->require_token_id("<|im_start|>", a.tokenizer + " (a " + tok->kind() + " tokenizer; chat templates need a Qwen2 one)");
       text = omniflux::text::render_one_turn(which, text, static_cast<int>(a.images), a.system);
       if (a.print_prompt) std::cout << json_string(text) << "\n";
     }

@@ -24,7 +24,7 @@ namespace omniflux::plan {
 //   bf16: 2 bytes per parameter;
 //   fp8:  what omniflux-quantize writes (io/quantize.h, is_block_linear_weight): a block's 2-D
 //         Linear weight takes 1 byte per element plus a float32 scale per output row (the
-//         per-channel layout of nn/quant.h); everything else stays bf16. int8 takes the same bytes.
+//         per-channel layout of io/quant_format.h); everything else stays bf16. int8 takes the same bytes.
 struct BlockFigures {
   std::string prefix;     // e.g. "transformer_blocks", "model.layers"
   int64_t count = 0;      // blocks under the prefix

@@ -12,14 +12,35 @@ namespace fs = std::filesystem;
 
 namespace omniflux {
 
+namespace {
+const char* kind_of(mode_t mode) {
+  return S_ISREG(mode) ? "a file" : S_ISDIR(mode) ? "a folder" : S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket"
+         : (S_ISCHR(mode) || S_ISBLK(mode)) ? "a device" : "not a regular file";
+}
+}  // namespace
+
 void require_regular_file(const std::string& path, const std::string& what) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
     throw Error("cannot open " + what, path, "a readable regular file", std::strerror(errno));
   if (S_ISREG(st.st_mode)) return;
-  const char* kind = S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISSOCK(st.st_mode) ? "a socket"
-                     : (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) ? "a device" : "not a regular file";
-  throw Error(what + " is not a regular file", path, "a regular file", kind);
+  throw Error(what + " is not a regular file", path, "a regular file", kind_of(st.st_mode));
+}
+
+void require_folder(const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw Error(what + " folder not found", path, "a folder", std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) throw Error(what + " is not a folder", path, "a folder", kind_of(st.st_mode));
+}
+
+std::string require_file(const std::string& folder, const std::string& name, const std::string& what) {
+  const std::string path = (fs::path(folder) / name).string();
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error("the " + what + " folder lacks " + name, path, name, std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    throw Error("the " + what + " folder's " + name + " is not a regular file", path, "a regular file", kind_of(st.st_mode));
+  return path;
 }
 
 namespace {

@@ -10,6 +10,13 @@ namespace omniflux {
 // regular file (after following symlinks).
 void require_regular_file(const std::string& path, const std::string& what);
 
+// The model-folder checks of the loaders and tools, one message each. require_folder throws Error
+// "<what> folder not found" (missing, unreadable) or "<what> is not a folder", naming `path`.
+// require_file returns `folder`/`name` when it is a regular file, else throws Error "the <what>
+// folder lacks <name>" (or "... is not a regular file"), naming the file's path.
+void require_folder(const std::string& path, const std::string& what);
+std::string require_file(const std::string& folder, const std::string& name, const std::string& what);
+
 // `relative` (a path read from a config of `folder`, `where` naming the file and field) joined to
 // `folder`. Unless `allow_outside`, an absolute path, or one whose canonical form (symlinks
 // resolved) leaves the canonical folder, is an Error.

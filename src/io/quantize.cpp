@@ -11,29 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "omniflux/error.h"
+#include "io/paths.h"
 #include "omniflux/io/safetensors.h"
-#include "nn/quant.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace omniflux {
-
-WeightFormat parse_weight_format(const std::string& name) {
-  if (name == "fp8") return WeightFormat::Fp8;
-  if (name == "int8") return WeightFormat::Int8;
-  if (name == "bf16") return WeightFormat::Bf16;
-  throw Error("unknown weight format", "--weights", "fp8, int8 or bf16", "'" + name + "'");
-}
-
-const char* weight_format_name(WeightFormat f) {
-  switch (f) {
-    case WeightFormat::Fp8: return "fp8";
-    case WeightFormat::Int8: return "int8";
-    case WeightFormat::Bf16: return "bf16";
-  }
-  return "fp8";
-}
 
 bool is_block_linear_weight(const std::string& name, const std::vector<int64_t>& shape) {
   static const std::regex block(R"((^|\.)(layers|blocks|block|transformer_blocks|single_transformer_blocks)\.\d+\.)");
@@ -176,11 +160,11 @@ FileResult convert_file(const fs::path& in, const fs::path& out_dir, const Quant
       r.bytes_out += static_cast<uint64_t>(info.numel()) * 2;
       continue;
     }
-    const nn::QuantType qt = opt.format == WeightFormat::Fp8 ? nn::QuantType::Fp8 : nn::QuantType::Int8;
+    const WeightFormat format = opt.format;
     list.push_back({n, opt.format == WeightFormat::Fp8 ? Dtype::F8_E4M3 : Dtype::I8, info.shape,
-                    [&ck, n, qt, scales, tick] {
+                    [&ck, n, format, scales, tick] {
                       tick();
-                      nn::QuantizedWeight q = nn::quantize_weight(ck.get(n), qt);
+                      QuantizedWeight q = quantize_weight(ck.get(n), format);
                       (*scales)[n] = q.scale;
                       return q.codes;
                     }});
@@ -217,7 +201,7 @@ void rename_paths(json& j, const std::map<std::string, std::string>& renamed) {
 QuantizeReport quantize_folder(const std::string& src_in, const std::string& dst_in, const QuantizeOptions& opt) {
   std::error_code ec;
   const fs::path src(src_in), dst(dst_in);
-  if (!fs::is_directory(src, ec)) throw Error("source is not a folder", src_in, "a model folder", "missing");
+  require_folder(src_in, "source");
   if (fs::exists(dst, ec)) throw Error("destination exists", dst_in, "a new folder name", "an existing path");
   const fs::path parent = dst.has_parent_path() ? dst.parent_path() : fs::path(".");
   if (!fs::is_directory(parent, ec)) throw Error("destination's parent folder does not exist", parent.string());

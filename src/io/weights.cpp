@@ -145,7 +145,7 @@ at::Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>&
   return t;
 }
 
-WeightStore::Quantized WeightStore::get_quantized(const std::string& name, const std::vector<int64_t>& shape) {
+QuantizedWeight WeightStore::get_quantized(const std::string& name, const std::vector<int64_t>& shape) {
   if (!ckpt_.contains(name)) throw Error("missing tensor", ckpt_.path() + ": " + name, shape_str(shape), "no such key");
   const TensorInfo& ti = ckpt_.info(name);
   const std::string where = ckpt_.source_of(name) + ": " + name;
@@ -178,7 +178,7 @@ WeightStore::Quantized WeightStore::get_quantized(const std::string& name, const
     throw Error("weight_scale holds a non-positive or non-finite value", ckpt_.source_of(sname) + ": " + sname,
                 "finite scales > 0", "a bad value");
   const c10::Device device = has_target_ ? target_device_ : rt_.torch_device();
-  Quantized q;
+  QuantizedWeight q;
   q.codes = ckpt_.get(name);
   const void* source = q.codes.data_ptr();
   if (q.codes.device() != device) q.codes = q.codes.to(device);

@@ -453,10 +453,11 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
 
 void Qwen2_5_VL::set_tokenizer(std::shared_ptr<const text::Tokenizer> tok) {
   if (tok) {
-    const auto pad = tok->token_to_id("<|image_pad|>");
-    if (!pad || *pad != cfg_.image_token_id)
+    const int64_t pad = tok->require_token_id(
+        "<|image_pad|>", "Qwen2_5_VL::set_tokenizer (the config's image_token_id " + std::to_string(cfg_.image_token_id) + ")");
+    if (pad != cfg_.image_token_id)
       throw Error("the tokenizer's <|image_pad|> is not the config's image_token_id", "Qwen2_5_VL::set_tokenizer",
-                  std::to_string(cfg_.image_token_id), pad ? std::to_string(*pad) : "absent");
+                  std::to_string(cfg_.image_token_id), std::to_string(pad));
     // Every id the tokenizer can produce must index the embedding table.
     if (tok->vocab_size() > cfg_.text.vocab_size)
       throw Error("the tokenizer has ids beyond the model's vocabulary", "Qwen2_5_VL::set_tokenizer",

@@ -38,10 +38,9 @@ void XOmniLM::check_image_token_ids(
   const int64_t V = cfg_.text.vocab_size;
   for (int64_t k : {int64_t(0), int64_t(1), cfg_.image_vocab_size - 1}) {
     const std::string tok = "<MM-Token-" + std::to_string(k) + ">";
-    std::optional<int64_t> id = token_to_id(tok);
-    if (!id) throw Error("the tokenizer has no image-code token", tok, "id " + std::to_string(V + k), "absent");
-    if (*id != V + k)
-      throw Error("image code ids do not follow vocab_size + k", tok, std::to_string(V + k), std::to_string(*id));
+    const int64_t id = text::require_token_id(token_to_id(tok), tok, "X-Omni image code (id " + std::to_string(V + k) + ")");
+    if (id != V + k)
+      throw Error("image code ids do not follow vocab_size + k", tok, std::to_string(V + k), std::to_string(id));
   }
 }
 

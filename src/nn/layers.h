@@ -14,7 +14,7 @@
 namespace omniflux::nn {
 
 // `name.weight` [out, in] and, when `bias`, `name.bias` [out]. A quantised checkpoint stores the
-// weight as fp8 e4m3fn or int8 codes with `name.weight_scale` [out, 1] (nn/quant.h); the layer then
+// weight as fp8 e4m3fn or int8 codes with `name.weight_scale` [out, 1] (io/quant_format.h); the layer then
 // keeps the codes as stored and dequantises (or multiplies in fp8) on each call.
 // A CPU Linear weight [out, in] with out > in, stored transposed: a [out, in] view of [in, out]
 // memory. MKL's matrix-vector path (decode: 1 or 2 rows) reads that layout 1.3x to 1.9x faster here

@@ -13,40 +13,10 @@
 
 namespace omniflux::nn {
 
-const char* quant_type_name(QuantType t) {
-  switch (t) {
-    case QuantType::Fp8: return "fp8";
-    case QuantType::Int8: return "int8";
-    case QuantType::None: return "none";
-  }
-  return "none";
-}
-
 namespace {
 constexpr double kFp8Max = 448.0;  // largest finite float8_e4m3fn
-constexpr double kInt8Max = 127.0;
 constexpr double kActivationEps = 1e-12;  // an all-zero row gets a tiny scale, not a division by zero
 }  // namespace
-
-QuantizedWeight quantize_weight(const at::Tensor& w, QuantType type) {
-  if (w.dim() != 2) throw Error("only 2-D weights are quantised", "nn::quantize_weight", "[out, in]", shape_str(w.sizes().vec()));
-  if (type == QuantType::None) throw Error("no quantisation type given", "nn::quantize_weight");
-  at::Tensor wf = w.to(at::kFloat);
-  at::Tensor amax = wf.abs().amax(1, /*keepdim=*/true);  // [out, 1]
-  const double qmax = type == QuantType::Fp8 ? kFp8Max : kInt8Max;
-  at::Tensor scale = at::where(amax > 0, amax / qmax, at::ones_like(amax));
-  at::Tensor q = wf / scale;
-  QuantizedWeight out;
-  // Casting to e4m3fn rounds to nearest even; values are within +-448 by construction.
-  out.codes = type == QuantType::Fp8 ? q.clamp(-kFp8Max, kFp8Max).to(at::ScalarType::Float8_e4m3fn)
-                                     : q.round().clamp(-kInt8Max, kInt8Max).to(at::kChar);
-  out.scale = scale.contiguous();
-  return out;
-}
-
-at::Tensor dequantize_weight(const at::Tensor& codes, const at::Tensor& scale, c10::ScalarType dtype) {
-  return (codes.to(at::kFloat) * scale.to(at::kFloat)).to(dtype);
-}
 
 Fp8Activation quantize_activation_fp8(const at::Tensor& x) {
   if (x.dim() != 2 || !at::isFloatingType(x.scalar_type()))

@@ -12,6 +12,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
+#include "io/paths.h"
 #include "nn/debug.h"
 #include "sampling/latents.h"
 #include "text/clip_tokenizer.h"
@@ -46,11 +47,9 @@ struct FluxPipeline::Impl {
 namespace {
 
 std::string sub_folder(const std::string& root, const char* name) {
-  fs::path p = fs::path(root) / name;
-  std::error_code ec;
-  if (!fs::is_directory(p, ec))
-    throw Error("FLUX.1-dev folder lacks a component", p.string(), std::string("a folder ") + name, "missing");
-  return p.string();
+  const std::string p = (fs::path(root) / name).string();
+  require_folder(p, std::string("FLUX.1-dev component ") + name);
+  return p;
 }
 
 FlowMatchConfig load_scheduler(const std::string& folder) {
@@ -75,9 +74,7 @@ FlowMatchConfig load_scheduler(const std::string& folder) {
 
 FluxPipeline FluxPipeline::load(const std::string& folder, const RuntimeOptions& rt) {
   rt.validate();
-  std::error_code ec;
-  if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
-    throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
+  require_file(folder, "model_index.json", "FLUX.1-dev");
   const std::string dir = sub_folder(folder, "transformer");
   check_flux_dit_parallel(FluxDiTConfig::from_config(Config::load(dir)), rt, dir);  // before any weights load
   return load(folder, [dir, rt] { return FluxTransformer::load(dir, rt.on("dit")); }, rt,
@@ -91,9 +88,7 @@ FluxPipeline FluxPipeline::load(const std::string& folder, FluxTransformer trans
 FluxPipeline FluxPipeline::load(const std::string& folder, std::function<FluxTransformer()> transformer,
                                 const RuntimeOptions& rt, std::shared_ptr<ResidencyGroup> group,
                                 std::function<void()> release_transformer) {
-  std::error_code ec;
-  if (!fs::is_regular_file(fs::path(folder) / "model_index.json", ec))
-    throw Error("not a FLUX.1-dev folder", folder, "model_index.json", "missing");
+  require_file(folder, "model_index.json", "FLUX.1-dev");
   rt.validate();
   for (const char* t : {"tokenizer", "tokenizer_2"}) text::check_tokenizer_folder(sub_folder(folder, t), rt.allow_outside_paths);
   auto impl = std::make_shared<Impl>();

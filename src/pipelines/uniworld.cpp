@@ -13,6 +13,7 @@
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image_tensor.h"
+#include "io/paths.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/siglip2.h"
 #include "nn/debug.h"
@@ -69,11 +70,6 @@ std::pair<int64_t, int64_t> uniworld_dynamic_resize(int64_t height, int64_t widt
 }
 
 namespace {
-
-void require_folder(const std::string& path, const char* what) {
-  std::error_code ec;
-  if (!fs::is_directory(path, ec)) throw Error(std::string(what) + " folder not found", path, "a folder", "missing");
-}
 
 // The VLM's text answer to a built prompt (app.py: model.generate, then batch_decode with special
 // tokens skipped). Finish Cancelled when `stream` cancelled.

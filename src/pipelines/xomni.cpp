@@ -155,9 +155,7 @@ XOmniDecoder XOmniDecoder::load(const std::string& x_omni_dir, const std::string
   const std::string dir = resolve_in_folder(x_omni_dir, vision.decoder.model_path,
                                             (fs::path(x_omni_dir) / "config.json").string() + ": vision_config.decoder.model_path",
                                             rt.allow_outside_paths);
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec))
-    throw Error("the X-Omni folder lacks the decoder", dir, "vision_config.decoder.model_path folder", "missing");
+  require_folder(dir, "X-Omni decoder (vision_config.decoder.model_path)");
   const Config dc = Config::load(dir);
   const FluxDiTConfig cfg = FluxDiTConfig::from_config(dc);
   check_flux_dit_parallel(cfg, rt, dir);
@@ -285,17 +283,9 @@ namespace {
 std::string vision_file(const std::string& dir, const std::string& name, const std::string& field, bool allow_outside) {
   const fs::path p = resolve_in_folder(dir, name, (fs::path(dir) / "config.json").string() + ": vision_config.encoder." + field,
                                        allow_outside);
-  std::error_code ec;
-  if (!fs::is_regular_file(p, ec))
-    throw Error("the X-Omni folder lacks a vision file", p.string(), "vision_config.encoder." + field, "missing");
+  require_regular_file(p.string(), "X-Omni vision file (vision_config.encoder." + field + ")");
   // safetensors, or the PyTorch pickles the release ships (read directly).
   return p.string();
-}
-
-int64_t special_id(const text::Tokenizer& tok, const std::string& t, const std::string& where) {
-  auto id = tok.token_to_id(t);
-  if (!id) throw Error("the tokenizer lacks a token X-Omni needs", where, t, "absent");
-  return *id;
 }
 
 // The default system prompt of the chat template (tokenizer_config.json), among the known ones.
@@ -317,14 +307,11 @@ std::optional<std::string> chat_system_prompt(const std::string& dir) {
 
 XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flux_dir, const RuntimeOptions& rt) {
   rt.validate();
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw Error("not a folder", dir, "an X-Omni folder", "missing");
+  require_folder(dir, "X-Omni");
   const Config model_config = Config::load(dir);
   auto impl = std::make_shared<Impl>();
   impl->vision = XOmniVisionConfig::from(model_config);
-  if (!fs::is_regular_file(fs::path(dir) / "tokenizer.json", ec))
-    throw Error("the X-Omni folder lacks its tokenizer", (fs::path(dir) / "tokenizer.json").string(), "tokenizer.json",
-                "missing");
+  require_file(dir, "tokenizer.json", "X-Omni");
   impl->group = std::make_shared<ResidencyGroup>(rt.offload);
   text::check_tokenizer_folder(dir, rt.allow_outside_paths);
   impl->tokenizer = text::load_tokenizer(dir);
@@ -339,12 +326,14 @@ XOmniPipeline XOmniPipeline::load(const std::string& dir, const std::string& flu
                   "at most vocab_size + mm_vocab_size = " + std::to_string(ids) + " ids",
                   std::to_string(impl->tokenizer->vocab_size()));
   }
-  impl->som = special_id(*impl->tokenizer, "<SOM>", dir);
-  impl->eom = special_id(*impl->tokenizer, "<EOM>", dir);
-  impl->image = special_id(*impl->tokenizer, "<IMAGE>", dir);
-  impl->im_end = special_id(*impl->tokenizer, "<|im_end|>", dir);
+  const std::string tok_where = "X-Omni tokenizer " + dir;
+  impl->som = impl->tokenizer->require_token_id("<SOM>", tok_where);
+  impl->eom = impl->tokenizer->require_token_id("<EOM>", tok_where);
+  impl->image = impl->tokenizer->require_token_id("<IMAGE>", tok_where);
+  impl->im_end = impl->tokenizer->require_token_id("<|im_end|>", tok_where);
   impl->system_prompt = chat_system_prompt(dir);
   const fs::path gc = fs::path(dir) / "generation_config.json";
+  std::error_code ec;
   if (fs::is_regular_file(gc, ec)) impl->generation_config = Config::load(gc.string());
 
   const XOmniVisionConfig& v = impl->vision;

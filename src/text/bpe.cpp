@@ -126,11 +126,7 @@ void parse_pre_tokenizer(const nlohmann::json& j, ByteLevelBpeTokenizer::Impl& i
 void parse_post_processor(const nlohmann::json& j, ByteLevelBpeTokenizer::Impl& impl, const std::string& where) {
   if (j.is_null()) return;
   const std::string type = j.value("type", "");
-  const auto id_of = [&](const std::string& tok) {
-    const auto id = impl.find(tok);
-    if (!id) throw Error("post-processor token not in the vocabulary", where + ": post_processor", "a known token", tok);
-    return *id;
-  };
+  const auto id_of = [&](const std::string& tok) { return require_token_id(impl.find(tok), tok, where + ": post_processor"); };
   if (type == "ByteLevel") return;
   if (type == "Sequence") {
     for (const auto& p : j.at("processors")) parse_post_processor(p, impl, where);

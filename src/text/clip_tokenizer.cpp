@@ -77,9 +77,7 @@ struct ClipTokenizer::Impl {
     for (const auto& t : added) size = std::max(size, t.id + 1);
     const auto need = [&](const std::optional<std::string>& name, const char* fallback, const char* role) {
       const std::string n = name ? *name : fallback;
-      const auto id = find(n);
-      if (!id) throw Error("CLIP special token missing", where + ": " + role, "\"" + n + "\" in the vocabulary", "no such token");
-      return *id;
+      return text::require_token_id(find(n), n, where + ": CLIP " + role);
     };
     bos = need(cfg.bos_token, "<|startoftext|>", "bos_token");
     eos = need(cfg.eos_token, "<|endoftext|>", "eos_token");

@@ -54,6 +54,17 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, const EncodeOption
   return ids;
 }
 
+int64_t Tokenizer::require_token_id(std::string_view token, const std::string& where) const {
+  return text::require_token_id(token_to_id(token), token, where);
+}
+
+int64_t require_token_id(std::optional<int64_t> id, std::string_view token, const std::string& where) {
+  if (!id)
+    throw Error("token missing from the tokenizer", where, "\"" + std::string(token) + "\" in its vocabulary or added tokens",
+                "no such token");
+  return *id;
+}
+
 namespace {
 
 std::unique_ptr<Tokenizer> from_tokenizer_json(const std::string& path) {

@@ -22,6 +22,7 @@
 #include <c10/util/Exception.h>
 
 #include "omniflux/build_info.h"
+#include "io/paths.h"
 
 namespace fs = std::filesystem;
 
@@ -578,12 +579,7 @@ void check_input_file(const std::string& flag, const std::string& path) {
     throw Error("cannot read input file", flag + " " + path, "a readable file", std::strerror(errno));
 }
 
-void check_input_folder(const std::string& flag, const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    throw Error("folder not found", flag + " " + path, "an existing folder", std::strerror(errno));
-  if (!S_ISDIR(st.st_mode)) throw Error("not a folder", flag + " " + path, "a folder", "a file");
-}
+void check_input_folder(const std::string& flag, const std::string& path) { require_folder(path, flag); }
 
 void check_output_file(const std::string& flag, const std::string& path) {
   if (!reads_inputs()) return;  // rank 0 writes

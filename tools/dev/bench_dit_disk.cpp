@@ -27,7 +27,6 @@
 #include "omniflux/io/quantize.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/models/flux_dit.h"
-#include "nn/quant.h"
 #include "sampling/latents.h"
 
 namespace fs = std::filesystem;
@@ -75,9 +74,8 @@ int write(const std::string& dir, const std::string& format, uint64_t seed) {
       return scale ? t.mul_(0.1).add_(1) : t.mul_(0.02);
     };
     if (f != WeightFormat::Bf16 && is_block_linear_weight(name, shape)) {
-      const nn::QuantType qt = f == WeightFormat::Fp8 ? nn::QuantType::Fp8 : nn::QuantType::Int8;
-      out.push_back({name, f == WeightFormat::Fp8 ? Dtype::F8_E4M3 : Dtype::I8, shape, [draw, qt, pending_scale] {
-                       nn::QuantizedWeight q = nn::quantize_weight(draw(), qt);
+      out.push_back({name, f == WeightFormat::Fp8 ? Dtype::F8_E4M3 : Dtype::I8, shape, [draw, f, pending_scale] {
+                       QuantizedWeight q = quantize_weight(draw(), f);
                        *pending_scale = q.scale;
                        return q.codes;
                      }});

@@ -1,7 +1,7 @@
 #pragma once
 // omniflux-quantize as a library call: copies a Hugging Face / diffusers model folder, writing the
 // linear weights of its repeated blocks as fp8 e4m3fn or int8 codes with per-output-channel
-// `<name>.weight_scale` [out, 1] (nn/quant.h), or casting them to bf16. Key names stay; norms,
+// `<name>.weight_scale` [out, 1] (io/quant_format.h), or casting them to bf16. Key names stay; norms,
 // embeddings, biases, everything outside the blocks and the VAE keep their dtype. config.json gets a
 // compressed-tensors quantization_config (what vLLM reads). PyTorch pickles are read too and
 // written as safetensors, with config.json paths that named them updated.
@@ -10,11 +10,9 @@
 #include <string>
 #include <vector>
 
-namespace omniflux {
+#include "omniflux/io/quant_format.h"
 
-enum class WeightFormat { Fp8, Int8, Bf16 };
-WeightFormat parse_weight_format(const std::string& name);  // "fp8", "int8", "bf16"
-const char* weight_format_name(WeightFormat f);
+namespace omniflux {
 
 struct QuantizeOptions {
   WeightFormat format = WeightFormat::Fp8;

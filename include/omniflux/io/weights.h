@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "omniflux/io/quant_format.h"
 #include "omniflux/io/safetensors.h"
 #include "omniflux/runtime.h"
 
@@ -45,10 +46,7 @@ class WeightStore : public std::enable_shared_from_this<WeightStore> {
   // A quantised linear weight: `name` holds fp8 e4m3fn or int8 codes [out, in] (kept as stored,
   // moved to the device) and `name + "_scale"` the per-output-channel scale, returned as [out, 1]
   // float32. Errors name the key for a wrong dtype, a missing scale or a scale of the wrong shape.
-  struct Quantized {
-    at::Tensor codes, scale;
-  };
-  Quantized get_quantized(const std::string& name, const std::vector<int64_t>& shape);
+  QuantizedWeight get_quantized(const std::string& name, const std::vector<int64_t>& shape);
   // True when the folder's config.json declares a quantization_config (checked at open).
   bool quantized() const { return quantized_; }
 
@@ -104,7 +102,7 @@ class WeightView {
                           c10::ScalarType dtype = c10::ScalarType::Undefined) const {
     return contains(name) ? get(name, shape, dtype) : at::Tensor();
   }
-  WeightStore::Quantized get_quantized(const std::string& name, const std::vector<int64_t>& shape) const {
+  QuantizedWeight get_quantized(const std::string& name, const std::vector<int64_t>& shape) const {
     return store_->get_quantized(key(name), shape);
   }
   WeightStore& store() const { return *store_; }

@@ -84,6 +84,9 @@ class Tokenizer {
   virtual std::string id_to_token(int64_t id) const = 0;
   // The id of a vocabulary string or added-token content; nullopt when there is none.
   virtual std::optional<int64_t> token_to_id(std::string_view token) const = 0;
+  // token_to_id for a token the caller cannot do without ("<|im_end|>", "<SOM>"...): an Error
+  // naming the token and `where` when there is none.
+  int64_t require_token_id(std::string_view token, const std::string& where) const;
   // One past the largest id (base vocabulary and added tokens): len(tokenizer) in Hugging Face.
   virtual int64_t vocab_size() const = 0;
 
@@ -118,6 +121,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 // repository's blobs/): an Error otherwise, unless `allow_outside_paths`
 // (RuntimeOptions::allow_outside_paths).
 void check_tokenizer_folder(const std::string& dir, bool allow_outside_paths = false);
+
+// `id` (a lookup of `token`), or the Error Tokenizer::require_token_id throws: for the loaders that
+// look tokens up before the Tokenizer exists.
+int64_t require_token_id(std::optional<int64_t> id, std::string_view token, const std::string& where);
 
 // Throws omniflux::Error naming the first invalid byte when `text` is not valid UTF-8.
 void check_utf8(std::string_view text, const std::string& where);
