@@ -318,7 +318,7 @@ TEST(PathValidation, ModelFolderChecksNameThePath) {
   EXPECT_ERROR_HAS(require_file(d.path().string(), "model_index.json", "FLUX.1-dev"),
                    "model_index.json is not a regular file (" + index.string() + "): expected a regular file, got a folder");
   EXPECT_ERROR_HAS(FluxPipeline::load(d.path().string()), "the FLUX.1-dev folder's model_index.json");
-  EXPECT_ERROR_HAS(xomni::XOmniPipeline::load(missing.string(), ""), "X-Omni folder not found (" + missing.string());
+  EXPECT_ERROR_HAS(XOmniPipeline::load(missing.string(), ""), "X-Omni folder not found (" + missing.string());
   EXPECT_ERROR_HAS(UniWorldPipeline::load(missing.string(), d.path().string(), d.path().string()),
                    "UniWorld-V1 folder not found (" + missing.string());
   EXPECT_ERROR_HAS(quantize_folder(file.string(), (d.path() / "out").string(), QuantizeOptions{}),
