@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -26,6 +27,7 @@
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/qwen2.h"
 #include "nn/block_stack.h"
+#include "nn/debug.h"
 #include "nn/layers.h"
 #include "omniflux/pipelines/flux.h"
 #include "omniflux/pipelines/uniworld.h"
@@ -301,6 +303,73 @@ TEST(Offload, ModesGiveBitIdenticalFluxImages) {
     if (!ref) ref = img;
     else EXPECT_EQ(img->rgb, ref->rgb);
   }
+}
+
+// A stand-in for the CUDA side stream that holds each copy until the compute side waits for its
+// slot: a block read before its wait, or a slot refilled before the block in it was waited for,
+// shows up here instead of as a race on a GPU.
+class HeldCopies : public nn::detail::CopyStream {
+ public:
+  void copy(int slot, std::function<void()> work) override {
+    ASSERT_TRUE(slot == 0 || slot == 1) << slot;
+    EXPECT_FALSE(pending_[slot]) << "slot " << slot << " refilled before its last copy was waited for";
+    pending_[slot] = std::move(work);
+    ++copies;
+    if (recording) log += 'c';
+  }
+  void wait(int slot) override {
+    ASSERT_TRUE(pending_[slot]) << "wait on slot " << slot << " with no copy queued";
+    std::function<void()> work = std::move(pending_[slot]);
+    pending_[slot] = nullptr;
+    work();
+    ++waits;
+    if (recording) log += 'w';
+  }
+  int copies = 0, waits = 0;
+  bool recording = false;
+  std::string log;  // c: a copy queued, w: a wait, B: a block computed (added by the test)
+
+ private:
+  std::function<void()> pending_[2];
+};
+
+// The CUDA streaming path of sequential offload (host arenas, two device slots, the next block
+// copied while one computes) on the CPU, through the fake copy stream.
+TEST(Offload, StreamingPathWithAFakeCopyStreamEqualsResident) {
+  FluxOptions o;
+  o.prompt = "a cat";
+  o.width = o.height = 64;
+  o.steps = 2;
+  o.seed = 9;
+  const auto ref = FluxPipeline::load(tiny("flux.1-dev"), with(Offload::None)).generate(o);
+  auto fake = std::make_shared<HeldCopies>();
+  nn::detail::set_fake_copy_stream(fake);
+  struct Uninstall {
+    ~Uninstall() { nn::detail::set_fake_copy_stream(nullptr); }
+  } uninstall;
+  const FluxPipeline p = FluxPipeline::load(tiny("flux.1-dev"), with(Offload::Sequential));
+  nn::detail::set_fake_copy_stream(nullptr);  // the stacks keep theirs
+  DebugScope blocks([&](const std::string& name, const at::Tensor&) {
+    if (fake->recording && (name == "flux.double_block.img" || name == "flux.single_block")) fake->log += 'B';
+  });
+  const auto img = p.generate(o, [&](const std::string& stage, int64_t, int64_t) {
+    fake->recording = stage == "denoise";  // the DiT's two stacks alone
+    return true;
+  });
+  ASSERT_TRUE(ref && img);
+  EXPECT_EQ(img->rgb, ref->rgb);
+  EXPECT_EQ(fake->waits, fake->copies);
+  // Per stack run: c w, then for each block but the last "c B w" (the next block's copy is queued
+  // before this one computes: the overlap), and "B" for the last. Two stacks per step.
+  const FluxDiTConfig& c = p.transformer_config();
+  auto run = [](int64_t blocks) {
+    std::string r = "cw";
+    for (int64_t i = 0; i + 1 < blocks; ++i) r += "cBw";
+    return r + "B";
+  };
+  std::string expected;
+  for (int64_t step = 0; step < o.steps; ++step) expected += run(c.num_layers) + run(c.num_single_layers);
+  EXPECT_EQ(fake->log, expected);
 }
 
 TEST(Offload, QuantisedFoldersAreBitIdenticalAcrossModesToo) {

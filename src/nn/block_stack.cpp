@@ -1,6 +1,7 @@
 #include "nn/block_stack.h"
 
 #include <algorithm>
+#include <mutex>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -28,7 +29,22 @@ struct BlockPrefetcher::State {
 struct BlockPrefetcher::State {};
 #endif
 
-BlockPrefetcher::BlockPrefetcher(c10::Device device) {
+namespace {
+std::mutex fake_mutex;
+std::shared_ptr<CopyStream> fake_stream;
+}  // namespace
+
+void set_fake_copy_stream(std::shared_ptr<CopyStream> stream) {
+  std::lock_guard<std::mutex> lock(fake_mutex);
+  fake_stream = std::move(stream);
+}
+
+std::shared_ptr<CopyStream> fake_copy_stream() {
+  std::lock_guard<std::mutex> lock(fake_mutex);
+  return fake_stream;
+}
+
+BlockPrefetcher::BlockPrefetcher(c10::Device device, std::shared_ptr<CopyStream> fake) : fake_(std::move(fake)) {
 #if OMNIFLUX_WITH_CUDA
   if (device.is_cuda()) state_ = std::make_unique<State>(device);
 #endif
@@ -48,6 +64,7 @@ void BlockPrefetcher::copy(int slot, const std::function<void()>& copy) {
     return;
   }
 #endif
+  if (fake_) return fake_->copy(slot, copy);
   copy();
 }
 
@@ -55,6 +72,7 @@ void BlockPrefetcher::wait(int slot) {
 #if OMNIFLUX_WITH_CUDA
   if (state_) state_->done[slot].block(state_->compute);
 #endif
+  if (fake_) fake_->wait(slot);
 }
 
 namespace {

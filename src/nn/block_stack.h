@@ -43,10 +43,27 @@ at::Tensor view_at_same_offset(const at::Tensor& t, const at::Tensor& arena, con
 // An uninitialised [bytes] uint8 tensor on `device`.
 at::Tensor device_bytes(int64_t bytes, c10::Device device);
 
-// Side-stream copies for the CUDA path; every member is a no-op without CUDA.
+// A stand-in for the CUDA side stream, so tests on machines without CUDA drive the streaming path.
+// While one is installed (set_fake_copy_stream), a stack loaded with sequential offload on the CPU
+// takes the CUDA path (host arenas, two device slots, prefetch of the next block) and hands each
+// copy to it; a fake that holds the copy until wait(slot) shows that no block is read before its
+// copy was waited for.
+class CopyStream {
+ public:
+  virtual ~CopyStream() = default;
+  // Queues `work` (the copy into `slot`); it must have run when wait(slot) returns.
+  virtual void copy(int slot, std::function<void()> work) = 0;
+  virtual void wait(int slot) = 0;
+};
+// nullptr removes it. Stacks keep the one they were loaded with.
+void set_fake_copy_stream(std::shared_ptr<CopyStream> stream);
+std::shared_ptr<CopyStream> fake_copy_stream();
+
+// Side-stream copies for the streaming path: CUDA events and a pool stream on CUDA, the fake copy
+// stream when one is given, otherwise the copy runs at once.
 class BlockPrefetcher {
  public:
-  explicit BlockPrefetcher(c10::Device device);
+  explicit BlockPrefetcher(c10::Device device, std::shared_ptr<CopyStream> fake = nullptr);
   ~BlockPrefetcher();
   // Runs `copy` with the side stream current, after the work queued so far on the compute stream,
   // and records when it is done, in slot 0 or 1.
@@ -57,6 +74,7 @@ class BlockPrefetcher {
 
  private:
   std::unique_ptr<State> state_;
+  std::shared_ptr<CopyStream> fake_;
 };
 }  // namespace detail
 
@@ -74,7 +92,9 @@ class BlockStack {
     s.count_ = count;
     s.build_ = std::move(build);
     s.device_ = rt.torch_device();
-    s.mode_ = rt.offload == Offload::Sequential ? (s.device_.is_cuda() ? Mode::StreamCuda : Mode::StreamCpu) : Mode::Resident;
+    if (!s.device_.is_cuda()) s.fake_stream_ = detail::fake_copy_stream();
+    const bool slots = s.device_.is_cuda() || s.fake_stream_;
+    s.mode_ = rt.offload == Offload::Sequential ? (slots ? Mode::StreamSlots : Mode::StreamCpu) : Mode::Resident;
     if (s.mode_ == Mode::StreamCpu) {
       try {
         s.store_ = base.store().shared_from_this();
@@ -87,7 +107,7 @@ class BlockStack {
       const WeightView w = base.sub(i);
       if (s.mode_ == Mode::Resident) {
         s.blocks_.push_back(s.build_(w));
-      } else if (s.mode_ == Mode::StreamCuda) {
+      } else if (s.mode_ == Mode::StreamSlots) {
         Block b = [&] {
           WeightStore::Target host(base.store(), c10::Device(c10::kCPU), /*pinned=*/false);
           return s.build_(w);
@@ -96,7 +116,7 @@ class BlockStack {
         b.for_each_tensor([&](at::Tensor& t) {
           if (t.defined()) ts.push_back(&t);
         });
-        s.arenas_.push_back(detail::pack_host_arena(ts, /*pinned=*/true));
+        s.arenas_.push_back(detail::pack_host_arena(ts, /*pinned=*/s.device_.is_cuda()));
         s.slot_bytes_ = std::max(s.slot_bytes_, s.arenas_.back().numel());
         s.blocks_.push_back(std::move(b));
         base.store().drop_pages(w.prefix() + ".");
@@ -136,9 +156,9 @@ class BlockStack {
           store_->drop_pages(w.prefix() + ".");
         }
         return;
-      case Mode::StreamCuda: {
+      case Mode::StreamSlots: {
         static_assert(kStreamedBlocksOnDevice == 2, "the slots below alternate between two");
-        detail::BlockPrefetcher pf(device_);
+        detail::BlockPrefetcher pf(device_, fake_stream_);
         // Two fixed slots, each the size of the largest arena; made on the compute stream, which
         // waits for every copy into them before it reads, so they need no other stream marks.
         const at::Tensor slots[2] = {detail::device_bytes(slot_bytes_, device_),
@@ -146,8 +166,9 @@ class BlockStack {
         std::optional<Block> next, cur;
         auto to_device = [&](int64_t i, int slot) {
           // The side stream first waits for the compute stream to finish block i - 2, which used
-          // this slot (BlockPrefetcher::copy), then copies the whole arena in one transfer.
-          pf.copy(slot, [&] {
+          // this slot (BlockPrefetcher::copy), then copies the whole arena in one transfer. i and
+          // slot by value: a (fake) stream may run the copy after this returns.
+          pf.copy(slot, [&, i, slot] {
             const at::Tensor& arena = arenas_[i];
             slots[slot].slice(0, 0, arena.numel()).copy_(arena, /*non_blocking=*/true);
             next = blocks_[i];
@@ -170,16 +191,17 @@ class BlockStack {
   }
 
  private:
-  enum class Mode { Resident, StreamCpu, StreamCuda };
+  enum class Mode { Resident, StreamCpu, StreamSlots };
   Mode mode_ = Mode::Resident;
   int64_t count_ = 0;
   std::string base_prefix_;
   Build build_;
   c10::Device device_ = c10::Device(c10::kCPU);
-  std::vector<Block> blocks_;            // Resident: on the device; StreamCuda: views of arenas_
-  std::vector<at::Tensor> arenas_;       // StreamCuda: one pinned [bytes] uint8 arena per block
-  int64_t slot_bytes_ = 0;               // StreamCuda: the largest arena
+  std::vector<Block> blocks_;            // Resident: on the device; StreamSlots: views of arenas_
+  std::vector<at::Tensor> arenas_;       // StreamSlots: one [bytes] uint8 arena per block (pinned on CUDA)
+  int64_t slot_bytes_ = 0;               // StreamSlots: the largest arena
   std::shared_ptr<WeightStore> store_;   // StreamCpu
+  std::shared_ptr<detail::CopyStream> fake_stream_;  // StreamSlots on the CPU (tests)
 };
 
 }  // namespace omniflux::nn
