@@ -41,7 +41,8 @@ int64_t checked_product(int64_t a, int64_t b, int64_t limit, const std::string& 
 }
 
 void check_finite(const at::Tensor& t, const std::string& stage) {
-  if (!t.defined() || !at::isFloatingType(t.scalar_type()) || t.numel() == 0) return;
+  // Meta tensors (dry runs) have no values to check.
+  if (!t.defined() || t.is_meta() || !at::isFloatingType(t.scalar_type()) || t.numel() == 0) return;
   if (at::isfinite(t).all().item<bool>()) return;
   const int64_t nan = at::isnan(t).sum().item<int64_t>();
   const int64_t inf = at::isinf(t).sum().item<int64_t>();

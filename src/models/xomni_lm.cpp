@@ -4,6 +4,8 @@
 
 #include <filesystem>
 
+#include <tuple>
+
 #include <ATen/ATen.h>
 
 #include "checks.h"
@@ -150,6 +152,16 @@ sampling::SamplingOptions XOmniLM::ImageGeneration::xomni_defaults() {
   return s;
 }
 
+std::pair<at::Tensor, at::Tensor> XOmniLM::cfg_rows(const at::Tensor& prompt_ids, const at::Tensor& negative_ids) const {
+  // Built where the ids are (the pipeline's are on the host); generate_image_codes moves them.
+  const auto opts = prompt_ids.options().dtype(at::kLong);
+  const int64_t L = prompt_ids.size(-1), Ln = negative_ids.size(-1), S = std::max(L, Ln);
+  // Pads are masked keys: their id is irrelevant.
+  auto pad = [&](const at::Tensor& t) { return at::cat({at::zeros({1, S - t.size(-1)}, opts), t.reshape({1, -1}).to(opts)}, 1); };
+  auto pad_mask = [&](int64_t len) { return at::cat({at::zeros({1, S - len}, opts), at::ones({1, len}, opts)}, 1); };
+  return {at::cat({pad(prompt_ids), pad(negative_ids)}), at::cat({pad_mask(L), pad_mask(Ln)})};
+}
+
 at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,
                                          const ImageGeneration& opt) const {
   if (n_codes < 1) throw Error("n_codes must be >= 1", "XOmniLM::generate_image_codes", ">= 1", std::to_string(n_codes));
@@ -170,16 +182,8 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   if (pair) {
     if (pair->rank() == 1) ids = negative_ids.to(dev, at::kLong);
   } else if (cfg) {
-    const int64_t L = ids.size(1), Ln = negative_ids.size(1), S = std::max(L, Ln);
-    // Rows [cond; uncond], each left-padded to S (pads are masked keys; their id is irrelevant).
-    auto pad = [&](const at::Tensor& t) {
-      return at::cat({at::zeros({1, S - t.size(1)}, ids.options()), t.to(dev, at::kLong)}, 1);
-    };
-    auto pad_mask = [&](int64_t len) {
-      return at::cat({at::zeros({1, S - len}, ids.options()), at::ones({1, len}, ids.options())}, 1);
-    };
-    ids = at::cat({pad(ids), pad(negative_ids)});
-    mask = at::cat({pad_mask(L), pad_mask(Ln)});
+    std::tie(ids, mask) = cfg_rows(prompt_ids, negative_ids.to(prompt_ids.device()));
+    ids = ids.to(dev), mask = mask.to(dev);
   }
   nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + n_codes);
   at::Tensor first = prefill(ids, cache, Mode::Image, mask).squeeze(1);

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <tuple>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -10,21 +11,18 @@
 #include "omniflux/error.h"
 #include "omniflux/io/config.h"
 #include "omniflux/io/image.h"
-#include "omniflux/io/weights.h"
 #include "omniflux/models/clip_text.h"
 #include "omniflux/models/flux_dit.h"
 #include "omniflux/models/flux_vae.h"
 #include "omniflux/models/qwen2_5_vl.h"
-#include "omniflux/models/siglip2.h"
 #include "omniflux/models/siglip_vq.h"
 #include "omniflux/models/t5_encoder.h"
-#include "omniflux/models/uniworld_connectors.h"
 #include "omniflux/models/xomni_lm.h"
+#include "omniflux/pipelines/uniworld.h"
 #include "omniflux/pipelines/xomni.h"
 #include "omniflux/plan.h"
 #include "nn/kv_cache.h"
 #include "sampling/latents.h"
-#include "text/chat_template.h"
 
 namespace fs = std::filesystem;
 
@@ -183,76 +181,44 @@ std::vector<ComponentPlan> plan_uniworld(const std::string& uniworld_dir, const 
   const RuntimeOptions& rt = opt.rt;
   const Dev d(rt);
   std::vector<ComponentPlan> out;
-  const Config cfg = Config::load(uniworld_dir);
-  const Config tower = cfg.sub("denoise_tower");
-  auto store = WeightStore::open(uniworld_dir, rt);
-  const Checkpoint& ckpt = store->checkpoint();
+  const Config tower = Config::load(uniworld_dir).sub("denoise_tower");
+  const Checkpoint ckpt = Checkpoint::open(uniworld_dir);
 
-  // Qwen2.5-VL: the vision tower on the references, then the LM prefill of the whole prompt.
+  // The pipeline itself, loaded onto the dry run's device; its own stages run below, so the prompt,
+  // the image placeholders and the text stream are built by the code that builds them for real.
   ComponentPlan vision = component("qwen2_5_vl_vision", uniworld_dir + " visual.*", ckpt, {"visual."});
   ComponentPlan lm = component("qwen2_5_vl_lm", uniworld_dir + " model.*, lm_head", ckpt, {"model.", "lm_head."});
   lm.tensor_parallel = tensor_ranks(opt.rt);
   ComponentPlan conn = component("uniworld_connectors", uniworld_dir + " denoise_tower.*_projector", ckpt,
                                  {"denoise_tower.denoise_projector.", "denoise_tower.siglip_projector."});
   ComponentPlan dit = component("uniworld_dit", uniworld_dir + " denoise_tower.denoiser.*", ckpt, {"denoise_tower.denoiser."});
-  std::optional<qwen2_5_vl::Qwen2_5_VL> vlm;
-  std::optional<uniworld::Connectors> connectors;
-  std::optional<FluxTransformer> transformer;
-  step(lm, "load", [&] {
-    vlm = qwen2_5_vl::Qwen2_5_VL::load(uniworld_dir, *store, rt);
-    connectors = uniworld::Connectors::load(store->root().sub("denoise_tower"),
-                                            tower.get_int("input_hidden_size", vlm->config().text.hidden_size),
-                                            tower.get_int("output_hidden_size", 4096));
-    transformer.emplace(FluxDiTConfig::from_config(tower.sub("denoiser_config")), store->root().sub("denoise_tower.denoiser"));
-    store->ignore_prefix("denoise_tower.vae_projector.");  // as UniWorldPipeline::load: unused at inference
-    store->finish();
-    if (!vlm->tokenizer()) throw Error("the UniWorld-V1 folder lacks tokenizer.json", uniworld_dir);
-  }, false);
-  if (!lm.ok()) vision.error = conn.error = dit.error = lm.error;
+  ComponentPlan sig = component("siglip_vision", siglip_dir, Checkpoint::open(siglip_dir), {"vision_model."});
+  std::optional<UniWorldPipeline> pipe;
+  step(lm, "load", [&] { pipe = UniWorldPipeline::load(uniworld_dir, flux_dir, siglip_dir, rt); }, false);
+  if (!lm.ok()) vision.error = conn.error = dit.error = sig.error = lm.error;
 
-  // The prompt as UniWorldPipeline::build_prompt makes it: references resized to 448^2 for Qwen.
-  at::Tensor ids;
-  qwen2_5_vl::PixelBatch pixels;
-  step(lm, "prompt", [&] {
-    const auto& vc = vlm->config().vision;
-    const int64_t qwen_pixels = 448 * 448;  // app.py: min_pixels = max_pixels = 448 * 448
-    std::vector<Image> refs(static_cast<size_t>(req.ref_images), grey(req.ref_width, req.ref_height));
-    std::vector<int64_t> tokens = vlm->tokenizer()->encode(text::render_uniworld(req.prompt, static_cast<int>(req.ref_images)));
-    if (!refs.empty()) {
-      qwen2_5_vl::PreprocessorConfig pre = vlm->preprocessor();
-      pre.min_pixels = pre.max_pixels = qwen_pixels;
-      pixels = qwen2_5_vl::preprocess(refs, pre);
-      const int64_t unit = vc.spatial_merge_size * vc.spatial_merge_size;
-      std::vector<int64_t> counts;
-      for (int64_t i = 0; i < pixels.grid_thw.size(0); ++i) counts.push_back(pixels.grid_thw[i].prod().item<int64_t>() / unit);
-      tokens = text::expand_image_pads(tokens, vlm->config().image_token_id, counts);
-    }
-    ids = at::tensor(tokens, at::kLong).unsqueeze(0);
-  }, false);
+  // Qwen2.5-VL: the vision tower on the references, then the LM prefill of the whole prompt.
+  const std::vector<Image> refs(static_cast<size_t>(req.ref_images), grey(req.ref_width, req.ref_height));
+  UniWorldPipeline::VlmPrompt prompt;
+  step(lm, "prompt", [&] { prompt = pipe->build_prompt(req.prompt, refs); }, false);
+  const qwen2_5_vl::PixelBatch& pixels = prompt.pixels;
+  const at::Tensor& ids = prompt.ids;
   if (req.ref_images > 0)
     step(vision, "forward patches " + dims(pixels.pixel_values.defined() ? pixels.pixel_values.sizes().vec() : std::vector<int64_t>{}), [&] {
-      (void)vlm->visual().forward(pixels.pixel_values.to(d.act), pixels.grid_thw);
+      (void)pipe->vlm().visual().forward(pixels.pixel_values.to(d.act), pixels.grid_thw);
     });
   at::Tensor hidden;
-  std::optional<nn::KVCache> cache;
-  step(lm, "cache", [&] {
-    cache.emplace(vlm->new_cache(1, ids.size(1)));
-    lm.kv_cache_bytes = cache->bytes();
-  }, false);
-  step(lm, "prefill " + dims(ids.defined() ? ids.sizes().vec() : std::vector<int64_t>{}) + " tokens (vision tower included)", [&] {
-    hidden = vlm->prefill_hidden(ids, pixels.pixel_values, pixels.grid_thw, *cache);
-  });
+  step(lm, "cache", [&] { lm.kv_cache_bytes = pipe->vlm().new_cache(1, ids.size(1)).bytes(); }, false);
+  step(lm, "prefill " + dims(ids.defined() ? ids.sizes().vec() : std::vector<int64_t>{}) + " tokens (vision tower included)",
+       [&] { hidden = pipe->vlm_hidden(prompt); });
 
-  // SigLIP on each reference at its fixed 512^2 input.
-  ComponentPlan sig = component("siglip_vision", siglip_dir, Checkpoint::open(siglip_dir), {"vision_model."});
-  std::optional<SiglipVisionModel> siglip;
+  // SigLIP on each reference at its fixed input size.
   at::Tensor sig_features;
-  step(sig, "load", [&] { siglip = SiglipVisionModel::load(siglip_dir, rt); }, false);
   if (req.ref_images > 0) {
-    const int64_t side = siglip ? siglip->config().image_size : 0;
-    step(sig, "forward pixels " + dims({req.ref_images, 3, side, side}), [&] {
-      sig_features = siglip->forward(d.empty({req.ref_images, 3, side, side})).last_hidden_state;
-    });
+    at::Tensor sig_pixels;
+    step(sig, "pixels", [&] { sig_pixels = pipe->siglip_pixels(refs); }, false);
+    step(sig, "forward pixels " + dims(sig_pixels.defined() ? sig_pixels.sizes().vec() : std::vector<int64_t>{}),
+         [&] { sig_features = pipe->siglip_features(sig_pixels); });
   }
 
   // Connectors and the text stream: VLM rows, SigLIP rows before each <|vision_end|>, T5 appended.
@@ -261,13 +227,11 @@ std::vector<ComponentPlan> plan_uniworld(const std::string& uniworld_dir, const 
   at::Tensor stream;
   const int64_t joint = tower.get_int("output_hidden_size", 4096);
   step(conn, "project and assemble", [&] {
-    at::Tensor e = connectors->denoise_projector.forward(hidden);
-    at::Tensor s = sig_features.defined() ? connectors->siglip_projector.forward(sig_features) : at::Tensor();
-    at::Tensor t5 = req.t5 ? d.empty({1, req.t5_tokens, joint}) : at::Tensor();
-    stream = uniworld::assemble_text_stream(ids, e, s, t5, cfg.get_int("image_end_token_id")).prompt_embeds;
+    stream = pipe->assemble(ids, hidden, sig_features, req.t5 ? d.empty({1, req.t5_tokens, joint}) : at::Tensor()).prompt_embeds;
   });
   const int64_t txt = stream.defined() ? stream.size(1) : 0;
-  step(dit, dit_label(1, req.width, req.height, txt), [&] { dit_forward(*transformer, d, 1, req.width, req.height, txt); });
+  step(dit, dit_label(1, req.width, req.height, txt),
+       [&] { dit_forward(pipe->flux().transformer(), d, 1, req.width, req.height, txt); });
 
   out.push_back(std::move(vision));
   out.push_back(std::move(lm));
@@ -291,81 +255,71 @@ std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::s
   const Config cfg = Config::load(xomni_dir);
   const XOmniVisionConfig vision = XOmniVisionConfig::from(cfg);
 
+  // The pipeline itself on the dry run's device: the prompt ids, the CFG rows and the components
+  // come from its own code.
+  const std::string vit_path = sub(xomni_dir, vision.siglip_path), vq_path = sub(xomni_dir, vision.projector_path);
+  const std::string dit_dir = sub(xomni_dir, vision.decoder.model_path);
+  ComponentPlan lm = component("xomni_lm", xomni_dir, Checkpoint::open(xomni_dir));
+  lm.tensor_parallel = tensor_ranks(opt.rt);
+  ComponentPlan vit = component("siglip_vq_vit", vit_path, Checkpoint::open(vit_path));
+  ComponentPlan vq = component("siglip_vq_projector", vq_path, Checkpoint::open(vq_path));
+  ComponentPlan dit = component("xomni_dit", dit_dir, Checkpoint::open(dit_dir));
+  std::optional<XOmniPipeline> pipe;
+  step(lm, "load", [&] { pipe = XOmniPipeline::load(xomni_dir, flux_dir, rt); }, false);
+  if (!lm.ok()) vit.error = vq.error = dit.error = lm.error;
+
   // The LM: prefill of the prompt (and the CFG row, left-padded), then the last decode step.
   {
-    ComponentPlan c = component("xomni_lm", xomni_dir, Checkpoint::open(xomni_dir));
-    c.tensor_parallel = tensor_ranks(opt.rt);
-    std::optional<xomni::XOmniLM> lm;
-    step(c, "load", [&] { lm = xomni::XOmniLM::load(xomni_dir, rt); }, false);
-    // Prompt length: the words of the prompt as tokens, plus "<SOM>rows cols<IMAGE>" (digits are
-    // single tokens); the CFG row is that prefix alone.
-    const int64_t prefix = 2 + static_cast<int64_t>(std::to_string(rows).size() + 1 + std::to_string(cols).size());
-    const int64_t prompt_len = prefix + static_cast<int64_t>(std::count(req.prompt.begin(), req.prompt.end(), ' ') + 1);
     const int64_t batch = req.cfg ? 2 : 1;
-    std::optional<nn::KVCache> cache;
-    step(c, "cache", [&] {
-      cache.emplace(lm->new_cache(batch, prompt_len + codes));
-      c.kv_cache_bytes = cache->bytes();
+    at::Tensor ids, mask;
+    step(lm, "prompt", [&] {
+      const XOmniPrompt p = pipe->t2i_prompt(req.prompt, req.width, req.height);
+      if (req.cfg) std::tie(ids, mask) = pipe->lm().cfg_rows(p.ids, p.negative_ids);
+      else ids = p.ids;
     }, false);
-    step(c, "prefill " + dims({batch, prompt_len}) + " tokens, cache for " + std::to_string(prompt_len + codes), [&] {
-      at::Tensor ids = ids_cpu(batch, prompt_len), mask;
-      if (req.cfg) {
-        mask = at::ones({batch, prompt_len}, at::kLong);
-        mask[1].slice(0, 0, prompt_len - prefix).zero_();  // the CFG row is left-padded
-      }
-      (void)lm->prefill(ids, *cache, xomni::Mode::Image, mask);
-    });
-    step(c, "decode step " + std::to_string(codes) + " of " + std::to_string(codes) + ", batch " + std::to_string(batch), [&] {
+    const int64_t prompt_len = ids.defined() ? ids.size(1) : 0;
+    std::optional<nn::KVCache> cache;
+    step(lm, "cache", [&] {
+      cache.emplace(pipe->lm().new_cache(batch, prompt_len + codes));
+      lm.kv_cache_bytes = cache->bytes();
+    }, false);
+    step(lm, "prefill " + dims({batch, prompt_len}) + " tokens, cache for " + std::to_string(prompt_len + codes),
+         [&] { (void)pipe->lm().prefill(ids, *cache, xomni::Mode::Image, mask); });
+    step(lm, "decode step " + std::to_string(codes) + " of " + std::to_string(codes) + ", batch " + std::to_string(batch), [&] {
       cache->skip(codes - 1);
-      (void)lm->decode_one(at::full({batch}, lm->config().text.vocab_size, at::TensorOptions().dtype(at::kLong).device(rt.torch_device())),
-                           *cache, xomni::Mode::Image);
+      const xomni::XOmniLM m = pipe->lm();
+      (void)m.decode_one(at::full({batch}, m.config().text.vocab_size, at::TensorOptions().dtype(at::kLong).device(rt.torch_device())),
+                         *cache, xomni::Mode::Image);
     });
-    out.push_back(std::move(c));
   }
 
   // SigLIP-VQ: the ViT-g and quantizer on an image of the request's size (chat), the decoder half
   // on the sampled codes (generation).
   at::Tensor features;
   {
-    const std::string vit_path = sub(xomni_dir, vision.siglip_path), vq_path = sub(xomni_dir, vision.projector_path);
-    ComponentPlan vit = component("siglip_vq_vit", vit_path, Checkpoint::open(vit_path));
-    ComponentPlan vq = component("siglip_vq_projector", vq_path, Checkpoint::open(vq_path));
-    std::optional<SiglipViT> encoder;
-    std::optional<SiglipVQ> projector;
-    step(vit, "load", [&] {
-      WeightStore store(Checkpoint::open(vit_path), rt);
-      encoder.emplace(store, vision.vit);
-      store.finish();
-    }, false);
-    step(vq, "load", [&] {
-      WeightStore store(Checkpoint::open(vq_path), rt);
-      projector.emplace(store.root(), vision.vq);
-      store.finish();
-    }, false);
     at::Tensor vit_out;
-    step(vit, "encode pixels " + dims({1, 3, req.height, req.width}), [&] { vit_out = encoder->forward(d.empty({1, 3, req.height, req.width})); });
-    step(vq, "quantize " + std::to_string(codes) + " features", [&] { (void)projector->encode(vit_out, rows, cols); });
+    step(vit, "encode pixels " + dims({1, 3, req.height, req.width}),
+         [&] { vit_out = pipe->image_tokenizer().vit().forward(d.empty({1, 3, req.height, req.width})); });
+    step(vq, "quantize " + std::to_string(codes) + " features", [&] { (void)pipe->image_tokenizer().vq().encode(vit_out, rows, cols); });
     step(vq, "decode " + std::to_string(codes) + " codes", [&] {
-      features = projector->decode(at::zeros({codes}, at::kLong), rows, cols);  // host codes, as the pipeline passes them
+      features = pipe->image_tokenizer().decode(at::zeros({codes}, at::kLong), rows, cols);  // host codes, as the pipeline passes them
     });
-    out.push_back(std::move(vit));
-    out.push_back(std::move(vq));
   }
 
   // The FLUX decoder: the DiT with the feature injection at (rows, cols) * upscale_factor.
   const int64_t width = cols * vision.decoder.upscale_factor, height = rows * vision.decoder.upscale_factor;
   {
-    const std::string dir = sub(xomni_dir, vision.decoder.model_path);
-    ComponentPlan c = component("xomni_dit", dir, Checkpoint::open(dir));
-    std::optional<XOmniDecoder> dec;
-    step(c, "load", [&] { dec = XOmniDecoder::load(xomni_dir, flux_dir, vision, rt); }, false);
     const int64_t lh = flux_latent_size(height) / 2, lw = flux_latent_size(width) / 2;
-    step(c, dit_label(req.decoder_batch, width, height, req.t5_tokens), [&] {
-      at::Tensor add = dec->injection(features, rows, cols, lh, lw).expand({req.decoder_batch, -1, -1});
-      dit_forward(dec->flux().transformer(), d, req.decoder_batch, width, height, req.t5_tokens, add);
+    step(dit, dit_label(req.decoder_batch, width, height, req.t5_tokens), [&] {
+      const XOmniDecoder& dec = pipe->decoder();
+      at::Tensor add = dec.injection(features, rows, cols, lh, lw).expand({req.decoder_batch, -1, -1});
+      dit_forward(dec.flux().transformer(), d, req.decoder_batch, width, height, req.t5_tokens, add);
     });
-    out.push_back(std::move(c));
   }
+  out.push_back(std::move(lm));
+  out.push_back(std::move(vit));
+  out.push_back(std::move(vq));
+  out.push_back(std::move(dit));
   // The decoder's prompt and "" (true CFG): two rows through CLIP and T5.
   plan_text_encoders(out, flux_dir, 2, req.t5_tokens, rt);
   plan_vae(out, flux_dir, 1, width, height, rt);

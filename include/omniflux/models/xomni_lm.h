@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -85,6 +86,9 @@ class XOmniLM {
   };
   at::Tensor generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,
                                   const ImageGeneration& opt) const;
+  // The batch generate_image_codes prefills with CFG in one process: rows [cond; uncond], each
+  // left-padded to the longer one, and the attention mask (0 on the pads), where prompt_ids are.
+  std::pair<at::Tensor, at::Tensor> cfg_rows(const at::Tensor& prompt_ids, const at::Tensor& negative_ids) const;
 
   // Checks that "<MM-Token-k>" is id vocab_size + k (k = 0, 1 and image_vocab_size - 1) with the
   // tokenizer's lookup; throws Error naming the token otherwise.
