@@ -23,7 +23,6 @@ const char* weight_format_name(WeightFormat f) {
 }
 
 namespace {
-constexpr double kFp8Max = 448.0;  // largest finite float8_e4m3fn
 constexpr double kInt8Max = 127.0;
 }  // namespace
 

@@ -14,7 +14,6 @@
 namespace omniflux::nn {
 
 namespace {
-constexpr double kFp8Max = 448.0;  // largest finite float8_e4m3fn
 constexpr double kActivationEps = 1e-12;  // an all-zero row gets a tiny scale, not a division by zero
 }  // namespace
 

@@ -12,6 +12,8 @@ namespace omniflux {
 
 // Bf16 is a plain cast (no codes, no scale); Fp8 and Int8 are the quantised formats.
 enum class WeightFormat { Fp8, Int8, Bf16 };
+
+constexpr double kFp8Max = 448.0;  // largest finite float8_e4m3fn (weights and activations)
 // "fp8", "int8" or "bf16" (the --weights spellings); anything else is an Error.
 WeightFormat parse_weight_format(const std::string& name);
 const char* weight_format_name(WeightFormat f);
