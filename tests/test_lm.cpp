@@ -63,7 +63,7 @@ TEST(KVCache, ChecksCapacityShapesAndPadding) {
 }
 
 TEST(Qwen2, TeacherForcedCachedLogitsMatchFullSequence) {
-  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  auto lm = Qwen2ForCausalLM::load(fixture("qwen2_lm"));
   at::manual_seed(3);
   at::Tensor ids = at::randint(0, lm.config().vocab_size, {2, 14}, at::kLong);
   at::Tensor full = lm.forward(ids);  // [2, 14, V]
@@ -77,7 +77,7 @@ TEST(Qwen2, TeacherForcedCachedLogitsMatchFullSequence) {
 }
 
 TEST(Qwen2, LeftPaddedRowMatchesUnpaddedForward) {
-  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  auto lm = Qwen2ForCausalLM::load(fixture("qwen2_lm"));
   at::manual_seed(4);
   at::Tensor a = at::randint(0, 512, {1, 9}, at::kLong), b = at::randint(0, 512, {1, 6}, at::kLong);
   at::Tensor batch = at::cat({a, at::cat({at::full({1, 3}, 7, at::kLong), b}, 1)});
@@ -99,7 +99,7 @@ TEST(Qwen2, LeftPaddedCfgPairDecodesAsEachRowAlone) {
   // The CFG pair X-Omni runs (a prompt and a shorter negative prompt, left-padded into one batch):
   // 12 greedy tokens per row through the padded cache equal each row decoded alone, token for token,
   // with logits within 1e-4. The padded rows attend their own keys only (no key mask).
-  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  auto lm = Qwen2ForCausalLM::load(fixture("qwen2_lm"));
   at::manual_seed(8);
   const at::Tensor a = at::randint(0, 512, {1, 11}, at::kLong), b = at::randint(0, 512, {1, 4}, at::kLong);
   const at::Tensor batch = at::cat({a, at::cat({at::zeros({1, 7}, at::kLong), b}, 1)});
@@ -136,7 +136,7 @@ TEST(Qwen2, FixedShapeDecodeEqualsGrowingDecodeTokenForToken) {
   // write slot from the device length, against the ordinary growing views: the same greedy tokens
   // and logits within 1e-4, for one row and for a left-padded CFG pair, across bucket edges and the
   // capacity cap (a 31-token cache: views of 16, 24 and 31 keys).
-  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  auto lm = Qwen2ForCausalLM::load(fixture("qwen2_lm"));
   at::manual_seed(9);
   const at::Tensor a = at::randint(0, 512, {1, 11}, at::kLong), b = at::randint(0, 512, {1, 4}, at::kLong);
   at::Tensor pair_mask = at::ones({2, 11}, at::kLong);
@@ -169,20 +169,20 @@ TEST(Qwen2, FixedShapeDecodeEqualsGrowingDecodeTokenForToken) {
 }
 
 TEST(Qwen2, RejectsBadIdsAndBadFolders) {
-  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"));
+  auto lm = Qwen2ForCausalLM::load(fixture("qwen2_lm"));
   EXPECT_THROW(lm.forward(at::full({1, 3}, 512, at::kLong)), Error);
   EXPECT_THROW(lm.forward(at::full({1, 3}, -1, at::kLong)), Error);
   EXPECT_THROW(lm.forward(at::zeros({3}, at::kLong)), Error);
   EXPECT_THROW(lm.forward(at::zeros({1, 3}, at::kFloat)), Error);
   auto cache = lm.new_cache(1, 4);
   EXPECT_THROW(lm.prefill(at::zeros({2, 2}, at::kLong), cache), Error);  // batch differs
-  EXPECT_THROW(qwen2::Qwen2ForCausalLM::load("/nonexistent/qwen2"), Error);
+  EXPECT_THROW(Qwen2ForCausalLM::load("/nonexistent/qwen2"), Error);
   {
     TempDir d;  // untied config: the file has no lm_head.weight
     copy_fixture("qwen2_lm", d.path());
     replace_in_file(d.path() / "config.json", "\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
     try {
-      qwen2::Qwen2ForCausalLM::load(d.path().string());
+      Qwen2ForCausalLM::load(d.path().string());
       FAIL() << "expected an Error";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("lm_head.weight"), std::string::npos) << e.what();
@@ -192,42 +192,42 @@ TEST(Qwen2, RejectsBadIdsAndBadFolders) {
     TempDir d;  // one layer more in the config than in the file
     copy_fixture("qwen2_lm", d.path());
     replace_in_file(d.path() / "config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
-    EXPECT_THROW(qwen2::Qwen2ForCausalLM::load(d.path().string()), Error);
+    EXPECT_THROW(Qwen2ForCausalLM::load(d.path().string()), Error);
   }
   {
     TempDir d;  // one layer fewer: the file's extra layer is an unused key
     copy_fixture("qwen2_lm", d.path());
     replace_in_file(d.path() / "config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
-    EXPECT_THROW(qwen2::Qwen2ForCausalLM::load(d.path().string()), Error);
+    EXPECT_THROW(Qwen2ForCausalLM::load(d.path().string()), Error);
   }
 }
 
 TEST(XOmniLM, TeacherForcedCachedLogitsMatchFullSequenceInBothModes) {
-  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  auto lm = XOmniLM::load(fixture("xomni_lm"));
   const int64_t V = lm.config().text.vocab_size, K = lm.config().image_vocab_size;
   at::manual_seed(5);
   // text prefix, then image codes
   at::Tensor ids = at::cat({at::randint(0, V, {1, 7}, at::kLong), V + at::randint(0, K, {1, 9}, at::kLong)}, 1);
-  for (auto mode : {xomni::Mode::Text, xomni::Mode::Image}) {
+  for (auto mode : {XOmniMode::Text, XOmniMode::Image}) {
     auto full_cache = lm.new_cache(1, 16);
     at::Tensor full = lm.prefill(ids, full_cache, mode, {}, 0);
     auto cache = lm.new_cache(1, 16);
     std::vector<at::Tensor> got = {lm.prefill(ids.slice(1, 0, 8), cache, mode, {}, 0)};
     for (int64_t i = 8; i < 16; ++i) got.push_back(lm.decode_one(ids.select(1, i), cache, mode).unsqueeze(1));
     EXPECT_LT(max_abs(at::cat(got, 1), full), 1e-4);
-    EXPECT_EQ(full.size(2), mode == xomni::Mode::Text ? V : K);
+    EXPECT_EQ(full.size(2), mode == XOmniMode::Text ? V : K);
   }
 }
 
 TEST(XOmniLM, RoutedLayersLeaveTextPositionsAlone) {
   // A text-only sequence must give the same text logits whatever image tokens follow it.
-  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  auto lm = XOmniLM::load(fixture("xomni_lm"));
   const int64_t V = lm.config().text.vocab_size;
   at::Tensor text = at::arange(5, 11, at::kLong).unsqueeze(0);
   auto c1 = lm.new_cache(1, 6), c2 = lm.new_cache(1, 9);
-  at::Tensor a = lm.prefill(text, c1, xomni::Mode::Text, {}, 0);
+  at::Tensor a = lm.prefill(text, c1, XOmniMode::Text, {}, 0);
   at::Tensor b = lm.prefill(at::cat({text, at::tensor({V, V + 3, V + 1}, at::kLong).unsqueeze(0)}, 1), c2,
-                            xomni::Mode::Text, {}, 0);
+                            XOmniMode::Text, {}, 0);
   EXPECT_LT(max_abs(a, b.slice(1, 0, 6)), 1e-5);
   EXPECT_TRUE(lm.config().routed(0));
   EXPECT_FALSE(lm.config().routed(1));
@@ -235,9 +235,9 @@ TEST(XOmniLM, RoutedLayersLeaveTextPositionsAlone) {
 }
 
 TEST(XOmniLM, ImageCodeGenerationIsReproducibleAndInRange) {
-  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  auto lm = XOmniLM::load(fixture("xomni_lm"));
   at::Tensor prompt = at::arange(1, 11, at::kLong).unsqueeze(0), neg = at::arange(8, 11, at::kLong).unsqueeze(0);
-  xomni::XOmniLM::ImageGeneration g;
+  XOmniLM::ImageGeneration g;
   g.sampling.seed = 1234;
   g.guidance_scale = 3.0;
   at::Tensor a = lm.generate_image_codes(prompt, neg, 12, g), b = lm.generate_image_codes(prompt, neg, 12, g);
@@ -254,9 +254,9 @@ TEST(XOmniLM, ImageCodeGenerationIsReproducibleAndInRange) {
 }
 
 TEST(XOmniLM, ImageCodeGenerationCancelsWithinOneCode) {
-  auto lm = xomni::XOmniLM::load(fixture("xomni_lm"));
+  auto lm = XOmniLM::load(fixture("xomni_lm"));
   at::Tensor prompt = at::arange(1, 11, at::kLong).unsqueeze(0), neg = at::arange(8, 11, at::kLong).unsqueeze(0);
-  xomni::XOmniLM::ImageGeneration g;
+  XOmniLM::ImageGeneration g;
   g.sampling.seed = 1234;
   g.guidance_scale = 3.0;
   const at::Tensor all = lm.generate_image_codes(prompt, neg, 12, g);
@@ -283,14 +283,14 @@ TEST(XOmniLM, ChecksImageCodeIdsAgainstTheTokenizer) {
     TempDir d;
     copy_fixture("xomni_lm", d.path());
     write_tiny_tokenizer((d.path() / "tokenizer.json").string(), V, mm_tokens(V));
-    EXPECT_NO_THROW(xomni::XOmniLM::load(d.path().string()));
+    EXPECT_NO_THROW(XOmniLM::load(d.path().string()));
   }
   {
     TempDir d;
     copy_fixture("xomni_lm", d.path());
     write_tiny_tokenizer((d.path() / "tokenizer.json").string(), V + 3, mm_tokens(V + 3));  // "<MM-Token-0>" != vocab_size
     try {
-      xomni::XOmniLM::load(d.path().string());
+      XOmniLM::load(d.path().string());
       FAIL() << "expected an Error";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("<MM-Token-0>"), std::string::npos) << e.what();
@@ -300,13 +300,13 @@ TEST(XOmniLM, ChecksImageCodeIdsAgainstTheTokenizer) {
     TempDir d;  // the plain Qwen2 tokenizer has no image-code tokens at all
     copy_fixture("xomni_lm", d.path());
     fs::copy(fixture("tokenizers/qwen2/tokenizer.json"), d.path() / "tokenizer.json");
-    EXPECT_THROW(xomni::XOmniLM::load(d.path().string()), Error);
+    EXPECT_THROW(XOmniLM::load(d.path().string()), Error);
   }
   {
     TempDir d;  // adapter + head layers exceed the stack
     copy_fixture("xomni_lm", d.path());
     replace_in_file(d.path() / "config.json", "\"num_mm_head_layers\": 1", "\"num_mm_head_layers\": 6");
-    EXPECT_THROW(xomni::XOmniLM::load(d.path().string()), Error);
+    EXPECT_THROW(XOmniLM::load(d.path().string()), Error);
   }
 }
 
@@ -315,7 +315,7 @@ TEST(Qwen2, LeftPaddingStaysFiniteInBfloat16) {
   // all-pad query rows into NaN.
   RuntimeOptions rt;
   rt.dtype = "bfloat16";
-  auto lm = qwen2::Qwen2ForCausalLM::load(fixture("qwen2_lm"), rt);
+  auto lm = Qwen2ForCausalLM::load(fixture("qwen2_lm"), rt);
   at::Tensor ids = at::tensor({0, 0, 0, 5, 6, 7, 1, 2, 3, 4, 5, 6}, at::kLong).view({2, 6});
   at::Tensor mask = (ids != 0).to(at::kLong);
   mask[1].fill_(1);

@@ -70,16 +70,16 @@ TEST(MultiImage, Siglip2NaflexBatchOfDifferentShapesEqualsItemsAlone) {
 namespace {
 
 // The fixture Qwen2.5-VL (vocab 600) with a tiny tokenizer carrying the config's special ids.
-qwen2_5_vl::Qwen2_5_VL vl_model(const TempDir& d) {
+Qwen2_5_VL vl_model(const TempDir& d) {
   for (const auto& e : fs::directory_iterator(fixture("qwen2_5_vl"))) fs::copy(e.path(), d.path() / e.path().filename());
   write_tiny_tokenizer((d.path() / "tokenizer.json").string(), 590,
                        {{"<|vision_start|>", 590}, {"<|vision_end|>", 591}, {"<|vision_pad|>", 592},
                         {"<|image_pad|>", 593}, {"<|video_pad|>", 594}, {"<|im_start|>", 595},
                         {"<|im_end|>", 596}, {"<|endoftext|>", 597}});
-  return qwen2_5_vl::Qwen2_5_VL::load(d.path().string());
+  return Qwen2_5_VL::load(d.path().string());
 }
 
-at::Tensor all_logits(const qwen2_5_vl::Qwen2_5_VL& m, const qwen2_5_vl::Qwen2_5_VL::Prompt& p) {
+at::Tensor all_logits(const Qwen2_5_VL& m, const Qwen2_5_VL::Prompt& p) {
   auto cache = m.new_cache(1, p.ids.size(1));
   return m.prefill(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache, {}, 0)[0];
 }
@@ -96,11 +96,11 @@ TEST(MultiImage, Qwen2_5_VLTwoAndThreeImagesEqualTheirPartsAlone) {
   const std::string q = "Compare the pictures.";
 
   // Vision features: the tower on three images at once equals each image alone, in order.
-  auto px = qwen2_5_vl::preprocess(images, m.preprocessor());
+  auto px = qwen2_5_vl_preprocess(images, m.preprocessor());
   at::Tensor feats = m.visual().forward(px.pixel_values, px.grid_thw);
   int64_t row = 0;
   for (size_t i = 0; i < images.size(); ++i) {
-    auto one = qwen2_5_vl::preprocess({images[i]}, m.preprocessor());
+    auto one = qwen2_5_vl_preprocess({images[i]}, m.preprocessor());
     at::Tensor f = m.visual().forward(one.pixel_values, one.grid_thw);
     EXPECT_LE(max_diff(f, feats.slice(0, row, row + f.size(0))), 1e-5) << i;
     row += f.size(0);
@@ -120,7 +120,7 @@ TEST(MultiImage, Qwen2_5_VLTwoAndThreeImagesEqualTheirPartsAlone) {
     EXPECT_LE(max_diff(a.slice(0, 0, shared), b.slice(0, 0, shared)), 1e-4) << n << " images";
     // and the positions after differ (the extra image is really seen)
     EXPECT_GT(max_diff(a.slice(0, -1), b.slice(0, -1)), 0.0);
-    qwen2_5_vl::Qwen2_5_VL::AnswerOptions o;
+    Qwen2_5_VL::AnswerOptions o;
     o.max_new_tokens = 3;
     EXPECT_NO_THROW(m.answer(std::vector<Image>(images.begin(), images.begin() + n), q, o));
   }

@@ -39,7 +39,6 @@
 
 namespace fs = std::filesystem;
 using namespace omniflux;
-namespace xo = omniflux::xomni;
 
 namespace {
 
@@ -450,7 +449,7 @@ TEST(Quantize, LMsStayWithinToleranceAndMostlyKeepGreedyTokens) {
   const at::Tensor ids = io.get("input_ids");
   const at::Tensor ref_ids = io.get("generated_ids");
   for (WeightFormat f : kFormats) {
-    auto lm = qwen2::Qwen2ForCausalLM::load(quantized(fx.string(), f));
+    auto lm = Qwen2ForCausalLM::load(quantized(fx.string(), f));
     expect_within(std::string("qwen2_lm logits ") + weight_format_name(f), deviation(lm.forward(ids), io.get("logits")),
                   model_bound(f));
     auto cache = lm.new_cache(1, ids.size(1) + ref_ids.size(1));
@@ -604,17 +603,17 @@ TEST(Pickles, PytorchModelBinLoadsLikeSafetensorsAndBadOnesAreRefused) {
   save_torch_state_dict((f / "pytorch_model.bin").string(), read_all(f / "model.safetensors"));
   fs::remove(f / "model.safetensors");
   const at::Tensor ids = Checkpoint::open((fx / "io.safetensors").string()).get("input_ids");
-  EXPECT_TRUE(at::equal(qwen2::Qwen2ForCausalLM::load(f.string()).forward(ids),
-                        qwen2::Qwen2ForCausalLM::load(fx.string()).forward(ids)));
+  EXPECT_TRUE(at::equal(Qwen2ForCausalLM::load(f.string()).forward(ids),
+                        Qwen2ForCausalLM::load(fx.string()).forward(ids)));
 
   // A torch.save zip whose pickle is a list, not a dict.
   write_bytes(f / "pytorch_model.bin", make_zip({{"a/data.pkl", std::string("\x80\x02]q\x00.", 6)}}));
-  std::string e = error_of([&] { qwen2::Qwen2ForCausalLM::load(f.string()); });
+  std::string e = error_of([&] { Qwen2ForCausalLM::load(f.string()); });
   EXPECT_TRUE(has(e, "pytorch_model.bin")) << e;
   EXPECT_TRUE(has(e, "dict")) << e;
   // Not a zip at all.
   write_bytes(f / "pytorch_model.bin", "not a pickle");
-  e = error_of([&] { qwen2::Qwen2ForCausalLM::load(f.string()); });
+  e = error_of([&] { Qwen2ForCausalLM::load(f.string()); });
   EXPECT_TRUE(has(e, "pytorch_model.bin")) << e;
 }
 

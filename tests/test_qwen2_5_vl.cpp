@@ -18,7 +18,6 @@
 #include "tiny_tokenizer.h"
 
 using namespace omniflux;
-using namespace omniflux::qwen2_5_vl;
 namespace fs = std::filesystem;
 
 namespace {
@@ -30,41 +29,41 @@ using Size = std::pair<int64_t, int64_t>;
 
 TEST(Qwen2_5_VL, SmartResize) {
   const int64_t big = 28 * 28 * 16384;
-  EXPECT_EQ(smart_resize(100, 150, 28, 3136, big), Size(112, 140));
+  EXPECT_EQ(qwen2_5_vl_smart_resize(100, 150, 28, 3136, big), Size(112, 140));
   // 70 / 28 = 2.5 rounds half to even: 56, not 84.
-  EXPECT_EQ(smart_resize(70, 70, 28, 3136, big), Size(56, 56));
+  EXPECT_EQ(qwen2_5_vl_smart_resize(70, 70, 28, 3136, big), Size(56, 56));
   // Above max_pixels: beta = sqrt(1000 * 500 / 78400) = 2.525; floor(14.14) * 28, floor(7.07) * 28.
-  EXPECT_EQ(smart_resize(1000, 500, 28, 3136, 78400), Size(392, 196));
+  EXPECT_EQ(qwen2_5_vl_smart_resize(1000, 500, 28, 3136, 78400), Size(392, 196));
   // Below min_pixels: beta = sqrt(3136 / 600) = 2.286; ceil(1.63) * 28, ceil(2.45) * 28.
-  EXPECT_EQ(smart_resize(20, 30, 28, 3136, big), Size(56, 84));
-  EXPECT_THROW(smart_resize(1, 201, 28, 3136, big), Error);
-  EXPECT_THROW(smart_resize(0, 10, 28, 3136, big), Error);
+  EXPECT_EQ(qwen2_5_vl_smart_resize(20, 30, 28, 3136, big), Size(56, 84));
+  EXPECT_THROW(qwen2_5_vl_smart_resize(1, 201, 28, 3136, big), Error);
+  EXPECT_THROW(qwen2_5_vl_smart_resize(0, 10, 28, 3136, big), Error);
 }
 
 TEST(Qwen2_5_VL, WindowIndexWorkedExamples) {
-  VisionConfig v;  // window 112, patch 14, merge 2: windows of 4x4 merged tokens
-  WindowIndex a = get_window_index(grid(1, 8, 12), v);
+  Qwen2_5_VLVisionConfig v;  // window 112, patch 14, merge 2: windows of 4x4 merged tokens
+  Qwen2_5_VLWindowIndex a = qwen2_5_vl_window_index(grid(1, 8, 12), v);
   EXPECT_TRUE(at::equal(a.window_index, longs({0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15, 18, 19, 20, 21, 4, 5, 10, 11, 16, 17, 22, 23})));
   EXPECT_TRUE(at::equal(a.cu_window_seqlens, longs({0, 64, 96})));
-  EXPECT_TRUE(at::equal(get_window_index(grid(1, 16, 16), v).cu_window_seqlens, longs({0, 64, 128, 192, 256})));
-  EXPECT_TRUE(at::equal(get_window_index(grid(1, 10, 10), v).cu_window_seqlens, longs({0, 64, 80, 96, 100})));
+  EXPECT_TRUE(at::equal(qwen2_5_vl_window_index(grid(1, 16, 16), v).cu_window_seqlens, longs({0, 64, 128, 192, 256})));
+  EXPECT_TRUE(at::equal(qwen2_5_vl_window_index(grid(1, 10, 10), v).cu_window_seqlens, longs({0, 64, 80, 96, 100})));
   // Two images: the second one's indices are offset by the first one's merged-token count.
-  WindowIndex two = get_window_index(at::cat({grid(1, 4, 4), grid(1, 4, 4)}), v);
+  Qwen2_5_VLWindowIndex two = qwen2_5_vl_window_index(at::cat({grid(1, 4, 4), grid(1, 4, 4)}), v);
   EXPECT_TRUE(at::equal(two.window_index, longs({0, 1, 2, 3, 4, 5, 6, 7})));
   EXPECT_TRUE(at::equal(two.cu_window_seqlens, longs({0, 16, 32})));
-  EXPECT_THROW(get_window_index(grid(1, 5, 4), v), Error);  // not a multiple of the merge size
+  EXPECT_THROW(qwen2_5_vl_window_index(grid(1, 5, 4), v), Error);  // not a multiple of the merge size
 }
 
 TEST(Qwen2_5_VL, RopeIndexWorkedExample) {
-  qwen2_5_vl::Config c;
-  c.vision = VisionConfig{};
+  Qwen2_5_VLConfig c;
+  c.vision = Qwen2_5_VLVisionConfig{};
   // 14 text tokens, <|vision_start|>, 24 image pads (grid 1x8x12), <|vision_end|>, 3 text tokens.
   std::vector<int64_t> ids(14, 10);
   ids.push_back(c.vision_start_token_id);
   ids.insert(ids.end(), 24, c.image_token_id);
   ids.push_back(151653);
   ids.insert(ids.end(), 3, 11);
-  RopeIndex r = get_rope_index(longs(ids).unsqueeze(0), grid(1, 8, 12), c);
+  Qwen2_5_VLRopeIndex r = qwen2_5_vl_rope_index(longs(ids).unsqueeze(0), grid(1, 8, 12), c);
   auto P = r.position_ids;
   for (int64_t i = 0; i < 15; ++i)
     for (int64_t k = 0; k < 3; ++k) EXPECT_EQ(P[k][0][i].item<int64_t>(), i);
@@ -76,13 +75,13 @@ TEST(Qwen2_5_VL, RopeIndexWorkedExample) {
   EXPECT_EQ(r.rope_deltas.item<int64_t>(), -18);
 
   // Left padding: pads keep position 1, the row's positions start at 0, delta counts the pads.
-  RopeIndex p = get_rope_index(longs({0, 0, 5, 6, 7}).unsqueeze(0), {}, c, longs({0, 0, 1, 1, 1}).unsqueeze(0));
+  Qwen2_5_VLRopeIndex p = qwen2_5_vl_rope_index(longs({0, 0, 5, 6, 7}).unsqueeze(0), {}, c, longs({0, 0, 1, 1, 1}).unsqueeze(0));
   EXPECT_TRUE(at::equal(p.position_ids[1][0], longs({1, 1, 0, 1, 2})));
   EXPECT_EQ(p.rope_deltas.item<int64_t>(), -2);
   // More images in the prompt than grids.
-  EXPECT_THROW(get_rope_index(longs(ids).unsqueeze(0), {}, c), Error);
+  EXPECT_THROW(qwen2_5_vl_rope_index(longs(ids).unsqueeze(0), {}, c), Error);
   std::vector<int64_t> video = {c.vision_start_token_id, c.video_token_id};
-  EXPECT_THROW(get_rope_index(longs(video).unsqueeze(0), {}, c), Error);
+  EXPECT_THROW(qwen2_5_vl_rope_index(longs(video).unsqueeze(0), {}, c), Error);
 }
 
 TEST(Qwen2_5_VL, MropeReducesTo1dForEqualRowsAndPicksSections) {
@@ -104,10 +103,10 @@ TEST(Qwen2_5_VL, MropeReducesTo1dForEqualRowsAndPicksSections) {
 }
 
 TEST(Qwen2_5_VL, PatchOrderIsMergeBlocksThenChannelTimeRowColumn) {
-  PreprocessorConfig pc;
+  Qwen2_5_VLPreprocessorConfig pc;
   at::manual_seed(0);
   at::Tensor img = at::randint(0, 256, {28, 56, 3}, at::kLong).to(at::kByte);  // 2x4 patches
-  PixelBatch pb = patchify({img}, pc);
+  Qwen2_5_VLPixels pb = qwen2_5_vl_patchify({img}, pc);
   ASSERT_EQ(pb.pixel_values.sizes(), (std::vector<int64_t>{8, 3 * 2 * 14 * 14}));
   EXPECT_TRUE(at::equal(pb.grid_thw, grid(1, 2, 4)));
   // Token j: merge block b = j / 4 (raster over the 1x2 blocks), patch (mh, mw) = ((j % 4) / 2, j % 2).
@@ -122,9 +121,9 @@ TEST(Qwen2_5_VL, PatchOrderIsMergeBlocksThenChannelTimeRowColumn) {
           EXPECT_NEAR(pb.pixel_values[j][col].item<double>(), want, 1e-5) << j << " " << col;
         }
   }
-  EXPECT_THROW(patchify({at::zeros({30, 28, 3}, at::kByte)}, pc), Error);
-  EXPECT_THROW(patchify({at::zeros({28, 28, 3}, at::kFloat)}, pc), Error);
-  EXPECT_THROW(patchify({}, pc), Error);
+  EXPECT_THROW(qwen2_5_vl_patchify({at::zeros({30, 28, 3}, at::kByte)}, pc), Error);
+  EXPECT_THROW(qwen2_5_vl_patchify({at::zeros({28, 28, 3}, at::kFloat)}, pc), Error);
+  EXPECT_THROW(qwen2_5_vl_patchify({}, pc), Error);
 }
 
 namespace {
@@ -133,7 +132,7 @@ struct VlInputs {
 };
 VlInputs fixture_inputs(const Qwen2_5_VL& m) {
   auto io = SafetensorsFile::open(fixture("qwen2_5_vl/io.safetensors"));
-  auto px = patchify({io.get("resized_image_0")}, m.preprocessor());
+  auto px = qwen2_5_vl_patchify({io.get("resized_image_0")}, m.preprocessor());
   return {io.get("input_ids"), px.pixel_values, px.grid_thw};
 }
 }  // namespace

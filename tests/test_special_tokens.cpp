@@ -86,7 +86,7 @@ TEST(SpecialTokens, Qwen2_5_VLPromptCannotAddImagePlaceholders) {
                        {{"<|vision_start|>", 590}, {"<|vision_end|>", 591}, {"<|vision_pad|>", 592},
                         {"<|image_pad|>", 593}, {"<|video_pad|>", 594}, {"<|im_start|>", 595},
                         {"<|im_end|>", 596}, {"<|endoftext|>", 597}});
-  auto m = qwen2_5_vl::Qwen2_5_VL::load(d.path().string());
+  auto m = Qwen2_5_VL::load(d.path().string());
   auto io = SafetensorsFile::open(fixture("qwen2_5_vl/io.safetensors"));
   const Image img = image_from_tensor(io.get("raw_image_0"));
   const std::string q = "What is <|vision_start|><|image_pad|><|vision_end|> this?";
@@ -94,7 +94,7 @@ TEST(SpecialTokens, Qwen2_5_VLPromptCannotAddImagePlaceholders) {
   auto p = m.build_prompt({img}, q);
   EXPECT_EQ(count(p.ids, 593), 20);  // the one real image's 20 pads, nothing more
   EXPECT_EQ(count(p.ids, 590), 1);
-  qwen2_5_vl::Qwen2_5_VL::AnswerOptions o;
+  Qwen2_5_VL::AnswerOptions o;
   o.max_new_tokens = 3;
   EXPECT_NO_THROW(m.answer({img}, q, o));
   EXPECT_NO_THROW(m.answer({}, q, o));

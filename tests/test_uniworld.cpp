@@ -195,7 +195,7 @@ TEST(UniWorldConnectors, SigLipRowsGoBeforeEachVisionEndAndT5Last) {
   at::Tensor vlm = at::arange(6, at::kFloat).reshape({1, 6, 1}).expand({1, 6, 2}).contiguous();
   at::Tensor sig = (100 + at::arange(4, at::kFloat)).reshape({2, 2, 1}).expand({2, 2, 2}).contiguous();
   at::Tensor t5 = at::full({1, 1, 2}, -1.f);
-  auto ts = uniworld::assemble_text_stream(ids, vlm, sig, t5, END);
+  auto ts = uniworld_assemble_text_stream(ids, vlm, sig, t5, END);
   // rows: v0 | s0 s1 | v1 v2 v3 | s2 s3 | v4 v5 | t5
   const std::vector<float> want = {0, 100, 101, 1, 2, 3, 102, 103, 4, 5, -1};
   ASSERT_EQ(ts.prompt_embeds.sizes(), at::IntArrayRef({1, 11, 2}));
@@ -205,14 +205,14 @@ TEST(UniWorldConnectors, SigLipRowsGoBeforeEachVisionEndAndT5Last) {
   EXPECT_EQ(ts.row_source[1][0].item<int64_t>(), 1);
   EXPECT_EQ(ts.row_source[10][0].item<int64_t>(), 2);
   // without images and without T5: the projected VLM rows alone
-  auto plain = uniworld::assemble_text_stream(at::tensor({1, 2, 3}, at::kLong).reshape({1, 3}),
+  auto plain = uniworld_assemble_text_stream(at::tensor({1, 2, 3}, at::kLong).reshape({1, 3}),
                                               vlm.slice(1, 0, 3), at::Tensor(), at::Tensor(), END);
   EXPECT_TRUE(at::equal(plain.prompt_embeds, vlm.slice(1, 0, 3)));
   // one image for two <|vision_end|> tokens
-  EXPECT_THROW(uniworld::assemble_text_stream(ids, vlm, sig.slice(0, 0, 1), t5, END), Error);
-  EXPECT_THROW(uniworld::assemble_text_stream(ids, vlm, at::Tensor(), t5, END), Error);
-  EXPECT_THROW(uniworld::assemble_text_stream(ids, vlm.slice(1, 0, 5), sig, t5, END), Error);
-  EXPECT_THROW(uniworld::assemble_text_stream(ids, vlm, sig, at::zeros({1, 1, 3}), END), Error);
+  EXPECT_THROW(uniworld_assemble_text_stream(ids, vlm, sig.slice(0, 0, 1), t5, END), Error);
+  EXPECT_THROW(uniworld_assemble_text_stream(ids, vlm, at::Tensor(), t5, END), Error);
+  EXPECT_THROW(uniworld_assemble_text_stream(ids, vlm.slice(1, 0, 5), sig, t5, END), Error);
+  EXPECT_THROW(uniworld_assemble_text_stream(ids, vlm, sig, at::zeros({1, 1, 3}), END), Error);
 }
 
 TEST(UniWorldConnectors, OutputSizeFollowsTheAspectRatioTable) {
@@ -239,20 +239,20 @@ TEST(UniWorldConnectors, TaskHeadFromTorchSaveAndSafetensors) {
   at::Tensor h = at::randn({4});
   at::Tensor want = at::matmul(sd["3.weight"], at::silu(at::matmul(sd["0.weight"], h) + sd["0.bias"])) + sd["3.bias"];
   for (const char* f : {"task_head_final.pt", "task_head_final.safetensors"}) {
-    auto head = uniworld::TaskHead::load((d.path() / f).string(), 4);
+    auto head = UniWorldTaskHead::load((d.path() / f).string(), 4);
     EXPECT_TRUE(at::allclose(head.forward(h), want, 1e-5, 1e-6)) << f;
     EXPECT_EQ(head.wants_image(h), want[0].item<float>() < want[1].item<float>());
   }
-  EXPECT_THROW(uniworld::TaskHead::load((d.path() / "task_head_final.pt").string(), 5), Error);  // hidden 4
+  EXPECT_THROW(UniWorldTaskHead::load((d.path() / "task_head_final.pt").string(), 5), Error);  // hidden 4
   auto missing = sd;
   missing.erase("3.bias");
   save_torch_state_dict((d.path() / "missing.pt").string(), missing);
-  EXPECT_THROW(uniworld::TaskHead::load((d.path() / "missing.pt").string(), 4), Error);
+  EXPECT_THROW(UniWorldTaskHead::load((d.path() / "missing.pt").string(), 4), Error);
   auto extra = sd;
   extra["5.weight"] = at::zeros({1});
   save_torch_state_dict((d.path() / "extra.pt").string(), extra);
-  EXPECT_THROW(uniworld::TaskHead::load((d.path() / "extra.pt").string(), 4), Error);
-  EXPECT_THROW(uniworld::TaskHead::load((d.path() / "absent.pt").string(), 4), Error);
+  EXPECT_THROW(UniWorldTaskHead::load((d.path() / "extra.pt").string(), 4), Error);
+  EXPECT_THROW(UniWorldTaskHead::load((d.path() / "absent.pt").string(), 4), Error);
 }
 
 // ---- end to end on tiny folders -----------------------------------------------------------------

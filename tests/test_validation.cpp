@@ -109,7 +109,7 @@ TEST(ConfigValidation, Qwen2_5_VLConfigsAreCheckedBeforeUse) {
                               const std::string& file = "config.json") {
     TempDir d;
     const fs::path dir = edited_copy(d, "qwen2_5_vl", file, edit);
-    EXPECT_ERROR_HAS(qwen2_5_vl::Qwen2_5_VL::load(dir.string()), needle);
+    EXPECT_ERROR_HAS(Qwen2_5_VL::load(dir.string()), needle);
   };
   // Zero patch or merge sizes used to divide by zero (SIGFPE).
   expect_load_error([](json& j) { j["vision_config"]["patch_size"] = 0; }, "config.json: vision_config.patch_size");
@@ -169,7 +169,7 @@ TEST(RuntimeValidation, OptionsAreCheckedInOnePlaceBeforeLoading) {
   EXPECT_ERROR_HAS(rt.validate(), "float16 is not supported on the CPU (RuntimeOptions::dtype)");
   // A loader says so before mapping anything, instead of a LibTorch kernel error later.
   EXPECT_ERROR_HAS(WeightStore::open(fixture("flux_vae"), rt), "float16 is not supported on the CPU");
-  EXPECT_ERROR_HAS(qwen2_5_vl::Qwen2_5_VL::load(fixture("qwen2_5_vl"), rt), "float16 is not supported on the CPU");
+  EXPECT_ERROR_HAS(Qwen2_5_VL::load(fixture("qwen2_5_vl"), rt), "float16 is not supported on the CPU");
   rt = {};
   rt.num_threads = 100000;
   EXPECT_ERROR_HAS(rt.validate(), "RuntimeOptions::num_threads");
@@ -281,8 +281,8 @@ TEST(PathValidation, ShardIndexAndTokenizerFilesStayInside) {
   write_tiny_tokenizer((outside / "vl_tokenizer.json").string(), 590,
                        {{"<|vision_start|>", 590}, {"<|image_pad|>", 593}, {"<|im_start|>", 595}, {"<|im_end|>", 596}});
   fs::create_symlink(outside / "vl_tokenizer.json", vl / "tokenizer.json");
-  EXPECT_ERROR_HAS(qwen2_5_vl::Qwen2_5_VL::load(vl.string()), "vl/tokenizer.json");
-  EXPECT_NO_THROW(qwen2_5_vl::Qwen2_5_VL::load(vl.string(), rt));  // allow_outside_paths
+  EXPECT_ERROR_HAS(Qwen2_5_VL::load(vl.string()), "vl/tokenizer.json");
+  EXPECT_NO_THROW(Qwen2_5_VL::load(vl.string(), rt));  // allow_outside_paths
 }
 
 TEST(PathValidation, FifosAreRefusedBeforeReading) {
@@ -354,8 +354,8 @@ TEST(SharedChecks, Qwen2_5_VLAnswerChecksTheContextFirst) {
                        {{"<|vision_start|>", 590}, {"<|vision_end|>", 591}, {"<|vision_pad|>", 592},
                         {"<|image_pad|>", 593}, {"<|video_pad|>", 594}, {"<|im_start|>", 595},
                         {"<|im_end|>", 596}, {"<|endoftext|>", 597}});
-  auto m = qwen2_5_vl::Qwen2_5_VL::load(d.path().string());
-  qwen2_5_vl::Qwen2_5_VL::AnswerOptions o;
+  auto m = Qwen2_5_VL::load(d.path().string());
+  Qwen2_5_VL::AnswerOptions o;
   o.max_new_tokens = 1000000000;
   EXPECT_ERROR_HAS(m.answer({}, "Hi?", o), "Qwen2.5-VL answer");
   EXPECT_ERROR_HAS(m.answer({}, "Hi?", o), "max_position_embeddings = 32768");

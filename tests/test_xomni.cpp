@@ -27,7 +27,6 @@
 
 namespace fs = std::filesystem;
 using namespace omniflux;
-namespace xo = omniflux::xomni;
 
 namespace {
 
@@ -470,9 +469,9 @@ TEST(XOmniUnits, ImageModeSamplesOnlyImageCodesAndWarpsThatSlice) {
   const int64_t V = lm.config().text.vocab_size, K = lm.config().image_vocab_size;
   XOmniPrompt t = p.t2i_prompt("a cat", 64, 48);
   auto cache = lm.new_cache(1, t.ids.size(1) + 1);
-  at::Tensor logits = lm.prefill(t.ids, cache, xomni::Mode::Image);
+  at::Tensor logits = lm.prefill(t.ids, cache, XOmniMode::Image);
   EXPECT_EQ(logits.size(-1), K) << "image mode scores only the image codes; text ids are unreachable";
-  EXPECT_EQ(lm.token_offset(xomni::Mode::Image), V);
+  EXPECT_EQ(lm.token_offset(XOmniMode::Image), V);
   // top_k = 1 and min_p = 1 keep only the most likely code of the slice: both equal greedy.
   auto o = small("a cat");
   o.sampling.do_sample = false;

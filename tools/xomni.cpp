@@ -27,7 +27,6 @@ namespace {
 
 using omniflux::Error;
 namespace cli = omniflux::cli;
-namespace xo = omniflux::xomni;
 
 constexpr int64_t kMaxGridSide = omniflux::kFluxMaxSide / 16;  // codes per side of a 4096 px image
 

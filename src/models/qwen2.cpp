@@ -13,12 +13,12 @@
 #include "nn/ops.h"
 #include "nn/rotary.h"
 
-namespace omniflux::qwen2 {
+namespace omniflux {
 
-Config Config::from_json(const omniflux::Config& root) {
+Qwen2Config Qwen2Config::from_json(const omniflux::Config& root) {
   // Newer transformers nest the text fields of multimodal models under text_config.
   const omniflux::Config json = (!root.has("hidden_size") && root.has("text_config")) ? root.sub("text_config") : root;
-  Config c;
+  Qwen2Config c;
   c.vocab_size = json.get_size("vocab_size", c.vocab_size);
   c.hidden_size = json.get_size("hidden_size", c.hidden_size);
   c.intermediate_size = json.get_size("intermediate_size", c.intermediate_size);
@@ -48,8 +48,8 @@ Config Config::from_json(const omniflux::Config& root) {
   return c;
 }
 
-Config Config::qwen2_5_7b() {
-  Config c;
+Qwen2Config Qwen2Config::qwen2_5_7b() {
+  Qwen2Config c;
   c.vocab_size = 152064;
   c.hidden_size = 3584;
   c.intermediate_size = 18944;
@@ -64,9 +64,11 @@ Config Config::qwen2_5_7b() {
   return c;
 }
 
+namespace qwen2 {
+
 // --- Tensor parallelism -----------------------------------------------------------------------
 
-TensorSplit TensorSplit::of(const Config& c, const RuntimeOptions& rt, const std::string& where) {
+TensorSplit TensorSplit::of(const Qwen2Config& c, const RuntimeOptions& rt, const std::string& where) {
   TensorSplit s;
   s.group = rt.parallel ? rt.parallel->tensor_group() : nullptr;
   const int64_t P = s.group ? s.group->size() : 1;
@@ -98,13 +100,13 @@ TensorSplit TensorSplit::of(const Config& c, const RuntimeOptions& rt, const std
   return s;
 }
 
-void check_tensor_parallel(const Config& cfg, const RuntimeOptions& rt, const std::string& where) {
+void check_tensor_parallel(const Qwen2Config& cfg, const RuntimeOptions& rt, const std::string& where) {
   (void)TensorSplit::of(cfg, rt, where);
 }
 
 // --- DecoderLayer ---------------------------------------------------------------------------
 
-DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
+DecoderLayer DecoderLayer::load(const WeightView& w, const Qwen2Config& cfg) {
   const RuntimeOptions& rt = w.store().runtime();
   const TensorSplit tp = TensorSplit::of(cfg, rt, w.prefix());
   const int64_t H = cfg.hidden_size, D = cfg.head_dim, q = cfg.num_attention_heads * D,
@@ -162,7 +164,7 @@ DecoderLayer DecoderLayer::load(const WeightView& w, const Config& cfg) {
   return l;
 }
 
-DecoderLayer DecoderLayer::random(const Config& cfg, at::TensorOptions o) {
+DecoderLayer DecoderLayer::random(const Qwen2Config& cfg, at::TensorOptions o) {
   const int64_t H = cfg.hidden_size, D = cfg.head_dim, q = cfg.num_attention_heads * D,
                 kv = cfg.num_key_value_heads * D, I = cfg.intermediate_size;
   DecoderLayer l;
@@ -206,11 +208,18 @@ at::Tensor DecoderLayer::forward(const at::Tensor& x, const at::Tensor& cos, con
   return r + mlp;
 }
 
-std::shared_ptr<const DecoderStack> DecoderStack::load(const WeightView& base, const Config& c,
+std::shared_ptr<const DecoderStack> DecoderStack::load(const WeightView& base, const Qwen2Config& c,
                                                        const RuntimeOptions& rt) {
   return std::make_shared<const DecoderStack>(DecoderStack{nn::BlockStack<DecoderLayer>::load(
       base, c.num_hidden_layers, [c](const WeightView& w) { return DecoderLayer::load(w, c); }, rt)});
 }
+
+}  // namespace qwen2
+
+using qwen2::check_tensor_parallel;
+using qwen2::DecoderLayer;
+using qwen2::DecoderStack;
+using qwen2::TensorSplit;
 
 // --- Qwen2ForCausalLM -----------------------------------------------------------------------
 
@@ -229,8 +238,8 @@ void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::strin
 Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const RuntimeOptions& rt) {
   Qwen2ForCausalLM lm;
   lm.rt_ = rt;
-  lm.cfg_ = Config::from_json(omniflux::Config::load(folder));
-  const Config& c = lm.cfg_;
+  lm.cfg_ = Qwen2Config::from_json(omniflux::Config::load(folder));
+  const Qwen2Config& c = lm.cfg_;
   check_tensor_parallel(c, rt, (std::filesystem::path(folder) / "config.json").string());
   auto store = WeightStore::open(folder, rt);
   const WeightView m = store->root().sub("model");
@@ -250,7 +259,7 @@ Qwen2ForCausalLM Qwen2ForCausalLM::load(const std::string& folder, const Runtime
   return lm;
 }
 
-Qwen2ForCausalLM Qwen2ForCausalLM::random(const Config& c, const RuntimeOptions& rt, uint64_t seed) {
+Qwen2ForCausalLM Qwen2ForCausalLM::random(const Qwen2Config& c, const RuntimeOptions& rt, uint64_t seed) {
   Qwen2ForCausalLM lm;
   lm.rt_ = rt;
   lm.rt_.parallel.reset();  // random layers are whole (DecoderLayer::random): so is the cache
@@ -319,4 +328,4 @@ at::Tensor Qwen2ForCausalLM::forward(const at::Tensor& ids) const {
   return prefill(ids, cache, {}, 0);
 }
 
-}  // namespace omniflux::qwen2
+}  // namespace omniflux

@@ -20,12 +20,12 @@
 #include "nn/rotary_multimodal.h"
 #include "text/chat_template.h"
 
-namespace omniflux::qwen2_5_vl {
+namespace omniflux {
 
 // --- Preprocessing ----------------------------------------------------------------------------
 
-PreprocessorConfig PreprocessorConfig::from_json(const omniflux::Config& j) {
-  PreprocessorConfig c;
+Qwen2_5_VLPreprocessorConfig Qwen2_5_VLPreprocessorConfig::from_json(const omniflux::Config& j) {
+  Qwen2_5_VLPreprocessorConfig c;
   constexpr int64_t kMaxPixels = int64_t(1) << 30;
   c.min_pixels = j.get_int("min_pixels", c.min_pixels, 1, kMaxPixels);
   c.max_pixels = j.get_int("max_pixels", c.max_pixels, 1, kMaxPixels);
@@ -46,21 +46,21 @@ PreprocessorConfig PreprocessorConfig::from_json(const omniflux::Config& j) {
   return c;
 }
 
-PreprocessorConfig PreprocessorConfig::load(const std::string& path) {
+Qwen2_5_VLPreprocessorConfig Qwen2_5_VLPreprocessorConfig::load(const std::string& path) {
   const std::filesystem::path p = std::filesystem::is_directory(path)
                                       ? std::filesystem::path(path) / "preprocessor_config.json"
                                       : std::filesystem::path(path);
   return from_json(omniflux::Config::load(p.string()));
 }
 
-std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
+std::pair<int64_t, int64_t> qwen2_5_vl_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
                                          int64_t max_pixels) {
   if (height < 1 || width < 1 || factor < 1)
-    throw Error("image size must be positive", "qwen2_5_vl::smart_resize", ">= 1",
+    throw Error("image size must be positive", "qwen2_5_vl_smart_resize", ">= 1",
                 std::to_string(height) + "x" + std::to_string(width));
   const double h = double(height), w = double(width), f = double(factor);
   if (std::max(h, w) / std::min(h, w) > 200)
-    throw Error("absolute aspect ratio must be smaller than 200", "qwen2_5_vl::smart_resize", "<= 200",
+    throw Error("absolute aspect ratio must be smaller than 200", "qwen2_5_vl_smart_resize", "<= 200",
                 std::to_string(height) + "x" + std::to_string(width));
   // Python round() is half-to-even: nearbyint under the default rounding mode.
   int64_t hb = static_cast<int64_t>(std::nearbyint(h / f)) * factor;
@@ -77,19 +77,19 @@ std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t 
   return {hb, wb};
 }
 
-PixelBatch patchify(const std::vector<at::Tensor>& resized_rgb, const PreprocessorConfig& c) {
-  if (resized_rgb.empty()) throw Error("no images", "qwen2_5_vl::patchify");
+Qwen2_5_VLPixels qwen2_5_vl_patchify(const std::vector<at::Tensor>& resized_rgb, const Qwen2_5_VLPreprocessorConfig& c) {
+  if (resized_rgb.empty()) throw Error("no images", "qwen2_5_vl_patchify");
   const int64_t P = c.patch_size, M = c.merge_size, T = c.temporal_patch_size, unit = P * M;
   at::Tensor mean = at::tensor(std::vector<float>(c.image_mean.begin(), c.image_mean.end()));
   at::Tensor stdv = at::tensor(std::vector<float>(c.image_std.begin(), c.image_std.end()));
   std::vector<at::Tensor> rows, grids;
   for (const at::Tensor& img : resized_rgb) {
     if (img.dim() != 3 || img.size(2) != 3 || img.scalar_type() != at::kByte)
-      throw Error("images must be uint8 [H, W, 3]", "qwen2_5_vl::patchify", "uint8 [H, W, 3]",
+      throw Error("images must be uint8 [H, W, 3]", "qwen2_5_vl_patchify", "uint8 [H, W, 3]",
                   shape_str(img.sizes().vec()));
     const int64_t H = img.size(0), W = img.size(1);
     if (H % unit != 0 || W % unit != 0 || H == 0 || W == 0)
-      throw Error("image size is not a multiple of patch_size * merge_size", "qwen2_5_vl::patchify",
+      throw Error("image size is not a multiple of patch_size * merge_size", "qwen2_5_vl_patchify",
                   "multiples of " + std::to_string(unit), std::to_string(H) + "x" + std::to_string(W));
     // rescale in float64, cast to float32, normalise in float32 (HF rescale + normalize)
     at::Tensor x = (img.cpu().to(at::kDouble) * c.rescale_factor).to(at::kFloat);
@@ -104,23 +104,23 @@ PixelBatch patchify(const std::vector<at::Tensor>& resized_rgb, const Preprocess
   return {at::cat(rows), at::stack(grids)};
 }
 
-PixelBatch preprocess(const std::vector<Image>& images, const PreprocessorConfig& cfg, std::vector<at::Tensor>* resized) {
-  if (images.empty()) throw Error("no images", "qwen2_5_vl::preprocess");
+Qwen2_5_VLPixels qwen2_5_vl_preprocess(const std::vector<Image>& images, const Qwen2_5_VLPreprocessorConfig& cfg, std::vector<at::Tensor>* resized) {
+  if (images.empty()) throw Error("no images", "qwen2_5_vl_preprocess");
   std::vector<at::Tensor> rs;
   for (const Image& img : images) {
-    auto [h, w] = smart_resize(img.height, img.width, cfg.patch_size * cfg.merge_size, cfg.min_pixels, cfg.max_pixels);
+    auto [h, w] = qwen2_5_vl_smart_resize(img.height, img.width, cfg.patch_size * cfg.merge_size, cfg.min_pixels, cfg.max_pixels);
     // resample=3: PIL BICUBIC on uint8 (the processor resizes through PIL and keeps uint8).
     rs.push_back(image_to_tensor(resize(img, static_cast<int>(w), static_cast<int>(h), Resample::Bicubic)));
   }
-  PixelBatch b = patchify(rs, cfg);
+  Qwen2_5_VLPixels b = qwen2_5_vl_patchify(rs, cfg);
   if (resized) *resized = std::move(rs);
   return b;
 }
 
 // --- Configs ----------------------------------------------------------------------------------
 
-VisionConfig VisionConfig::from_json(const omniflux::Config& j) {
-  VisionConfig c;
+Qwen2_5_VLVisionConfig Qwen2_5_VLVisionConfig::from_json(const omniflux::Config& j) {
+  Qwen2_5_VLVisionConfig c;
   c.depth = j.get_int("depth", c.depth, 1, 4096);
   c.hidden_size = j.get_size("hidden_size", c.hidden_size);
   c.intermediate_size = j.get_size("intermediate_size", c.intermediate_size);
@@ -143,10 +143,10 @@ VisionConfig VisionConfig::from_json(const omniflux::Config& j) {
   return c;
 }
 
-Config Config::from_json(const omniflux::Config& j) {
-  Config c;
-  c.text = qwen2::Config::from_json(j);
-  c.vision = VisionConfig::from_json(j.sub("vision_config"));
+Qwen2_5_VLConfig Qwen2_5_VLConfig::from_json(const omniflux::Config& j) {
+  Qwen2_5_VLConfig c;
+  c.text = Qwen2Config::from_json(j);
+  c.vision = Qwen2_5_VLVisionConfig::from_json(j.sub("vision_config"));
   const omniflux::Config text = (!j.has("hidden_size") && j.has("text_config")) ? j.sub("text_config") : j;
   c.mrope_section = text.has("rope_scaling")
                         ? text.sub("rope_scaling").get_int_list("mrope_section", {16, 24, 24}, 0, c.text.head_dim / 2)
@@ -173,7 +173,7 @@ struct Grid {
   int64_t t, h, w;
 };
 
-std::vector<Grid> read_grids(const at::Tensor& grid_thw, const VisionConfig& cfg) {
+std::vector<Grid> read_grids(const at::Tensor& grid_thw, const Qwen2_5_VLVisionConfig& cfg) {
   if (!grid_thw.defined() || grid_thw.dim() != 2 || grid_thw.size(1) != 3 || grid_thw.size(0) < 1)
     throw Error("grid_thw must be [n, 3]", "qwen2_5_vl", "[n, 3]",
                 grid_thw.defined() ? shape_str(grid_thw.sizes().vec()) : "undefined");
@@ -193,7 +193,7 @@ std::vector<Grid> read_grids(const at::Tensor& grid_thw, const VisionConfig& cfg
 
 }  // namespace
 
-WindowIndex get_window_index(const at::Tensor& grid_thw, const VisionConfig& cfg) {
+Qwen2_5_VLWindowIndex qwen2_5_vl_window_index(const at::Tensor& grid_thw, const Qwen2_5_VLVisionConfig& cfg) {
   const int64_t m = cfg.spatial_merge_size, unit = m * m;
   const int64_t ws = cfg.window_size / m / cfg.patch_size;  // window side in merged tokens
   std::vector<int64_t> index, cu = {0};
@@ -217,13 +217,13 @@ WindowIndex get_window_index(const at::Tensor& grid_thw, const VisionConfig& cfg
   return {at::tensor(index, at::kLong), at::tensor(cu, at::kLong)};
 }
 
-struct VisionTower::Block {
+struct Qwen2_5_VLVisionTower::Block {
   at::Tensor norm1, norm2;
   nn::Linear qkv, proj, gate_up, down;  // gate|up fused at load
 };
 
-VisionTower VisionTower::load(const WeightView& w, const VisionConfig& cfg) {
-  VisionTower v;
+Qwen2_5_VLVisionTower Qwen2_5_VLVisionTower::load(const WeightView& w, const Qwen2_5_VLVisionConfig& cfg) {
+  Qwen2_5_VLVisionTower v;
   v.cfg_ = cfg;
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, C = cfg.in_channels, T = cfg.temporal_patch_size,
                 P = cfg.patch_size, Dm = D * cfg.spatial_merge_size * cfg.spatial_merge_size;
@@ -251,7 +251,7 @@ VisionTower VisionTower::load(const WeightView& w, const VisionConfig& cfg) {
   return v;
 }
 
-at::Tensor VisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const {
+at::Tensor Qwen2_5_VLVisionTower::forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const {
   const std::vector<Grid> grids = read_grids(grid_thw, cfg_);
   const int64_t m = cfg_.spatial_merge_size, unit = m * m, D = cfg_.hidden_size, H = cfg_.num_heads, hd = D / H;
   int64_t N = 0;
@@ -259,7 +259,7 @@ at::Tensor VisionTower::forward(const at::Tensor& pixel_values, const at::Tensor
   for (const Grid& g : grids)
     for (int64_t t = 0; t < g.t; ++t) cu_full.push_back(N += g.h * g.w);  // one segment per frame
   if (pixel_values.dim() != 2 || pixel_values.size(0) != N || pixel_values.size(1) != patch_w_.size(1))
-    throw Error("pixel_values do not match grid_thw", "qwen2_5_vl::VisionTower::forward",
+    throw Error("pixel_values do not match grid_thw", "Qwen2_5_VLVisionTower::forward",
                 shape_str({N, patch_w_.size(1)}), shape_str(pixel_values.sizes().vec()));
   const auto dev = patch_w_.device();
   at::Tensor x = nn::linear(pixel_values.to(dev, patch_w_.scalar_type()), patch_w_);  // [N, D]
@@ -278,7 +278,7 @@ at::Tensor VisionTower::forward(const at::Tensor& pixel_values, const at::Tensor
   }
   auto [cos, sin] = nn::rope_2d_cos_sin(at::cat(hs).to(dev), at::cat(wsv).to(dev), hd);  // [N, hd]
 
-  WindowIndex wi = get_window_index(grid_thw, cfg_);
+  Qwen2_5_VLWindowIndex wi = qwen2_5_vl_window_index(grid_thw, cfg_);
   if (tapping()) {
     tap("qwen2_5_vl.vision_window_index", wi.window_index);
     tap("qwen2_5_vl.vision_cu_window_seqlens", wi.cu_window_seqlens);
@@ -320,16 +320,16 @@ at::Tensor VisionTower::forward(const at::Tensor& pixel_values, const at::Tensor
 
 // --- get_rope_index ---------------------------------------------------------------------------
 
-RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_grid_thw, const Config& cfg,
+Qwen2_5_VLRopeIndex qwen2_5_vl_rope_index(const at::Tensor& input_ids, const at::Tensor& image_grid_thw, const Qwen2_5_VLConfig& cfg,
                          const at::Tensor& attention_mask) {
   if (!input_ids.defined() || input_ids.dim() != 2)
-    throw Error("input ids must be [B, L]", "qwen2_5_vl::get_rope_index");
+    throw Error("input ids must be [B, L]", "qwen2_5_vl_rope_index");
   at::Tensor ids = input_ids.to(at::kCPU, at::kLong).contiguous();
   const int64_t B = ids.size(0), L = ids.size(1), m = cfg.vision.spatial_merge_size;
   at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kCPU).ne(0).contiguous()
                                              : at::ones({B, L}, at::kBool);
   if (mask.sizes() != ids.sizes())
-    throw Error("attention mask differs in shape from the ids", "qwen2_5_vl::get_rope_index",
+    throw Error("attention mask differs in shape from the ids", "qwen2_5_vl_rope_index",
                 shape_str(ids.sizes().vec()), shape_str(mask.sizes().vec()));
   std::vector<Grid> grids;
   if (image_grid_thw.defined() && image_grid_thw.numel() > 0) grids = read_grids(image_grid_thw, cfg.vision);
@@ -350,7 +350,7 @@ RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_gr
     int64_t images = 0;
     for (int64_t i = 0; i + 1 < n; ++i)
       if (tok[i] == cfg.vision_start_token_id) {
-        if (tok[i + 1] == cfg.video_token_id) throw Error("videos are not supported", "qwen2_5_vl::get_rope_index");
+        if (tok[i + 1] == cfg.video_token_id) throw Error("videos are not supported", "qwen2_5_vl_rope_index");
         if (tok[i + 1] == cfg.image_token_id) ++images;
       }
     std::vector<int64_t> t_pos, h_pos, w_pos;
@@ -372,7 +372,7 @@ RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_gr
     for (int64_t k = 0; k < images; ++k) {
       const int64_t ed = std::find(tok.begin() + st, tok.end(), cfg.image_token_id) - tok.begin();
       if (image_index >= grids.size())
-        throw Error("more images in the prompt than grids", "qwen2_5_vl::get_rope_index",
+        throw Error("more images in the prompt than grids", "qwen2_5_vl_rope_index",
                     std::to_string(grids.size()), "at least " + std::to_string(image_index + 1));
       const Grid g = grids[image_index++];
       const int64_t lt = g.t, lh = g.h / m, lw = g.w / m;
@@ -388,7 +388,7 @@ RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_gr
           }
       st = ed + lt * lh * lw;
       if (st > n)
-        throw Error("image tokens run past the end of the prompt", "qwen2_5_vl::get_rope_index",
+        throw Error("image tokens run past the end of the prompt", "qwen2_5_vl_rope_index",
                     std::to_string(lt * lh * lw) + " tokens per image", std::to_string(n - ed) + " left");
     }
     if (st < n) text(n - st);
@@ -415,18 +415,18 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
   WeightStore* store = &store_ref;
   Qwen2_5_VL m;
   m.rt_ = rt;
-  m.cfg_ = Config::from_json(omniflux::Config::load(folder));
+  m.cfg_ = Qwen2_5_VLConfig::from_json(omniflux::Config::load(folder));
   const auto pre = std::filesystem::path(folder) / "preprocessor_config.json";
-  if (std::filesystem::is_directory(folder) && std::filesystem::exists(pre)) m.pre_ = PreprocessorConfig::load(pre.string());
+  if (std::filesystem::is_directory(folder) && std::filesystem::exists(pre)) m.pre_ = Qwen2_5_VLPreprocessorConfig::load(pre.string());
   // The processor cuts the patches the vision tower embeds: their sizes must agree.
-  const VisionConfig& vc = m.cfg_.vision;
+  const Qwen2_5_VLVisionConfig& vc = m.cfg_.vision;
   for (auto [field, p, v] : {std::tuple<const char*, int64_t, int64_t>{"patch_size", m.pre_.patch_size, vc.patch_size},
                              {"merge_size", m.pre_.merge_size, vc.spatial_merge_size},
                              {"temporal_patch_size", m.pre_.temporal_patch_size, vc.temporal_patch_size}})
     if (p != v)
       throw Error("the image processor and the vision tower disagree", pre.string() + ": " + field,
                   std::to_string(v) + " (config.json vision_config)", std::to_string(p));
-  const qwen2::Config& c = m.cfg_.text;
+  const Qwen2Config& c = m.cfg_.text;
   // The LM splits over the tensor group; the vision tower stays whole on every rank.
   qwen2::check_tensor_parallel(c, rt, (std::filesystem::path(folder) / "config.json").string());
   // Hub layout (<= 4.51): visual.*, model.*; 4.52+: model.visual.*, model.language_model.*.
@@ -442,7 +442,7 @@ Qwen2_5_VL Qwen2_5_VL::load(const std::string& folder, WeightStore& store_ref, c
     m.lm_head_ = nn::cpu_gemv_layout(store->root().get("lm_head.weight", {c.vocab_size, c.hidden_size}));
     store->drop_pages("lm_head.");  // copied by the layout change on the CPU
   }
-  m.visual_ = VisionTower::load(store->root().sub(new_layout ? "model.visual" : "visual"), m.cfg_.vision);
+  m.visual_ = Qwen2_5_VLVisionTower::load(store->root().sub(new_layout ? "model.visual" : "visual"), m.cfg_.vision);
   m.inv_freq_ = nn::rope_inv_freq(c.head_dim, c.rope_theta).to(rt.torch_device());
   if (std::filesystem::is_directory(folder) && std::filesystem::exists(std::filesystem::path(folder) / "tokenizer.json")) {
     text::check_tokenizer_folder(folder, rt.allow_outside_paths);
@@ -477,7 +477,7 @@ Qwen2_5_VL::Prompt Qwen2_5_VL::build_prompt(const std::vector<Image>& images, co
   Prompt p;
   std::vector<int64_t> counts;
   if (!images.empty()) {
-    p.pixels = preprocess(images, pre_);
+    p.pixels = qwen2_5_vl_preprocess(images, pre_);
     const int64_t unit = cfg_.vision.spatial_merge_size * cfg_.vision.spatial_merge_size;
     for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
   }
@@ -508,7 +508,7 @@ std::string Qwen2_5_VL::answer(const std::vector<Image>& images, const std::stri
 }
 
 nn::KVCache Qwen2_5_VL::new_cache(int64_t batch, int64_t capacity) const {
-  const qwen2::Config& c = cfg_.text;
+  const Qwen2Config& c = cfg_.text;
   const int64_t kv_heads = qwen2::TensorSplit::of(c, rt_, "Qwen2_5_VL::new_cache").kv_heads;
   return nn::KVCache(c.num_hidden_layers, batch, kv_heads, capacity, c.head_dim,
                      at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
@@ -542,7 +542,7 @@ at::Tensor Qwen2_5_VL::logits(const at::Tensor& hidden) const { return nn::linea
 
 at::Tensor Qwen2_5_VL::prefill_hidden(const at::Tensor& ids, const at::Tensor& pixel_values, const at::Tensor& grid_thw,
                                       nn::KVCache& cache, const at::Tensor& attention_mask) const {
-  qwen2::check_token_ids(ids, cfg_.text.vocab_size, "Qwen2_5_VL::prefill");
+  check_token_ids(ids, cfg_.text.vocab_size, "Qwen2_5_VL::prefill");
   if (ids.size(0) != cache.batch() || cache.length() != 0)
     throw Error("prefill needs an empty cache of the prompt's batch size", "Qwen2_5_VL::prefill",
                 "batch " + std::to_string(cache.batch()) + ", length 0",
@@ -563,7 +563,7 @@ at::Tensor Qwen2_5_VL::prefill_hidden(const at::Tensor& ids, const at::Tensor& p
   } else if (n_image_tokens > 0) {
     throw Error("the prompt has image tokens but no pixel values were given", "Qwen2_5_VL::prefill");
   }
-  RopeIndex ri = get_rope_index(ids, pixel_values.defined() ? grid_thw : at::Tensor(), cfg_, attention_mask);
+  Qwen2_5_VLRopeIndex ri = qwen2_5_vl_rope_index(ids, pixel_values.defined() ? grid_thw : at::Tensor(), cfg_, attention_mask);
   if (tapping()) {
     tap("qwen2_5_vl.position_ids", ri.position_ids);
     tap("qwen2_5_vl.rope_deltas", ri.rope_deltas);
@@ -597,4 +597,4 @@ at::Tensor Qwen2_5_VL::generate(const at::Tensor& ids, const at::Tensor& pixel_v
       .tokens;
 }
 
-}  // namespace omniflux::qwen2_5_vl
+}  // namespace omniflux

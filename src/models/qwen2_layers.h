@@ -1,6 +1,6 @@
 #pragma once
 // The Qwen2 decoder layer and its tensor-parallel split, private to the library: the layers of
-// qwen2::Qwen2ForCausalLM, qwen2_5_vl::Qwen2_5_VL and xomni::XOmniLM (held through DecoderStack).
+// Qwen2ForCausalLM, Qwen2_5_VL and XOmniLM (held through DecoderStack).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -32,10 +32,10 @@ struct TensorSplit {
   int64_t kv_begin = 0, kv_heads = 0;
   int64_t inter_begin = 0, inter = 0;
   // Throws Error naming the config field that P does not divide (`where`: the config's source).
-  static TensorSplit of(const Config& cfg, const RuntimeOptions& rt, const std::string& where);
+  static TensorSplit of(const Qwen2Config& cfg, const RuntimeOptions& rt, const std::string& where);
 };
 // The check alone, for an LM's load right after it reads its config (before any weight loads).
-void check_tensor_parallel(const Config& cfg, const RuntimeOptions& rt, const std::string& where);
+void check_tensor_parallel(const Qwen2Config& cfg, const RuntimeOptions& rt, const std::string& where);
 
 // One Qwen2DecoderLayer; q/k/v and gate/up are fused into one matrix each at load. Under tensor
 // parallelism (TensorSplit) it holds this rank's slices: q/k/v and gate/up rows (column parallel),
@@ -44,9 +44,9 @@ void check_tensor_parallel(const Config& cfg, const RuntimeOptions& rt, const st
 class DecoderLayer {
  public:
   // `w` is the layer's prefix (model.layers.{i}); the tensor group is its store's runtime's.
-  static DecoderLayer load(const WeightView& w, const Config& cfg);
+  static DecoderLayer load(const WeightView& w, const Qwen2Config& cfg);
   // For benchmarks; always whole (no tensor parallelism).
-  static DecoderLayer random(const Config& cfg, at::TensorOptions options);
+  static DecoderLayer random(const Qwen2Config& cfg, at::TensorOptions options);
 
   // x [B, S, hidden]; cos/sin [B, S, head_dim] (float32); writes this layer's post-RoPE k/v into
   // `cache` (inside a step begun by cache.begin_step, whose options are `attn`). Returns [B, S, hidden].
@@ -79,7 +79,7 @@ struct DecoderStack {
   nn::BlockStack<DecoderLayer> layers;
 
   // The cfg.num_hidden_layers layers under `base` (model.layers), placed as rt.offload says.
-  static std::shared_ptr<const DecoderStack> load(const WeightView& base, const Config& cfg, const RuntimeOptions& rt);
+  static std::shared_ptr<const DecoderStack> load(const WeightView& base, const Qwen2Config& cfg, const RuntimeOptions& rt);
 };
 
 }  // namespace omniflux::qwen2

@@ -14,9 +14,9 @@
 #include "nn/debug.h"
 #include "nn/ops.h"
 
-namespace omniflux::uniworld {
+namespace omniflux {
 
-Projector::Projector(const WeightView& w, int64_t in_dim, int64_t out_dim) {
+UniWorldProjector::UniWorldProjector(const WeightView& w, int64_t in_dim, int64_t out_dim) {
   // The hidden width is hard-coded in the official code (4096 * 3); read it from the weights.
   const WeightStore& s = w.store();
   const auto& info0 = s.info(w.key("0.weight"));
@@ -29,23 +29,23 @@ Projector::Projector(const WeightView& w, int64_t in_dim, int64_t out_dim) {
   b2_ = w.get("2.bias", {w2_.size(0)});
 }
 
-at::Tensor Projector::forward(const at::Tensor& x) const {
+at::Tensor UniWorldProjector::forward(const at::Tensor& x) const {
   if (x.dim() < 1 || x.size(-1) != in_dim())
-    throw Error("projector input has the wrong width", "uniworld::Projector", "[..., " + std::to_string(in_dim()) + "]",
+    throw Error("projector input has the wrong width", "UniWorldProjector", "[..., " + std::to_string(in_dim()) + "]",
                 shape_str(x.sizes().vec()));
   return nn::linear(nn::silu(nn::linear(x.to(w0_.scalar_type()), w0_, b0_)), w2_, b2_);
 }
 
-Connectors Connectors::load(const WeightView& dt, int64_t vlm_hidden, int64_t out_dim, int64_t siglip_hidden) {
-  Connectors c;
-  c.denoise_projector = Projector(dt.sub("denoise_projector"), vlm_hidden, out_dim);
-  c.siglip_projector = Projector(dt.sub("siglip_projector"), siglip_hidden, out_dim);
+UniWorldConnectors UniWorldConnectors::load(const WeightView& dt, int64_t vlm_hidden, int64_t out_dim, int64_t siglip_hidden) {
+  UniWorldConnectors c;
+  c.denoise_projector = UniWorldProjector(dt.sub("denoise_projector"), vlm_hidden, out_dim);
+  c.siglip_projector = UniWorldProjector(dt.sub("siglip_projector"), siglip_hidden, out_dim);
   return c;
 }
 
-TextStream assemble_text_stream(const at::Tensor& input_ids, const at::Tensor& vlm, const at::Tensor& sig,
+UniWorldTextStream uniworld_assemble_text_stream(const at::Tensor& input_ids, const at::Tensor& vlm, const at::Tensor& sig,
                                 const at::Tensor& t5, int64_t image_end_token_id) {
-  const std::string where = "uniworld::assemble_text_stream";
+  const std::string where = "uniworld_assemble_text_stream";
   if (input_ids.dim() != 2 || input_ids.size(0) != 1 || input_ids.is_floating_point())
     throw Error("input_ids must be one integer row", where, "[1, L]", shape_str(input_ids.sizes().vec()));
   const int64_t L = input_ids.size(1);
@@ -91,7 +91,7 @@ TextStream assemble_text_stream(const at::Tensor& input_ids, const at::Tensor& v
     parts.push_back(t5.to(vlm.device(), vlm.scalar_type()));
     take(2, 0, T);
   }
-  TextStream out;
+  UniWorldTextStream out;
   out.prompt_embeds = at::cat(parts, 1);
   const int64_t rows = out.prompt_embeds.size(1);
   out.txt_ids = at::zeros({rows, 3}, at::kFloat);  // flux_pipeline.py: text ids are all zero
@@ -100,7 +100,7 @@ TextStream assemble_text_stream(const at::Tensor& input_ids, const at::Tensor& v
   return out;
 }
 
-TaskHead TaskHead::load(const std::string& file, int64_t hidden, const RuntimeOptions& rt) {
+UniWorldTaskHead UniWorldTaskHead::load(const std::string& file, int64_t hidden, const RuntimeOptions& rt) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(file, ec))
     throw Error("task head file not found", file, "task_head_final.pt (torch.save) or a .safetensors copy", "missing");
@@ -125,7 +125,7 @@ TaskHead TaskHead::load(const std::string& file, int64_t hidden, const RuntimeOp
     // app.py keeps the head in fp32 whatever the rest runs in.
     return t.to(rt.torch_device(), at::kFloat);
   };
-  TaskHead h;
+  UniWorldTaskHead h;
   h.w0_ = get("0.weight", {-1, hidden});
   h.b0_ = get("0.bias", {h.w0_.size(0)});
   h.w3_ = get("3.weight", {2, h.w0_.size(0)});
@@ -134,19 +134,19 @@ TaskHead TaskHead::load(const std::string& file, int64_t hidden, const RuntimeOp
   return h;
 }
 
-at::Tensor TaskHead::forward(const at::Tensor& h) const {
-  if (!w0_.defined()) throw Error("task head not loaded", "uniworld::TaskHead::forward");
+at::Tensor UniWorldTaskHead::forward(const at::Tensor& h) const {
+  if (!w0_.defined()) throw Error("task head not loaded", "UniWorldTaskHead::forward");
   if (h.dim() < 1 || h.size(-1) != w0_.size(1))
-    throw Error("task head input has the wrong width", "uniworld::TaskHead::forward",
+    throw Error("task head input has the wrong width", "UniWorldTaskHead::forward",
                 "[..., " + std::to_string(w0_.size(1)) + "]", shape_str(h.sizes().vec()));
   // Linear, SiLU, Dropout (identity in eval), Linear
   return nn::linear(nn::silu(nn::linear(h.to(w0_.device(), at::kFloat), w0_, b0_)), w3_, b3_);
 }
 
-bool TaskHead::wants_image(const at::Tensor& h) const {
+bool UniWorldTaskHead::wants_image(const at::Tensor& h) const {
   at::Tensor l = forward(h.reshape({-1})).cpu();
   tap("uniworld.task_logits", l);
   return l[0].item<float>() < l[1].item<float>();
 }
 
-}  // namespace omniflux::uniworld
+}  // namespace omniflux

@@ -16,11 +16,11 @@
 #include "nn/ops.h"
 #include "nn/rotary.h"
 
-namespace omniflux::xomni {
+namespace omniflux {
 
-LMConfig LMConfig::from_json(const omniflux::Config& json) {
-  LMConfig c;
-  c.text = qwen2::Config::from_json(json);
+XOmniLMConfig XOmniLMConfig::from_json(const omniflux::Config& json) {
+  XOmniLMConfig c;
+  c.text = Qwen2Config::from_json(json);
   const int64_t L = c.text.num_hidden_layers;
   c.num_mm_adap_layers = json.get_int("num_mm_adap_layers", c.num_mm_adap_layers, 0, L);
   c.num_mm_head_layers = json.get_int("num_mm_head_layers", c.num_mm_head_layers, 0, L);
@@ -58,8 +58,8 @@ XOmniLM XOmniLM::load(const std::string& folder, const RuntimeOptions& rt) {
 XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOptions& rt) {
   XOmniLM lm;
   lm.rt_ = rt;
-  lm.cfg_ = LMConfig::from_json(omniflux::Config::load(folder));
-  const qwen2::Config& c = lm.cfg_.text;
+  lm.cfg_ = XOmniLMConfig::from_json(omniflux::Config::load(folder));
+  const Qwen2Config& c = lm.cfg_.text;
   qwen2::check_tensor_parallel(c, rt, (std::filesystem::path(folder) / "config.json").string());
   const int64_t H = c.hidden_size, V = c.vocab_size, M = lm.cfg_.mm_vocab_size;
   WeightStore* store = &s;
@@ -89,7 +89,7 @@ XOmniLM XOmniLM::load(const std::string& folder, WeightStore& s, const RuntimeOp
 }
 
 nn::KVCache XOmniLM::new_cache(int64_t batch, int64_t capacity) const {
-  const qwen2::Config& c = cfg_.text;
+  const Qwen2Config& c = cfg_.text;
   const int64_t kv_heads = qwen2::TensorSplit::of(c, rt_, "XOmniLM::new_cache").kv_heads;
   return nn::KVCache(c.num_hidden_layers, batch, kv_heads, capacity, c.head_dim,
                      at::TensorOptions().dtype(rt_.compute_dtype()).device(rt_.torch_device()));
@@ -120,13 +120,13 @@ at::Tensor XOmniLM::hidden_states(const at::Tensor& ids_in, nn::KVCache& cache, 
   return at::where(mm3, nn::rms_norm(x, mm_norm_, eps), nn::rms_norm(x, lm_norm_, eps));
 }
 
-at::Tensor XOmniLM::logits(const at::Tensor& hidden, Mode mode) const {
-  return nn::linear(hidden, mode == Mode::Image ? image_head_ : lm_head_);
+at::Tensor XOmniLM::logits(const at::Tensor& hidden, XOmniMode mode) const {
+  return nn::linear(hidden, mode == XOmniMode::Image ? image_head_ : lm_head_);
 }
 
-at::Tensor XOmniLM::prefill(const at::Tensor& ids, nn::KVCache& cache, Mode mode, const at::Tensor& attention_mask,
+at::Tensor XOmniLM::prefill(const at::Tensor& ids, nn::KVCache& cache, XOmniMode mode, const at::Tensor& attention_mask,
                             int64_t logits_to_keep) const {
-  qwen2::check_token_ids(ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::prefill");
+  check_token_ids(ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::prefill");
   if (ids.size(0) != cache.batch())
     throw Error("batch size differs from the cache's", "XOmniLM::prefill", std::to_string(cache.batch()),
                 std::to_string(ids.size(0)));
@@ -136,7 +136,7 @@ at::Tensor XOmniLM::prefill(const at::Tensor& ids, nn::KVCache& cache, Mode mode
   return logits(h, mode);
 }
 
-at::Tensor XOmniLM::decode_one(const at::Tensor& ids, nn::KVCache& cache, Mode mode) const {
+at::Tensor XOmniLM::decode_one(const at::Tensor& ids, nn::KVCache& cache, XOmniMode mode) const {
   if (ids.dim() != 1 || ids.size(0) != cache.batch())
     throw Error("decode_one takes one token per row", "XOmniLM::decode_one", "[" + std::to_string(cache.batch()) + "]",
                 shape_str(ids.sizes().vec()));
@@ -167,13 +167,13 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   if (n_codes < 1) throw Error("n_codes must be >= 1", "XOmniLM::generate_image_codes", ">= 1", std::to_string(n_codes));
   check_context_length(std::max(prompt_ids.size(-1), negative_ids.defined() ? negative_ids.size(-1) : int64_t(0)), n_codes,
                        cfg_.text.max_position_embeddings, "X-Omni generate");
-  qwen2::check_token_ids(prompt_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::generate_image_codes prompt");
+  check_token_ids(prompt_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size, "XOmniLM::generate_image_codes prompt");
   if (prompt_ids.size(0) != 1)
     throw Error("one prompt at a time", "XOmniLM::generate_image_codes", "[1, L]", shape_str(prompt_ids.sizes().vec()));
   const auto dev = rt_.torch_device();
   const bool cfg = opt.guidance_scale != 1.0;
   if (cfg)
-    qwen2::check_token_ids(negative_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size,
+    check_token_ids(negative_ids, cfg_.text.vocab_size + cfg_.mm_vocab_size,
                            "XOmniLM::generate_image_codes negative prompt");
   // CFG parallelism: each rank of the CFG pair runs its own row (no padding), and the two rows'
   // logits are gathered at every step, so the sampler sees the same [2, V] as below.
@@ -186,23 +186,23 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
     ids = ids.to(dev), mask = mask.to(dev);
   }
   nn::KVCache cache = new_cache(ids.size(0), ids.size(1) + n_codes);
-  at::Tensor first = prefill(ids, cache, Mode::Image, mask).squeeze(1);
+  at::Tensor first = prefill(ids, cache, XOmniMode::Image, mask).squeeze(1);
   if (pair) first = pair->all_gather(first, 0);
   check_finite(first, "X-Omni prefill logits");
   sampling::TokenLoopOptions g;
   g.max_new_tokens = n_codes;
   g.sampling = opt.sampling;
   g.guidance_scale = opt.guidance_scale;
-  g.token_offset = token_offset(Mode::Image);
+  g.token_offset = token_offset(XOmniMode::Image);
   // Suppressed ids are absolute; the scores cover only the image codes.
   for (int64_t& id : g.sampling.suppress_tokens) id -= g.token_offset;
   if (opt.on_token) g.on_token = [&](int64_t done) { return opt.on_token(done, n_codes); };
   auto step = [&](const at::Tensor& next) {
-    if (!pair) return decode_one(next, cache, Mode::Image);
-    return pair->all_gather(decode_one(next.slice(0, pair->rank(), pair->rank() + 1), cache, Mode::Image), 0);
+    if (!pair) return decode_one(next, cache, XOmniMode::Image);
+    return pair->all_gather(decode_one(next.slice(0, pair->rank(), pair->rank() + 1), cache, XOmniMode::Image), 0);
   };
   auto r = sampling::generate(first, step, g, prompt_ids.to(dev, at::kLong));
   return r.tokens - g.token_offset;
 }
 
-}  // namespace omniflux::xomni
+}  // namespace omniflux

@@ -28,12 +28,12 @@ namespace omniflux {
 struct UniWorldPipeline::Impl {
   RuntimeOptions rt;
   std::shared_ptr<ResidencyGroup> group;
-  Resident<qwen2_5_vl::Qwen2_5_VL> vlm;
-  qwen2_5_vl::Config vlm_cfg;
-  qwen2_5_vl::PreprocessorConfig vlm_pre;
+  Resident<Qwen2_5_VL> vlm;
+  Qwen2_5_VLConfig vlm_cfg;
+  Qwen2_5_VLPreprocessorConfig vlm_pre;
   std::shared_ptr<const text::Tokenizer> tokenizer;
-  uniworld::Connectors connectors;
-  std::optional<uniworld::TaskHead> task_head;
+  UniWorldConnectors connectors;
+  std::optional<UniWorldTaskHead> task_head;
   std::optional<FluxPipeline> flux;
   Resident<SiglipVisionModel> siglip;
   SiglipImageProcessorConfig siglip_pre;
@@ -81,7 +81,7 @@ ChatAnswer vlm_answer(const UniWorldPipeline::Impl& m, const UniWorldPipeline::V
   if (auto eot = m.tokenizer->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
   check_context_length(p.ids.size(1), g.max_new_tokens, m.vlm_cfg.text.max_position_embeddings,
                        "UniWorld text answer (prompt + max_new_tokens)");
-  const qwen2_5_vl::Qwen2_5_VL vlm = m.vlm.get();
+  const Qwen2_5_VL vlm = m.vlm.get();
   nn::KVCache cache = vlm.new_cache(1, p.ids.size(1) + g.max_new_tokens);
   at::Tensor first = vlm.prefill(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache).squeeze(1);
   check_finite(first, "UniWorld VLM prefill logits");
@@ -136,8 +136,8 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   impl->group = std::make_shared<ResidencyGroup>(rt.offload);
   // The VLM and the DiT share the UniWorld checkpoint: a released one gives its pages back.
   {
-    const qwen2_5_vl::Qwen2_5_VL vlm = impl->vlm.init(
-        "vlm", [model_folder, store, vlm_rt] { return qwen2_5_vl::Qwen2_5_VL::load(model_folder, *store, vlm_rt); },
+    const Qwen2_5_VL vlm = impl->vlm.init(
+        "vlm", [model_folder, store, vlm_rt] { return Qwen2_5_VL::load(model_folder, *store, vlm_rt); },
         impl->group, /*streams=*/true, [store] {
           for (const char* prefix : {"model.", "visual.", "lm_head."}) store->drop_pages(prefix);
         });
@@ -150,7 +150,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
             "an id below vocab_size " + std::to_string(impl->vlm_cfg.text.vocab_size),
             std::to_string(impl->image_end_token_id));
   const WeightView tower = store->root().sub("denoise_tower");
-  impl->connectors = uniworld::Connectors::load(tower, dt.get_size("input_hidden_size", hidden),
+  impl->connectors = UniWorldConnectors::load(tower, dt.get_size("input_hidden_size", hidden),
                                                 dt.get_size("output_hidden_size", 4096));
   if (impl->connectors.denoise_projector.in_dim() != hidden)
     throw Error("denoise_projector input differs from the VLM hidden size", cfg.source(), std::to_string(hidden),
@@ -194,7 +194,7 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
     const fs::path p = fs::path(model_folder) / name;
     std::error_code ec;
     if (fs::is_regular_file(p, ec)) {
-      impl->task_head = uniworld::TaskHead::load(p.string(), hidden, vlm_rt);
+      impl->task_head = UniWorldTaskHead::load(p.string(), hidden, vlm_rt);
       break;
     }
   }
@@ -203,9 +203,9 @@ UniWorldPipeline UniWorldPipeline::load(const std::string& model_folder, const s
   return u;
 }
 
-qwen2_5_vl::Qwen2_5_VL UniWorldPipeline::vlm() const { return impl_->vlm.get(); }
+Qwen2_5_VL UniWorldPipeline::vlm() const { return impl_->vlm.get(); }
 const FluxPipeline& UniWorldPipeline::flux() const { return *impl_->flux; }
-const uniworld::Connectors& UniWorldPipeline::connectors() const { return impl_->connectors; }
+const UniWorldConnectors& UniWorldPipeline::connectors() const { return impl_->connectors; }
 void UniWorldPipeline::set_qwen_pixels(int64_t pixels) {
   if (pixels < 28 * 28) throw Error("qwen pixels too small", "UniWorldPipeline::set_qwen_pixels", ">= 784", std::to_string(pixels));
   qwen_pixels_ = pixels;
@@ -260,15 +260,15 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_chat_prompt(const std::vecto
     // resize with the default filter (BICUBIC).
     std::vector<Image> fetched;
     for (const Image& img : images) {
-      auto [h, w] = qwen2_5_vl::smart_resize(img.height, img.width, factor, qwen_pixels_, qwen_pixels_);
+      auto [h, w] = qwen2_5_vl_smart_resize(img.height, img.width, factor, qwen_pixels_, qwen_pixels_);
       fetched.push_back(resize(img, static_cast<int>(w), static_cast<int>(h), Resample::Bicubic));
       p.resized.push_back(image_to_tensor(fetched.back()));
     }
     // Stage B, Qwen2VLImageProcessor built with the same min/max pixels (AutoProcessor kwargs);
     // docs/models/uniworld.md §3.2 and §7 question 1: a no-op for sizes stage A already produced within the limits.
-    qwen2_5_vl::PreprocessorConfig pre = m.vlm_pre;
+    Qwen2_5_VLPreprocessorConfig pre = m.vlm_pre;
     pre.min_pixels = pre.max_pixels = qwen_pixels_;
-    p.pixels = qwen2_5_vl::preprocess(fetched, pre);
+    p.pixels = qwen2_5_vl_preprocess(fetched, pre);
     const int64_t unit = vc.spatial_merge_size * vc.spatial_merge_size;
     for (int64_t i = 0; i < p.pixels.grid_thw.size(0); ++i) counts.push_back(p.pixels.grid_thw[i].prod().item<int64_t>() / unit);
   }
@@ -280,7 +280,7 @@ UniWorldPipeline::VlmPrompt UniWorldPipeline::build_chat_prompt(const std::vecto
 
 at::Tensor UniWorldPipeline::vlm_hidden(const VlmPrompt& p) const {
   check_context_length(p.ids.size(1), 0, impl_->vlm_cfg.text.max_position_embeddings, "UniWorld prompt");
-  const qwen2_5_vl::Qwen2_5_VL vlm = impl_->vlm.get();
+  const Qwen2_5_VL vlm = impl_->vlm.get();
   nn::KVCache cache = vlm.new_cache(1, p.ids.size(1));
   at::Tensor h = vlm.prefill_hidden(p.ids, p.pixels.pixel_values, p.pixels.grid_thw, cache);
   check_finite(h, "UniWorld VLM hidden states");
@@ -300,7 +300,7 @@ at::Tensor UniWorldPipeline::siglip_features(const at::Tensor& pixels) const {
 at::Tensor UniWorldPipeline::clip_ids(const std::string& text) const { return impl_->flux->clip_ids(text); }
 at::Tensor UniWorldPipeline::t5_ids(const std::string& text, int64_t n) const { return impl_->flux->t5_ids(text, n); }
 
-uniworld::TextStream UniWorldPipeline::assemble(const at::Tensor& ids, const at::Tensor& hidden, const at::Tensor& sig,
+UniWorldTextStream UniWorldPipeline::assemble(const at::Tensor& ids, const at::Tensor& hidden, const at::Tensor& sig,
                                                 const at::Tensor& t5) const {
   const Impl& m = *impl_;
   // The connectors sit with the VLM; SigLIP's features and T5's tokens come to them.
@@ -311,7 +311,7 @@ uniworld::TextStream UniWorldPipeline::assemble(const at::Tensor& ids, const at:
     s = m.connectors.siglip_projector.forward(sig.to(e.device()));
     tap("uniworld.siglip_projected", s);
   }
-  return uniworld::assemble_text_stream(ids, e, s, t5.defined() ? t5.to(e.device()) : t5, m.image_end_token_id);
+  return uniworld_assemble_text_stream(ids, e, s, t5.defined() ? t5.to(e.device()) : t5, m.image_end_token_id);
 }
 
 bool UniWorldPipeline::route_to_image(const at::Tensor& ids, const at::Tensor& hidden) const {
@@ -389,7 +389,7 @@ std::optional<UniWorldResult> UniWorldPipeline::run(const UniWorldOptions& opt, 
   const std::string text = opt.use_t5 ? opt.prompt : std::string();
   FluxPromptEmbeds enc = m.flux->encode_ids(clip_ids(text), t5_ids(text, opt.max_sequence_length));
   if (progress && !progress("text_encoders", 1, 1)) return std::nullopt;
-  uniworld::TextStream ts = assemble(p.ids, hidden, sig, opt.use_t5 ? enc.t5 : at::Tensor());
+  UniWorldTextStream ts = assemble(p.ids, hidden, sig, opt.use_t5 ? enc.t5 : at::Tensor());
   const auto dtype = m.rt.compute_dtype();
   FluxPromptEmbeds cond{enc.pooled, ts.prompt_embeds.to(dtype)};
 

@@ -27,9 +27,6 @@ namespace fs = std::filesystem;
 
 namespace omniflux {
 
-using xomni::LMConfig;
-using xomni::Mode;
-using xomni::XOmniLM;
 
 // ---- vision_config -------------------------------------------------------------------------------
 
@@ -267,7 +264,7 @@ std::optional<Image> XOmniDecoder::decode(const at::Tensor& features, int64_t ro
 struct XOmniPipeline::Impl {
   std::shared_ptr<ResidencyGroup> group;
   Resident<XOmniLM> lm;
-  LMConfig lm_cfg;
+  XOmniLMConfig lm_cfg;
   std::shared_ptr<const text::Tokenizer> tokenizer;
   XOmniVisionConfig vision;
   Resident<SiglipVQTokenizer> image_tokenizer;
@@ -558,10 +555,10 @@ ChatAnswer XOmniPipeline::answer(const at::Tensor& ids, sampling::TextGeneration
   const XOmniLM lm = impl_->lm.get();  // after the image tokenizer ran (model offload swaps them)
   g.eos_token_ids = {impl_->im_end};
   nn::KVCache cache = lm.new_cache(1, ids.size(1) + g.max_new_tokens);
-  at::Tensor first = lm.prefill(ids, cache, Mode::Text).squeeze(1);
+  at::Tensor first = lm.prefill(ids, cache, XOmniMode::Text).squeeze(1);
   check_finite(first, "X-Omni chat prefill logits");
   auto step = [&](int64_t id) {
-    return lm.decode_one(at::full({1}, id, at::TensorOptions().dtype(at::kLong).device(first.device())), cache, Mode::Text);
+    return lm.decode_one(at::full({1}, id, at::TensorOptions().dtype(at::kLong).device(first.device())), cache, XOmniMode::Text);
   };
   std::vector<int64_t> sampled;  // the ids of the last decode: the whole answer
   auto decode = [&](const std::vector<int64_t>& answer) {

@@ -201,7 +201,7 @@ std::vector<ComponentPlan> plan_uniworld(const std::string& uniworld_dir, const 
   const std::vector<Image> refs(static_cast<size_t>(req.ref_images), grey(req.ref_width, req.ref_height));
   UniWorldPipeline::VlmPrompt prompt;
   step(lm, "prompt", [&] { prompt = pipe->build_prompt(req.prompt, refs); }, false);
-  const qwen2_5_vl::PixelBatch& pixels = prompt.pixels;
+  const Qwen2_5_VLPixels& pixels = prompt.pixels;
   const at::Tensor& ids = prompt.ids;
   if (req.ref_images > 0)
     step(vision, "forward patches " + dims(pixels.pixel_values.defined() ? pixels.pixel_values.sizes().vec() : std::vector<int64_t>{}), [&] {
@@ -284,12 +284,12 @@ std::vector<ComponentPlan> plan_xomni(const std::string& xomni_dir, const std::s
       lm.kv_cache_bytes = cache->bytes();
     }, false);
     step(lm, "prefill " + dims({batch, prompt_len}) + " tokens, cache for " + std::to_string(prompt_len + codes),
-         [&] { (void)pipe->lm().prefill(ids, *cache, xomni::Mode::Image, mask); });
+         [&] { (void)pipe->lm().prefill(ids, *cache, XOmniMode::Image, mask); });
     step(lm, "decode step " + std::to_string(codes) + " of " + std::to_string(codes) + ", batch " + std::to_string(batch), [&] {
       cache->skip(codes - 1);
-      const xomni::XOmniLM m = pipe->lm();
+      const XOmniLM m = pipe->lm();
       (void)m.decode_one(at::full({batch}, m.config().text.vocab_size, at::TensorOptions().dtype(at::kLong).device(rt.torch_device())),
-                         *cache, xomni::Mode::Image);
+                         *cache, XOmniMode::Image);
     });
   }
 

@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   const bool types = sizeof(omniflux::FluxOptions) && sizeof(omniflux::UniWorldOptions) &&
                      sizeof(omniflux::XOmniOptions) && sizeof(omniflux::ParallelOptions);
   // argv[1] is a tiny Qwen2 LM: a two-token prompt, then one decoded token.
-  auto lm = omniflux::qwen2::Qwen2ForCausalLM::load(argv[1], rt);
+  auto lm = omniflux::Qwen2ForCausalLM::load(argv[1], rt);
   omniflux::KVCache cache = lm.new_cache(/*batch=*/1, /*capacity=*/3);
   lm.prefill(at::zeros({1, 2}, at::kLong), cache);
   const at::Tensor logits = lm.decode_one(at::zeros({1}, at::kLong), cache);

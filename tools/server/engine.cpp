@@ -26,7 +26,6 @@
 
 namespace omniflux::server {
 
-namespace xo = omniflux::xomni;
 
 struct Engine::Impl {
   Limits limits;

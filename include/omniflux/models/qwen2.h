@@ -3,7 +3,7 @@
 // the config's rope_theta, GQA attention with q/k/v bias, SwiGLU MLP, tied or untied lm_head.
 // Its DecoderLayer (private) is also the layer of the Qwen2.5-VL LM and of the X-Omni LM.
 //
-//   auto lm = qwen2::Qwen2ForCausalLM::load("Qwen2.5-0.5B", rt);
+//   auto lm = Qwen2ForCausalLM::load("Qwen2.5-0.5B", rt);
 //   auto cache = lm.new_cache(/*batch=*/1, /*capacity=*/512);
 //   at::Tensor logits = lm.prefill(ids, cache);          // [B, V], last position
 //   logits = lm.decode_one(next_ids, cache);              // [B, V]
@@ -19,10 +19,10 @@
 #include "omniflux/kv_cache.h"
 #include "omniflux/runtime.h"
 
-namespace omniflux::qwen2 {
+namespace omniflux {
 
 // Fields of config.json; defaults are Qwen2Config's (transformers configuration_qwen2.py).
-struct Config {
+struct Qwen2Config {
   int64_t vocab_size = 151936;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 22016;
@@ -36,23 +36,25 @@ struct Config {
   bool tie_word_embeddings = false;
 
   // Reads and checks the fields (text fields of a Qwen2 / Qwen2.5-VL / X-Omni config).
-  static Config from_json(const omniflux::Config& json);
+  static Qwen2Config from_json(const omniflux::Config& json);
   // Qwen2.5-7B: hidden 3584, 28 layers, 28 heads, 4 kv heads, vocab 152064, theta 1e6.
-  static Config qwen2_5_7b();
+  static Qwen2Config qwen2_5_7b();
 };
 
 // The decoder layers (src/models/qwen2_layers.h: DecoderLayer, made of nn/ blocks), which the
 // models below hold behind a shared pointer: this header needs none of nn/, and copies stay cheap.
+namespace qwen2 {
 struct DecoderStack;
+}
 
 class Qwen2ForCausalLM {
  public:
   // A Hugging Face folder (config.json + safetensors, sharded or not). Strict: unknown keys fail.
   static Qwen2ForCausalLM load(const std::string& folder, const RuntimeOptions& rt = {});
   // Random weights of the given shape (benchmarks of full-size shapes without a download).
-  static Qwen2ForCausalLM random(const Config& cfg, const RuntimeOptions& rt = {}, uint64_t seed = 0);
+  static Qwen2ForCausalLM random(const Qwen2Config& cfg, const RuntimeOptions& rt = {}, uint64_t seed = 0);
 
-  const Config& config() const { return cfg_; }
+  const Qwen2Config& config() const { return cfg_; }
   const RuntimeOptions& runtime() const { return rt_; }
 
   // A static cache for `batch` rows and at most `capacity` tokens (prompt + generated); under
@@ -76,13 +78,13 @@ class Qwen2ForCausalLM {
   at::Tensor lm_head(const at::Tensor& h) const;
 
  private:
-  Config cfg_;
+  Qwen2Config cfg_;
   RuntimeOptions rt_;
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
-  std::shared_ptr<const DecoderStack> layers_;
+  std::shared_ptr<const qwen2::DecoderStack> layers_;
 };
 
 // Checks token ids [B, S] against a vocabulary (one host read: for prompts, not the token loop).
 void check_token_ids(const at::Tensor& ids, int64_t vocab_size, const std::string& where);
 
-}  // namespace omniflux::qwen2
+}  // namespace omniflux

@@ -20,11 +20,11 @@
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"
 
-namespace omniflux::qwen2_5_vl {
+namespace omniflux {
 
 // --- Image preprocessing (Qwen2VLImageProcessor, the slow PIL path) ---------------------------
 
-struct PreprocessorConfig {  // defaults: the class defaults; checkpoints override max_pixels
+struct Qwen2_5_VLPreprocessorConfig {  // defaults: the class defaults; checkpoints override max_pixels
   int64_t min_pixels = 56 * 56;
   int64_t max_pixels = 28 * 28 * 1280;
   int64_t patch_size = 14;
@@ -35,32 +35,32 @@ struct PreprocessorConfig {  // defaults: the class defaults; checkpoints overri
   std::vector<double> image_std = {0.26862954, 0.26130258, 0.27577711};
 
   // preprocessor_config.json (a file, or a folder holding it).
-  static PreprocessorConfig load(const std::string& path);
-  static PreprocessorConfig from_json(const omniflux::Config& json);
+  static Qwen2_5_VLPreprocessorConfig load(const std::string& path);
+  static Qwen2_5_VLPreprocessorConfig from_json(const omniflux::Config& json);
 };
 
 // Target (height, width), multiples of `factor`, with min_pixels <= h * w <= max_pixels; Python's
 // round-half-to-even as the reference. Throws Error for an aspect ratio above 200 or a zero size.
-std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
+std::pair<int64_t, int64_t> qwen2_5_vl_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,
                                          int64_t max_pixels);
 
-struct PixelBatch {
+struct Qwen2_5_VLPixels {
   at::Tensor pixel_values;  // [sum(t * gh * gw), C * T * P * P] float32
   at::Tensor grid_thw;      // [n_images, 3] int64, in patches
 };
 
 // Rescales, normalises, repeats to temporal_patch_size frames and flattens already-resized images
 // (uint8 [H, W, 3], H and W multiples of patch * merge) in the processor's patch order.
-PixelBatch patchify(const std::vector<at::Tensor>& resized_rgb, const PreprocessorConfig& cfg);
+Qwen2_5_VLPixels qwen2_5_vl_patchify(const std::vector<at::Tensor>& resized_rgb, const Qwen2_5_VLPreprocessorConfig& cfg);
 
 // The whole processor: smart_resize (factor patch * merge), PIL-exact bicubic resize of the uint8
 // image, then patchify. `resized` (optional) receives the resized images as uint8 [H, W, 3].
-PixelBatch preprocess(const std::vector<Image>& images, const PreprocessorConfig& cfg,
+Qwen2_5_VLPixels qwen2_5_vl_preprocess(const std::vector<Image>& images, const Qwen2_5_VLPreprocessorConfig& cfg,
                       std::vector<at::Tensor>* resized = nullptr);
 
 // --- Model ------------------------------------------------------------------------------------
 
-struct VisionConfig {  // defaults: Qwen2_5_VLVisionConfig
+struct Qwen2_5_VLVisionConfig {  // defaults: Qwen2_5_VLVisionConfig
   int64_t depth = 32;
   int64_t hidden_size = 3584;
   int64_t intermediate_size = 3420;
@@ -73,46 +73,46 @@ struct VisionConfig {  // defaults: Qwen2_5_VLVisionConfig
   int64_t window_size = 112;
   std::vector<int64_t> fullatt_block_indexes = {7, 15, 23, 31};
 
-  static VisionConfig from_json(const omniflux::Config& json);
+  static Qwen2_5_VLVisionConfig from_json(const omniflux::Config& json);
 };
 
-struct Config {
-  qwen2::Config text;
-  VisionConfig vision;
+struct Qwen2_5_VLConfig {
+  Qwen2Config text;
+  Qwen2_5_VLVisionConfig vision;
   std::vector<int64_t> mrope_section;
   int64_t image_token_id = 151655, video_token_id = 151656, vision_start_token_id = 151652;
   int64_t eos_token_id = 151645;
 
-  static Config from_json(const omniflux::Config& json);
+  static Qwen2_5_VLConfig from_json(const omniflux::Config& json);
 };
 
 // Window attention layout of the ViT (get_window_index).
-struct WindowIndex {
+struct Qwen2_5_VLWindowIndex {
   at::Tensor window_index;       // [N / merge^2] int64: merged-token order inside windows
   at::Tensor cu_window_seqlens;  // [W + 1] int64, in patches, after unique_consecutive
 };
-WindowIndex get_window_index(const at::Tensor& grid_thw, const VisionConfig& cfg);
+Qwen2_5_VLWindowIndex qwen2_5_vl_window_index(const at::Tensor& grid_thw, const Qwen2_5_VLVisionConfig& cfg);
 
-struct RopeIndex {
+struct Qwen2_5_VLRopeIndex {
   at::Tensor position_ids;  // [3, B, L] int64
   at::Tensor rope_deltas;   // [B, 1] int64
 };
 // M-RoPE positions of a prompt (get_rope_index): text advances by 1 per token, an image takes
 // (t, h, w) grid positions and advances by max(h, w) / merge. Left-padded rows (attention_mask 0)
 // get position 1 at the pads.
-RopeIndex get_rope_index(const at::Tensor& input_ids, const at::Tensor& image_grid_thw, const Config& cfg,
+Qwen2_5_VLRopeIndex qwen2_5_vl_rope_index(const at::Tensor& input_ids, const at::Tensor& image_grid_thw, const Qwen2_5_VLConfig& cfg,
                          const at::Tensor& attention_mask = {});
 
-class VisionTower {
+class Qwen2_5_VLVisionTower {
  public:
-  static VisionTower load(const WeightView& w, const VisionConfig& cfg);
+  static Qwen2_5_VLVisionTower load(const WeightView& w, const Qwen2_5_VLVisionConfig& cfg);
   // pixel_values [N, C*T*P*P], grid_thw [n, 3] -> merged features [N / merge^2, out_hidden] in
   // the processor's (un-windowed) order.
   at::Tensor forward(const at::Tensor& pixel_values, const at::Tensor& grid_thw) const;
 
  private:
   struct Block;  // src/models/qwen2_5_vl.cpp; shared, immutable after load
-  VisionConfig cfg_;
+  Qwen2_5_VLVisionConfig cfg_;
   at::Tensor patch_w_;  // [hidden, C*T*P*P] (the Conv3d kernel flattened)
   std::shared_ptr<const std::vector<Block>> blocks_;
   at::Tensor ln_q_, mlp0_w_, mlp0_b_, mlp2_w_, mlp2_b_;
@@ -128,9 +128,9 @@ class Qwen2_5_VL {
   // denoise_tower.*). The caller calls store.finish().
   static Qwen2_5_VL load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
-  const Config& config() const { return cfg_; }
-  const PreprocessorConfig& preprocessor() const { return pre_; }
-  const VisionTower& visual() const { return visual_; }
+  const Qwen2_5_VLConfig& config() const { return cfg_; }
+  const Qwen2_5_VLPreprocessorConfig& preprocessor() const { return pre_; }
+  const Qwen2_5_VLVisionTower& visual() const { return visual_; }
   KVCache new_cache(int64_t batch, int64_t capacity) const;
 
   // The prompt step: ids [B, L] with t*gh*gw/merge^2 <|image_pad|> per image, pixel values and
@@ -162,7 +162,7 @@ class Qwen2_5_VL {
 
   struct Prompt {
     at::Tensor ids;  // [1, L] with the image pads expanded
-    PixelBatch pixels;
+    Qwen2_5_VLPixels pixels;
   };
   // One user turn of the Qwen2.5-VL chat template: the images, then the question; tokenised, the
   // k-th <|image_pad|> repeated t*gh*gw / merge^2 times, and the images preprocessed.
@@ -179,14 +179,14 @@ class Qwen2_5_VL {
   }
 
  private:
-  Config cfg_;
-  PreprocessorConfig pre_;
+  Qwen2_5_VLConfig cfg_;
+  Qwen2_5_VLPreprocessorConfig pre_;
   RuntimeOptions rt_;
-  VisionTower visual_;
+  Qwen2_5_VLVisionTower visual_;
   at::Tensor embed_tokens_, norm_, lm_head_, inv_freq_;
   std::shared_ptr<const qwen2::DecoderStack> layers_;
   std::shared_ptr<const text::Tokenizer> tokenizer_;
   text::PromptSpecialTokens special_tokens_ = text::PromptSpecialTokens::Text;
 };
 
-}  // namespace omniflux::qwen2_5_vl
+}  // namespace omniflux

@@ -5,7 +5,7 @@
 // norms chosen per position by token type, and two heads chosen by the generation mode.
 // One id space: ids < vocab_size are text, id vocab_size + k is image code k.
 //
-//   auto lm = xomni::XOmniLM::load(dir, rt);
+//   auto lm = XOmniLM::load(dir, rt);
 //   at::Tensor codes = lm.generate_image_codes(prompt_ids, negative_ids, 72 * 72, opts);
 #include <cstdint>
 #include <functional>
@@ -23,24 +23,24 @@
 #include "omniflux/sampling/token_sampling.h"
 #include "omniflux/text/tokenizer.h"
 
-namespace omniflux::xomni {
+namespace omniflux {
 
-struct LMConfig {
-  qwen2::Config text;              // the Qwen2 fields; text.vocab_size is the text vocabulary
+struct XOmniLMConfig {
+  Qwen2Config text;              // the Qwen2 fields; text.vocab_size is the text vocabulary
   int64_t num_mm_adap_layers = 4;  // defaults: XOmniConfig (configuration_xomni.py)
   int64_t num_mm_head_layers = 4;
   int64_t mm_vocab_size = 16448;
   int64_t image_vocab_size = 16384;
   std::vector<std::string> mm_special_tokens = {"<SOM>", "<EOM>", "<IMAGE>"};
 
-  static LMConfig from_json(const omniflux::Config& json);
+  static XOmniLMConfig from_json(const omniflux::Config& json);
   // Layers [adap, N - head) update every token; the others only image tokens.
   bool routed(int64_t layer) const {
     return layer < num_mm_adap_layers || layer >= text.num_hidden_layers - num_mm_head_layers;
   }
 };
 
-enum class Mode { Text, Image };
+enum class XOmniMode { Text, Image };
 
 class XOmniLM {
  public:
@@ -51,7 +51,7 @@ class XOmniLM {
   // memory: random-weight benchmarks). The store must hold nothing else.
   static XOmniLM load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
-  const LMConfig& config() const { return cfg_; }
+  const XOmniLMConfig& config() const { return cfg_; }
   KVCache new_cache(int64_t batch, int64_t capacity) const;
 
   // Runs ids [B, S] (text and image ids mixed) as the next step of `cache` and returns the hidden
@@ -61,14 +61,14 @@ class XOmniLM {
   // Text mode: lm_head, [..., vocab_size], column j = id j. Image mode: the first image_vocab_size
   // rows of mm_head, [..., image_vocab_size], column k = id vocab_size + k. (The reference fills
   // the other ids of its full-width logits with finfo.min, which no softmax or argmax picks.)
-  at::Tensor logits(const at::Tensor& hidden, Mode mode) const;
-  int64_t token_offset(Mode mode) const { return mode == Mode::Image ? cfg_.text.vocab_size : 0; }
+  at::Tensor logits(const at::Tensor& hidden, XOmniMode mode) const;
+  int64_t token_offset(XOmniMode mode) const { return mode == XOmniMode::Image ? cfg_.text.vocab_size : 0; }
 
   // prefill: checks the ids, returns logits of the last `logits_to_keep` positions (0 = all).
-  at::Tensor prefill(const at::Tensor& ids, KVCache& cache, Mode mode, const at::Tensor& attention_mask = {},
+  at::Tensor prefill(const at::Tensor& ids, KVCache& cache, XOmniMode mode, const at::Tensor& attention_mask = {},
                      int64_t logits_to_keep = 1) const;
   // ids [B] (absolute ids, on the device); returns logits [B, V_mode].
-  at::Tensor decode_one(const at::Tensor& ids, KVCache& cache, Mode mode) const;
+  at::Tensor decode_one(const at::Tensor& ids, KVCache& cache, XOmniMode mode) const;
 
   // Text-to-image token generation as X-Omni's generate.py: `prompt_ids` [1, L] ends with
   // "<SOM>h w<IMAGE>"; with guidance_scale != 1, `negative_ids` [1, L2] (the tokens of that
@@ -96,10 +96,10 @@ class XOmniLM {
   void check_image_token_ids(const text::Tokenizer& tokenizer) const;
 
  private:
-  LMConfig cfg_;
+  XOmniLMConfig cfg_;
   RuntimeOptions rt_;
   at::Tensor lm_embed_, mm_embed_, lm_norm_, mm_norm_, lm_head_, image_head_, inv_freq_;
   std::shared_ptr<const qwen2::DecoderStack> layers_;
 };
 
-}  // namespace omniflux::xomni
+}  // namespace omniflux

@@ -72,7 +72,7 @@ class UniWorldPipeline {
 
   struct VlmPrompt {
     at::Tensor ids;                       // [1, L], image pads expanded
-    qwen2_5_vl::PixelBatch pixels;        // undefined tensors without images
+    Qwen2_5_VLPixels pixels;        // undefined tensors without images
     std::vector<at::Tensor> resized;      // qwen_vl_utils.fetch_image outputs, uint8 [H, W, 3]
   };
   // uniworld.md §3.2: fetch_image (smart_resize with min_pixels = max_pixels = qwen_pixels, PIL bicubic)
@@ -90,7 +90,7 @@ class UniWorldPipeline {
   at::Tensor clip_ids(const std::string& text) const;
   at::Tensor t5_ids(const std::string& text, int64_t max_sequence_length) const;
   // uniworld.md §2.1: projectors, SigLIP splice, T5 appended when `t5` is defined.
-  uniworld::TextStream assemble(const at::Tensor& ids, const at::Tensor& vlm_hidden, const at::Tensor& siglip_features,
+  UniWorldTextStream assemble(const at::Tensor& ids, const at::Tensor& vlm_hidden, const at::Tensor& siglip_features,
                                 const at::Tensor& t5) const;
   // uniworld.md §3.4: true when the task head routes to an image (hidden at the last `assistant` token).
   // Throws when the model folder has no task head.
@@ -112,9 +112,9 @@ class UniWorldPipeline {
                                  const ChatStream& stream = {}, const ProgressCallback& progress = {}) const;
 
   // Components are handles, built on the device if offload had released them.
-  qwen2_5_vl::Qwen2_5_VL vlm() const;
+  Qwen2_5_VL vlm() const;
   const FluxPipeline& flux() const;
-  const uniworld::Connectors& connectors() const;
+  const UniWorldConnectors& connectors() const;
   // Settings of this handle (copies keep their own; the loaded models are shared):
   // min_pixels = max_pixels of the Qwen image processor (app.py: 448^2), and what special-token
   // text inside a prompt becomes in the VLM prompt (default: text; docs/validation.md). CLIP and

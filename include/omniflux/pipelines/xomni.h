@@ -225,7 +225,7 @@ class XOmniPipeline {
   text::PromptSpecialTokens prompt_special_tokens() const { return special_tokens_; }
 
   // Components are handles, built on the device if offload had released them.
-  xomni::XOmniLM lm() const;
+  XOmniLM lm() const;
   const text::Tokenizer& tokenizer() const;
   const XOmniVisionConfig& vision_config() const;
   SiglipVQTokenizer image_tokenizer() const;

@@ -11,11 +11,11 @@ using namespace omniflux;
 
 namespace {
 
-qwen2::Config lm_config(const bench::BenchContext& ctx) {
+Qwen2Config lm_config(const bench::BenchContext& ctx) {
   const std::string preset = ctx.arg("preset", "small");
-  qwen2::Config c;
+  Qwen2Config c;
   if (preset == "qwen2.5-7b") {
-    c = qwen2::Config::qwen2_5_7b();
+    c = Qwen2Config::qwen2_5_7b();
   } else if (preset == "small") {
     c.vocab_size = 4096;
     c.hidden_size = 256;
@@ -37,7 +37,7 @@ qwen2::Config lm_config(const bench::BenchContext& ctx) {
   return c;
 }
 
-nlohmann::json shape_of(const qwen2::Config& c, int64_t batch, int64_t prompt, int64_t n_new) {
+nlohmann::json shape_of(const Qwen2Config& c, int64_t batch, int64_t prompt, int64_t n_new) {
   return {{"hidden", c.hidden_size}, {"layers", c.num_hidden_layers}, {"heads", c.num_attention_heads},
           {"kv_heads", c.num_key_value_heads}, {"inter", c.intermediate_size}, {"vocab", c.vocab_size},
           {"batch", batch}, {"prompt", prompt}, {"new", n_new}};
@@ -48,7 +48,7 @@ std::vector<int64_t> batches(const bench::BenchContext& ctx) {
   return {1, 2};
 }
 
-double weight_bytes(const qwen2::Config& c, at::ScalarType dt) {
+double weight_bytes(const Qwen2Config& c, at::ScalarType dt) {
   const double H = c.hidden_size, I = c.intermediate_size, q = c.num_attention_heads * c.head_dim,
                kv = c.num_key_value_heads * c.head_dim;
   const double per_layer = H * (q + 2 * kv) + q * H + 3 * H * I;
@@ -59,9 +59,9 @@ double weight_bytes(const qwen2::Config& c, at::ScalarType dt) {
 }  // namespace
 
 OMNIFLUX_BENCH_CASE(lm_prefill, "Qwen2 prefill tokens/s; args: preset=small|qwen2.5-7b hidden= layers= heads= kv_heads= inter= vocab= prompt=128 batch=") {
-  const qwen2::Config c = lm_config(ctx);
+  const Qwen2Config c = lm_config(ctx);
   const int64_t prompt = ctx.arg_int("prompt", 128);
-  auto lm = qwen2::Qwen2ForCausalLM::random(c, ctx.rt, 0);
+  auto lm = Qwen2ForCausalLM::random(c, ctx.rt, 0);
   for (int64_t B : batches(ctx)) {
     at::Tensor ids = at::randint(0, c.vocab_size, {B, prompt}, at::TensorOptions().dtype(at::kLong).device(ctx.rt.torch_device()));
     auto cache = lm.new_cache(B, prompt);
@@ -75,9 +75,9 @@ OMNIFLUX_BENCH_CASE(lm_prefill, "Qwen2 prefill tokens/s; args: preset=small|qwen
 }
 
 OMNIFLUX_BENCH_CASE(lm_decode, "Qwen2 greedy decode tokens/s through the static KV cache; args: as lm_prefill, plus new=32 bw_gbs= (GPU bandwidth, GB/s: the bound)") {
-  const qwen2::Config c = lm_config(ctx);
+  const Qwen2Config c = lm_config(ctx);
   const int64_t prompt = ctx.arg_int("prompt", 128), n_new = ctx.arg_int("new", 32);
-  auto lm = qwen2::Qwen2ForCausalLM::random(c, ctx.rt, 0);
+  auto lm = Qwen2ForCausalLM::random(c, ctx.rt, 0);
   for (int64_t B : batches(ctx)) {
     at::Tensor ids = at::randint(0, c.vocab_size, {B, prompt}, at::TensorOptions().dtype(at::kLong).device(ctx.rt.torch_device()));
     auto cache = lm.new_cache(B, prompt + n_new);

@@ -70,8 +70,8 @@ struct TempLM {
     else w.save(dir / "model.safetensors");
   }
   std::shared_ptr<WeightStore> memory;
-  xomni::XOmniLM load(const bench::BenchContext& ctx) const {
-    return memory ? xomni::XOmniLM::load(dir.string(), *memory, ctx.rt) : xomni::XOmniLM::load(dir.string(), ctx.rt);
+  XOmniLM load(const bench::BenchContext& ctx) const {
+    return memory ? XOmniLM::load(dir.string(), *memory, ctx.rt) : XOmniLM::load(dir.string(), ctx.rt);
   }
   ~TempLM() {
     std::error_code ec;
@@ -106,7 +106,7 @@ OMNIFLUX_BENCH_CASE(xomni, "X-Omni codes/s (batch 1, batch 2 with CFG) and decod
     std::vector<double> scales = {1.0, 3.0};
     if (ctx.args.count("cfg")) scales = {ctx.arg_double("cfg", 1.0)};
     for (double g : scales) {
-      xomni::XOmniLM::ImageGeneration opt;
+      XOmniLM::ImageGeneration opt;
       opt.guidance_scale = g;
       const double ms = ctx.time_ms([&] { lm.generate_image_codes(prompt, neg, n_codes, opt); });
       const double per_s = n_codes / (ms * 1e-3);

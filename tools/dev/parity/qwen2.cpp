@@ -14,7 +14,7 @@ using namespace omniflux;
 
 OMNIFLUX_PARITY_CASE(qwen2_lm) {
   ParityOutputs out;
-  auto lm = qwen2::Qwen2ForCausalLM::load((std::filesystem::path(ctx.file("config")).parent_path()).string(), ctx.rt);
+  auto lm = Qwen2ForCausalLM::load((std::filesystem::path(ctx.file("config")).parent_path()).string(), ctx.rt);
   at::Tensor ids = ctx.input("input_ids");
   std::vector<at::Tensor> layers;
   {

@@ -16,14 +16,14 @@ using namespace omniflux;
 
 OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
   ParityOutputs out;
-  auto model = qwen2_5_vl::Qwen2_5_VL::load(std::filesystem::path(ctx.file("config")).parent_path().string(), ctx.rt);
+  auto model = Qwen2_5_VL::load(std::filesystem::path(ctx.file("config")).parent_path().string(), ctx.rt);
   const auto& pre = model.preprocessor();
 
   // Image processor: raw uint8 images (any count) -> smart_resize + PIL bicubic -> normalised patches.
   std::vector<Image> images;
   for (const at::Tensor& raw : ctx.numbered_inputs("raw_image_")) images.push_back(image_from_tensor(raw));
   std::vector<at::Tensor> resized;
-  auto px = qwen2_5_vl::preprocess(images, pre, &resized);
+  auto px = qwen2_5_vl_preprocess(images, pre, &resized);
   for (size_t k = 0; k < resized.size(); ++k) out["resized_image_" + std::to_string(k)] = resized[k];
   out["pixel_values"] = px.pixel_values;
   out["image_grid_thw"] = px.grid_thw;
@@ -45,7 +45,7 @@ OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
     out["logits"] = model.prefill(ids, px.pixel_values, px.grid_thw, cache, {}, 0).to(at::kFloat).cpu();
     out["inter_lm_layer_outputs"] = at::stack(lm_layers);
   }
-  auto ri = qwen2_5_vl::get_rope_index(ids, px.grid_thw, model.config());
+  auto ri = qwen2_5_vl_rope_index(ids, px.grid_thw, model.config());
   out["position_ids"] = ri.position_ids;
   out["rope_deltas"] = ri.rope_deltas;
 

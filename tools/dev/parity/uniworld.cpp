@@ -21,13 +21,13 @@ OMNIFLUX_PARITY_CASE(uniworld_conditioning) {
   const auto cfg = omniflux::Config::load(ctx.file("config"));
   const auto dt = cfg.sub("denoise_tower");
   auto store = omniflux::WeightStore::open(ctx.file("weights"), ctx.rt);
-  auto conn = omniflux::uniworld::Connectors::load(store->root().sub("denoise_tower"), dt.get_int("input_hidden_size"),
+  auto conn = omniflux::UniWorldConnectors::load(store->root().sub("denoise_tower"), dt.get_int("input_hidden_size"),
                                                    dt.get_int("output_hidden_size"), dt.get_int("siglip_hidden_size", -1));
   store->finish();
   ParityOutputs out;
   at::Tensor e = conn.denoise_projector.forward(ctx.input("vlm_hidden"));
   at::Tensor s = conn.siglip_projector.forward(ctx.input("siglip_features"));
-  auto ts = omniflux::uniworld::assemble_text_stream(ctx.input("input_ids"), e, s, ctx.input("t5_embeds"),
+  auto ts = omniflux::uniworld_assemble_text_stream(ctx.input("input_ids"), e, s, ctx.input("t5_embeds"),
                                                      cfg.get_int("image_end_token_id"));
   out["prompt_embeds"] = ts.prompt_embeds;
   out["txt_ids"] = ts.txt_ids;
