@@ -261,7 +261,8 @@ TEST(XOmniLM, ImageCodeGenerationCancelsWithinOneCode) {
   g.guidance_scale = 3.0;
   const at::Tensor all = lm.generate_image_codes(prompt, neg, 12, g);
   int64_t calls = 0, total = 0;
-  g.on_token = [&](int64_t done, int64_t t) {
+  g.progress = [&](const std::string& stage, int64_t done, int64_t t) {
+    EXPECT_EQ(stage, "tokens");
     ++calls;
     total = t;
     return done < 4;

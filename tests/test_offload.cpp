@@ -288,12 +288,18 @@ TEST(Offload, ModesGiveBitIdenticalXOmniOutputs) {
   }
 }
 
-TEST(Offload, ModesGiveBitIdenticalFluxImages) {
+// A small FLUX request: 64x64, two steps.
+FluxOptions small_flux_request() {
   FluxOptions o;
   o.prompt = "a cat";
   o.width = o.height = 64;
   o.steps = 2;
   o.seed = 9;
+  return o;
+}
+
+TEST(Offload, ModesGiveBitIdenticalFluxImages) {
+  const FluxOptions o = small_flux_request();
   std::optional<Image> ref;
   for (Offload mode : kModes) {
     SCOPED_TRACE(offload_name(mode));
@@ -335,11 +341,7 @@ class HeldCopies : public nn::detail::CopyStream {
 // The CUDA streaming path of sequential offload (host arenas, two device slots, the next block
 // copied while one computes) on the CPU, through the fake copy stream.
 TEST(Offload, StreamingPathWithAFakeCopyStreamEqualsResident) {
-  FluxOptions o;
-  o.prompt = "a cat";
-  o.width = o.height = 64;
-  o.steps = 2;
-  o.seed = 9;
+  const FluxOptions o = small_flux_request();
   const auto ref = FluxPipeline::load(tiny("flux.1-dev"), with(Offload::None)).generate(o);
   auto fake = std::make_shared<HeldCopies>();
   nn::detail::set_fake_copy_stream(fake);

@@ -196,7 +196,7 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
   g.token_offset = token_offset(XOmniMode::Image);
   // Suppressed ids are absolute; the scores cover only the image codes.
   for (int64_t& id : g.sampling.suppress_tokens) id -= g.token_offset;
-  if (opt.on_token) g.on_token = [&](int64_t done) { return opt.on_token(done, n_codes); };
+  if (opt.progress) g.on_token = [&](int64_t done) { return opt.progress("tokens", done, n_codes); };
   auto step = [&](const at::Tensor& next) {
     if (!pair) return decode_one(next, cache, XOmniMode::Image);
     return pair->all_gather(decode_one(next.slice(0, pair->rank(), pair->rank() + 1), cache, XOmniMode::Image), 0);

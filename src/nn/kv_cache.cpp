@@ -41,25 +41,25 @@ KVCache::KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t capaci
 }
 
 nn::AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& attention_mask) {
-  if (k_.empty()) throw Error("KV cache was never allocated", "nn::KVCache::begin_step");
-  if (new_tokens < 1) throw Error("a step needs at least one token", "nn::KVCache::begin_step");
+  if (k_.empty()) throw Error("KV cache was never allocated", "KVCache::begin_step");
+  if (new_tokens < 1) throw Error("a step needs at least one token", "KVCache::begin_step");
   if (length_ + new_tokens > capacity_)
-    throw Error("KV cache is full", "nn::KVCache::begin_step",
+    throw Error("KV cache is full", "KVCache::begin_step",
                 "at most " + std::to_string(capacity_) + " tokens",
                 std::to_string(length_) + " + " + std::to_string(new_tokens));
   step_ = new_tokens;
   in_step_ = true;
   if (attention_mask.defined()) {
     if (length_ != 0)
-      throw Error("an attention mask is only accepted on the first step", "nn::KVCache::begin_step");
+      throw Error("an attention mask is only accepted on the first step", "KVCache::begin_step");
     if (attention_mask.dim() != 2 || attention_mask.size(0) != batch_ || attention_mask.size(1) != new_tokens)
-      throw Error("attention mask has the wrong shape", "nn::KVCache::begin_step",
+      throw Error("attention mask has the wrong shape", "KVCache::begin_step",
                   shape_str({batch_, new_tokens}), shape_str(attention_mask.sizes().vec()));
     // Checked on the host: this is user input of the prefill, not part of the token loop.
     at::Tensor m = attention_mask.to(at::kCPU).ne(0);
     at::Tensor m_long = m.to(at::kLong);
     if (m_long.diff(1, 1).lt(0).any().item<bool>() || m_long.select(1, new_tokens - 1).eq(0).any().item<bool>())
-      throw Error("only left padding is supported", "nn::KVCache::begin_step",
+      throw Error("only left padding is supported", "KVCache::begin_step",
                   "each row 0...0 1...1", "a mask with a gap or right padding");
     const at::Tensor real = m_long.sum(1);  // [B] on the host
     delta_ = (real - new_tokens).to(k_[0].device());
@@ -95,14 +95,14 @@ nn::AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& a
 }
 
 std::pair<at::Tensor, at::Tensor> KVCache::write(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
-  if (!in_step_) throw Error("KV cache write outside a step", "nn::KVCache::write");
+  if (!in_step_) throw Error("KV cache write outside a step", "KVCache::write");
   if (layer < 0 || layer >= layers())
-    throw Error("KV cache layer out of range", "nn::KVCache::write", "< " + std::to_string(layers()),
+    throw Error("KV cache layer out of range", "KVCache::write", "< " + std::to_string(layers()),
                 std::to_string(layer));
   const at::Tensor& kc = k_[layer];
   if (k.dim() != 4 || k.size(0) != batch_ || k.size(1) != kc.size(1) || k.size(2) != step_ ||
       k.size(3) != kc.size(3) || v.sizes() != k.sizes())
-    throw Error("KV cache write has the wrong shape", "nn::KVCache::write",
+    throw Error("KV cache write has the wrong shape", "KVCache::write",
                 shape_str({batch_, kc.size(1), step_, kc.size(3)}), shape_str(k.sizes().vec()));
   if (bucket_ > 0) {  // at the device length: no host value in the step
     k_[layer].index_copy_(2, write_at_, k);
@@ -116,7 +116,7 @@ std::pair<at::Tensor, at::Tensor> KVCache::write(int64_t layer, const at::Tensor
 }
 
 void KVCache::end_step() {
-  if (!in_step_) throw Error("KV cache end_step without begin_step", "nn::KVCache::end_step");
+  if (!in_step_) throw Error("KV cache end_step without begin_step", "KVCache::end_step");
   length_ += step_;
   if (bucket_ > 0) length_dev_.add_(step_);
   in_step_ = false;
@@ -127,9 +127,9 @@ void KVCache::sync_length_dev() {
 }
 
 void KVCache::use_fixed_shapes(int64_t bucket) {
-  if (k_.empty()) throw Error("KV cache was never allocated", "nn::KVCache::use_fixed_shapes");
+  if (k_.empty()) throw Error("KV cache was never allocated", "KVCache::use_fixed_shapes");
   if (in_step_ || bucket < 1)
-    throw Error("cannot switch to fixed shapes here", "nn::KVCache::use_fixed_shapes", "a bucket >= 1, outside a step",
+    throw Error("cannot switch to fixed shapes here", "KVCache::use_fixed_shapes", "a bucket >= 1, outside a step",
                 std::to_string(bucket));
   bucket_ = bucket;
   length_dev_ = at::full({1}, length_, at::TensorOptions().dtype(at::kLong).device(k_[0].device()));
@@ -148,7 +148,7 @@ void KVCache::reset() {
 
 void KVCache::rewind(int64_t length) {
   if (in_step_ || length < 0 || length > length_)
-    throw Error("cannot rewind the KV cache there", "nn::KVCache::rewind", "0.." + std::to_string(length_) + " outside a step",
+    throw Error("cannot rewind the KV cache there", "KVCache::rewind", "0.." + std::to_string(length_) + " outside a step",
                 std::to_string(length));
   length_ = length;
   sync_length_dev();
@@ -162,7 +162,7 @@ int64_t KVCache::bytes() const {
 
 void KVCache::skip(int64_t n) {
   if (in_step_ || n < 0 || length_ + n > capacity_)
-    throw Error("cannot skip that far in the KV cache", "nn::KVCache::skip",
+    throw Error("cannot skip that far in the KV cache", "KVCache::skip",
                 "0.." + std::to_string(capacity_ - length_) + " outside a step", std::to_string(n));
   length_ += n;
   sync_length_dev();
@@ -177,7 +177,7 @@ at::Tensor KVCache::positions() const {
 
 void KVCache::set_position_delta(const at::Tensor& delta) {
   if (delta.numel() != batch_)
-    throw Error("position delta needs one value per row", "nn::KVCache::set_position_delta",
+    throw Error("position delta needs one value per row", "KVCache::set_position_delta",
                 std::to_string(batch_), shape_str(delta.sizes().vec()));
   delta_ = delta.reshape({batch_}).to(delta_.device(), at::kLong);
 }

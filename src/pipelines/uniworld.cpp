@@ -75,8 +75,7 @@ namespace {
 // tokens skipped). Finish Cancelled when `stream` cancelled.
 ChatAnswer vlm_answer(const UniWorldPipeline::Impl& m, const UniWorldPipeline::VlmPrompt& p, const ChatOptions& o,
                       const ChatStream& stream, const ProgressCallback& progress) {
-  // app.py: max_new_tokens=128
-  sampling::TextGenerationOptions g = chat_generation_options(o, 128, 1.0, progress);
+  sampling::TextGenerationOptions g = chat_generation_options(o, kUniWorldAnswerTokens, 1.0, progress);
   g.eos_token_ids = {m.vlm_cfg.eos_token_id};
   if (auto eot = m.tokenizer->token_to_id("<|endoftext|>")) g.eos_token_ids.push_back(*eot);
   check_context_length(p.ids.size(1), g.max_new_tokens, m.vlm_cfg.text.max_position_embeddings,

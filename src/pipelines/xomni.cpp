@@ -411,7 +411,7 @@ std::optional<XOmniCodes> XOmniPipeline::generate_codes(const XOmniOptions& opt,
   XOmniLM::ImageGeneration g;
   g.sampling = effective_sampling(opt);
   g.guidance_scale = opt.cfg_scale;
-  if (progress) g.on_token = [&progress](int64_t done, int64_t total) { return progress("tokens", done, total); };
+  g.progress = progress;
   check_guidance(opt.cfg_scale, "X-Omni generate_codes: cfg_scale");
   at::Tensor codes = impl_->lm.get().generate_image_codes(p.ids, p.negative_ids, p.rows * p.cols, g).to(at::kCPU).contiguous();
   if (codes.numel() != p.rows * p.cols) return std::nullopt;  // cancelled
@@ -582,7 +582,7 @@ std::optional<ChatAnswer> XOmniPipeline::chat(const std::vector<ChatTurn>& turns
   // chat.py: generate(do_sample=False, max_new_tokens=512, eos <|im_end|>) on top of the model's
   // generation_config.json (kwargs override it): greedy, with the file's repetition penalty.
   const double rp = impl_->generation_config ? impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4) : 1.0;
-  ChatAnswer a = answer(ids, chat_generation_options(options, 512, rp, progress), stream);
+  ChatAnswer a = answer(ids, chat_generation_options(options, kXOmniAnswerTokens, rp, progress), stream);
   if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
   return a;
 }
@@ -595,7 +595,7 @@ std::optional<std::string> XOmniPipeline::chat(const Image& image, const std::st
   ChatOptions options;
   options.max_new_tokens = max_new_tokens;
   const double rp = impl_->generation_config ? impl_->generation_config->get_positive("repetition_penalty", 1.0, 1e4) : 1.0;
-  ChatAnswer a = answer(ids, chat_generation_options(options, 512, rp, progress), stream);
+  ChatAnswer a = answer(ids, chat_generation_options(options, kXOmniAnswerTokens, rp, progress), stream);
   if (a.finish == sampling::FinishReason::Cancelled) return std::nullopt;
   return a.text;
 }

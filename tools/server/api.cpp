@@ -31,31 +31,30 @@ const char* model_name(ModelId m) {
 ModelCaps default_caps(ModelId id) {
   ModelCaps c;
   c.id = id;
+  // The pipelines' option structs hold the official scripts' defaults; the server reads them there.
   switch (id) {
-    case ModelId::UniWorld:
+    case ModelId::UniWorld: {
+      const UniWorldOptions o;
       c.generations = c.edits = c.chat = true;
-      c.width = c.height = 1024;  // UniWorldOptions defaults (cli.py)
-      c.steps = 28;
-      c.guidance = 3.5;
-      c.seed = 42;
+      c.width = o.width, c.height = o.height, c.steps = o.steps, c.guidance = o.guidance, c.seed = o.seed;
       c.chat_images = kUniWorldMaxImages;
-      c.chat_max_tokens = 128;  // app.py: max_new_tokens=128
+      c.chat_max_tokens = kUniWorldAnswerTokens;
       break;
-    case ModelId::XOmni:
+    }
+    case ModelId::XOmni: {
+      const XOmniOptions o;
       c.generations = c.chat = true;
-      c.width = c.height = kXOmniDefaultSide;  // generate.py --image-size
-      c.guidance = 1.0;                          // generate.py --cfg-scale
-      c.seed = 1234;
+      c.width = o.width, c.height = o.height, c.guidance = o.cfg_scale, c.seed = o.seed;
       c.chat_images = 1;        // chat.py: one image
-      c.chat_max_tokens = 512;  // chat.py: max_new_tokens=512
+      c.chat_max_tokens = kXOmniAnswerTokens;
       break;
-    case ModelId::Flux:
+    }
+    case ModelId::Flux: {
+      const FluxOptions o;
       c.generations = true;
-      c.width = c.height = 1024;  // FluxOptions defaults (diffusers)
-      c.steps = 28;
-      c.guidance = 3.5;
-      c.seed = 0;
+      c.width = o.width, c.height = o.height, c.steps = o.steps, c.guidance = o.guidance, c.seed = o.seed;
       break;
+    }
   }
   return c;
 }

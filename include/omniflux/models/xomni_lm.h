@@ -18,6 +18,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "omniflux/kv_cache.h"
+#include "omniflux/progress.h"
 #include "omniflux/models/qwen2.h"
 #include "omniflux/runtime.h"
 #include "omniflux/sampling/token_sampling.h"
@@ -74,14 +75,13 @@ class XOmniLM {
   // "<SOM>h w<IMAGE>"; with guidance_scale != 1, `negative_ids` [1, L2] (the tokens of that
   // prefix) run as a second, left-padded row of the same cache, fed the conditional row's tokens.
   // Returns the codes k (0 <= k < image_vocab_size), [1, n_codes], or [1, done] with done < n_codes
-  // when on_token cancelled.
+  // when `progress` cancelled.
   struct ImageGeneration {
     sampling::SamplingOptions sampling = xomni_defaults();
     double guidance_scale = 1.0;
-    // Called after each sampled code with (codes sampled so far, n_codes), for progress reports;
-    // returning false cancels before the next decode step. It runs on the host between steps and
-    // must not read the device tensors (no sync).
-    std::function<bool(int64_t done, int64_t total)> on_token;
+    // ("tokens", codes sampled so far, n_codes) after each sampled code; false cancels before the
+    // next decode step (omniflux/progress.h).
+    ProgressCallback progress;
     static sampling::SamplingOptions xomni_defaults();  // do_sample, top_k 50, min_p 0.03
   };
   at::Tensor generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,

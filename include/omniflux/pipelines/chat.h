@@ -33,7 +33,7 @@ struct ChatTurn {
 // config's repetition penalty). temperature 0 is greedy; a temperature > 0, or top_p/top_k/min_p
 // without a temperature (which is then 1), samples.
 struct ChatOptions {
-  int64_t max_new_tokens = 0;  // 0: the pipeline's default (UniWorld 128, app.py; X-Omni 512, chat.py)
+  int64_t max_new_tokens = 0;  // 0: the pipeline's (kUniWorldAnswerTokens 128, app.py; kXOmniAnswerTokens 512, chat.py)
   std::optional<double> temperature, top_p, min_p, repetition_penalty;
   std::optional<int64_t> top_k;
   double presence_penalty = 0, frequency_penalty = 0;  // OpenAI's definitions (text_generation.h)

@@ -30,6 +30,7 @@
 namespace omniflux {
 
 constexpr int kUniWorldMaxImages = 4;
+constexpr int64_t kUniWorldAnswerTokens = 128;  // app.py: max_new_tokens=128 (text answers and chat)
 
 enum class UniWorldTask { Auto, Image, Text };
 // "auto", "image" or "text"; anything else is an Error.
@@ -54,7 +55,7 @@ struct UniWorldOptions {
   bool use_t5 = true;                  // joint_with_t5 ("Enhance Current Turn")
   int64_t max_sequence_length = 256;   // T5 padding length
   UniWorldTask task = UniWorldTask::Auto;
-  int64_t max_new_tokens = 128;        // text answers
+  int64_t max_new_tokens = kUniWorldAnswerTokens;  // text answers
 };
 
 // What run() made: an image, or a text answer (task Text, or Auto routed to text).

@@ -82,6 +82,7 @@ sampling::SamplingOptions xomni_merge_generation_config(const sampling::Sampling
 // [16, kFluxMaxSide]. Throws Error naming the side.
 void xomni_check_size(int64_t width, int64_t height);
 constexpr int64_t kXOmniDefaultSide = 1152;  // generate.py --image-size: 72 x 72 = 5184 codes
+constexpr int64_t kXOmniAnswerTokens = 512;  // chat.py: max_new_tokens=512
 
 struct XOmniPrompt {
   at::Tensor ids;           // [1, L]: tokenizer(prompt + prefix), no chat template
@@ -207,7 +208,7 @@ class XOmniPipeline {
   // chat.py: greedy answer to `question` about `image`, streamed through `stream`. `progress` gets
   // ("answer", tokens, max_new_tokens) after each token; nullopt when either cancelled.
   std::optional<std::string> chat(const Image& image, const std::string& question, const ChatStream& stream = {},
-                                  int64_t max_new_tokens = 512, const ProgressCallback& progress = {}) const;
+                                  int64_t max_new_tokens = kXOmniAnswerTokens, const ProgressCallback& progress = {}) const;
   // A conversation: system, user and assistant turns, text only or with one image in all (chat.py
   // takes one). An image becomes its code text and a newline at the start of its turn, as chat.py
   // writes it; a system turn replaces the template's default system prompt. Greedy with the
