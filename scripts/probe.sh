@@ -266,7 +266,7 @@ probe tokenize.text.one-megabyte ok "^\[" -- "${tok[@]}" --text-file "$c/mega.tx
 
 probe flux.model.missing fail "folder not found.*nope" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/nope" -o "$o/x.png"
 probe flux.model.empty fail "empty-model" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/empty-model" -o "$o/x.png"
-probe flux.model.garbage fail "json|lacks a component" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/garbage-model" -o "$o/x.png"
+probe flux.model.garbage fail "json|component .*folder not found" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/garbage-model" -o "$o/x.png"
 probe flux.model.is-a-file fail "not a folder" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/text.png" -o "$o/x.png"
 LIMIT=10 probe flux.model.fifo-weights fail "FIFO|regular" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/flux-fifo" -o "$o/x.png"
 LIMIT=15 probe flux.model.zero-norm-groups fail "norm_num_groups" -- "${fl[@]}" -W 16 -H 16 -p cat -m "$c/flux-groups0" -o "$o/x.png"

@@ -143,15 +143,6 @@ at::Tensor XOmniLM::decode_one(const at::Tensor& ids, nn::KVCache& cache, XOmniM
   return logits(hidden_states(ids.unsqueeze(1), cache), mode).squeeze(1);
 }
 
-sampling::SamplingOptions XOmniLM::ImageGeneration::xomni_defaults() {
-  // generate.py: do_sample, temperature 1, top_p 1, min_p 0.03; top_k is GenerationConfig's 50.
-  sampling::SamplingOptions s;
-  s.do_sample = true;
-  s.top_k = 50;
-  s.min_p = 0.03;
-  return s;
-}
-
 std::pair<at::Tensor, at::Tensor> XOmniLM::cfg_rows(const at::Tensor& prompt_ids, const at::Tensor& negative_ids) const {
   // Built where the ids are (the pipeline's are on the host); generate_image_codes moves them.
   const auto opts = prompt_ids.options().dtype(at::kLong);

@@ -73,8 +73,6 @@ XOmniVisionConfig XOmniVisionConfig::from(const Config& model_config) {
 
 // ---- sampling ----------------------------------------------------------------------------------------
 
-sampling::SamplingOptions xomni_sampling_defaults() { return XOmniLM::ImageGeneration::xomni_defaults(); }
-
 namespace {
 
 // "4.51.3" >= "4.50" on the numeric components.

@@ -82,7 +82,15 @@ class XOmniLM {
     // ("tokens", codes sampled so far, n_codes) after each sampled code; false cancels before the
     // next decode step (omniflux/progress.h).
     ProgressCallback progress;
-    static sampling::SamplingOptions xomni_defaults();  // do_sample, top_k 50, min_p 0.03
+    // generate.py: do_sample, temperature 1, top_p 1, min_p 0.03; top_k is GenerationConfig's 50.
+    // Inline: the server's request validation reads these defaults without linking the library.
+    static sampling::SamplingOptions xomni_defaults() {
+      sampling::SamplingOptions s;
+      s.do_sample = true;
+      s.top_k = 50;
+      s.min_p = 0.03;
+      return s;
+    }
   };
   at::Tensor generate_image_codes(const at::Tensor& prompt_ids, const at::Tensor& negative_ids, int64_t n_codes,
                                   const ImageGeneration& opt) const;

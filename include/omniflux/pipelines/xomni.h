@@ -68,7 +68,7 @@ struct XOmniVisionConfig {
 
 // generate.py: GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, min_p=0.03, ...) with
 // top_k left at HF's default 50.
-sampling::SamplingOptions xomni_sampling_defaults();
+inline sampling::SamplingOptions xomni_sampling_defaults() { return XOmniLM::ImageGeneration::xomni_defaults(); }
 // Hugging Face's merge (transformers >= 4.50 _prepare_generation_config): when the model's
 // generation_config.json was written by transformers >= 4.50, every field of `user` still equal
 // to the GenerationConfig() default (temperature 1, top_k 50, top_p 1, min_p off, repetition
