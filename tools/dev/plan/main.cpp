@@ -15,10 +15,10 @@
 #include <random>
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
 #include "../tiny/flux_weights.h"
 #include "../tiny/uniworld_weights.h"
+#include "../tiny/xomni_tokenizer.h"
 #include "cli.h"
 #include "omniflux/distributed.h"
 #include "omniflux/error.h"
@@ -153,32 +153,15 @@ void write_uniworld(const fs::path& configs, const fs::path& tokenizers, const f
   w.save(out / "model.safetensors");
 }
 
-// The Qwen2 tokenizer.json with X-Omni's tokens: <SOM>, <EOM>, <IMAGE> after the Qwen ones, and
-// <MM-Token-k> at id vocab_size + k, where the LM's image codes start (XOmniLM::check_image_token_ids).
-void write_xomni_tokenizer(const fs::path& tokenizers, const Config& c, const fs::path& out) {
-  const fs::path src = tokenizers / "qwen2" / "tokenizer.json";
-  std::ifstream in(src);
-  if (!in) throw Error("tokenizer file not found (pass --tokenizers DIR)", src.string());
-  nlohmann::json j = nlohmann::json::parse(in);
-  int64_t next = static_cast<int64_t>(j["model"]["vocab"].size());
-  for (const auto& t : j["added_tokens"]) next = std::max<int64_t>(next, t["id"].get<int64_t>() + 1);
-  auto add = [&](int64_t id, const std::string& content, bool special) {
-    j["added_tokens"].push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
-                                 {"rstrip", false}, {"normalized", false}, {"special", special}});
-  };
-  for (const char* t : {"<SOM>", "<EOM>", "<IMAGE>"}) add(next++, t, true);
-  const int64_t first_code = c.get_int("vocab_size"), codes = c.get_int("image_vocab_size");
-  for (int64_t k = 0; k < codes; ++k) add(first_code + k, "<MM-Token-" + std::to_string(k) + ">", false);
-  fs::create_directories(out);
-  std::ofstream(out / "tokenizer.json") << j.dump();
-}
-
 void write_xomni(const fs::path& configs, const fs::path& tokenizers, const fs::path& out) {
   const fs::path src = configs / "X-Omni-En";
   copy_in(src / "config.json", out / "config.json");
   copy_in(src / "diffusers" / "config.json", out / "diffusers" / "config.json");
   const Config c = Config::load(src.string());
-  write_xomni_tokenizer(tokenizers, c, out);
+  // <MM-Token-k> at vocab_size + k, where the LM's image codes start (XOmniLM::check_image_token_ids).
+  fs::create_directories(out);
+  write_xomni_tokenizer(tokenizers / "qwen2" / "tokenizer.json", out / "tokenizer.json", c.get_int("image_vocab_size"),
+                        c.get_int("vocab_size"));
   const int64_t H = c.get_int("hidden_size"), I = c.get_int("intermediate_size"), L = c.get_int("num_hidden_layers"),
                 nh = c.get_int("num_attention_heads"), kv = c.get_int("num_key_value_heads"), V = c.get_int("vocab_size"),
                 M = c.get_int("mm_vocab_size"), hd = H / nh;

@@ -5,11 +5,10 @@
 // vocab_size + k. The decoder's text encoders and VAE come from the tiny FLUX.1-dev folder
 // (omniflux-tiny writes both).
 
-#include <fstream>
 
 #include "omniflux/error.h"
-#include "io/file_write.h"
 #include "flux_weights.h"
+#include "xomni_tokenizer.h"
 #include "tiny.h"
 
 using namespace omniflux::tiny;
@@ -24,24 +23,6 @@ struct XOmniShape {
   int64_t vit_d = 32, vit_mlp = 64, vit_layers = 2, vit_heads = 2, patch = 16, pos_grid = 8, codebook_dim = 16;
 };
 
-// The Qwen2 tokenizer.json plus X-Omni's tokens; returns the LM vocab_size (= id of <MM-Token-0>).
-int64_t write_tokenizer(const TinyContext& ctx, const XOmniShape& s) {
-  const auto src = ctx.tokenizers / "qwen2" / "tokenizer.json";
-  std::ifstream in(src);
-  if (!in) throw omniflux::Error("tokenizer file not found (pass --tokenizers DIR)", src.string());
-  nlohmann::json j = nlohmann::json::parse(in);
-  int64_t next = static_cast<int64_t>(j["model"]["vocab"].size());
-  for (const auto& t : j["added_tokens"]) next = std::max<int64_t>(next, t["id"].get<int64_t>() + 1);
-  auto add = [&](const std::string& content, bool special) {
-    j["added_tokens"].push_back({{"id", next++}, {"content", content}, {"single_word", false}, {"lstrip", false},
-                                 {"rstrip", false}, {"normalized", false}, {"special", special}});
-  };
-  for (const char* t : {"<SOM>", "<EOM>", "<IMAGE>"}) add(t, true);
-  const int64_t vocab_size = next;
-  for (int64_t k = 0; k < s.image_vocab; ++k) add("<MM-Token-" + std::to_string(k) + ">", false);
-  omniflux::write_file_atomic((ctx.dir / "tokenizer.json").string(), j.dump());
-  return vocab_size;
-}
 
 }  // namespace
 
@@ -53,7 +34,7 @@ OMNIFLUX_TINY_MODEL(x_omni, "x-omni") {
     s.vit_d = 256, s.vit_mlp = 512, s.vit_layers = 4, s.vit_heads = 4, s.pos_grid = 16, s.codebook_dim = 64;
   }
   std::filesystem::create_directories(ctx.dir);
-  const int64_t V = write_tokenizer(ctx, s);
+  const int64_t V = write_xomni_tokenizer(ctx.tokenizers / "qwen2" / "tokenizer.json", ctx.dir / "tokenizer.json", s.image_vocab);  // the LM vocab_size
   const int64_t H = s.hidden, hd = s.hidden / s.heads;
 
   nlohmann::json vision = {
