@@ -253,6 +253,20 @@ TEST(XOmniLM, ImageCodeGenerationIsReproducibleAndInRange) {
   EXPECT_THROW(lm.generate_image_codes(at::full({1, 2}, 10000, at::kLong), {}, 3, g), Error);
 }
 
+TEST(XOmniLM, CfgRowsLeftPadTheShorterRowAndRefuseOtherShapes) {
+  auto lm = XOmniLM::load(fixture("xomni_lm"));
+  const at::Tensor prompt = at::tensor({5, 6, 7, 8}, at::kLong).unsqueeze(0), neg = at::tensor({9, 10}, at::kLong).unsqueeze(0);
+  const auto [ids, mask] = lm.cfg_rows(prompt, neg);
+  EXPECT_TRUE(at::equal(ids, at::tensor({5, 6, 7, 8, 0, 0, 9, 10}, at::kLong).view({2, 4})));
+  EXPECT_TRUE(at::equal(mask, at::tensor({1, 1, 1, 1, 0, 0, 1, 1}, at::kLong).view({2, 4})));
+  const auto [ids2, mask2] = lm.cfg_rows(neg, prompt);  // the shorter row may be either
+  EXPECT_TRUE(at::equal(ids2, at::tensor({0, 0, 9, 10, 5, 6, 7, 8}, at::kLong).view({2, 4})));
+  EXPECT_THROW(lm.cfg_rows(prompt, at::Tensor()), Error);
+  EXPECT_THROW(lm.cfg_rows(at::zeros({2, 3}, at::kLong), neg), Error);
+  EXPECT_THROW(lm.cfg_rows(prompt, at::zeros({1, 0}, at::kLong)), Error);
+  EXPECT_THROW(lm.cfg_rows(at::zeros({4}, at::kLong), neg), Error);
+}
+
 TEST(XOmniLM, ImageCodeGenerationCancelsWithinOneCode) {
   auto lm = XOmniLM::load(fixture("xomni_lm"));
   at::Tensor prompt = at::arange(1, 11, at::kLong).unsqueeze(0), neg = at::arange(8, 11, at::kLong).unsqueeze(0);

@@ -144,6 +144,10 @@ at::Tensor XOmniLM::decode_one(const at::Tensor& ids, nn::KVCache& cache, XOmniM
 }
 
 std::pair<at::Tensor, at::Tensor> XOmniLM::cfg_rows(const at::Tensor& prompt_ids, const at::Tensor& negative_ids) const {
+  for (const at::Tensor* t : {&prompt_ids, &negative_ids})
+    if (!t->defined() || t->dim() != 2 || t->size(0) != 1 || t->size(1) < 1)
+      throw Error("one row of ids per CFG branch", "XOmniLM::cfg_rows", "[1, L] with L >= 1",
+                  t->defined() ? shape_str(t->sizes().vec()) : "undefined");
   // Built where the ids are (the pipeline's are on the host); generate_image_codes moves them.
   const auto opts = prompt_ids.options().dtype(at::kLong);
   const int64_t L = prompt_ids.size(-1), Ln = negative_ids.size(-1), S = std::max(L, Ln);
