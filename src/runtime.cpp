@@ -81,6 +81,12 @@ void RuntimeOptions::validate() const {
   if (!placement.empty() && parallel && parallel->world_size() > 1)
     throw Error("placement and several ranks do not combine", "RuntimeOptions::placement",
                 "one process (each rank holds every component on its own device)", std::to_string(parallel->world_size()) + " ranks");
+  if (decode_graphs && offload != Offload::None)
+    throw Error("decode graphs need the LM's weights on the device", "RuntimeOptions::decode_graphs",
+                "offload none (a graph cannot replay the block streaming)", offload_name(offload));
+  if (decode_graphs && parallel && parallel->world_size() > 1)
+    throw Error("decode graphs run on one rank", "RuntimeOptions::decode_graphs", "one process",
+                std::to_string(parallel->world_size()) + " ranks");
   if (!std::isfinite(max_vram_gb) || max_vram_gb < 0)
     throw Error("invalid memory budget", "RuntimeOptions::max_vram_gb", "a finite number >= 0 (0 = none)",
                 std::to_string(max_vram_gb));

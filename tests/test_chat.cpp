@@ -38,11 +38,15 @@ std::string letters(const std::vector<int64_t>& ids) {
   return s;
 }
 auto next_letter = [](int64_t id) { return one_hot_logits(id + 1); };
+// The loop feeds ids as device tensors; these fake models read them back.
+std::function<at::Tensor(const at::Tensor&)> fed(const std::function<at::Tensor(int64_t)>& f) {
+  return [f](const at::Tensor& id) { return f(id.item<int64_t>()); };
+}
 
 sampling::TextGeneration run(const sampling::TextGenerationOptions& o, std::string* streamed = nullptr,
                              const std::function<at::Tensor(int64_t)>& step = next_letter,
                              const at::Tensor& first = one_hot_logits(0)) {
-  return sampling::generate_text(first, step, letters, o, {}, [&](const std::string& piece) {
+  return sampling::generate_text(first, fed(step), letters, o, {}, [&](const std::string& piece) {
     if (streamed) *streamed += piece;
     return true;
   });
@@ -134,7 +138,7 @@ TEST(TextGeneration, CancelAndUtf8Pieces) {
   sampling::TextGenerationOptions o;
   o.max_new_tokens = 6;
   std::vector<std::string> pieces;
-  auto r = sampling::generate_text(one_hot_logits(0), alternate, bytes, o, {}, [&](const std::string& p) {
+  auto r = sampling::generate_text(one_hot_logits(0), fed(alternate), bytes, o, {}, [&](const std::string& p) {
     pieces.push_back(p);
     return true;
   });
@@ -143,7 +147,7 @@ TEST(TextGeneration, CancelAndUtf8Pieces) {
   for (const auto& p : pieces) EXPECT_EQ(p, "\xC3\xA9");
   // the consumer cancels after its second piece: no third token is sampled
   int calls = 0;
-  r = sampling::generate_text(one_hot_logits(0), next_letter, letters, o, {}, [&](const std::string&) { return ++calls < 2; });
+  r = sampling::generate_text(one_hot_logits(0), fed(next_letter), letters, o, {}, [&](const std::string&) { return ++calls < 2; });
   EXPECT_EQ(r.finish, sampling::FinishReason::Cancelled);
   EXPECT_EQ(r.text, "ab");
   EXPECT_EQ(r.completion_tokens, 2);
@@ -286,5 +290,39 @@ TEST(ChatPipelines, XOmniConversations) {
     ASSERT_TRUE(cut);
     EXPECT_EQ(cut->finish, sampling::FinishReason::Stop);
     EXPECT_EQ(cut->text, a->text.substr(0, a->text.find(c.stop[0])));
+  }
+}
+
+TEST(ChatPipelines, DecodeGraphsAnswerAsEagerDecoding) {
+  // RuntimeOptions::decode_graphs runs the chat loop's steps as decode graphs (on the CPU: replayed
+  // with the cache's host side frozen at capture); the answers must not change, greedy or sampled
+  // with every processor the chat loop has.
+  RuntimeOptions rt;
+  rt.decode_graphs = true;
+  const auto u0 = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2"));
+  const auto u1 = UniWorldPipeline::load(tiny("uniworld-v1"), tiny("flux.1-dev"), tiny("siglip2"), rt);
+  const auto x0 = XOmniPipeline::load(tiny("x-omni"), ""), x1 = XOmniPipeline::load(tiny("x-omni"), "", rt);
+  const std::vector<ChatTurn> one = {{"user", {ChatPart::make_text("What is this?"), ChatPart::make_image(gradient_image(32, 32, 2))}}};
+  ChatOptions c;
+  c.max_new_tokens = 12;
+  for (const bool sampled : {false, true}) {
+    SCOPED_TRACE(sampled ? "sampled" : "greedy");
+    if (sampled) {
+      c.temperature = 1.3;
+      c.seed = 4;
+      c.repetition_penalty = 1.2;
+      c.presence_penalty = 0.5;
+      c.frequency_penalty = 0.3;
+      c.logit_bias = {{7, 2.0}};
+    }
+    const auto a = u0.chat(one, c), b = u1.chat(one, c);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->text, b->text);
+    EXPECT_EQ(a->completion_tokens, b->completion_tokens);
+    EXPECT_GE(a->completion_tokens, 3) << "too short to replay a graph";
+    const auto xa = x0.chat(one, c), xb = x1.chat(one, c);
+    ASSERT_TRUE(xa && xb);
+    EXPECT_EQ(xa->text, xb->text);
+    EXPECT_EQ(xa->completion_tokens, xb->completion_tokens);
   }
 }

@@ -19,6 +19,9 @@ namespace omniflux {
 namespace nn {
 struct AttentionOptions;  // private (src/nn/attention.h): only the layers begin steps
 }
+namespace sampling {
+class DecodeGraph;  // private (src/sampling/decode_graph.h): replays steps the host did not run
+}
 
 // Made by the LMs' new_cache (qwen2, qwen2_5_vl, xomni); passed to their prefill and decode_one.
 class KVCache {
@@ -64,6 +67,8 @@ class KVCache {
   bool fixed_shapes() const { return bucket_ > 0; }
   // The key length the current step's views have (length + S, or its bucket in fixed shapes).
   int64_t view_length() const { return view_; }
+  // The key length a next step of `new_tokens` would view (what a decode graph is captured for).
+  int64_t next_view_length(int64_t new_tokens) const;
 
   // Positions of the current step's tokens, [B, S] int64 on the cache device:
   // length + i + position_delta[b] (HF: cumsum(attention_mask) - 1 for real tokens).
@@ -74,6 +79,18 @@ class KVCache {
   void set_position_delta(const at::Tensor& delta);
 
  private:
+  // A decode graph replays a step whose host side (these counters) ran once, at capture; it saves
+  // and restores them, and counts each replayed step on the host (the device length is advanced
+  // by the graph itself).
+  friend class sampling::DecodeGraph;
+  struct HostState {
+    int64_t length, step, view;
+    bool in_step;
+  };
+  HostState host_state() const { return {length_, step_, view_, in_step_}; }
+  void set_host_state(const HostState& s);
+  void count_replayed_step(int64_t new_tokens);
+
   std::vector<at::Tensor> k_, v_;
   std::vector<int64_t> key_start_;  // [B] pads per row, empty when no row is padded
   at::Tensor length_dev_;           // [1] int64, fixed shapes: the written length on the device

@@ -44,6 +44,13 @@ struct RuntimeOptions {
   // The ranks this process computes with (omniflux/distributed.h); null: this process alone.
   // Copies share it.
   std::shared_ptr<const Parallel> parallel;
+  // LM decoding through decode graphs (docs/gpu.md §Decode graphs): after the prefill the KV cache
+  // keeps fixed shapes (key views rounded up to kDecodeGraphBucket), and each bucket's decode step
+  // with its sampling is captured once as a CUDA graph and replayed per token. On the CPU the same
+  // fixed-shape steps run, replayed with the cache's host side frozen at capture: a check that the
+  // step is capturable, not a speed-up. Needs offload none and one rank. Off by default until a GPU
+  // has measured it.
+  bool decode_graphs = false;
 
   // Checks every field at once (every WeightStore does on construction): a known device and
   // dtype, no float16 on the CPU (LibTorch lacks CPU half kernels for several ops the models use),
@@ -57,6 +64,10 @@ struct RuntimeOptions {
   // The floating-point dtype weights and activations use: "auto" is fp32 on CPU, bf16 on CUDA.
   c10::ScalarType compute_dtype() const;
 };
+
+// Keys per fixed-shape KV bucket under decode_graphs: one graph per 256 tokens generated, and at
+// most 255 masked keys per step.
+inline constexpr int64_t kDecodeGraphBucket = 256;
 
 // Parses "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16"; throws Error otherwise.
 c10::ScalarType parse_dtype(const std::string& name);

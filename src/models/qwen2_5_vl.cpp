@@ -19,6 +19,7 @@
 #include "nn/rotary.h"
 #include "nn/rotary_multimodal.h"
 #include "text/chat_template.h"
+#include "sampling/decode_graph.h"
 
 namespace omniflux {
 
@@ -593,7 +594,7 @@ at::Tensor Qwen2_5_VL::generate(const at::Tensor& ids, const at::Tensor& pixel_v
   at::Tensor first = prefill(ids, pixel_values, grid_thw, cache).squeeze(1);
   check_finite(first, "Qwen2.5-VL prefill logits");
   return sampling::generate(first, [&](const at::Tensor& next) { return decode_one(next, cache); }, opt,
-                            ids.to(first.device(), at::kLong))
+                            ids.to(first.device(), at::kLong), sampling::decode_graph_cache(cache, rt_))
       .tokens;
 }
 

@@ -15,6 +15,7 @@
 #include "nn/debug.h"
 #include "nn/ops.h"
 #include "nn/rotary.h"
+#include "sampling/decode_graph.h"
 
 namespace omniflux {
 
@@ -196,7 +197,7 @@ at::Tensor XOmniLM::generate_image_codes(const at::Tensor& prompt_ids, const at:
     if (!pair) return decode_one(next, cache, XOmniMode::Image);
     return pair->all_gather(decode_one(next.slice(0, pair->rank(), pair->rank() + 1), cache, XOmniMode::Image), 0);
   };
-  auto r = sampling::generate(first, step, g, prompt_ids.to(dev, at::kLong));
+  auto r = sampling::generate(first, step, g, prompt_ids.to(dev, at::kLong), sampling::decode_graph_cache(cache, rt_));
   return r.tokens - g.token_offset;
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -93,6 +94,20 @@ SdpaCall sdpa_call(const at::Tensor& q, const at::Tensor& k, const AttentionOpti
   return c;
 }
 
+// One query per row against a key mask with grouped heads: the fixed-shape decode of decode graphs
+// (KVCache::use_fixed_shapes). The Hq / Hkv query heads that share a key head become that head's
+// Hq / Hkv queries, [B, Hkv, G, D] against k, v [B, Hkv, Lk, D]: the same dot products, and no
+// kernel needs grouped heads (LibTorch 2.11's memory-efficient kernel has none, and the math path
+// would repeat k and v G times).
+bool fold_query_groups(const at::Tensor& q, const at::Tensor& k, const SdpaCall& c) {
+  return q.size(1) != k.size(1) && q.size(2) == 1 && c.mask.has_value();
+}
+std::pair<at::Tensor, at::Tensor> folded(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mask) {
+  const int64_t B = q.size(0), hq = q.size(1), hkv = k.size(1), lk = k.size(2);
+  at::Tensor m = mask.dim() == 4 && mask.size(1) == 1 ? mask : mask.expand({B, hq, 1, lk}).reshape({B, hkv, hq / hkv, lk});
+  return {q.reshape({B, hkv, hq / hkv, q.size(3)}), m};
+}
+
 at::Tensor attention_unpadded(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                               const AttentionOptions& opt, double scale) {
   const bool gqa = q.size(1) != k.size(1);
@@ -104,6 +119,10 @@ at::Tensor attention_unpadded(const at::Tensor& q, const at::Tensor& k, const at
   // Grouped-query attention without repeating k/v: the CPU flash kernel and CUDA's flash,
   // memory-efficient and cuDNN kernels take Hkv < Hq as they are.
   const SdpaCall c = sdpa_call(q, k, opt);
+  if (fold_query_groups(q, k, c)) {
+    auto [qg, m] = folded(q, k, *c.mask);
+    return at::scaled_dot_product_attention(qg, k, v, m, 0.0, false, scale, false).reshape(q.sizes());
+  }
   return at::scaled_dot_product_attention(q, k, v, c.mask, 0.0, c.is_causal, scale, gqa);
 }
 
@@ -151,15 +170,23 @@ std::string attention_backend(const at::Tensor& q, const at::Tensor& k, const at
   if (direct_flash(q, k, v, opt)) return "flash";
   const SdpaCall c = sdpa_call(q, k, opt);
   const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-  const int64_t b = at::_fused_sdp_choice(q, k, v, c.mask, 0.0, c.is_causal, scale, q.size(1) != k.size(1));
-  switch (b) {
-    case 0: return "sdpa-math";
-    case 1: return "sdpa-flash";
-    case 2: return "sdpa-efficient";
-    case 3: return "sdpa-cudnn";
-    case 4: return "sdpa-overrideable";
+  std::string prefix;
+  int64_t b = 0;
+  if (fold_query_groups(q, k, c)) {
+    auto [qg, m] = folded(q, k, *c.mask);
+    prefix = "grouped-queries:";
+    b = at::_fused_sdp_choice(qg, k, v, m, 0.0, false, scale, false);
+  } else {
+    b = at::_fused_sdp_choice(q, k, v, c.mask, 0.0, c.is_causal, scale, q.size(1) != k.size(1));
   }
-  return "sdpa-" + std::to_string(b);
+  switch (b) {
+    case 0: return prefix + "sdpa-math";
+    case 1: return prefix + "sdpa-flash";
+    case 2: return prefix + "sdpa-efficient";
+    case 3: return prefix + "sdpa-cudnn";
+    case 4: return prefix + "sdpa-overrideable";
+  }
+  return prefix + "sdpa-" + std::to_string(b);
 }
 
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -71,7 +71,7 @@ nn::AttentionOptions KVCache::begin_step(int64_t new_tokens, const at::Tensor& a
   }
   nn::AttentionOptions opt;
   if (bucket_ > 0) {
-    view_ = std::min(capacity_, (length_ + new_tokens + bucket_ - 1) / bucket_ * bucket_);
+    view_ = next_view_length(new_tokens);
     const auto dev = k_[0].device();
     const auto lo = at::TensorOptions().dtype(at::kLong).device(dev);
     if (key_start_dev_.numel() != batch_ || attention_mask.defined()) {
@@ -120,6 +120,27 @@ void KVCache::end_step() {
   length_ += step_;
   if (bucket_ > 0) length_dev_.add_(step_);
   in_step_ = false;
+}
+
+int64_t KVCache::next_view_length(int64_t new_tokens) const {
+  const int64_t end = length_ + new_tokens;
+  return bucket_ > 0 ? std::min(capacity_, (end + bucket_ - 1) / bucket_ * bucket_) : end;
+}
+
+void KVCache::set_host_state(const HostState& s) {
+  length_ = s.length;
+  step_ = s.step;
+  view_ = s.view;
+  in_step_ = s.in_step;
+}
+
+void KVCache::count_replayed_step(int64_t new_tokens) {
+  if (in_step_ || length_ + new_tokens > capacity_)
+    throw Error("KV cache is full", "KVCache (decode graph)", "at most " + std::to_string(capacity_) + " tokens",
+                std::to_string(length_) + " + " + std::to_string(new_tokens));
+  view_ = next_view_length(new_tokens);  // what the replayed step viewed
+  step_ = new_tokens;
+  length_ += new_tokens;
 }
 
 void KVCache::sync_length_dev() {

@@ -20,6 +20,7 @@
 #include "nn/kv_cache.h"
 #include "sampling/latents.h"
 #include "text/chat_template.h"
+#include "sampling/decode_graph.h"
 
 namespace fs = std::filesystem;
 
@@ -93,11 +94,9 @@ ChatAnswer vlm_answer(const UniWorldPipeline::Impl& m, const UniWorldPipeline::V
       if (id < known) kept.push_back(id);
     return m.tokenizer->decode(kept, /*skip_special_tokens=*/true);
   };
-  auto step = [&](int64_t id) {
-    return vlm.decode_one(at::full({1}, id, at::TensorOptions().dtype(at::kLong).device(first.device())), cache).squeeze(1);
-  };
-  sampling::TextGeneration t =
-      sampling::generate_text(first, step, decode, g, p.ids.to(first.device(), at::kLong), stream);
+  auto step = [&](const at::Tensor& id) { return vlm.decode_one(id, cache); };
+  sampling::TextGeneration t = sampling::generate_text(first, step, decode, g, p.ids.to(first.device(), at::kLong), stream,
+                                                       sampling::decode_graph_cache(cache, vlm.runtime()));
   ChatAnswer a;
   a.text = std::move(t.text);
   a.prompt_tokens = p.ids.size(1);

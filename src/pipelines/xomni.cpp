@@ -22,6 +22,7 @@
 #include "sampling/latents.h"
 #include "text/chat_template.h"
 #include "omniflux/text/tokenizer.h"
+#include "sampling/decode_graph.h"
 
 namespace fs = std::filesystem;
 
@@ -555,15 +556,14 @@ ChatAnswer XOmniPipeline::answer(const at::Tensor& ids, sampling::TextGeneration
   nn::KVCache cache = lm.new_cache(1, ids.size(1) + g.max_new_tokens);
   at::Tensor first = lm.prefill(ids, cache, XOmniMode::Text).squeeze(1);
   check_finite(first, "X-Omni chat prefill logits");
-  auto step = [&](int64_t id) {
-    return lm.decode_one(at::full({1}, id, at::TensorOptions().dtype(at::kLong).device(first.device())), cache, XOmniMode::Text);
-  };
+  auto step = [&](const at::Tensor& id) { return lm.decode_one(id, cache, XOmniMode::Text); };
   std::vector<int64_t> sampled;  // the ids of the last decode: the whole answer
   auto decode = [&](const std::vector<int64_t>& answer) {
     sampled = answer;
     return impl_->tokenizer->decode(answer, false);
   };
-  sampling::TextGeneration t = sampling::generate_text(first, step, decode, g, ids.to(first.device(), at::kLong), stream);
+  sampling::TextGeneration t = sampling::generate_text(first, step, decode, g, ids.to(first.device(), at::kLong), stream,
+                                                       sampling::decode_graph_cache(cache, lm.runtime()));
   ChatAnswer a;
   a.prompt_tokens = ids.size(1);
   a.completion_tokens = t.completion_tokens;

@@ -2,11 +2,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "omniflux/error.h"
 #include "nn/debug.h"
+#include "sampling/decode_graph.h"
+#include "sampling/token_sampler.h"
 
 namespace omniflux::sampling {
 
@@ -67,48 +72,57 @@ size_t stop_prefix_tail(const std::string& text, const std::vector<std::string>&
 
 }  // namespace
 
-TextGeneration generate_text(const at::Tensor& first_logits, const std::function<at::Tensor(int64_t)>& step,
+TextGeneration generate_text(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
                              const std::function<std::string(const std::vector<int64_t>&)>& decode,
                              const TextGenerationOptions& o, const at::Tensor& prompt_ids,
-                             const TextPieceCallback& on_piece) {
+                             const TextPieceCallback& on_piece, KVCache* graph_cache) {
   if (!first_logits.defined() || first_logits.dim() != 2 || first_logits.size(0) != 1)
     throw Error("first logits must be [1, V]", "sampling::generate_text", "[1, V]",
                 first_logits.defined() ? shape_str(first_logits.sizes().vec()) : "undefined");
   const int64_t vocab = first_logits.size(1);
   check_options(o, vocab);
   const auto dev = first_logits.device();
-  at::Generator gen = make_generator(o.sampling.seed, dev);
-  const bool penalties = o.presence_penalty != 0 || o.frequency_penalty != 0;
-  at::Tensor counts = penalties ? at::zeros({1, vocab}, first_logits.options().dtype(at::kFloat)) : at::Tensor();
-  at::Tensor bias;
-  if (!o.logit_bias.empty()) {
-    bias = at::zeros({1, vocab}, at::kFloat);
-    for (const auto& [id, b] : o.logit_bias) bias[0][id] += b;
-    bias = bias.to(dev);
-  }
+  SamplerSpec spec;
+  spec.sampling = o.sampling;
+  spec.vocab = vocab;
+  spec.max_new_tokens = o.max_new_tokens;
+  spec.presence_penalty = o.presence_penalty;
+  spec.frequency_penalty = o.frequency_penalty;
+  spec.logit_bias = o.logit_bias;
   // Prompt and answer ids for the repetition penalty (HF penalises both).
-  at::Tensor history;
-  if (o.sampling.repetition_penalty != 1.0)
-    history = prompt_ids.defined() ? prompt_ids.to(dev, at::kLong) : at::empty({1, 0}, first_logits.options().dtype(at::kLong));
+  TokenSampler sampler(spec, o.sampling.repetition_penalty != 1.0 ? prompt_ids : at::Tensor(), dev);
+  std::unique_ptr<DecodeGraph> graph = graph_cache ? std::make_unique<DecodeGraph>(*graph_cache, step, sampler) : nullptr;
+  // The host reads each id (to decode text) while the device already runs the next step: the id is
+  // copied into pinned memory before that step is queued, so reading it waits for the copy only.
+  // When the answer ends, one step was queued for nothing; no step is queued past max_new_tokens.
+  const bool cuda = dev.is_cuda();
+  at::Tensor host_id = at::empty({1}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
 
   TextGeneration out;
   std::vector<int64_t> ids;
   std::string text;    // decode(ids), up to a stop string once one was found
   size_t emitted = 0;  // bytes of `text` already passed to on_piece
   size_t searched = 0; // stop strings were looked for in text[0, searched)
-  at::Tensor logits = first_logits;
   auto flush = [&](size_t upto) {
     if (!on_piece || upto <= emitted) return true;
     const bool go_on = on_piece(text.substr(emitted, upto - emitted));
     emitted = upto;
     return go_on;
   };
+  at::Tensor next_dev = sampler.sample(first_logits);
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    at::Tensor scores = logits.to(at::kFloat);
-    if (bias.defined()) scores = scores + bias;
-    if (penalties) scores = scores - counts * o.frequency_penalty - (counts > 0).to(at::kFloat) * o.presence_penalty;
-    scores = process_scores(scores, history, o.sampling);
-    const int64_t next = (o.sampling.do_sample ? sample_categorical(scores, gen) : scores.argmax(-1)).item<int64_t>();
+    host_id.copy_(next_dev, /*non_blocking=*/cuda);
+    c10::Event copied(dev.type());
+    if (cuda) copied.record(c10::impl::VirtualGuardImpl(dev.type()).getStream(dev));
+    if (i + 1 < o.max_new_tokens) {  // queue the next step before waiting for this id
+      if (graph) {
+        next_dev = graph->run(next_dev);  // its output is overwritten by the next replay, after the copy above
+      } else {
+        next_dev = sampler.sample(step(next_dev));
+      }
+    }
+    if (cuda) copied.synchronize();
+    const int64_t next = host_id.item<int64_t>();
     if (tapping()) tap("sampling.text_token", at::tensor({next}, at::kLong));  // the ranks' choices, compared in tests
     ++out.completion_tokens;
     if (std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), next) != o.eos_token_ids.end()) {
@@ -133,11 +147,6 @@ TextGeneration generate_text(const at::Tensor& first_logits, const std::function
       out.text = text.substr(0, emitted);
       return out;
     }
-    if (i + 1 == o.max_new_tokens) break;  // no step for a token that will not be sampled
-    at::Tensor id = at::full({1, 1}, next, at::TensorOptions().dtype(at::kLong).device(dev));
-    if (history.defined()) history = at::cat({history, id}, 1);
-    if (penalties) counts.index_put_({0, next}, counts.index({0, next}) + 1);
-    logits = step(next);
   }
   if (out.finish != FinishReason::Stop) text = ids.empty() ? std::string() : decode(ids);
   if (!flush(text.size())) out.finish = FinishReason::Cancelled;

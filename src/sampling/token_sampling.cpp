@@ -3,11 +3,14 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
 #include "omniflux/error.h"
+#include "sampling/decode_graph.h"
+#include "sampling/token_sampler.h"
 
 namespace omniflux::sampling {
 
@@ -142,7 +145,7 @@ at::Tensor sample_categorical(const at::Tensor& scores, at::Generator& gen) {
 }
 
 TokenLoopResult generate(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
-                        const TokenLoopOptions& opt, const at::Tensor& prompt_ids) {
+                        const TokenLoopOptions& opt, const at::Tensor& prompt_ids, KVCache* graph_cache) {
   check_scores(first_logits, "sampling::generate");
   if (opt.max_new_tokens < 1)
     throw Error("max_new_tokens must be >= 1", "sampling::generate", ">= 1", std::to_string(opt.max_new_tokens));
@@ -153,52 +156,34 @@ TokenLoopResult generate(const at::Tensor& first_logits, const std::function<at:
   const int64_t B = cfg ? first_logits.size(0) / 2 : first_logits.size(0);
   const auto dev = first_logits.device();
   const auto lopt = at::TensorOptions().dtype(at::kLong).device(dev);
-  at::Generator gen = make_generator(opt.sampling.seed, dev);
 
-  // Every id so far (prompt + generated), for the repetition penalty; written in place.
-  at::Tensor history;
-  int64_t prompt_len = 0;
-  if (opt.sampling.repetition_penalty != 1.0) {
-    if (prompt_ids.defined()) {
-      if (prompt_ids.dim() != 2 || prompt_ids.size(0) != B)
-        throw Error("prompt ids must be [B, L]", "sampling::generate", "[" + std::to_string(B) + ", L]",
-                    shape_str(prompt_ids.sizes().vec()));
-      prompt_len = prompt_ids.size(1);
-    }
-    history = at::empty({B, prompt_len + opt.max_new_tokens}, lopt);
-    if (prompt_len) history.slice(1, 0, prompt_len).copy_(prompt_ids);
-  }
+  SamplerSpec spec;
+  spec.sampling = opt.sampling;
+  spec.rows = B;
+  spec.vocab = first_logits.size(1);
+  spec.max_new_tokens = opt.max_new_tokens;
+  spec.guidance_scale = opt.guidance_scale;
+  spec.token_offset = opt.token_offset;
+  TokenSampler sampler(spec, opt.sampling.repetition_penalty != 1.0 ? prompt_ids : at::Tensor(), dev);
+  std::unique_ptr<DecodeGraph> graph = graph_cache ? std::make_unique<DecodeGraph>(*graph_cache, step, sampler) : nullptr;
+
   at::Tensor eos = opt.eos_token_ids.empty() ? at::Tensor() : at::tensor(opt.eos_token_ids, at::kLong).to(dev);
   at::Tensor finished = at::zeros({B}, lopt.dtype(at::kBool));
   at::Tensor tokens = at::empty({B, opt.max_new_tokens}, lopt);
   std::vector<at::Tensor> kept;
 
-  // Suppressed ids as a device mask built once: a per-step host-to-device copy would block.
-  SamplingOptions sopt = opt.sampling;
-  at::Tensor suppress;
-  if (!sopt.suppress_tokens.empty()) {
-    suppress = suppress_tokens(at::zeros({1, first_logits.size(1)}), sopt.suppress_tokens).isinf().to(dev);
-    sopt.suppress_tokens.clear();
-  }
-
   at::Tensor logits = first_logits;
+  at::Tensor next = sampler.sample(first_logits);
   int64_t n = 0;
   bool cancelled = false;
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    at::Tensor raw = logits.to(at::kFloat);
-    at::Tensor scores = cfg ? cfg_combine(raw.slice(0, 0, B), raw.slice(0, B), opt.guidance_scale) : raw;
-    if (opt.keep_step_logits) kept.push_back(raw.slice(0, 0, B));
-    at::Tensor prev = history.defined() ? history.slice(1, 0, prompt_len + i) - opt.token_offset : at::Tensor();
-    scores = apply_processors(scores, prev, sopt);
-    if (suppress.defined()) scores = scores.masked_fill(suppress, -std::numeric_limits<float>::infinity());
-    if (sopt.do_sample) scores = apply_warpers(scores, sopt);
-    at::Tensor next = (sopt.do_sample ? sample_categorical(scores, gen) : scores.argmax(-1)) + opt.token_offset;
+    // A graph's logits are overwritten by its next replay: keep a copy.
+    if (opt.keep_step_logits) kept.push_back(logits.slice(0, 0, B).to(at::kFloat, false, /*copy=*/true));
     if (eos.defined()) {
       next = at::where(finished, at::full_like(next, opt.pad_token_id), next);
       finished = finished.logical_or(at::isin(next, eos));
     }
     tokens.select(1, i).copy_(next);
-    if (history.defined()) history.select(1, prompt_len + i).copy_(next);
     n = i + 1;
     if (opt.on_token && !opt.on_token(n)) {
       cancelled = true;
@@ -207,7 +192,14 @@ TokenLoopResult generate(const at::Tensor& first_logits, const std::function<at:
     if (n == opt.max_new_tokens) break;
     // The only host read of the loop, every eos_check_every steps.
     if (eos.defined() && n % std::max<int64_t>(1, opt.eos_check_every) == 0 && finished.all().item<bool>()) break;
-    logits = step(cfg ? at::cat({next, next}) : next);
+    const at::Tensor feed = cfg ? at::cat({next, next}) : next;
+    if (graph) {
+      next = graph->run(feed);
+      logits = graph->logits();
+    } else {
+      logits = step(feed);
+      next = sampler.sample(logits);
+    }
   }
   TokenLoopResult r;
   r.cancelled = cancelled;

@@ -129,6 +129,7 @@ class Qwen2_5_VL {
   static Qwen2_5_VL load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
   const Qwen2_5_VLConfig& config() const { return cfg_; }
+  const RuntimeOptions& runtime() const { return rt_; }
   const Qwen2_5_VLPreprocessorConfig& preprocessor() const { return pre_; }
   const Qwen2_5_VLVisionTower& visual() const { return visual_; }
   KVCache new_cache(int64_t batch, int64_t capacity) const;

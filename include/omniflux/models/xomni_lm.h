@@ -53,6 +53,7 @@ class XOmniLM {
   static XOmniLM load(const std::string& folder, WeightStore& store, const RuntimeOptions& rt = {});
 
   const XOmniLMConfig& config() const { return cfg_; }
+  const RuntimeOptions& runtime() const { return rt_; }
   KVCache new_cache(int64_t batch, int64_t capacity) const;
 
   // Runs ids [B, S] (text and image ids mixed) as the next step of `cache` and returns the hidden

@@ -40,14 +40,18 @@ struct TextGeneration {
 // A streamed piece of the answer; returning false cancels before the next token.
 using TextPieceCallback = std::function<bool(const std::string& piece)>;
 
-// first_logits [1, V] of the prompt's last position; step(id) feeds one token and returns the next
+// first_logits [1, V] of the prompt's last position; step(id) feeds one token (id: [1] int64 on
+// the logits' device, never read back by the loop before the step is queued) and returns the next
 // logits [1, V]; decode(ids) is the text of the answer's ids so far. prompt_ids [1, L] feed the
 // repetition penalty (undefined when it is off). The pieces passed to on_piece concatenate to the
 // returned text: text that could still become a stop string is held back until it cannot.
-TextGeneration generate_text(const at::Tensor& first_logits, const std::function<at::Tensor(int64_t)>& step,
+// The loop queues the step for token i + 1 before it reads token i, so the device never waits for
+// the host's text work; when the answer ends (end token, stop string, cancel) that one step was
+// run for nothing. graph_cache: as sampling::generate's (decode graphs).
+TextGeneration generate_text(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
                              const std::function<std::string(const std::vector<int64_t>&)>& decode,
                              const TextGenerationOptions& options, const at::Tensor& prompt_ids = {},
-                             const TextPieceCallback& on_piece = {});
+                             const TextPieceCallback& on_piece = {}, KVCache* graph_cache = nullptr);
 
 // Decoding the ids of a partial UTF-8 character gives U+FFFD at the end of the text: the length of
 // `s` without those trailing replacement characters, so a streamed piece never splits a character.

@@ -13,6 +13,10 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+namespace omniflux {
+class KVCache;  // omniflux/kv_cache.h
+}
+
 namespace omniflux::sampling {
 
 // scores / temperature (temperature > 0).
@@ -90,7 +94,10 @@ struct TokenLoopResult {
 // first_logits: [B, V] (or [2B, V] with CFG) of the last prompt position, from the model's
 // prefill. step(ids [B or 2B]) runs decode_one and returns the next logits. prompt_ids [B, L] feeds
 // the repetition penalty (undefined when it is off).
+// graph_cache: the cache `step` decodes into, when it is in fixed shapes and the step may run as a
+// decode graph (RuntimeOptions::decode_graphs, docs/gpu.md §Decode graphs): step and sampling are
+// then captured once per KV bucket and replayed; null: every step runs eagerly.
 TokenLoopResult generate(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
-                        const TokenLoopOptions& opt, const at::Tensor& prompt_ids = {});
+                        const TokenLoopOptions& opt, const at::Tensor& prompt_ids = {}, KVCache* graph_cache = nullptr);
 
 }  // namespace omniflux::sampling
