@@ -12,11 +12,13 @@
 #
 # First call, in order: gpu (nvidia-smi, measured copy bandwidth), unpack-debs, configure, build,
 # parity-fp32, parity-bf16, bench-attention (the kernel per shape), bench-qwen-decode (Qwen2.5-7B,
-# batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step at 1024^2), with several GPUs
+# batch 1, 64 new tokens), bench-qwen-decode-graphs (the same through decode graphs), bench-flux-step
+# (one FLUX.1-dev DiT step at 1024^2), with several GPUs
 # bench-flux-step-Nranks (the same step split over N = 2, 4, 8 GPUs over NCCL) and distributed-nccl
 # (the distributed tests on the GPUs), unit-tests (ctest). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
 # (2048 tokens), bench-flux-28 (28 DiT steps at 1024^2), bench-xomni-codes (5184 codes at 1152^2,
-# CFG), then the 12B fp8 DiT from disk: dit-write, dit-fp8-none, dit-fp8-sequential.
+# CFG), then the 12B fp8 DiT from disk: dit-write, dit-fp8-none, dit-fp8-sequential, and last
+# bench-xomni-codes-graphs (the X-Omni bench through decode graphs, on what the budget leaves).
 #
 # Options: --cpu, --long, --quick (CPU: skip the unit tests, one parity case, 1 timed run per bench),
 # --no-build (use the build folder as it is), --skip-tests, --build=DIR (default build-device),
@@ -266,6 +268,8 @@ if have_bin omniflux-bench benches; then
     bench bench-attention 120 attention --dtype bfloat16
     bench bench-qwen-decode 150 lm_decode preset=qwen2.5-7b batch=1 prompt=128 new=64 bw_gbs="$bw_gbs" \
       --warmup 1 --iters 3 --dtype bfloat16
+    bench bench-qwen-decode-graphs 150 lm_decode preset=qwen2.5-7b batch=1 prompt=128 new=64 bw_gbs="$bw_gbs" \
+      --warmup 1 --iters 3 --dtype bfloat16 --decode-graphs
     bench bench-flux-step 150 flux_dit_forward preset=flux-dev --warmup 1 --iters 3 --dtype bfloat16
   elif [ "$device" = cuda ]; then
     bench bench-qwen-prefill 150 lm_prefill preset=qwen2.5-7b batch=1 prompt=2048 --warmup 1 --iters 3 --dtype bfloat16
@@ -277,11 +281,13 @@ if have_bin omniflux-bench benches; then
     if [ $long -eq 0 ]; then
       bench bench-attention 120 attention "${it[@]}"
       bench bench-qwen-decode 120 lm_decode batch=1 prompt=32 new=8 "${it[@]}"
+      bench bench-qwen-decode-graphs 120 lm_decode batch=1 prompt=32 new=8 "${it[@]}" --decode-graphs
       bench bench-flux-step 120 flux_dit_forward "${it[@]}"
     else
       bench bench-qwen-prefill 120 lm_prefill batch=1 prompt=256 "${it[@]}"
       bench bench-flux-28 300 flux_dit_forward --warmup 1 --iters 28
       bench bench-xomni-codes 300 xomni dit=0 cfg=3 codes=32 --warmup 0 --iters 1
+      bench bench-xomni-codes-graphs 300 xomni dit=0 cfg=3 codes=32 --warmup 0 --iters 1 --decode-graphs
     fi
   fi
 fi
@@ -336,6 +342,12 @@ if [ "$device" = cuda ] && [ $long -eq 1 ] && have_bin omniflux-bench_dit_disk d
       step "dit-fp8-$mode" 180 --stdout "$results" "$bin/omniflux-bench_dit_disk" run "$ditdir" --device cuda \
         --offload "$mode" --size 1024
   done
+fi
+# Last in the second call, on what the budget leaves: X-Omni's codes through decode graphs, to set
+# against bench-xomni-codes.
+if [ "$device" = cuda ] && [ $long -eq 1 ] && have_bin omniflux-bench benches; then
+  bench bench-xomni-codes-graphs 300 xomni preset=x-omni dit=0 cfg=3 bw_gbs="$bw_gbs" --warmup 0 --iters 1 \
+    --dtype bfloat16 --decode-graphs
 fi
 
 "$python" - "$results" <<'EOF' >>"$summary" 2>&1

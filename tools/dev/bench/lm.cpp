@@ -1,11 +1,15 @@
 // LM bench cases: prefill and decode tokens/s of a Qwen2 decoder with random weights, at batch 1
 // and 2 (or batch=N). Shape args: preset=small|qwen2.5-7b, then any of hidden=, layers=, heads=,
 // kv_heads=, inter=, vocab=, head_dim= override it; prompt= (prefill tokens), new= (decode tokens).
+#include <memory>
+
 #include <ATen/ATen.h>
 
 #include "bench.h"
 #include "omniflux/error.h"
 #include "omniflux/models/qwen2.h"
+#include "sampling/decode_graph.h"
+#include "sampling/token_sampler.h"
 
 using namespace omniflux;
 
@@ -83,13 +87,29 @@ OMNIFLUX_BENCH_CASE(lm_decode, "Qwen2 greedy decode tokens/s through the static 
     auto cache = lm.new_cache(B, prompt + n_new);
     at::Tensor first = lm.prefill(ids, cache).squeeze(1).argmax(-1);
     const int64_t len0 = cache.length();
+    // --decode-graphs: the same greedy steps through a decode graph (sampling/decode_graph.h). The
+    // warm-up run captures it; the timed runs rewind into the same bucket and only replay.
+    std::unique_ptr<sampling::TokenSampler> sampler;
+    std::unique_ptr<sampling::DecodeGraph> graph;
+    if (ctx.rt.decode_graphs) {
+      if (prompt + n_new > kDecodeGraphBucket)
+        throw Error("decode graphs are timed within one bucket", "bench lm_decode",
+                    "prompt + new <= " + std::to_string(kDecodeGraphBucket), std::to_string(prompt + n_new));
+      sampling::SamplerSpec spec;
+      spec.rows = B;
+      spec.vocab = c.vocab_size;
+      spec.max_new_tokens = n_new;
+      sampler = std::make_unique<sampling::TokenSampler>(spec, at::Tensor(), first.device());
+      graph = std::make_unique<sampling::DecodeGraph>(*sampling::decode_graph_cache(cache, ctx.rt),
+                                                      [&](const at::Tensor& t) { return lm.decode_one(t, cache); }, *sampler);
+    }
     const double ms = ctx.time_ms([&] {
       cache.rewind(len0);
       at::Tensor next = first;
-      for (int64_t i = 0; i < n_new; ++i) next = lm.decode_one(next, cache).argmax(-1);  // no host read
+      for (int64_t i = 0; i < n_new; ++i) next = graph ? graph->run(next) : lm.decode_one(next, cache).argmax(-1);  // no host read
     });
     const double steps_per_s = n_new * 1000.0 / ms;
-    nlohmann::json line = {{"shape", shape_of(c, B, prompt, n_new)}, {"metric", "decode"}, {"ms_per_step", ms / n_new},
+    nlohmann::json line = {{"shape", shape_of(c, B, prompt, n_new)}, {"metric", graph ? "decode_graph" : "decode"}, {"ms_per_step", ms / n_new},
                            {"value", steps_per_s * B}, {"unit", "tok/s"}, {"steps_per_s", steps_per_s}};
     // The weight-bandwidth bound at the GPU's bandwidth (bw_gbs=, GB/s; scripts/device-check.sh reads it
     // from the GPU's name): every decode step reads every weight once.

@@ -68,6 +68,7 @@ void BenchContext::report(json line) const {
   json out = {{"case", case_name}, {"device", rt.device},
               {"dtype", std::string(c10::toString(rt.compute_dtype()))}};
   if (!rt.torch_device().is_cuda()) out["threads"] = at::get_num_threads();
+  if (rt.decode_graphs) out["decode_graphs"] = true;
   if (rt.parallel) {
     // Several ranks: rank 0 reports; each rank's time includes waiting for the others.
     if (!rt.writes_output()) return;
