@@ -17,7 +17,10 @@ namespace {
 struct Shape {
   const char* name;
   int64_t batch, hq, hkv, lq, lk, d;
-  int mask;  // 0 none, 1 causal, 2 causal with row 1 left-padded (per-row key starts), 3 float bias [1, H, Lq, Lk]
+  // 0 none, 1 causal, 2 causal with row 1 left-padded (per-row key starts), 3 float bias
+  // [1, H, Lq, Lk], 4 a decode graph's fixed-shape step: an additive key mask [B, 1, 1, Lk] over the
+  // bucket's tail (and row 1's pads), the same key length at every step
+  int mask;
   double scale;  // 0: 1/sqrt(d)
 };
 
@@ -34,6 +37,8 @@ OMNIFLUX_BENCH_CASE(attention, "kernel run (backend) and ms per attention shape 
       {"qwen_decode_gqa", 1, 28, 4, 1, 2048 / f, 128, 1, 0},
       {"xomni_cfg_prefill_padded", 2, 28, 4, 32, 32, 128, 2, 0},
       {"xomni_cfg_decode_padded", 2, 28, 4, 1, 5205 / f, 128, 2, 0},
+      {"qwen_decode_fixed_bucket", 1, 28, 4, 1, 2048 / f, 128, 4, 0},
+      {"xomni_cfg_decode_fixed_bucket", 2, 28, 4, 1, 5376 / f, 128, 4, 0},
       {"qwen_vl_vision_window", 32 / (small ? 4 : 1), 16, 16, 64, 64, 80, 0, 0},
       {"qwen_vl_vision_full", 2, 16, 16, 1024 / f, 1024 / f, 80, 0, 0},
       {"siglip_512px", 2, 16, 16, 1024 / f, 1024 / f, 72, 0, 0},
@@ -46,7 +51,7 @@ OMNIFLUX_BENCH_CASE(attention, "kernel run (backend) and ms per attention shape 
     const bool decode = s.lq == 1;
     // Decode grows the keys by one each token: three lengths in a row, each timed on its first call
     // (a plan build per length would show here) and then as usual.
-    const int64_t lengths = decode ? 3 : 1;
+    const int64_t lengths = decode && s.mask != 4 ? 3 : 1;
     for (int64_t j = 0; j < lengths; ++j) {
       const int64_t lk = s.lk + j;
       at::Tensor q = at::randn({s.batch, s.hq, s.lq, s.d}, o), k = at::randn({s.batch, s.hkv, lk, s.d}, o),
@@ -59,6 +64,11 @@ OMNIFLUX_BENCH_CASE(attention, "kernel run (backend) and ms per attention shape 
         opt.key_start.back() = std::min<int64_t>(7, lk - 1);
       }
       if (s.mask == 3) opt.mask = at::randn({1, s.hq, s.lq, lk}, o);
+      if (s.mask == 4) {  // about half a bucket of tail (KVCache's mask: finite lowest, not -inf)
+        opt.mask = at::zeros({s.batch, 1, 1, lk}, o);
+        opt.mask.slice(3, lk - std::min<int64_t>(128, lk / 2)).fill_(-1e30);
+        if (s.batch > 1) opt.mask[s.batch - 1].slice(2, 0, 7).fill_(-1e30);
+      }
       const std::string backend = omniflux::nn::attention_backend(q, k, v, opt);
       ctx.sync();
       const auto t0 = std::chrono::steady_clock::now();
