@@ -15,9 +15,9 @@ from ._images import check_output_type, from_engine, images_to_engine, to_engine
 ProgressFn = Callable[[str, int, int], Optional[bool]]
 
 
-def _runtime(device, dtype, offload, max_vram, threads):
+def _runtime(device, dtype, offload, max_vram, threads, decode_graphs):
     return dict(device=str(device), dtype=str(dtype).replace("torch.", ""), offload=offload,
-                max_vram=float(max_vram), threads=threads)
+                max_vram=float(max_vram), threads=threads, decode_graphs=bool(decode_graphs))
 
 
 def _run(progress: bool, callback, fn):
@@ -95,7 +95,7 @@ class Flux:
         scheduler/). device "cpu", "cuda" or "cuda:N"; dtype "auto" (float32 on the CPU, bfloat16 on
         CUDA), "float32", "bfloat16" or "float16"; offload "none", "model" or "sequential"; threads:
         CPU threads for the whole process (None leaves them as they are)."""
-        return cls(_C.Flux.load(os.fspath(folder), **_runtime(device, dtype, offload, max_vram, threads)))
+        return cls(_C.Flux.load(os.fspath(folder), **_runtime(device, dtype, offload, max_vram, threads, False)))
 
     def generate(self, prompt: str, *, prompt_2: Optional[str] = None, negative_prompt: Optional[str] = None,
                  width: int = 1024, height: int = 1024, steps: int = 28, guidance: float = 3.5,
@@ -120,11 +120,12 @@ class UniWorld:
     @classmethod
     def load(cls, model: Union[str, os.PathLike], flux: Union[str, os.PathLike], siglip: Union[str, os.PathLike], *,
              device="cpu", dtype="auto", offload: str = "none", max_vram: float = 0.0,
-             threads: Optional[int] = None) -> "UniWorld":
+             threads: Optional[int] = None, decode_graphs: bool = False) -> "UniWorld":
         """Loads the UniWorld-V1 folder, FLUX.1-dev (its VAE, text encoders and scheduler) and
-        SigLIP2 (google/siglip2-so400m-patch16-512). Runtime arguments as Flux.load."""
+        SigLIP2 (google/siglip2-so400m-patch16-512). Runtime arguments as Flux.load, plus
+        decode_graphs: the LM's decoding as CUDA graphs (docs/gpu.md; on the CPU a check)."""
         return cls(_C.UniWorld.load(os.fspath(model), os.fspath(flux), os.fspath(siglip),
-                                    **_runtime(device, dtype, offload, max_vram, threads)))
+                                    **_runtime(device, dtype, offload, max_vram, threads, decode_graphs)))
 
     def run(self, prompt: str, images: Sequence = (), *, task: str = "auto", width: int = 1024, height: int = 1024,
             snap_to_ratio: bool = True, steps: int = 28, guidance: float = 3.5, seed: int = 42, use_t5: bool = True,
@@ -197,11 +198,12 @@ class XOmni:
 
     @classmethod
     def load(cls, model: Union[str, os.PathLike], flux: Optional[Union[str, os.PathLike]] = None, *, device="cpu",
-             dtype="auto", offload: str = "none", max_vram: float = 0.0, threads: Optional[int] = None) -> "XOmni":
+             dtype="auto", offload: str = "none", max_vram: float = 0.0, threads: Optional[int] = None,
+             decode_graphs: bool = False) -> "XOmni":
         """Loads an X-Omni folder (X-Omni-En or -Zh) and, for decoding, FLUX.1-dev. Runtime
-        arguments as Flux.load."""
+        arguments as UniWorld.load."""
         return cls(_C.XOmni.load(os.fspath(model), os.fspath(flux) if flux is not None else "",
-                                 **_runtime(device, dtype, offload, max_vram, threads)))
+                                 **_runtime(device, dtype, offload, max_vram, threads, decode_graphs)))
 
     def generate_codes(self, prompt: str, *, width: int = 1152, height: int = 1152, cfg_scale: float = 1.0,
                        negative_prompt: str = "", temperature: Optional[float] = None, top_k: Optional[int] = None,

@@ -42,12 +42,13 @@ namespace {
 // ---- runtime options ------------------------------------------------------------------------------
 
 omniflux::RuntimeOptions runtime(const std::string& device, const std::string& dtype, const std::string& offload,
-                                 double max_vram, std::optional<int> threads) {
+                                 double max_vram, std::optional<int> threads, bool decode_graphs) {
   omniflux::RuntimeOptions rt;
   rt.device = device;
   rt.dtype = dtype;
   rt.offload = omniflux::parse_offload(offload);
   rt.max_vram_gb = max_vram;
+  rt.decode_graphs = decode_graphs;
   if (threads) rt.num_threads = *threads;
   rt.validate();
   // threads=None leaves the process's thread count (shared with the user's torch) as it is.
@@ -280,15 +281,16 @@ PYBIND11_MODULE(_omniflux, m) {
 
 #define OMNIFLUX_RUNTIME_ARGS                                                                        \
   py::arg("device") = "cpu", py::arg("dtype") = "auto", py::arg("offload") = "none", py::arg("max_vram") = 0.0, \
-      py::arg("threads") = py::none()
+      py::arg("threads") = py::none(), py::arg("decode_graphs") = false
 
   // ---- FLUX.1-dev ----
   py::class_<PyFlux>(m, "Flux")
       .def_static(
           "load",
           [](const std::string& folder, const std::string& device, const std::string& dtype, const std::string& offload,
-             double max_vram, std::optional<int> threads) {
-            auto rt = runtime(device, dtype, offload, max_vram, threads);
+             double max_vram, std::optional<int> threads,
+             bool decode_graphs) {
+            auto rt = runtime(device, dtype, offload, max_vram, threads, decode_graphs);
             py::gil_scoped_release nogil;
             return PyFlux{omniflux::FluxPipeline::load(folder, rt)};
           },
@@ -321,8 +323,9 @@ PYBIND11_MODULE(_omniflux, m) {
       .def_static(
           "load",
           [](const std::string& model, const std::string& flux, const std::string& siglip, const std::string& device,
-             const std::string& dtype, const std::string& offload, double max_vram, std::optional<int> threads) {
-            auto rt = runtime(device, dtype, offload, max_vram, threads);
+             const std::string& dtype, const std::string& offload, double max_vram, std::optional<int> threads,
+             bool decode_graphs) {
+            auto rt = runtime(device, dtype, offload, max_vram, threads, decode_graphs);
             py::gil_scoped_release nogil;
             return PyUniWorld{omniflux::UniWorldPipeline::load(model, flux, siglip, rt)};
           },
@@ -392,8 +395,9 @@ PYBIND11_MODULE(_omniflux, m) {
       .def_static(
           "load",
           [](const std::string& model, const std::string& flux, const std::string& device, const std::string& dtype,
-             const std::string& offload, double max_vram, std::optional<int> threads) {
-            auto rt = runtime(device, dtype, offload, max_vram, threads);
+             const std::string& offload, double max_vram, std::optional<int> threads,
+             bool decode_graphs) {
+            auto rt = runtime(device, dtype, offload, max_vram, threads, decode_graphs);
             py::gil_scoped_release nogil;
             return PyXOmni{omniflux::XOmniPipeline::load(model, flux, rt)};
           },
@@ -465,7 +469,7 @@ PYBIND11_MODULE(_omniflux, m) {
       .def_static(
           "load",
           [](const std::string& folder, const std::string& device, const std::string& dtype) {
-            auto rt = runtime(device, dtype, "none", 0, std::nullopt);
+            auto rt = runtime(device, dtype, "none", 0, std::nullopt, false);
             py::gil_scoped_release nogil;
             return omniflux::FluxTransformer::load(folder, rt);
           },
@@ -494,7 +498,7 @@ PYBIND11_MODULE(_omniflux, m) {
       .def_static(
           "load",
           [](const std::string& folder, const std::string& device, const std::string& dtype) {
-            auto rt = runtime(device, dtype, "none", 0, std::nullopt);
+            auto rt = runtime(device, dtype, "none", 0, std::nullopt, false);
             py::gil_scoped_release nogil;
             return omniflux::FluxVae::load(folder, rt);
           },
@@ -514,7 +518,7 @@ PYBIND11_MODULE(_omniflux, m) {
       .def_static(
           "load",
           [](const std::string& folder, const std::string& device, const std::string& dtype) {
-            auto rt = runtime(device, dtype, "none", 0, std::nullopt);
+            auto rt = runtime(device, dtype, "none", 0, std::nullopt, false);
             py::gil_scoped_release nogil;
             return omniflux::ClipTextModel::load(folder, rt);
           },
@@ -530,7 +534,7 @@ PYBIND11_MODULE(_omniflux, m) {
       .def_static(
           "load",
           [](const std::string& folder, const std::string& device, const std::string& dtype) {
-            auto rt = runtime(device, dtype, "none", 0, std::nullopt);
+            auto rt = runtime(device, dtype, "none", 0, std::nullopt, false);
             py::gil_scoped_release nogil;
             return omniflux::T5Encoder::load(folder, rt);
           },

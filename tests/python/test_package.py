@@ -156,6 +156,9 @@ def test_xomni_chat_equals_cli(tiny, xomni):
                                              {"type": "text", "text": q}]}]
     a = xomni.chat(messages, max_new_tokens=4)
     assert isinstance(a, str) and a.prompt_tokens > 0 and 1 <= a.completion_tokens <= 4
+    # decode_graphs: the same answer (on the CPU the graph's steps are replayed with the host frozen).
+    graphs = omniflux.XOmni.load(os.path.join(tiny, "x-omni"), decode_graphs=True)
+    assert graphs.chat(q, image=Image.open(os.path.join(tiny, "a.png")), max_new_tokens=8) == answer
 
 
 # ---- progress, cancellation, Ctrl-C -----------------------------------------------------------------
