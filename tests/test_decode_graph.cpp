@@ -86,7 +86,7 @@ TEST(DecodeGraph, CapturesOncePerBucketAndReplaysTheRest) {
   cache.use_fixed_shapes(8);
   sampling::SamplerSpec spec;
   spec.vocab = first.size(1);
-  spec.max_new_tokens = 21;
+  spec.max_new_tokens = 30;
   sampling::TokenSampler sampler(spec, {}, first.device());
   sampling::DecodeGraph graph(cache, [&](const at::Tensor& ids) { return lm.decode_one(ids, cache); }, sampler);
   at::Tensor next = sampler.sample(first);
@@ -94,7 +94,12 @@ TEST(DecodeGraph, CapturesOncePerBucketAndReplaysTheRest) {
   EXPECT_EQ(cache.length(), 32);
   EXPECT_EQ(graph.captures(), 3);
   EXPECT_EQ(graph.replays(), 20 - 3);
-  EXPECT_THROW(graph.run(at::cat({next, next})), Error);  // the graph's input shape is fixed
+  EXPECT_THROW(graph.run(at::cat({next, next})), Error);  // one id per row
+  for (int i = 0; i < 8; ++i) next = graph.run(next);    // up to the capacity: views of 40 keys
+  EXPECT_EQ(cache.length(), 40);
+  EXPECT_EQ(graph.captures(), 4);
+  EXPECT_THROW(graph.run(next), Error);                  // full: refused before anything runs
+  EXPECT_EQ(cache.length(), 40);
   nn::KVCache growing = lm.new_cache(1, 8);
   EXPECT_THROW(sampling::DecodeGraph(growing, [](const at::Tensor& t) { return t; }, sampler), Error);
 }

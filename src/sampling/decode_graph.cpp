@@ -84,8 +84,18 @@ void DecodeGraph::capture(const at::Tensor& ids) {
       c10::cuda::CUDAStreamGuard guard(cuda_->stream);
       // Thread-local mode: another thread's CUDA calls (a server's other requests) do not break it.
       graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-      logits_ = step_(ids_);
-      next_ = sampler_.sample(logits_);
+      try {
+        logits_ = step_(ids_);
+        next_ = sampler_.sample(logits_);
+      } catch (...) {
+        // End the capture, or the stream stays in capture mode and every later launch on it fails.
+        try {
+          graph->capture_end();
+        } catch (...) {
+        }
+        cache_.set_host_state(captured_);
+        throw;
+      }
       graph->capture_end();
     }
     Cuda::wait(current, cuda_->stream);
@@ -98,9 +108,6 @@ void DecodeGraph::capture(const at::Tensor& ids) {
 }
 
 void DecodeGraph::replay() {
-  if (cache_.length() + 1 > cache_.capacity())
-    throw Error("KV cache is full", "sampling::DecodeGraph", "at most " + std::to_string(cache_.capacity()) + " tokens",
-                std::to_string(cache_.length()) + " + 1");
 #if OMNIFLUX_WITH_CUDA
   if (cuda_) {
     cuda_->graph->replay();
@@ -112,19 +119,29 @@ void DecodeGraph::replay() {
   // No graph here: run the step with the host side as the capture saw it (see the header).
   const KVCache::HostState now = cache_.host_state();
   cache_.set_host_state(captured_);
-  logits_ = step_(ids_);
-  next_ = sampler_.sample(logits_);
+  try {
+    logits_ = step_(ids_);
+    next_ = sampler_.sample(logits_);
+  } catch (...) {
+    cache_.set_host_state(now);
+    throw;
+  }
   cache_.set_host_state(now);
   cache_.count_replayed_step(1);
   ++replays_;
 }
 
 at::Tensor DecodeGraph::run(const at::Tensor& ids) {
+  // Checked here: a replay does not run the step's own check, and a capture must not throw.
+  if (cache_.length() + 1 > cache_.capacity())
+    throw Error("KV cache is full", "sampling::DecodeGraph::run", "at most " + std::to_string(cache_.capacity()) + " tokens",
+                std::to_string(cache_.length()) + " + 1");
   const int64_t view = cache_.next_view_length(1);
   if (view != graph_view_) {
     if (view != warm_view_) {  // the bucket's first step: eager, so the capture finds warm kernels
-      warm_view_ = view;
-      return eager(ids);
+      at::Tensor next = eager(ids);
+      warm_view_ = view;  // only once a step of this bucket has run
+      return next;
     }
     capture(ids);
   }
