@@ -56,7 +56,7 @@ class KVCache {
   // dry runs and benchmarks of the last step of a long generation.
   void skip(int64_t n);
 
-  // Fixed shapes, the first half of CUDA-graph decoding (docs/gpu.md §What remains): from now on
+  // Fixed shapes, what decode graphs run on (docs/gpu.md §Decode graphs): from now on
   // the written length also lives in a device tensor, a step's keys are a view of a length rounded
   // up to a multiple of `bucket` (capped at the capacity) whose tail, and each row's pads, an
   // additive mask computed on the device from that tensor excludes, new k/v are written at the

@@ -13,7 +13,9 @@
 // Lq != Lk, aligns the causal mask to the bottom right, which is this function's end alignment, so
 // prefills with a cache and decode need no mask. Left-padded rows (a CFG pair of prompts of
 // different lengths) come as per-row key starts instead of a key mask, and each row runs on its own
-// keys, unpadded. Everything else (fp32, masks, head_dim 512) goes through SDPA's own choice.
+// keys, unpadded. Everything else (fp32, masks, head_dim 512) goes through SDPA's own choice; one
+// query per row against a mask with grouped heads (the fixed-shape decode of decode graphs) goes
+// there with the query heads of each key head folded into its queries, so no kernel needs GQA.
 #include <optional>
 #include <string>
 #include <vector>

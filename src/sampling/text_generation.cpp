@@ -111,17 +111,18 @@ TextGeneration generate_text(const at::Tensor& first_logits, const std::function
   };
   at::Tensor next_dev = sampler.sample(first_logits);
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
+    // The step for token i + 1 (none past max_new_tokens). A graph's output is overwritten by its
+    // next replay, which stream order puts after the copy of this id.
+    auto queue_next = [&] {
+      if (i + 1 < o.max_new_tokens) next_dev = graph ? graph->run(next_dev) : sampler.sample(step(next_dev));
+    };
     host_id.copy_(next_dev, /*non_blocking=*/cuda);
-    c10::Event copied(dev.type());
-    if (cuda) copied.record(c10::impl::VirtualGuardImpl(dev.type()).getStream(dev));
-    if (i + 1 < o.max_new_tokens) {  // queue the next step before waiting for this id
-      if (graph) {
-        next_dev = graph->run(next_dev);  // its output is overwritten by the next replay, after the copy above
-      } else {
-        next_dev = sampler.sample(step(next_dev));
-      }
+    if (cuda) {  // queue the next step before waiting for this id (on the CPU it would run first)
+      c10::Event copied(dev.type());
+      copied.record(c10::impl::VirtualGuardImpl(dev.type()).getStream(dev));
+      queue_next();
+      copied.synchronize();
     }
-    if (cuda) copied.synchronize();
     const int64_t next = host_id.item<int64_t>();
     if (tapping()) tap("sampling.text_token", at::tensor({next}, at::kLong));  // the ranks' choices, compared in tests
     ++out.completion_tokens;
@@ -147,6 +148,7 @@ TextGeneration generate_text(const at::Tensor& first_logits, const std::function
       out.text = text.substr(0, emitted);
       return out;
     }
+    if (!cuda) queue_next();
   }
   if (out.finish != FinishReason::Stop) text = ids.empty() ? std::string() : decode(ids);
   if (!flush(text.size())) out.finish = FinishReason::Cancelled;

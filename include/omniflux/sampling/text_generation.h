@@ -45,9 +45,9 @@ using TextPieceCallback = std::function<bool(const std::string& piece)>;
 // logits [1, V]; decode(ids) is the text of the answer's ids so far. prompt_ids [1, L] feed the
 // repetition penalty (undefined when it is off). The pieces passed to on_piece concatenate to the
 // returned text: text that could still become a stop string is held back until it cannot.
-// The loop queues the step for token i + 1 before it reads token i, so the device never waits for
-// the host's text work; when the answer ends (end token, stop string, cancel) that one step was
-// run for nothing. graph_cache: as sampling::generate's (decode graphs).
+// On CUDA the loop queues the step for token i + 1 before it reads token i, so the device does not
+// wait for the host's text work (when the answer ends, that one step ran for nothing); elsewhere
+// it reads token i first. graph_cache: as sampling::generate's (decode graphs).
 TextGeneration generate_text(const at::Tensor& first_logits, const std::function<at::Tensor(const at::Tensor&)>& step,
                              const std::function<std::string(const std::vector<int64_t>&)>& decode,
                              const TextGenerationOptions& options, const at::Tensor& prompt_ids = {},
