@@ -12,8 +12,8 @@
 #
 # First call, in order: gpu (nvidia-smi, measured copy bandwidth), unpack-debs, configure, build,
 # parity-fp32, parity-bf16, bench-attention (the kernel per shape), bench-qwen-decode (Qwen2.5-7B,
-# batch 1, 64 new tokens), bench-qwen-decode-graphs (the same through decode graphs), bench-flux-step
-# (one FLUX.1-dev DiT step at 1024^2), with several GPUs
+# batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step at 1024^2),
+# bench-qwen-decode-graphs (the Qwen decode through decode graphs), with several GPUs
 # bench-flux-step-Nranks (the same step split over N = 2, 4, 8 GPUs over NCCL) and distributed-nccl
 # (the distributed tests on the GPUs), unit-tests (ctest). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
 # (2048 tokens), bench-flux-28 (28 DiT steps at 1024^2), bench-xomni-codes (5184 codes at 1152^2,
@@ -268,9 +268,10 @@ if have_bin omniflux-bench benches; then
     bench bench-attention 120 attention --dtype bfloat16
     bench bench-qwen-decode 150 lm_decode preset=qwen2.5-7b batch=1 prompt=128 new=64 bw_gbs="$bw_gbs" \
       --warmup 1 --iters 3 --dtype bfloat16
+    bench bench-flux-step 150 flux_dit_forward preset=flux-dev --warmup 1 --iters 3 --dtype bfloat16
+    # After the FLUX step, so that a slow build makes the budget cut this one rather than that.
     bench bench-qwen-decode-graphs 150 lm_decode preset=qwen2.5-7b batch=1 prompt=128 new=64 bw_gbs="$bw_gbs" \
       --warmup 1 --iters 3 --dtype bfloat16 --decode-graphs
-    bench bench-flux-step 150 flux_dit_forward preset=flux-dev --warmup 1 --iters 3 --dtype bfloat16
   elif [ "$device" = cuda ]; then
     bench bench-qwen-prefill 150 lm_prefill preset=qwen2.5-7b batch=1 prompt=2048 --warmup 1 --iters 3 --dtype bfloat16
     bench bench-flux-28 240 flux_dit_forward preset=flux-dev --warmup 1 --iters 28 --dtype bfloat16
@@ -281,8 +282,8 @@ if have_bin omniflux-bench benches; then
     if [ $long -eq 0 ]; then
       bench bench-attention 120 attention "${it[@]}"
       bench bench-qwen-decode 120 lm_decode batch=1 prompt=32 new=8 "${it[@]}"
-      bench bench-qwen-decode-graphs 120 lm_decode batch=1 prompt=32 new=8 "${it[@]}" --decode-graphs
       bench bench-flux-step 120 flux_dit_forward "${it[@]}"
+      bench bench-qwen-decode-graphs 120 lm_decode batch=1 prompt=32 new=8 "${it[@]}" --decode-graphs
     else
       bench bench-qwen-prefill 120 lm_prefill batch=1 prompt=256 "${it[@]}"
       bench bench-flux-28 300 flux_dit_forward --warmup 1 --iters 28
