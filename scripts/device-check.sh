@@ -11,8 +11,9 @@
 #   scripts/device-check.sh --cpu          # anywhere: the same steps on the CPU at small shapes
 #
 # First call, in order: gpu (nvidia-smi, measured copy bandwidth), unpack-debs, configure, build,
-# parity-fp32, parity-bf16, bench-attention (the kernel per shape), bench-qwen-decode (Qwen2.5-7B,
-# batch 1, 64 new tokens), bench-flux-step (one FLUX.1-dev DiT step at 1024^2),
+# parity-fp32, parity-bf16, parity-graphs (the LM cases decoded through decode graphs),
+# bench-attention (the kernel per shape), bench-qwen-decode (Qwen2.5-7B, batch 1, 64 new tokens),
+# bench-flux-step (one FLUX.1-dev DiT step at 1024^2),
 # bench-qwen-decode-graphs (the Qwen decode through decode graphs), with several GPUs
 # bench-flux-step-Nranks (the same step split over N = 2, 4, 8 GPUs over NCCL) and distributed-nccl
 # (the distributed tests on the GPUs), unit-tests (ctest). --long: configure and build again (a no-op on a warm machine), then bench-qwen-prefill
@@ -31,7 +32,7 @@
 #
 # Files under $OUT (at most 8, as the device tool returns): summary.txt (one line per step, written
 # when it ends), device-check.log (every command's output, as it runs), ctest.log, parity-fp32.jsonl,
-# parity-bf16.jsonl and <date>-<gpu>.jsonl (the bench lines, named after the GPU or "cpu-check").
+# parity-bf16.jsonl, parity-graphs.jsonl and <date>-<gpu>.jsonl (the bench lines, named after the GPU or "cpu-check").
 # Exit status: 0 when every step that ran passed, 1 otherwise, 2 on a usage error.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -254,6 +255,15 @@ if [ $long -eq 0 ] && have_bin omniflux-parity parity; then
       --dtype "$([ $dt = fp32 ] && echo float32 || echo bfloat16)" "${cases[@]}"
     parity_summary "$f" "$dt"
   done
+  # The LM cases' greedy decoding through decode graphs (--decode-graphs), in fp32 against the same
+  # references: that a captured graph decodes correctly, which the decode-graph bench cannot see.
+  f="$out/parity-graphs.jsonl"
+  : >"$f"
+  gcases=(--case qwen2_lm --case qwen2_5_vl --case xomni_lm)
+  [ $quick -eq 1 ] && gcases=(--case qwen2_lm)
+  step parity-graphs 120 --stdout "$f" "$bin/omniflux-parity" tests/fixtures "${rtflags[@]}" --dtype float32 \
+    --decode-graphs "${gcases[@]}"
+  parity_summary "$f" "fp32, decode graphs"
 fi
 
 # --- benchmarks ----------------------------------------------------------------------------------

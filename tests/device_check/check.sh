@@ -17,7 +17,7 @@ OUT=$out OMNIFLUX_DEVICE_CHECK_FAIL="parity-bf16" OMNIFLUX_DEVICE_CHECK_HANG="be
   scripts/device-check.sh --cpu --quick --no-build --build="$build"
 rc=$?
 [ $rc -eq 1 ] || fail "exit status $rc with a failing step, expected 1"
-for f in summary.txt device-check.log parity-fp32.jsonl parity-bf16.jsonl; do
+for f in summary.txt device-check.log parity-fp32.jsonl parity-bf16.jsonl parity-graphs.jsonl; do
   [ -f "$out/$f" ] || fail "no $f under \$OUT"
 done
 results=$(ls "$out"/*-cpu-check.jsonl 2>/dev/null | head -1)
@@ -26,6 +26,8 @@ has summary.txt '^parity-fp32 +rc=0 '
 has summary.txt 'parity fp32: [1-9][0-9]*/[1-9][0-9]* tensors pass'
 has summary.txt '^parity-bf16 +rc=1 '
 has summary.txt '^bench-attention +TIMEOUT after 2s'
+has summary.txt '^parity-graphs +rc=0 '
+has summary.txt 'parity fp32, decode graphs: [1-9][0-9]*/[1-9][0-9]* tensors pass'
 has summary.txt '^bench-qwen-decode +rc=0 '
 has summary.txt '^bench-qwen-decode-graphs +rc=0 '
 has summary.txt '^bench-flux-step +rc=0 '

@@ -10,6 +10,7 @@
 #include "nn/debug.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "parity.h"
+#include "sampling/decode_graph.h"
 
 using omniflux::parity::ParityOutputs;
 using namespace omniflux;
@@ -55,7 +56,8 @@ OMNIFLUX_PARITY_CASE(qwen2_5_vl) {
   sampling::TokenLoopOptions g;
   g.max_new_tokens = n_new;
   g.keep_step_logits = true;
-  auto r = sampling::generate(first, [&](const at::Tensor& t) { return model.decode_one(t, cache); }, g);
+  auto r = sampling::generate(first, [&](const at::Tensor& t) { return model.decode_one(t, cache); }, g, {},
+                              sampling::decode_graph_cache(cache, ctx.rt));  // --decode-graphs
   out["generated_ids"] = r.tokens.cpu();
   out["generated_step_logits"] = r.step_logits.to(at::kFloat).cpu();
   return out;

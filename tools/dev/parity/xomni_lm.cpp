@@ -9,6 +9,7 @@
 #include "nn/debug.h"
 #include "omniflux/sampling/token_sampling.h"
 #include "parity.h"
+#include "sampling/decode_graph.h"
 
 using omniflux::parity::ParityOutputs;
 using namespace omniflux;
@@ -42,7 +43,8 @@ OMNIFLUX_PARITY_CASE(xomni_lm) {
   g.max_new_tokens = n_new;
   g.keep_step_logits = true;
   g.token_offset = lm.token_offset(XOmniMode::Image);
-  auto r = sampling::generate(first, [&](const at::Tensor& t) { return lm.decode_one(t, cache, XOmniMode::Image); }, g);
+  auto r = sampling::generate(first, [&](const at::Tensor& t) { return lm.decode_one(t, cache, XOmniMode::Image); }, g,
+                              {}, sampling::decode_graph_cache(cache, ctx.rt));  // --decode-graphs
   out["generated_ids"] = r.tokens.cpu();
   out["generated_step_logits"] = r.step_logits.to(at::kFloat).cpu();
 
