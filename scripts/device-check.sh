@@ -205,6 +205,12 @@ if [ $no_build -eq 0 ] && compgen -G ".deb/*.deb" >/dev/null; then
     note "pkg-config: the carried pkgconf"
   fi
   cmake_extra+=(-DCMAKE_PREFIX_PATH="$prefix/usr")
+  # The .pc files name only usr/include; the multiarch headers (jconfig.h, opensslconf.h) sit in
+  # usr/include/x86_64-linux-gnu, where the compiler otherwise finds the machine's own. On the first
+  # H100 run that mixed Ubuntu's jconfig.h (libjpeg 8) with the carried libjpeg62: "Wrong JPEG
+  # library version: library is 62, caller expects 80" in every JPEG test.
+  cmake_extra+=(-DCMAKE_CXX_FLAGS="-isystem $prefix/usr/include/x86_64-linux-gnu"
+                -DCMAKE_C_FLAGS="-isystem $prefix/usr/include/x86_64-linux-gnu")
 elif [ $no_build -eq 0 ]; then
   note "no .deb/*.deb: using the machine's packages (run --fetch-debs where apt works and carry .deb)"
 fi

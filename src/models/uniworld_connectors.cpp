@@ -33,7 +33,8 @@ at::Tensor UniWorldProjector::forward(const at::Tensor& x) const {
   if (x.dim() < 1 || x.size(-1) != in_dim())
     throw Error("projector input has the wrong width", "UniWorldProjector", "[..., " + std::to_string(in_dim()) + "]",
                 shape_str(x.sizes().vec()));
-  return nn::linear(nn::silu(nn::linear(x.to(w0_.scalar_type()), w0_, b0_)), w2_, b2_);
+  // Inputs may come from another device (a stage run on its own, SigLIP placed elsewhere).
+  return nn::linear(nn::silu(nn::linear(x.to(w0_.device(), w0_.scalar_type()), w0_, b0_)), w2_, b2_);
 }
 
 UniWorldConnectors UniWorldConnectors::load(const WeightView& dt, int64_t vlm_hidden, int64_t out_dim, int64_t siglip_hidden) {
@@ -81,7 +82,7 @@ UniWorldTextStream uniworld_assemble_text_stream(const at::Tensor& input_ids, co
   for (int64_t j = 0; j < n_img; ++j) {
     parts.push_back(vlm.slice(1, start, ends[j]));
     take(0, start, ends[j]);
-    parts.push_back(sig[j].unsqueeze(0).to(vlm.scalar_type()));
+    parts.push_back(sig[j].unsqueeze(0).to(vlm.device(), vlm.scalar_type()));
     take(1, j * S, (j + 1) * S);
     start = ends[j];  // the <|vision_end|> row itself stays, after the image's SigLIP rows
   }
