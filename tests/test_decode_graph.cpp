@@ -170,3 +170,31 @@ TEST(DecodeGraph, GroupedQueryFoldEqualsRepeatedHeads) {
   opt.mask = mask.expand({2, 6, 1, 10}).contiguous();  // a per-head mask folds too
   EXPECT_LT(max_abs(nn::attention(q, k, v, opt), ref), 1e-5);
 }
+
+TEST(DecodeGraph, SamplerRefusesLogitsAndSpecsThatDoNotFit) {
+  sampling::SamplerSpec spec;
+  spec.vocab = 8;
+  spec.max_new_tokens = 4;
+  sampling::TokenSampler s(spec, {}, at::kCPU);
+  EXPECT_THROW(s.sample(at::zeros({1, 9})), Error);    // another vocabulary
+  EXPECT_THROW(s.sample(at::zeros({2, 8})), Error);    // another batch
+  EXPECT_THROW(s.sample(at::zeros({8})), Error);       // not [B, V]
+  EXPECT_THROW(s.sample(at::Tensor()), Error);
+  spec.guidance_scale = 3.0;
+  sampling::TokenSampler cfg(spec, {}, at::kCPU);
+  EXPECT_THROW(cfg.sample(at::zeros({1, 8})), Error);  // CFG needs [2B, V]
+  EXPECT_EQ(cfg.sample(at::zeros({2, 8})).sizes(), (std::vector<int64_t>{1}));
+  spec.guidance_scale = 1.0;
+  auto bad = spec;
+  bad.vocab = 0;
+  EXPECT_THROW(sampling::TokenSampler(bad, {}, at::kCPU), Error);
+  bad = spec;
+  bad.token_offset = -1;
+  EXPECT_THROW(sampling::TokenSampler(bad, {}, at::kCPU), Error);
+  bad = spec;
+  bad.logit_bias = {{8, 1.0}};
+  EXPECT_THROW(sampling::TokenSampler(bad, {}, at::kCPU), Error);
+  bad = spec;
+  bad.sampling.repetition_penalty = 1.5;
+  EXPECT_THROW(sampling::TokenSampler(bad, at::zeros({2, 3}, at::kLong), at::kCPU), Error);  // prompt rows != B
+}
