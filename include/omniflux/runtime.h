@@ -48,8 +48,8 @@ struct RuntimeOptions {
   // keeps fixed shapes (key views rounded up to kDecodeGraphBucket), and each bucket's decode step
   // with its sampling is captured once as a CUDA graph and replayed per token. On the CPU the same
   // fixed-shape steps run, replayed with the cache's host side frozen at capture: a check that the
-  // step is capturable, not a speed-up. Needs offload none and one rank. Off by default until a GPU
-  // has measured it.
+  // step is capturable, not a speed-up. Needs offload none and one rank. Off by default: on the
+  // first H100 run it was 12% faster than eager decoding, held back by its attention (docs/gpu.md).
   bool decode_graphs = false;
 
   // Checks every field at once (every WeightStore does on construction): a known device and

@@ -50,6 +50,11 @@ DecodeGraph::DecodeGraph(KVCache& cache, Step step, TokenSampler& sampler)
 
 DecodeGraph::~DecodeGraph() = default;
 
+void DecodeGraph::step_and_sample(const at::Tensor& ids) {
+  logits_ = step_(ids);
+  next_ = sampler_.sample(logits_);
+}
+
 at::Tensor DecodeGraph::eager(const at::Tensor& ids) {
 #if OMNIFLUX_WITH_CUDA
   if (cuda_) {
@@ -57,15 +62,13 @@ at::Tensor DecodeGraph::eager(const at::Tensor& ids) {
     Cuda::wait(cuda_->stream, current);
     {
       c10::cuda::CUDAStreamGuard guard(cuda_->stream);
-      logits_ = step_(ids);
-      next_ = sampler_.sample(logits_);
+      step_and_sample(ids);
     }
     Cuda::wait(current, cuda_->stream);
     return next_;
   }
 #endif
-  logits_ = step_(ids);
-  next_ = sampler_.sample(logits_);
+  step_and_sample(ids);
   return next_;
 }
 
@@ -85,8 +88,7 @@ void DecodeGraph::capture(const at::Tensor& ids) {
       // Thread-local mode: another thread's CUDA calls (a server's other requests) do not break it.
       graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
       try {
-        logits_ = step_(ids_);
-        next_ = sampler_.sample(logits_);
+        step_and_sample(ids_);
       } catch (...) {
         // End the capture, or the stream stays in capture mode and every later launch on it fails.
         try {
@@ -120,8 +122,7 @@ void DecodeGraph::replay() {
   const KVCache::HostState now = cache_.host_state();
   cache_.set_host_state(captured_);
   try {
-    logits_ = step_(ids_);
-    next_ = sampler_.sample(logits_);
+    step_and_sample(ids_);
   } catch (...) {
     cache_.set_host_state(now);
     throw;

@@ -49,6 +49,7 @@ class DecodeGraph {
 
  private:
   struct Cuda;  // the CUDA graph and its stream (decode_graph.cpp)
+  void step_and_sample(const at::Tensor& ids);  // sets logits_ and next_
   at::Tensor eager(const at::Tensor& ids);
   void capture(const at::Tensor& ids);
   void replay();

@@ -92,9 +92,9 @@ TextGeneration generate_text(const at::Tensor& first_logits, const std::function
   // Prompt and answer ids for the repetition penalty (HF penalises both).
   TokenSampler sampler(spec, o.sampling.repetition_penalty != 1.0 ? prompt_ids : at::Tensor(), dev);
   std::unique_ptr<DecodeGraph> graph = graph_cache ? std::make_unique<DecodeGraph>(*graph_cache, step, sampler) : nullptr;
-  // The host reads each id (to decode text) while the device already runs the next step: the id is
-  // copied into pinned memory before that step is queued, so reading it waits for the copy only.
-  // When the answer ends, one step was queued for nothing; no step is queued past max_new_tokens.
+  // On CUDA the host reads each id (to decode text) while the device already runs the next step:
+  // the id is copied into pinned memory before that step is queued, so reading it waits for the
+  // copy only. When the answer ends, one step was queued for nothing; none past max_new_tokens.
   const bool cuda = dev.is_cuda();
   at::Tensor host_id = at::empty({1}, at::TensorOptions().dtype(at::kLong).pinned_memory(cuda));
 

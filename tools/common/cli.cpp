@@ -537,7 +537,7 @@ void add_runtime_flags(Parser& p, RuntimeOptions* rt, bool with_offload) {
            rt->dtype);
   p.integer("--threads", &rt->num_threads, 0, max_threads(), "N", "CPU threads, 0 = all hardware threads");
   p.toggle("--decode-graphs", &rt->decode_graphs,
-           "LM decoding as CUDA graphs, one per 256-token KV bucket (docs/gpu.md; untested on a GPU yet); on the CPU a check, not a speed-up");
+           "LM decoding as CUDA graphs, one per 256-token KV bucket (docs/gpu.md); on the CPU a check, not a speed-up");
   if (with_offload) {
     p.custom("--offload", "none|model|sequential",
              "weights on the device only while used: per model, or block by block", [rt](const std::string& v) {
